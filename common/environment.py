@@ -1,0 +1,108 @@
+"""What a run ran on: the device, its drivers, the Python and framework versions.
+
+    env = environment.capture(device="cuda", versions={"torch": torch.__version__},
+                              cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(),
+                              threads=torch.get_num_threads())
+    print(environment.describe(env))
+
+The GPU's name and driver come from ``nvidia-smi``; CUDA and cuDNN are the
+versions the framework was built with and loaded, which only it can tell.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+def _run(command: list[str]) -> str | None:
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def gpus() -> list[dict]:
+    """Name, driver and memory of each NVIDIA GPU, from nvidia-smi ([] without one)."""
+    if not shutil.which("nvidia-smi"):
+        return []
+    out = _run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
+                "--format=csv,noheader"])
+    found = []
+    for line in (out or "").splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 3:
+            found.append({"name": parts[0], "driver": parts[1], "memory": parts[2]})
+    return found
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_commit() -> str | None:
+    """The repository's commit, with ``-dirty`` when tracked files differ from it."""
+    commit = _run(["git", "-C", str(REPOSITORY), "rev-parse", "HEAD"])
+    if commit is None:
+        return None
+    dirty = _run(["git", "-C", str(REPOSITORY), "status", "--porcelain", "--untracked-files=no"])
+    return commit + ("-dirty" if dirty else "")
+
+
+def capture(device: str, versions: dict[str, str], cuda: str | None = None,
+            cudnn: str | int | None = None, threads: int | None = None) -> dict:
+    """The environment block of a result record.
+
+    ``device`` is "cuda" or "cpu", as the notebook actually placed the model.
+    """
+    info = {
+        "device": device,
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "threads": threads,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": dict(versions),
+        "git_commit": git_commit(),
+    }
+    if device == "cuda":
+        found = gpus()
+        info.update({
+            "gpu": found[0]["name"] if found else "unknown NVIDIA GPU",
+            "gpu_count": len(found),
+            "gpu_memory": found[0]["memory"] if found else None,
+            "driver": found[0]["driver"] if found else None,
+            "cuda": cuda,
+            "cudnn": str(cudnn) if cudnn is not None else None,
+        })
+    return info
+
+
+def describe(info: dict) -> str:
+    """One line for tables and printouts, e.g. 'NVIDIA H100 (driver 550, CUDA 12.4, cuDNN 9.1)'."""
+    if info["device"] == "cuda":
+        extras = [f"driver {info.get('driver')}", f"CUDA {info.get('cuda')}", f"cuDNN {info.get('cudnn')}"]
+        return f"{info['gpu']} ({', '.join(extras)})"
+    return f"CPU: {info['cpu']} ({info.get('threads') or info.get('cpu_count')} threads)"
+
+
+def print_environment(info: dict) -> None:
+    print("Device:   ", describe(info))
+    if info["device"] != "cuda":
+        print("          no GPU in use: this run trains on the CPU, and its record says so.")
+    print("Python:   ", info["python"], "on", info["platform"])
+    for name, version in info["versions"].items():
+        print(f"{name + ':':11}", version)
+    print("Commit:   ", info["git_commit"])

@@ -1,0 +1,61 @@
+"""The training timer: wall-clock, with the device synchronised at every mark.
+
+    timer = Timer(sync=torch.cuda.synchronize)   # or a no-op on the CPU
+    timer.start()                 # synchronises, then starts the clock
+    for epoch in ...:
+        ...train...
+        timer.epoch_done()        # synchronises, then notes the time
+    timer.summary(samples_per_epoch)
+
+Training time runs from just before the first step to the end of the last,
+the device synchronised at both ends, so queued asynchronous work is counted.
+The first epoch (compilation, autotuning, warm-up) is reported apart from the
+median of the others, which gives the steady throughput.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+
+class Timer:
+    def __init__(self, sync: Callable[[], object] | None = None):
+        self.sync = sync or (lambda: None)
+        self.started: float | None = None
+        self.marks: list[float] = []
+
+    def _now(self) -> float:
+        self.sync()
+        return time.perf_counter()
+
+    def start(self) -> None:
+        self.started = self._now()
+        self.marks = []
+
+    def epoch_done(self) -> float:
+        """Marks the end of an epoch; returns that epoch's seconds."""
+        if self.started is None:
+            raise RuntimeError("Timer.epoch_done() called before Timer.start().")
+        self.marks.append(self._now())
+        previous = self.marks[-2] if len(self.marks) > 1 else self.started
+        return self.marks[-1] - previous
+
+    @property
+    def epoch_seconds(self) -> list[float]:
+        edges = [self.started] + self.marks
+        return [b - a for a, b in zip(edges, edges[1:])]
+
+    def summary(self, samples_per_epoch: int) -> dict:
+        """Training time, first epoch, median of the others, and steady throughput."""
+        epochs = self.epoch_seconds
+        if not epochs:
+            raise RuntimeError("no epoch was timed.")
+        steady = statistics.median(epochs[1:]) if len(epochs) > 1 else epochs[0]
+        return {
+            "train_seconds": self.marks[-1] - self.started,
+            "first_epoch_seconds": epochs[0],
+            "median_epoch_seconds": statistics.median(epochs[1:]) if len(epochs) > 1 else None,
+            "epoch_seconds": epochs,
+            "throughput_per_second": samples_per_epoch / steady if steady > 0 else None,
+        }

@@ -1,0 +1,160 @@
+"""`rosetta`: build the environments, fetch the data, run the notebooks, report.
+
+    rosetta envs [NAME ...] [--flavour cpu|cuda] [--force]
+    rosetta data [--data-dir DIR] [--cifar10 PATH] [--imdb PATH]
+    rosetta run [NAME ...] [--benchmark cifar imdb] [--epochs N] [--train-samples N] ...
+    rosetta report [--results DIR]
+    rosetta bench [NAME ...] [run options]    # envs, data, run and report in one go
+    rosetta list
+
+NAME selects frameworks (all of them by default): see `rosetta list`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from common import data
+from harness import REPOSITORY, environments, report, runner
+from harness.frameworks import BENCHMARKS, FRAMEWORKS, select
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value}")
+    return value
+
+
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", help="download cache (default $ROSETTA_DATA_DIR or ~/.cache/dl-rosetta)")
+    parser.add_argument("--cifar10", metavar="PATH", help="a local CIFAR-10 copy: cifar-10-python.tar.gz "
+                        "or a cifar-10-batches-py folder (default $ROSETTA_CIFAR10, else download)")
+    parser.add_argument("--imdb", metavar="PATH", help="a local imdb.npz (default $ROSETTA_IMDB, else download)")
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("frameworks", nargs="*", metavar="NAME", help="frameworks to run (default: all)")
+    parser.add_argument("--benchmark", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
+    parser.add_argument("--epochs", type=_positive, help="override the benchmark's epochs (a subset run)")
+    parser.add_argument("--batch-size", type=_positive)
+    parser.add_argument("--train-samples", type=_positive, help="train on the first N samples only")
+    parser.add_argument("--test-samples", type=_positive, help="evaluate on the first N test samples only")
+    parser.add_argument("--seed", type=int, default=runner.RunSettings.seed)
+    parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
+    parser.add_argument("--timeout", type=float, default=runner.RunSettings.timeout,
+                        help="seconds one notebook may run (default %(default).0f)")
+    parser.add_argument("--results", type=Path, default=REPOSITORY / "results")
+    _add_data_options(parser)
+
+
+def _add_env_options(parser: argparse.ArgumentParser, with_names: bool = True) -> None:
+    if with_names:
+        parser.add_argument("frameworks", nargs="*", metavar="NAME", help="frameworks (default: all)")
+    parser.add_argument("--flavour", choices=environments.FLAVOURS,
+                        help="cpu or cuda builds (default: cuda where nvidia-smi sees a GPU)")
+    parser.add_argument("--force", action="store_true", help="rebuild even when up to date")
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="rosetta", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_env_options(commands.add_parser("envs", help="build framework environments and kernels"))
+    _add_data_options(commands.add_parser("data", help="download and verify the data sets"))
+    _add_run_options(commands.add_parser("run", help="run notebooks and write their records"))
+    reporting = commands.add_parser("report", help="render results/README.md, results.csv and plots")
+    reporting.add_argument("--results", type=Path, default=REPOSITORY / "results")
+    bench = commands.add_parser("bench", help="envs, data, run and report in one go")
+    _add_run_options(bench)
+    _add_env_options(bench, with_names=False)
+    commands.add_parser("list", help="the frameworks, their notebooks and environments")
+    return parser.parse_args(argv)
+
+
+def cmd_envs(args) -> int:
+    flavour = args.flavour or environments.default_flavour()
+    failures = []
+    for framework in select(args.frameworks):
+        try:
+            environments.create(framework, flavour, force=args.force)
+        except environments.EnvironmentBuildError as error:
+            print(f"{framework.label}: {error}", file=sys.stderr)
+            failures.append(framework.label)
+    if failures:
+        print(f"could not build: {', '.join(failures)}; their runs will be recorded as unavailable.",
+              file=sys.stderr)
+    return 1 if failures else 0
+
+
+def cmd_data(args, benchmarks=BENCHMARKS) -> int:
+    """Fetches and verifies what the benchmarks need before any notebook starts."""
+    if "cifar" in benchmarks:
+        x_train, x_test, _, _, provenance = data.load_cifar10(args.cifar10, args.data_dir)
+        print(f"CIFAR-10: {len(x_train)} + {len(x_test)} images, {provenance['source']} {provenance['path']}")
+    if "imdb" in benchmarks:
+        x_train, _, x_test, _, provenance = data.load_imdb(args.imdb, args.data_dir)
+        print(f"IMDB: {len(x_train)} + {len(x_test)} reviews, {provenance['source']} {provenance['path']}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    frameworks = select(args.frameworks)
+    cmd_data(args, args.benchmark)
+    settings = runner.RunSettings(
+        epochs=args.epochs, batch_size=args.batch_size, train_samples=args.train_samples,
+        test_samples=args.test_samples, seed=args.seed, device=args.device, timeout=args.timeout,
+        data_dir=args.data_dir, cifar_source=args.cifar10, imdb_source=args.imdb)
+    if settings.device != "cpu" and environments.default_flavour() == "cpu":
+        print("note: no NVIDIA GPU found; every notebook trains on the CPU, and the table says so.")
+    done = runner.run_all(frameworks, args.benchmark, settings, args.results)
+    print(f"report: {report.render(args.results)}")
+    failed = [f"{r['framework']} {r['benchmark']}: {r['status']}" for r in done if r["status"] != "ok"]
+    for line in failed:
+        print("not ok:", line)
+    return 1 if failed else 0
+
+
+def cmd_report(args) -> int:
+    print(report.render(args.results).read_text())
+    return 0
+
+
+def cmd_list(args) -> int:
+    for framework in FRAMEWORKS.values():
+        reason = environments.unavailable_reason(framework)
+        state = reason or f"ready ({environments.installed_flavour(framework)})"
+        print(f"{framework.name:12} {framework.label:12} {framework.api:28} kernel {framework.kernel}: {state}")
+        for benchmark, notebook in framework.notebooks.items():
+            print(f"{'':14}{benchmark:6} notebooks/{notebook}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    try:
+        if args.command == "envs":
+            return cmd_envs(args)
+        if args.command == "data":
+            return cmd_data(args)
+        if args.command == "run":
+            return cmd_run(args)
+        if args.command == "report":
+            return cmd_report(args)
+        if args.command == "list":
+            return cmd_list(args)
+        if args.command == "bench":
+            cmd_envs(args)
+            return cmd_run(args)
+    except (ValueError, data.DataError) as error:
+        print(f"rosetta: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

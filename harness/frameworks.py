@@ -1,0 +1,58 @@
+"""The frameworks this project compares: their environments, kernels and notebooks.
+
+Adding a framework means adding its two notebooks, its requirement specs in
+``harness/envs/`` (``NAME-cpu.txt`` and ``NAME-cuda.txt``) and one entry here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from harness import REPOSITORY
+
+BENCHMARKS = ("cifar", "imdb")
+
+
+@dataclass(frozen=True)
+class Framework:
+    name: str                  # what `rosetta run NAME` selects
+    label: str                 # what the results table shows
+    api: str                   # the API level the notebooks use
+    env: str                   # the environment (and kernel) the notebooks run in
+    notebooks: dict = field(default_factory=dict)  # benchmark -> path under notebooks/
+    versions_probe: str = ""   # Python run in the environment; prints "name version" lines
+    cpu_probe: str = ""        # Python that exits non-zero if a CPU flavour holds a CUDA build
+
+    @property
+    def kernel(self) -> str:
+        return kernel_name(self.env)
+
+    def notebook(self, benchmark: str):
+        return REPOSITORY / "notebooks" / self.notebooks[benchmark]
+
+
+def kernel_name(env: str) -> str:
+    return f"rosetta-{env}"
+
+
+FRAMEWORKS = {
+    "pytorch": Framework(
+        name="pytorch",
+        label="PyTorch",
+        api="nn.Module + torch.optim",
+        env="pytorch",
+        notebooks={"cifar": "cifar/PyTorch_CIFAR.ipynb", "imdb": "imdb/PyTorch_IMDB.ipynb"},
+        versions_probe="import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)",
+        cpu_probe="import torch, sys; sys.exit(torch.version.cuda is not None)",
+    ),
+}
+
+
+def select(names: list[str] | None) -> list[Framework]:
+    """The frameworks named (all of them for none), or a ValueError naming the unknown ones."""
+    if not names:
+        return list(FRAMEWORKS.values())
+    unknown = [n for n in names if n.lower() not in FRAMEWORKS]
+    if unknown:
+        raise ValueError(f"unknown framework(s) {', '.join(unknown)}; "
+                         f"known: {', '.join(FRAMEWORKS)}.")
+    return [FRAMEWORKS[n.lower()] for n in dict.fromkeys(names)]

@@ -1,0 +1,169 @@
+"""The results: every JSON record read into pandas, and the tables and plots made from them.
+
+    rosetta report [--results results]
+
+writes ``results/README.md`` (one table per benchmark: the latest run of each
+framework, fastest first), ``results/results.csv`` (every record, one row each)
+and ``results/<benchmark>.png``. Nothing here is typed by hand: every figure
+comes from a record.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from common import environment, params, record
+
+UNITS = {name: spec["unit"] for name, spec in params.BENCHMARKS.items()}
+TITLES = {"cifar": "CNN on CIFAR-10", "imdb": "GRU on IMDB"}
+
+
+def load_records(results: Path) -> list[dict]:
+    """Every record under ``results/records``; an unreadable one stops with its file named."""
+    return [record.read(path) for path in sorted((results / "records").glob("*.json"))]
+
+
+def _device(row: dict) -> str:
+    env = row.get("environment")
+    return environment.describe(env) if env else ""
+
+
+def _versions(row: dict) -> str:
+    env = row.get("environment") or {}
+    versions = env.get("versions") or {}
+    return ", ".join(f"{k} {v}" for k, v in versions.items() if k != "numpy")
+
+
+def _data(row: dict) -> str:
+    parts = []
+    if row.get("subset"):
+        parts.append("subset: " + "; ".join(row.get("differs_from_benchmark") or []))
+    else:
+        parts.append("full")
+    source = (row.get("data") or {}).get("source")
+    if source == "local copy":
+        parts.append(f"local copy {Path(row['data']['path']).name}")
+    return ", ".join(parts)
+
+
+def to_frame(records: list[dict]) -> pd.DataFrame:
+    """One row per record, with the columns the tables and the CSV use."""
+    rows = []
+    for r in records:
+        rows.append({
+            "framework": r["framework"], "api": r["api"], "benchmark": r["benchmark"],
+            "variant": r["variant"], "status": r["status"], "error": r.get("error"),
+            "test_accuracy": r.get("test_accuracy"), "train_seconds": r.get("train_seconds"),
+            "first_epoch_seconds": r.get("first_epoch_seconds"),
+            "median_epoch_seconds": r.get("median_epoch_seconds"),
+            "throughput_per_second": r.get("throughput_per_second"),
+            "epochs": r["epochs"], "batch_size": r["batch_size"],
+            "train_samples": r["train_samples"], "test_samples": r["test_samples"],
+            "subset": r.get("subset"), "seed": r["seed"], "parameters": r.get("parameters"),
+            "device": _device(r), "versions": _versions(r), "data": _data(r),
+            "data_source": (r.get("data") or {}).get("source"),
+            "python": (r.get("environment") or {}).get("python"),
+            "git_commit": (r.get("environment") or {}).get("git_commit"),
+            "timestamp": r["timestamp"], "notebook": r.get("notebook"),
+        })
+    columns = ["framework", "api", "benchmark", "variant", "status", "timestamp"]
+    frame = pd.DataFrame(rows, columns=list(rows[0]) if rows else columns)
+    return frame.sort_values("timestamp", kind="stable").reset_index(drop=True)
+
+
+def latest(frame: pd.DataFrame) -> pd.DataFrame:
+    """The newest record of each framework, benchmark and variant."""
+    return frame.groupby(["framework", "benchmark", "variant"], sort=False).tail(1)
+
+
+def _number(value, digits: int, suffix: str = "") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:,.{digits}f}{suffix}"
+
+
+def benchmark_table(frame: pd.DataFrame, benchmark: str) -> str:
+    """The markdown table of one benchmark, fastest ok run first, the others after."""
+    rows = latest(frame[frame["benchmark"] == benchmark]).copy()
+    rows["_ok"] = rows["status"] == "ok"
+    rows = rows.sort_values(["_ok", "train_seconds"], ascending=[False, True], na_position="last")
+    fastest = rows.loc[rows["_ok"], "train_seconds"].min()
+    unit = UNITS[benchmark]
+    header = ["Framework", "API", "Variant", "Status", "Test accuracy", "Training time (s)", "vs fastest",
+              "First epoch (s)", f"Steady {unit}/s", "Data", "Device", "Version"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for _, r in rows.iterrows():
+        ok = r["status"] == "ok"
+        status = "ok" if ok else f"**{r['status']}**: {_cell(r['error'])}"
+        lines.append("| " + " | ".join([
+            r["framework"], r["api"], r["variant"], status,
+            _number(r["test_accuracy"] * 100, 1, " %") if ok else "–",
+            _number(r["train_seconds"], 1) if ok else "–",
+            _number(r["train_seconds"] / fastest, 2, "×") if ok and fastest else "–",
+            _number(r["first_epoch_seconds"], 1) if ok else "–",
+            _number(r["throughput_per_second"], 0) if ok else "–",
+            _cell(r["data"]), _cell(r["device"]), _cell(r["versions"]),
+        ]) + " |")
+    return "\n".join(lines)
+
+
+def _cell(text) -> str:
+    if text is None or (isinstance(text, float) and math.isnan(text)):
+        return ""
+    text = str(text).replace("|", "\\|").replace("\n", " ")
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def plot(frame: pd.DataFrame, benchmark: str, path: Path) -> Path | None:
+    """Training time by framework (bars), with each one's test accuracy written beside it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = latest(frame[(frame["benchmark"] == benchmark) & (frame["status"] == "ok")])
+    if rows.empty:
+        return None
+    rows = rows.sort_values("train_seconds", ascending=False)
+    labels = [f"{f} ({v})" if v != "fp32" else f for f, v in zip(rows["framework"], rows["variant"])]
+    figure, axes = plt.subplots(figsize=(8, 1.2 + 0.5 * len(rows)))
+    bars = axes.barh(labels, rows["train_seconds"], color="#4c72b0")
+    for bar, accuracy in zip(bars, rows["test_accuracy"]):
+        axes.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f"  {accuracy * 100:.1f} % accuracy",
+                  va="center", fontsize=9)
+    axes.set_xlabel("training time (s), lower is better")
+    axes.set_title(f"{TITLES[benchmark]}: training time and test accuracy")
+    axes.set_xlim(0, rows["train_seconds"].max() * 1.5)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def render(results: Path) -> Path:
+    """Writes README.md, results.csv and the plots under ``results``; returns the README's path."""
+    records = load_records(results)
+    frame = to_frame(records)
+    frame.to_csv(results / "results.csv", index=False)
+    parts = ["# Results", "",
+             f"Generated by `rosetta report` from the {len(records)} JSON record(s) in `records/`; "
+             "do not edit by hand. Each table shows the latest run of every framework, fastest "
+             "first; `results.csv` holds every run.", ""]
+    for benchmark in params.BENCHMARKS:
+        parts += [f"## {TITLES[benchmark]}", ""]
+        if frame.empty or (frame["benchmark"] == benchmark).sum() == 0:
+            parts += ["No runs yet.", ""]
+            continue
+        parts += [benchmark_table(frame, benchmark), ""]
+        image = plot(frame, benchmark, results / f"{benchmark}.png")
+        if image:
+            parts += [f"![{TITLES[benchmark]}]({image.name})", ""]
+        devices = latest(frame[frame["benchmark"] == benchmark])["device"]
+        if any(d.startswith("CPU") for d in devices):
+            parts += ["Runs on a CPU are marked in the Device column: they show that a notebook "
+                      "works, not how fast the framework is on a GPU.", ""]
+    readme = results / "README.md"
+    readme.write_text("\n".join(parts))
+    return readme

@@ -1,0 +1,178 @@
+"""Running notebooks through papermill, one framework's kernel at a time.
+
+Each run executes in a child process with its own session, under a wall-clock
+timeout; the executed notebook is kept next to the run's record. A notebook
+that fails, diverges (``TrainingDiverged``) or times out gets a record saying
+so, with its error, and the next notebook runs.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+
+from common import params, record
+from harness import REPOSITORY, environments
+from harness.frameworks import Framework
+
+
+@dataclass
+class RunSettings:
+    """What ``rosetta run`` injects into every notebook; None keeps the notebook's default."""
+
+    epochs: int | None = None
+    batch_size: int | None = None
+    train_samples: int | None = None
+    test_samples: int | None = None
+    seed: int = params.SEED
+    device: str = "auto"
+    data_dir: str | None = None
+    cifar_source: str | None = None
+    imdb_source: str | None = None
+    timeout: float = 4 * 3600.0
+
+    def notebook_parameters(self, benchmark: str, record_path: Path) -> dict:
+        return {
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "train_samples": self.train_samples,
+            "test_samples": self.test_samples,
+            "seed": self.seed,
+            "device": self.device,
+            "data_source": self.cifar_source if benchmark == "cifar" else self.imdb_source,
+            "data_dir": self.data_dir,
+            "record_path": str(record_path),
+        }
+
+
+def records_dir(results: Path) -> Path:
+    return results / "records"
+
+
+def run_paths(results: Path, framework: Framework, benchmark: str) -> tuple[Path, Path]:
+    """The record and the executed notebook of a new run, side by side."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    stem = records_dir(results) / f"{stamp}-{framework.name}-{benchmark}"
+    return stem.with_suffix(".json"), stem.with_suffix(".ipynb")
+
+
+def notebook_error(executed: Path) -> tuple[str, str] | None:
+    """The (exception name, message) of the first failing cell of an executed notebook."""
+    try:
+        notebook = nbformat.read(executed, as_version=4)
+    except Exception:
+        return None
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error":
+                return output.get("ename", "Error"), output.get("evalue", "")
+    return None
+
+
+def _stream(process: subprocess.Popen, tail: collections.deque, prefix: str) -> None:
+    for line in process.stdout:
+        tail.append(line)
+        sys.stdout.write(prefix + line)
+        sys.stdout.flush()
+
+
+def execute(framework: Framework, benchmark: str, settings: RunSettings, results: Path) -> dict:
+    """Runs one notebook and returns its record (written to ``results/records`` in every case)."""
+    record_path, executed = run_paths(results, framework, benchmark)
+    record_path.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f"[{framework.name}/{benchmark}] "
+    reason = environments.unavailable_reason(framework)
+    if reason:
+        print(prefix + f"unavailable: {reason}")
+        return _write_failure(record_path, framework, benchmark, settings, "unavailable", reason, None)
+
+    parameters = settings.notebook_parameters(benchmark, record_path)
+    command = [sys.executable, "-m", "papermill", str(framework.notebook(benchmark)), str(executed),
+               "--kernel", framework.kernel, "--cwd", str(REPOSITORY),
+               "--parameters_yaml", json.dumps(parameters), "--log-output", "--no-progress-bar"]
+    print(prefix + f"running {framework.notebook(benchmark).relative_to(REPOSITORY)} "
+          f"in kernel {framework.kernel} (timeout {settings.timeout:.0f} s)", flush=True)
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    tail: collections.deque = collections.deque(maxlen=40)
+    reader = threading.Thread(target=_stream, args=(process, tail, prefix), daemon=True)
+    reader.start()
+    try:
+        returncode = process.wait(timeout=settings.timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(process)
+        reader.join(timeout=10)
+        message = f"no result after {settings.timeout:.0f} s; the run was stopped"
+        print(prefix + "timeout: " + message)
+        return _write_failure(record_path, framework, benchmark, settings, "timeout", message, executed)
+    reader.join(timeout=10)
+    elapsed = time.perf_counter() - started
+
+    if returncode == 0 and record_path.is_file():
+        result = record.read(record_path)
+        result["notebook"] = str(executed.relative_to(results)) if executed.is_file() else None
+        record.write(record_path, result)
+        print(prefix + f"ok in {elapsed:.0f} s: accuracy {result['test_accuracy']:.4f}, "
+              f"training {result['train_seconds']:.1f} s")
+        return result
+    error = notebook_error(executed) if executed.is_file() else None
+    if error and error[0] == "TrainingDiverged":
+        status, message = "diverged", error[1]
+    elif error:
+        status, message = "failed", f"{error[0]}: {error[1]}"
+    elif returncode == 0:
+        status, message = "failed", "the notebook finished without writing its record"
+    else:
+        status, message = "failed", f"papermill exited with {returncode}: " + "".join(tail)[-2000:].strip()
+    print(prefix + f"{status}: {message}")
+    return _write_failure(record_path, framework, benchmark, settings, status, message, executed)
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    """Stops papermill and the kernel it started (they share a session)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=10)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _write_failure(record_path: Path, framework: Framework, benchmark: str, settings: RunSettings,
+                   status: str, message: str, executed: Path | None) -> dict:
+    spec = params.BENCHMARKS[benchmark]
+    result = record.build(
+        framework=framework.label, api=framework.api, benchmark=benchmark, status=status, error=message,
+        epochs=settings.epochs or spec["epochs"], batch_size=settings.batch_size or spec["batch"],
+        train_samples=settings.train_samples or spec["train"], test_samples=settings.test_samples or spec["test"],
+        seed=settings.seed, notebook=str(executed.relative_to(record_path.parent.parent))
+        if executed is not None and executed.is_file() else None,
+    )
+    record.write(record_path, result)
+    return result
+
+
+def run_all(frameworks: list[Framework], benchmarks: list[str], settings: RunSettings,
+            results: Path) -> list[dict]:
+    """Every selected notebook in turn; one failing never stops the others."""
+    done = []
+    total = len(frameworks) * len(benchmarks)
+    for number, (framework, benchmark) in enumerate(
+            ((f, b) for f in frameworks for b in benchmarks if b in f.notebooks), start=1):
+        print(f"=== {number}/{total}: {framework.label} {benchmark} ===", flush=True)
+        done.append(execute(framework, benchmark, settings, results))
+    return done
