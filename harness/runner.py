@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -62,6 +63,10 @@ def run_paths(results: Path, framework: Framework, benchmark: str) -> tuple[Path
     """The record and the executed notebook of a new run, side by side."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     stem = records_dir(results) / f"{stamp}-{framework.name}-{benchmark}"
+    number = 1
+    while stem.with_suffix(".json").exists() or stem.with_suffix(".ipynb").exists():
+        number += 1
+        stem = records_dir(results) / f"{stamp}-{framework.name}-{benchmark}-{number}"
     return stem.with_suffix(".json"), stem.with_suffix(".ipynb")
 
 
@@ -78,11 +83,16 @@ def notebook_error(executed: Path) -> tuple[str, str] | None:
     return None
 
 
+PAPERMILL_CELL_MARKS = re.compile(r"(Executing|Ending) Cell \d+-+")
+
+
 def _stream(process: subprocess.Popen, tail: collections.deque, prefix: str) -> None:
+    """Echoes the notebook's output as it comes (without papermill's cell marks), keeping a tail."""
     for line in process.stdout:
         tail.append(line)
-        sys.stdout.write(prefix + line)
-        sys.stdout.flush()
+        if not PAPERMILL_CELL_MARKS.search(line) and line.strip():
+            sys.stdout.write(prefix + line)
+            sys.stdout.flush()
 
 
 def execute(framework: Framework, benchmark: str, settings: RunSettings, results: Path) -> dict:
@@ -99,7 +109,7 @@ def execute(framework: Framework, benchmark: str, settings: RunSettings, results
     command = [sys.executable, "-m", "papermill", str(framework.notebook(benchmark)), str(executed),
                "--kernel", framework.kernel, "--cwd", str(REPOSITORY),
                "--parameters_yaml", json.dumps(parameters), "--log-output", "--no-progress-bar"]
-    print(prefix + f"running {framework.notebook(benchmark).relative_to(REPOSITORY)} "
+    print(prefix + f"running {_shown(framework.notebook(benchmark))} "
           f"in kernel {framework.kernel} (timeout {settings.timeout:.0f} s)", flush=True)
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -138,6 +148,14 @@ def execute(framework: Framework, benchmark: str, settings: RunSettings, results
     return _write_failure(record_path, framework, benchmark, settings, status, message, executed)
 
 
+def _shown(path: Path) -> str:
+    """A path relative to the repository where it lies inside it."""
+    try:
+        return str(path.relative_to(REPOSITORY))
+    except ValueError:
+        return str(path)
+
+
 def _kill_group(process: subprocess.Popen) -> None:
     """Stops papermill and the kernel it started (they share a session)."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -170,9 +188,8 @@ def run_all(frameworks: list[Framework], benchmarks: list[str], settings: RunSet
             results: Path) -> list[dict]:
     """Every selected notebook in turn; one failing never stops the others."""
     done = []
-    total = len(frameworks) * len(benchmarks)
-    for number, (framework, benchmark) in enumerate(
-            ((f, b) for f in frameworks for b in benchmarks if b in f.notebooks), start=1):
-        print(f"=== {number}/{total}: {framework.label} {benchmark} ===", flush=True)
+    selected = [(f, b) for f in frameworks for b in benchmarks if b in f.notebooks]
+    for number, (framework, benchmark) in enumerate(selected, start=1):
+        print(f"=== {number}/{len(selected)}: {framework.label} {benchmark} ===", flush=True)
         done.append(execute(framework, benchmark, settings, results))
     return done

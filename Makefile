@@ -1,0 +1,57 @@
+# dl-rosetta. On a fresh clone:
+#   make bench     build what is needed, run every framework's notebooks, write results/README.md
+#   make test      build what is needed, run the test suite (CPU only)
+#
+# Overrides, without editing files:
+#   make bench FRAMEWORKS="pytorch" EPOCHS=1 TRAIN_SAMPLES=2000 TEST_SAMPLES=1000
+#   make bench FLAVOUR=cpu DEVICE=cpu TIMEOUT=3600 CIFAR10=/path/cifar-10-python.tar.gz IMDB=/path/imdb.npz
+#   make test PYTEST_ARGS="-k data"
+
+PYTHON ?= python3
+VENV ?= .venv
+FRAMEWORKS ?=
+TEST_FRAMEWORKS ?= pytorch
+
+option = $(if $(strip $(2)),$(1) $(strip $(2)))
+RUN_FLAGS = $(call option,--epochs,$(EPOCHS)) $(call option,--train-samples,$(TRAIN_SAMPLES)) \
+	$(call option,--test-samples,$(TEST_SAMPLES)) $(call option,--batch-size,$(BATCH_SIZE)) \
+	$(call option,--seed,$(SEED)) $(call option,--device,$(DEVICE)) $(call option,--timeout,$(TIMEOUT)) \
+	$(call option,--flavour,$(FLAVOUR)) $(call option,--data-dir,$(DATA_DIR)) \
+	$(call option,--cifar10,$(CIFAR10)) $(call option,--imdb,$(IMDB))
+
+.PHONY: bench smoke test envs data report list clean
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 9))' 2>/dev/null || { \
+		echo "dl-rosetta needs Python 3.9 or newer with venv as PYTHON (now: $(PYTHON)); for example: make PYTHON=python3.11"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --upgrade pip
+	$(VENV)/bin/python -m pip install -e '.[harness,test]'
+	touch $@
+
+bench: $(VENV)/.installed
+	$(VENV)/bin/rosetta bench $(FRAMEWORKS) $(RUN_FLAGS)
+
+# A quick end-to-end run: one epoch on a few thousand samples.
+smoke: $(VENV)/.installed
+	$(VENV)/bin/rosetta bench $(FRAMEWORKS) --epochs 1 --train-samples 2000 --test-samples 1000 $(RUN_FLAGS)
+
+test: $(VENV)/.installed
+	$(VENV)/bin/rosetta envs $(TEST_FRAMEWORKS) --flavour cpu
+	@$(VENV)/bin/python -m pytest $(PYTEST_ARGS); status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; exit 1; fi; exit $$status
+
+envs: $(VENV)/.installed
+	$(VENV)/bin/rosetta envs $(FRAMEWORKS) $(call option,--flavour,$(FLAVOUR))
+
+data: $(VENV)/.installed
+	$(VENV)/bin/rosetta data $(call option,--data-dir,$(DATA_DIR)) $(call option,--cifar10,$(CIFAR10)) $(call option,--imdb,$(IMDB))
+
+report: $(VENV)/.installed
+	$(VENV)/bin/rosetta report
+
+list: $(VENV)/.installed
+	$(VENV)/bin/rosetta list
+
+clean:
+	rm -rf $(VENV) envs

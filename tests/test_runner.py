@@ -1,0 +1,129 @@
+"""The runner on small notebooks in a kernel of the test's own Python: every outcome gets a record."""
+import json
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from common import record
+from harness import environments, report, runner
+from harness.frameworks import Framework
+
+PARAMETERS = """
+epochs = None
+batch_size = None
+train_samples = None
+test_samples = None
+seed = 42
+device = "auto"
+data_source = None
+data_dir = None
+record_path = None
+"""
+
+WRITE_OK = """
+from common import record
+record.write(record_path, record.build(
+    framework="Fake", api="test", benchmark="cifar", accuracy=0.25,
+    timing={"train_seconds": 1.5, "first_epoch_seconds": 1.5}, epochs=epochs or 10, batch_size=64,
+    train_samples=train_samples or 50000, test_samples=10000, seed=seed))
+"""
+
+
+def _notebook(path: Path, body: str) -> Path:
+    cell = new_code_cell(PARAMETERS.strip(), metadata={"tags": ["parameters"]})
+    nb = new_notebook(cells=[cell, new_code_cell(body.strip())], metadata={
+        "kernelspec": {"name": "rosetta-selftest", "display_name": "selftest", "language": "python"},
+        "language_info": {"name": "python"}})
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.fixture
+def selftest_kernel(tmp_path, monkeypatch):
+    """A kernel named rosetta-selftest on this Python, found through JUPYTER_PATH."""
+    kernel = tmp_path / "jupyter" / "kernels" / "rosetta-selftest"
+    kernel.mkdir(parents=True)
+    (kernel / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "selftest", "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    monkeypatch.setattr(environments, "unavailable_reason", lambda framework: None)
+
+
+def _framework(tmp_path, body: str, name="selftest") -> Framework:
+    notebook = _notebook(tmp_path / f"{name}.ipynb", body)
+    return Framework(name=name, label=name.title(), api="test", env="selftest",
+                     notebooks={"cifar": str(notebook)})
+
+
+def test_ok_run_keeps_record_and_executed_notebook(tmp_path, selftest_kernel):
+    framework = _framework(tmp_path, WRITE_OK)
+    result = runner.execute(framework, "cifar", runner.RunSettings(epochs=2, train_samples=100),
+                            tmp_path / "results")
+    assert result["status"] == "ok" and result["test_accuracy"] == 0.25
+    assert result["epochs"] == 2 and result["train_samples"] == 100  # injected by papermill
+    assert result["subset"] is True
+    records = list((tmp_path / "results" / "records").glob("*.json"))
+    assert len(records) == 1
+    executed = tmp_path / "results" / result["notebook"]
+    assert executed.suffix == ".ipynb" and executed.with_suffix(".json") == records[0]
+    assert nbformat.read(executed, as_version=4).cells[1]["source"].startswith("# Parameters")
+
+
+def test_failing_notebook_is_recorded_as_failed_with_its_error(tmp_path, selftest_kernel):
+    framework = _framework(tmp_path, "raise ValueError('bad shape 7')")
+    result = runner.execute(framework, "cifar", runner.RunSettings(), tmp_path / "results")
+    assert result["status"] == "failed"
+    assert result["error"] == "ValueError: bad shape 7"
+    assert record.read(next((tmp_path / "results" / "records").glob("*.json")))["status"] == "failed"
+    assert (tmp_path / "results" / result["notebook"]).is_file()
+
+
+def test_nan_loss_is_recorded_as_diverged(tmp_path, selftest_kernel):
+    body = "from common import record\nrecord.check_loss(float('nan'), 0)"
+    result = runner.execute(_framework(tmp_path, body), "cifar", runner.RunSettings(), tmp_path / "results")
+    assert result["status"] == "diverged"
+    assert "nan" in result["error"] and "epoch 1" in result["error"]
+
+
+def test_hanging_notebook_times_out_and_is_stopped(tmp_path, selftest_kernel):
+    body = "import time\nopen(record_path + '.started', 'w').close()\ntime.sleep(600)"
+    settings = runner.RunSettings(timeout=20)
+    result = runner.execute(_framework(tmp_path, body), "cifar", settings, tmp_path / "results")
+    assert result["status"] == "timeout"
+    assert "20 s" in result["error"]
+
+
+def test_notebook_without_record_is_a_failure(tmp_path, selftest_kernel):
+    result = runner.execute(_framework(tmp_path, "x = 1"), "cifar", runner.RunSettings(), tmp_path / "results")
+    assert result["status"] == "failed" and "without writing its record" in result["error"]
+
+
+def test_one_failure_does_not_stop_the_others(tmp_path, selftest_kernel):
+    broken = _framework(tmp_path, "raise RuntimeError('boom')", name="broken")
+    working = _framework(tmp_path, WRITE_OK, name="working")
+    done = runner.run_all([broken, working], ["cifar", "imdb"], runner.RunSettings(), tmp_path / "results")
+    assert [r["status"] for r in done] == ["failed", "ok"]  # neither has an imdb notebook
+    table = report.benchmark_table(report.to_frame(report.load_records(tmp_path / "results")), "cifar")
+    assert "**failed**: RuntimeError: boom" in table
+
+
+def test_missing_environment_is_recorded_as_unavailable(tmp_path, monkeypatch):
+    monkeypatch.setenv("ROSETTA_ENVS_DIR", str(tmp_path / "no-envs"))
+    framework = Framework(name="ghost", label="Ghost", api="test", env="ghost",
+                          notebooks={"cifar": "cifar/PyTorch_CIFAR.ipynb"})
+    result = runner.execute(framework, "cifar", runner.RunSettings(), tmp_path / "results")
+    assert result["status"] == "unavailable"
+    assert "rosetta envs ghost" in result["error"]
+
+
+def test_run_paths_never_overwrite(tmp_path):
+    framework = Framework(name="x", label="X", api="t", env="x")
+    first, _ = runner.run_paths(tmp_path, framework, "cifar")
+    first.parent.mkdir(parents=True)
+    first.write_text("{}")
+    second, _ = runner.run_paths(tmp_path, framework, "cifar")
+    assert second != first
