@@ -1,0 +1,155 @@
+"""Shared fixtures: tiny data sets in the official formats, and loopback HTTP servers.
+
+    tiny_cifar        Path to a small cifar-10-python.tar.gz (session-wide; do not modify it)
+    tiny_imdb         Path to a small imdb.npz (session-wide; do not modify it)
+    http_server       base URL (a str) of a server for the folder ``http_server.directory``
+    truncated_server  the same, but every body stops halfway short of its Content-Length
+    closed_port_url   base URL of a loopback port that refuses connections
+
+Servers listen on 127.0.0.1 only, on a free port, from a background thread. The
+URL objects are ``str`` (``f"{http_server}/imdb.npz"`` works) with extras:
+``.directory`` (the folder served; put files there, before or after the start),
+``.requests`` (the paths asked for, in order) and ``.stop()`` (shut down now).
+``serve(directory, handler=...)`` is the context manager behind them, for any folder.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import http.server
+import os
+import socket
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from fakedata import make_cifar_tarball, make_imdb_npz  # noqa: E402
+
+LOOPBACK = "127.0.0.1"
+
+
+class ServerURL(str):
+    """A server's base URL, ``http://127.0.0.1:PORT``, with what the tests need to watch it."""
+
+    directory: Path
+    requests: list
+    stop: callable
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves the files of one folder, logs each path asked for, prints nothing."""
+
+    def do_GET(self):
+        self.server.requests.append(self.path)
+        super().do_GET()
+
+    def log_message(self, format, *args):  # keep the test output clean
+        pass
+
+
+class TruncatingHandler(QuietHandler):
+    """Announces a file's full Content-Length, sends half of it, then hangs up.
+
+    The client sees what an interrupted download looks like: a connection closed
+    before the promised number of bytes arrived.
+    """
+
+    def do_GET(self):
+        self.server.requests.append(self.path)
+        path = Path(self.translate_path(self.path))
+        if not path.is_file():
+            self.send_error(404)
+            return
+        body = path.read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body[: len(body) // 2])
+        self.wfile.flush()
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+
+@contextlib.contextmanager
+def serve(directory, handler=QuietHandler):
+    """Serve ``directory`` on 127.0.0.1 at a free port; yield its ServerURL; shut down after."""
+    directory = Path(directory)
+    server = http.server.ThreadingHTTPServer(
+        (LOOPBACK, 0), functools.partial(handler, directory=str(directory)))
+    server.daemon_threads = True
+    server.requests = []
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              name=f"http-server-{server.server_address[1]}", daemon=True)
+    thread.start()
+    stopped = []
+
+    def stop():
+        if not stopped:
+            stopped.append(True)
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=5)
+
+    url = ServerURL(f"http://{LOOPBACK}:{server.server_address[1]}")
+    url.directory, url.requests, url.stop = directory, server.requests, stop
+    try:
+        yield url
+    finally:
+        stop()
+
+
+@pytest.fixture
+def loopback_only(monkeypatch):
+    """No proxy from the environment may carry a request to 127.0.0.1 elsewhere."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+
+
+@pytest.fixture
+def http_server(tmp_path, loopback_only):
+    """A server for a fresh folder (``http_server.directory``); yields its base URL."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    with serve(folder) as url:
+        yield url
+
+
+@pytest.fixture
+def truncated_server(tmp_path, loopback_only):
+    """Like http_server, but each body is cut off halfway: an interrupted download."""
+    folder = tmp_path / "served-truncated"
+    folder.mkdir()
+    with serve(folder, TruncatingHandler) as url:
+        yield url
+
+
+@pytest.fixture
+def closed_port_url(loopback_only):
+    """``http://127.0.0.1:PORT`` where nothing listens: connections are refused.
+
+    The port stays bound (without listening) for the whole test, so no other
+    program can take it meanwhile.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        yield f"http://{LOOPBACK}:{sock.getsockname()[1]}"
+
+
+@pytest.fixture(scope="session")
+def tiny_cifar(tmp_path_factory) -> Path:
+    """A small ``cifar-10-python.tar.gz``: 5 x 40 training and 100 test images."""
+    return make_cifar_tarball(tmp_path_factory.mktemp("tiny_cifar") / "cifar-10-python.tar.gz")
+
+
+@pytest.fixture(scope="session")
+def tiny_imdb(tmp_path_factory) -> Path:
+    """A small ``imdb.npz``: 200 training and 200 test reviews."""
+    return make_imdb_npz(tmp_path_factory.mktemp("tiny_imdb") / "imdb.npz")

@@ -1,0 +1,72 @@
+"""The report is generated from the records alone: every figure in it comes from one."""
+import pandas as pd
+import pytest
+
+from common import record
+from harness import report
+
+
+def _write(results, name, **fields):
+    defaults = dict(framework="PyTorch", api="nn.Module", benchmark="cifar", epochs=10, batch_size=64,
+                    train_samples=50_000, test_samples=10_000, seed=42)
+    defaults.update(fields)
+    record.write(results / "records" / f"{name}.json", record.build(**defaults))
+
+
+@pytest.fixture
+def results(tmp_path):
+    cpu = {"device": "cpu", "cpu": "Test CPU", "threads": 2, "versions": {"fw": "1.0"}, "python": "3.11"}
+    gpu = {"device": "cuda", "gpu": "Test GPU", "driver": "555", "cuda": "12.4", "cudnn": "90100",
+           "versions": {"torch": "2.13"}, "python": "3.11"}
+    _write(tmp_path, "1-old", accuracy=0.5, timing={"train_seconds": 999.0}, environment=cpu)
+    _write(tmp_path, "2-new", accuracy=0.7731, environment=gpu,
+           timing={"train_seconds": 123.456, "first_epoch_seconds": 20.5, "throughput_per_second": 4321.0})
+    _write(tmp_path, "3-fast", framework="Fastest", accuracy=0.761, environment=gpu,
+           timing={"train_seconds": 61.7, "first_epoch_seconds": 7.0, "throughput_per_second": 9000.0})
+    _write(tmp_path, "4-broken", framework="Broken", status="failed", error="ImportError: no module x")
+    _write(tmp_path, "5-imdb", benchmark="imdb", epochs=1, train_samples=2000, test_samples=25_000,
+           accuracy=0.8, timing={"train_seconds": 5.0}, environment=cpu,
+           data={"source": "local copy", "path": "/data/imdb.npz", "sha256": "ab"})
+    return tmp_path
+
+
+def test_tables_come_from_the_latest_records(results):
+    readme = report.render(results).read_text()
+    cifar = readme.split("## CNN on CIFAR-10")[1].split("## GRU on IMDB")[0]
+    rows = [line for line in cifar.splitlines() if line.startswith("| ") and "Framework" not in line]
+    assert [row.split(" | ")[0] for row in rows] == ["| Fastest", "| PyTorch", "| Broken"]  # fastest first
+    fastest, pytorch, broken = rows
+    assert "77.3 %" in pytorch and "123.5" in pytorch and "20.5" in pytorch and "4,321" in pytorch
+    assert "2.00×" in pytorch and "1.00×" in fastest  # 123.456 / 61.7
+    assert "999" not in readme  # the older PyTorch record is not the one shown
+    assert "Test GPU (driver 555, CUDA 12.4, cuDNN 90100)" in pytorch
+    assert "**failed**: ImportError: no module x" in broken
+    assert "| full |" in pytorch
+
+
+def test_subset_cpu_and_local_copy_runs_are_marked(results):
+    readme = report.render(results).read_text()
+    imdb = readme.split("## GRU on IMDB")[1]
+    assert "subset: 1 epochs, not 3; 2000 of 25000 training samples" in imdb
+    assert "local copy imdb.npz" in imdb
+    assert "CPU: Test CPU (2 threads)" in imdb
+
+
+def test_csv_holds_every_record_and_plots_are_drawn(results):
+    report.render(results)
+    frame = pd.read_csv(results / "results.csv")
+    assert len(frame) == 5
+    assert sorted(frame["train_seconds"].dropna().tolist()) == [5.0, 61.7, 123.456, 999.0]
+    for benchmark in ("cifar", "imdb"):
+        assert (results / f"{benchmark}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_no_records_gives_an_empty_report(tmp_path):
+    readme = report.render(tmp_path).read_text()
+    assert readme.count("No runs yet.") == 2
+
+
+def test_an_invalid_record_stops_the_report_naming_it(results):
+    (results / "records" / "6-bad.json").write_text('{"schema_version": 1}')
+    with pytest.raises(ValueError, match="6-bad.json"):
+        report.render(results)
