@@ -264,8 +264,14 @@ def load_imdb(source=None, cache=None):
     if provenance["source"] == "local copy":
         provenance["sha256"] = sha256_of(path)
     try:
-        with np.load(path, allow_pickle=True) as archive:
-            arrays = tuple(archive[key] for key in ("x_train", "y_train", "x_test", "y_test"))
+        # Open the file here: np.load leaves its own handle open when the zip is unreadable.
+        with open(path, "rb") as f:
+            archive = np.load(f, allow_pickle=True)
+            if not isinstance(archive, np.lib.npyio.NpzFile):  # a .npy file or a pickle
+                raise DataError(f"{path} is not an .npz archive: an imdb.npz holds "
+                                "x_train, y_train, x_test and y_test.")
+            with archive:
+                arrays = tuple(archive[key] for key in ("x_train", "y_train", "x_test", "y_test"))
     except KeyError as error:
         raise DataError(f"{path} lacks the array {error}: an imdb.npz holds "
                         "x_train, y_train, x_test and y_test.") from error

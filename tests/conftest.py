@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.server
-import os
 import socket
 import sys
 import threading
