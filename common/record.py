@@ -92,8 +92,13 @@ def build(*, framework: str, api: str, benchmark: str, epochs: int, batch_size: 
 
 
 def write(path: str | os.PathLike, record: dict) -> Path:
-    """Writes ``record`` as JSON to ``path`` atomically (a temporary file, then a rename)."""
+    """Validates ``record`` and writes it as JSON to ``path`` atomically."""
     validate(record, str(path))
+    return write_json(path, record)
+
+
+def write_json(path: str | os.PathLike, record: dict) -> Path:
+    """Writes ``record`` as JSON to ``path`` atomically (a temporary file, then a rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -106,11 +106,41 @@ def execute(framework: Framework, benchmark: str, settings: RunSettings, results
         return _write_failure(record_path, framework, benchmark, settings, "unavailable", reason, None)
 
     parameters = settings.notebook_parameters(benchmark, record_path)
-    command = [sys.executable, "-m", "papermill", str(framework.notebook(benchmark)), str(executed),
-               "--kernel", framework.kernel, "--cwd", str(REPOSITORY),
+    outcome = papermill(framework.notebook(benchmark), executed, framework.kernel, parameters,
+                        settings.timeout, prefix)
+    if outcome.status == "ok" and record_path.is_file():
+        result = record.read(record_path)
+        result["notebook"] = str(executed.relative_to(results)) if executed.is_file() else None
+        record.write(record_path, result)
+        print(prefix + f"ok in {outcome.seconds:.0f} s: accuracy {result['test_accuracy']:.4f}, "
+              f"training {result['train_seconds']:.1f} s")
+        return result
+    if outcome.status == "ok":  # papermill succeeded, but there is no record
+        status, message = "failed", "the notebook finished without writing its record"
+    else:
+        status, message = outcome.status, outcome.message
+    if status != "timeout":  # papermill() has said so already
+        print(prefix + f"{status}: {message}")
+    return _write_failure(record_path, framework, benchmark, settings, status, message, executed)
+
+
+@dataclass
+class Outcome:
+    """How one papermill execution ended: ok, failed, diverged or timeout, with the error."""
+
+    status: str
+    message: str | None
+    returncode: int | None
+    seconds: float
+
+
+def papermill(notebook: Path, executed: Path, kernel: str, parameters: dict, timeout: float,
+              prefix: str) -> Outcome:
+    """Executes ``notebook`` into ``executed`` in ``kernel``, echoing its output, within ``timeout``."""
+    command = [sys.executable, "-m", "papermill", str(notebook), str(executed),
+               "--kernel", kernel, "--cwd", str(REPOSITORY),
                "--parameters_yaml", json.dumps(parameters), "--log-output", "--no-progress-bar"]
-    print(prefix + f"running {_shown(framework.notebook(benchmark))} "
-          f"in kernel {framework.kernel} (timeout {settings.timeout:.0f} s)", flush=True)
+    print(prefix + f"running {_shown(notebook)} in kernel {kernel} (timeout {timeout:.0f} s)", flush=True)
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -118,34 +148,24 @@ def execute(framework: Framework, benchmark: str, settings: RunSettings, results
     reader = threading.Thread(target=_stream, args=(process, tail, prefix), daemon=True)
     reader.start()
     try:
-        returncode = process.wait(timeout=settings.timeout)
+        returncode = process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         _kill_group(process)
         reader.join(timeout=10)
-        message = f"no result after {settings.timeout:.0f} s; the run was stopped"
+        message = f"no result after {timeout:.0f} s; the run was stopped"
         print(prefix + "timeout: " + message)
-        return _write_failure(record_path, framework, benchmark, settings, "timeout", message, executed)
+        return Outcome("timeout", message, None, time.perf_counter() - started)
     reader.join(timeout=10)
-    elapsed = time.perf_counter() - started
-
-    if returncode == 0 and record_path.is_file():
-        result = record.read(record_path)
-        result["notebook"] = str(executed.relative_to(results)) if executed.is_file() else None
-        record.write(record_path, result)
-        print(prefix + f"ok in {elapsed:.0f} s: accuracy {result['test_accuracy']:.4f}, "
-              f"training {result['train_seconds']:.1f} s")
-        return result
+    seconds = time.perf_counter() - started
+    if returncode == 0:
+        return Outcome("ok", None, 0, seconds)
     error = notebook_error(executed) if executed.is_file() else None
     if error and error[0] == "TrainingDiverged":
-        status, message = "diverged", error[1]
-    elif error:
-        status, message = "failed", f"{error[0]}: {error[1]}"
-    elif returncode == 0:
-        status, message = "failed", "the notebook finished without writing its record"
-    else:
-        status, message = "failed", f"papermill exited with {returncode}: " + "".join(tail)[-2000:].strip()
-    print(prefix + f"{status}: {message}")
-    return _write_failure(record_path, framework, benchmark, settings, status, message, executed)
+        return Outcome("diverged", error[1], returncode, seconds)
+    if error:
+        return Outcome("failed", f"{error[0]}: {error[1]}", returncode, seconds)
+    return Outcome("failed", f"papermill exited with {returncode}: " + "".join(tail)[-2000:].strip(),
+                   returncode, seconds)
 
 
 def _shown(path: Path) -> str:

@@ -8,7 +8,8 @@ import pytest
 from harness import report, runner
 from harness.frameworks import FRAMEWORKS
 
-STEPS = ["parameters", "imports", "environment", "data", "model", "optimiser", "train", "predict", "evaluate"]
+STEPS = ["parameters", "imports", "environment", "data", "model", "optimiser", "parity", "train", "predict",
+         "evaluate"]
 NOTEBOOKS = [(f, b) for f in FRAMEWORKS.values() for b in f.notebooks]
 IDS = [f"{f.name}-{b}" for f, b in NOTEBOOKS]
 
@@ -27,7 +28,8 @@ def test_notebook_follows_the_contract(framework, benchmark):
     assert _steps(path) == STEPS, f"{path}: steps out of order"
     parameters = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(parameters) == 1 and parameters[0].metadata["tags"] == ["step:parameters", "parameters"]
-    for name in ("epochs", "train_samples", "test_samples", "seed", "device", "record_path", "data_source"):
+    for name in ("epochs", "train_samples", "test_samples", "seed", "device", "record_path", "data_source",
+                 "parity_inputs", "parity_outputs"):
         assert f"\n{name} = " in "\n" + parameters[0].source, f"{path}: no parameter {name}"
     assert notebook.metadata.kernelspec["name"] == framework.kernel
     assert notebook.metadata.kernelspec["language"] == "python"

@@ -1,0 +1,98 @@
+"""`rosetta parity`: each framework's notebooks in parity mode, measured against the reference.
+
+For each framework and benchmark: write the canonical inputs (``common.parity``),
+execute the notebook's parity steps (parameters, imports, environment, model,
+optimiser, parity; no data, no training) through papermill in its kernel on the
+CPU, compare its outputs with the NumPy float64 reference, and write a parity
+record ``results/parity/STAMP-NAME-BENCHMARK.json`` beside the executed notebook.
+The results table's "Equivalent" column shows the latest of these.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+
+from common import canonical, parity, record
+from harness import environments, runner
+from harness.frameworks import Framework
+
+PARITY_STEPS = ("parameters", "imports", "environment", "model", "optimiser", "parity")
+
+
+def parity_dir(results: Path) -> Path:
+    return results / "parity"
+
+
+def _steps(cell) -> list[str]:
+    return [tag[5:] for tag in cell.metadata.get("tags", []) if tag.startswith("step:")]
+
+
+def parity_notebook(source: Path, target: Path) -> Path:
+    """A copy of ``source`` holding only the parity steps (and the untagged title)."""
+    notebook = nbformat.read(source, as_version=4)
+    if not any("parity" in _steps(cell) for cell in notebook.cells):
+        raise ValueError(f"{source} has no cell tagged step:parity; it cannot run in parity mode.")
+    notebook.cells = [c for c in notebook.cells if not _steps(c) or set(_steps(c)) & set(PARITY_STEPS)]
+    nbformat.write(notebook, target)
+    return target
+
+
+def check(framework: Framework, benchmark: str, results: Path, device: str = "cpu",
+          timeout: float = 900.0) -> dict:
+    """Runs one notebook in parity mode and returns (and writes) its parity record."""
+    model = canonical.MODELS[benchmark]
+    folder = parity_dir(results)
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{framework.name}-{benchmark}"
+    result = {"schema_version": record.SCHEMA_VERSION, "kind": "parity", "framework": framework.label,
+              "api": framework.api, "benchmark": benchmark, "model": model, "device": device,
+              "tolerances": parity.TOLERANCES, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    prefix = f"[{framework.name}/{benchmark} parity] "
+    reason = environments.unavailable_reason(framework)
+    if reason:
+        result.update(status="unavailable", equivalent=None, message=reason)
+    else:
+        with tempfile.TemporaryDirectory() as scratch:
+            scratch = Path(scratch)
+            inputs = parity.write_inputs(scratch / "inputs.npz", model)
+            outputs = scratch / "outputs.npz"
+            notebook = parity_notebook(framework.notebook(benchmark), scratch / f"{framework.name}-parity.ipynb")
+            executed = stem.with_suffix(".ipynb")
+            outcome = runner.papermill(notebook, executed, framework.kernel,
+                                       {"device": device, "parity_inputs": str(inputs),
+                                        "parity_outputs": str(outputs)}, timeout, prefix)
+            result["notebook"] = executed.name if executed.is_file() else None
+            if outcome.status == "ok" and outputs.is_file():
+                comparison = parity.compare(model, inputs, outputs)
+                result.update(status="ok", **comparison)
+            elif outcome.status == "ok":
+                result.update(status="failed", equivalent=False,
+                              message="the notebook wrote no parity outputs (is its parity cell guarded "
+                                      "by `if parity_inputs:` and does it call parity.write_outputs?)")
+            else:
+                result.update(status=outcome.status, equivalent=False,
+                              message=f"the parity run {outcome.status}: {outcome.message}")
+    print(prefix + result["message"])
+    record.write_json(stem.with_suffix(".json"), result)
+    return result
+
+
+def check_all(frameworks: list[Framework], benchmarks: list[str], results: Path,
+              device: str = "cpu") -> list[dict]:
+    return [check(f, b, results, device) for f in frameworks for b in benchmarks if b in f.notebooks]
+
+
+def latest(results: Path) -> dict[tuple[str, str], dict]:
+    """The newest parity record of each (framework label, benchmark)."""
+    found = {}
+    for path in sorted(parity_dir(results).glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+            found[(data["framework"], data["benchmark"])] = data
+        except (OSError, ValueError, KeyError) as error:
+            raise ValueError(f"{path}: not a parity record ({error}).") from error
+    return found
