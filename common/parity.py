@@ -103,6 +103,7 @@ def describe(checks: list[dict]) -> str:
     parts = []
     for c in failing:
         where = f" (worst: {c['worst']})" if c["worst"] else ""
-        parts.append(f"{c['output']} differ by {c['max_abs_difference']:.3g}{where}, "
+        verb = "differs" if c["output"] == "loss" else "differ"
+        parts.append(f"{c['output']} {verb} by {c['max_abs_difference']:.3g}{where}, "
                      f"more than the bound {c['bound']:.3g} ({c['kind']} tolerance {c['tolerance']:g})")
     return "not equivalent: " + "; ".join(parts)

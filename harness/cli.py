@@ -3,8 +3,9 @@
     rosetta envs [NAME ...] [--flavour cpu|cuda] [--force]
     rosetta data [--data-dir DIR] [--cifar10 PATH] [--imdb PATH]
     rosetta run [NAME ...] [--benchmark cifar imdb] [--epochs N] [--train-samples N] ...
+    rosetta parity [NAME ...] [--benchmark cifar imdb] [--device cpu]
     rosetta report [--results DIR]
-    rosetta bench [NAME ...] [run options]    # envs, data, run and report in one go
+    rosetta bench [NAME ...] [run options]    # envs, data, parity, run and report in one go
     rosetta list
 
 NAME selects frameworks (all of them by default): see `rosetta list`.
@@ -16,7 +17,7 @@ import sys
 from pathlib import Path
 
 from common import data
-from harness import REPOSITORY, environments, report, runner
+from harness import REPOSITORY, environments, parity, report, runner
 from harness.frameworks import BENCHMARKS, FRAMEWORKS, select
 
 
@@ -67,10 +68,17 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     _add_env_options(commands.add_parser("envs", help="build framework environments and kernels"))
     _add_data_options(commands.add_parser("data", help="download and verify the data sets"))
     _add_run_options(commands.add_parser("run", help="run notebooks and write their records"))
+    checking = commands.add_parser("parity", help="check each model against the NumPy reference")
+    checking.add_argument("frameworks", nargs="*", metavar="NAME", help="frameworks (default: all)")
+    checking.add_argument("--benchmark", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
+    checking.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                          help="where the parity step runs (default cpu: GPUs may use TF32)")
+    checking.add_argument("--results", type=Path, default=REPOSITORY / "results")
     reporting = commands.add_parser("report", help="render results/README.md, results.csv and plots")
     reporting.add_argument("--results", type=Path, default=REPOSITORY / "results")
-    bench = commands.add_parser("bench", help="envs, data, run and report in one go")
+    bench = commands.add_parser("bench", help="envs, data, parity, run and report in one go")
     _add_run_options(bench)
+    bench.add_argument("--skip-parity", action="store_true", help="leave the parity check out")
     _add_env_options(bench, with_names=False)
     commands.add_parser("list", help="the frameworks, their notebooks and environments")
     return parser.parse_args(argv)
@@ -119,6 +127,15 @@ def cmd_run(args) -> int:
     return 1 if failed else 0
 
 
+def cmd_parity(args) -> int:
+    done = parity.check_all(select(args.frameworks), args.benchmark, args.results, args.device)
+    print(f"report: {report.render(args.results)}")
+    differing = [f"{r['framework']} {r['benchmark']}: {r['message']}" for r in done if not r["equivalent"]]
+    for line in differing:
+        print("not equivalent:", line)
+    return 1 if differing else 0
+
+
 def cmd_report(args) -> int:
     print(report.render(args.results).read_text())
     return 0
@@ -147,8 +164,12 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_report(args)
         if args.command == "list":
             return cmd_list(args)
+        if args.command == "parity":
+            return cmd_parity(args)
         if args.command == "bench":
             cmd_envs(args)
+            if not args.skip_parity:
+                parity.check_all(select(args.frameworks), args.benchmark, args.results)
             return cmd_run(args)
     except (ValueError, data.DataError) as error:
         print(f"rosetta: {error}", file=sys.stderr)

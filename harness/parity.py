@@ -75,7 +75,7 @@ def check(framework: Framework, benchmark: str, results: Path, device: str = "cp
                                       "by `if parity_inputs:` and does it call parity.write_outputs?)")
             else:
                 result.update(status=outcome.status, equivalent=False,
-                              message=f"the parity run {outcome.status}: {outcome.message}")
+                              message=f"not equivalent: the parity run {outcome.status}: {outcome.message}")
     print(prefix + result["message"])
     record.write_json(stem.with_suffix(".json"), result)
     return result
