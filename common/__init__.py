@@ -9,4 +9,7 @@ framework's environment. One module, one job:
     timing       the training timer, synchronising the device at its ends
     environment  what the run ran on: device, drivers, versions
     record       the JSON result record
+    canonical    the canonical weight layout of each model, and seeded initial weights
+    reference    the NumPy float64 reference: forward, gradient, one optimiser step
+    parity       the parity check: its inputs, the notebooks' outputs, the comparison
 """

@@ -4,13 +4,20 @@
     rosetta envs pytorch --flavour cpu
 
 Each environment is a venv under ``envs/`` (or ``$ROSETTA_ENVS_DIR``) holding the
-framework's requirement spec ``harness/envs/NAME-FLAVOUR.txt``, ipykernel and this
-project (for ``common``). Its kernel ``rosetta-NAME`` is registered in the
-harness's own prefix, where papermill run from the harness finds it. An
-environment whose spec has not changed since it was built is left as it is.
+framework's requirement spec ``harness/envs/ENV-FLAVOUR.txt``, ipykernel, the few
+packages ``common`` needs, and a ``.pth`` file that puts this repository on its
+path (so ``import common`` works on any interpreter, however old). Its kernel
+``rosetta-ENV`` is registered in the harness's own prefix, where papermill run
+from the harness finds it. An environment whose spec has not changed since it
+was built is left as it is.
+
+A framework that needs another interpreter (CNTK: Python 3.6) gets the one named
+by ``$ROSETTA_PYTHON36`` (for "3.6"), else ``python3.6`` on the PATH, else the
+newest pyenv 3.6.x; with none, it is unavailable, and says so.
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -32,6 +39,9 @@ MARKER = ".rosetta-env.json"
 
 class EnvironmentBuildError(RuntimeError):
     """An environment could not be built; the message says what failed."""
+
+
+COMMON_REQUIREMENTS = ["ipykernel", "pooch", "tqdm"]  # numpy comes from each spec
 
 
 def envs_dir() -> Path:
@@ -65,6 +75,51 @@ def default_flavour() -> str:
         except (OSError, subprocess.SubprocessError):
             pass
     return "cpu"
+
+
+def python_variable(version: str) -> str:
+    return "ROSETTA_PYTHON" + version.replace(".", "")
+
+
+def _is_version(python: str, version: str) -> bool:
+    try:
+        done = subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                              capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.returncode == 0 and done.stdout.strip() == version
+
+
+def find_python(version: str) -> str | None:
+    """An interpreter of ``version`` ("3.6"): $ROSETTA_PYTHON36, else pythonX.Y on the PATH,
+    else the newest pyenv X.Y.z; each one found is asked its version before it is used."""
+    named = os.environ.get(python_variable(version))
+    if named:
+        return named if _is_version(named, version) else None
+    candidates = [shutil.which(f"python{version}")]
+    for root in filter(None, [os.environ.get("PYENV_ROOT"), str(Path.home() / ".pyenv")]):
+        candidates += sorted(glob.glob(f"{root}/versions/{version}.*/bin/python{version}"),
+                             key=lambda p: [int(x) for x in Path(p).parts[-3].split(".") if x.isdigit()],
+                             reverse=True)
+    return next((c for c in candidates if c and _is_version(c, version)), None)
+
+
+def interpreter(framework: Framework) -> str:
+    """The Python the framework's environment is built on, or EnvironmentBuildError saying why none."""
+    override = os.environ.get(f"ROSETTA_PYTHON_{framework.env.upper()}")
+    if override:
+        return override
+    if framework.python is None:
+        return sys.executable
+    found = find_python(framework.python)
+    if found is None:
+        raise EnvironmentBuildError(missing_python(framework))
+    return found
+
+
+def missing_python(framework: Framework) -> str:
+    return (f"{framework.label} needs Python {framework.python}; none found "
+            f"(set {python_variable(framework.python)} or use docker/{framework.env})")
 
 
 def spec_file(framework: Framework, flavour: str) -> Path:
@@ -115,10 +170,16 @@ def is_current(framework: Framework, flavour: str) -> bool:
     return built == _fingerprint(framework, flavour)
 
 
+def build_spec(framework: Framework) -> Path | None:
+    return SPECS / f"{framework.env}-build.txt" if framework.build_first else None
+
+
 def _fingerprint(framework: Framework, flavour: str) -> dict:
     spec = spec_file(framework, flavour).read_bytes()
-    project = (REPOSITORY / "pyproject.toml").read_bytes()
-    return {"flavour": flavour, "spec_sha256": hashlib.sha256(spec + project).hexdigest()}
+    if framework.build_first:
+        spec += build_spec(framework).read_bytes()
+    spec += " ".join(COMMON_REQUIREMENTS).encode()
+    return {"flavour": flavour, "spec_sha256": hashlib.sha256(spec).hexdigest()}
 
 
 def installed_flavour(framework: Framework) -> str | None:
@@ -135,28 +196,46 @@ def _run(command: list, what: str) -> None:
         raise EnvironmentBuildError(f"{what} failed (exit code {done.returncode}); see the output above.")
 
 
-def create(framework: Framework, flavour: str, python: str | None = None, force: bool = False) -> Path:
-    """Builds (or reuses) the framework's environment and registers its kernel."""
-    path = env_path(framework)
-    if not force and is_current(framework, flavour):
-        print(f"{framework.label}: environment {path} ({flavour}) is up to date.")
-        return path
-    python = python or os.environ.get(f"ROSETTA_PYTHON_{framework.env.upper()}") or sys.executable
-    print(f"{framework.label}: building the {flavour} environment in {path} with {python}", flush=True)
-    if path.exists():
-        shutil.rmtree(path)
-    _run([python, "-m", "venv", path], f"creating the venv {path}")
-    text, notes = effective_spec(spec_file(framework, flavour))
+def _install(framework: Framework, spec_path: Path, extra: list[str]) -> None:
+    """pip-installs a spec (index lines for unreachable hosts dropped) and ``extra``."""
+    text, notes = effective_spec(spec_path)
     for note in notes:
         print("  note:", note)
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as spec:
         spec.write(text)
     try:
-        _run([env_python(framework), "-m", "pip", "install", "--upgrade", "pip"], "upgrading pip")
-        _run([env_python(framework), "-m", "pip", "install", "-r", spec.name, "ipykernel", "-e", REPOSITORY],
-             f"installing {spec_file(framework, flavour).name}")
+        _run([env_python(framework), "-m", "pip", "install", "-r", spec.name, *extra],
+             f"installing {spec_path.name}")
     finally:
         os.unlink(spec.name)
+
+
+def link_repository(framework: Framework) -> Path:
+    """A .pth file in the environment's site-packages that puts this repository on its path."""
+    done = subprocess.run([env_python(framework), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True)
+    pth = Path(done.stdout.strip()) / "dl_rosetta.pth"
+    pth.write_text(str(REPOSITORY) + "\n")
+    return pth
+
+
+def create(framework: Framework, flavour: str, force: bool = False) -> Path:
+    """Builds (or reuses) the framework's environment and registers its kernel."""
+    path = env_path(framework)
+    if not force and is_current(framework, flavour):
+        print(f"{framework.label}: environment {path} ({flavour}) is up to date.")
+        return path
+    python = interpreter(framework)
+    print(f"{framework.label}: building the {flavour} environment in {path} with {python}", flush=True)
+    if path.exists():
+        shutil.rmtree(path)
+    _run([python, "-m", "venv", path], f"creating the venv {path}")
+    _run([env_python(framework), "-m", "pip", "install", "--upgrade", "pip"], "upgrading pip")
+    if framework.build_first:
+        _install(framework, build_spec(framework), [])
+    flags = ["--no-build-isolation"] if framework.build_first else []
+    _install(framework, spec_file(framework, flavour), [*COMMON_REQUIREMENTS, *flags])
+    link_repository(framework)
     register_kernel(framework)
     if flavour == "cpu" and framework.cpu_probe:
         probe = subprocess.run([env_python(framework), "-c", framework.cpu_probe])
@@ -185,6 +264,8 @@ def versions(framework: Framework) -> str:
 
 def unavailable_reason(framework: Framework) -> str | None:
     """Why the framework's notebooks cannot run now, or None when they can."""
+    if framework.python and not env_python(framework).exists() and find_python(framework.python) is None:
+        return missing_python(framework)
     if not env_python(framework).exists():
         return f"its environment is not built: run `rosetta envs {framework.name}`"
     if not kernel_dir(framework).is_dir():

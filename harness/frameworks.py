@@ -1,7 +1,9 @@
 """The frameworks this project compares: their environments, kernels and notebooks.
 
 Adding a framework means adding its two notebooks, its requirement specs in
-``harness/envs/`` (``NAME-cpu.txt`` and ``NAME-cuda.txt``) and one entry here.
+``harness/envs/`` (``ENV-cpu.txt`` and ``ENV-cuda.txt``, and ``ENV-build.txt`` for
+what must be installed before them) and one entry here. Two frameworks may share
+one environment (MXNet's Module API and Gluon do).
 """
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ class Framework:
     notebooks: dict = field(default_factory=dict)  # benchmark -> path under notebooks/
     versions_probe: str = ""   # Python run in the environment; prints "name version" lines
     cpu_probe: str = ""        # Python that exits non-zero if a CPU flavour holds a CUDA build
+    python: str | None = None  # the interpreter version it needs ("3.6"); None: the harness's own
+    build_first: bool = False  # install ENV-build.txt first, then the spec without build isolation
 
     @property
     def kernel(self) -> str:
