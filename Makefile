@@ -10,7 +10,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 FRAMEWORKS ?=
-TEST_FRAMEWORKS ?= pytorch
+TEST_FRAMEWORKS ?=
 
 option = $(if $(strip $(2)),$(1) $(strip $(2)))
 RUN_FLAGS = $(call option,--epochs,$(EPOCHS)) $(call option,--train-samples,$(TRAIN_SAMPLES)) \
@@ -36,8 +36,9 @@ bench: $(VENV)/.installed
 smoke: $(VENV)/.installed
 	$(VENV)/bin/rosetta bench $(FRAMEWORKS) --epochs 1 --train-samples 2000 --test-samples 1000 $(RUN_FLAGS)
 
+# An environment that cannot be built leaves its framework's tests failing, with the reason.
 test: $(VENV)/.installed
-	$(VENV)/bin/rosetta envs $(TEST_FRAMEWORKS) --flavour cpu
+	$(VENV)/bin/rosetta envs $(TEST_FRAMEWORKS) --flavour cpu || echo "some environments could not be built (see above)"
 	@$(VENV)/bin/python -m pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; exit 1; fi; exit $$status
 

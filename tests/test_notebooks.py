@@ -5,6 +5,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from common import canonical
 from harness import report, runner
 from harness.frameworks import FRAMEWORKS
 
@@ -44,23 +45,36 @@ def test_notebook_is_committed_without_outputs(framework, benchmark):
             assert cell.outputs == [] and cell.execution_count is None
 
 
+@pytest.fixture(scope="session")
+def tiny_runs(tiny_cifar, tiny_imdb, tmp_path_factory):
+    """Runs a framework's notebooks once on the tiny archives; later calls reuse the records."""
+    done = {}
+
+    def run(framework):
+        if framework.name not in done:
+            settings = runner.RunSettings(epochs=1, batch_size=32, device="cpu", timeout=900,
+                                          cifar_source=str(tiny_cifar), imdb_source=str(tiny_imdb))
+            results = tmp_path_factory.mktemp(f"results-{framework.name}")
+            done[framework.name] = results, runner.run_all([framework], ["cifar", "imdb"], settings, results)
+        return done[framework.name]
+
+    return run
+
+
 @pytest.mark.kernel
-@pytest.mark.parametrize("framework", [f for f in FRAMEWORKS.values()], ids=list(FRAMEWORKS))
-def test_notebooks_run_in_their_kernel(framework, tiny_cifar, tiny_imdb, tmp_path):
+@pytest.mark.parametrize("framework", list(FRAMEWORKS.values()), ids=list(FRAMEWORKS))
+def test_notebooks_run_in_their_kernel(framework, tiny_runs):
     """Both notebooks through papermill on the tiny archives: ok records, and the table renders."""
-    settings = runner.RunSettings(epochs=1, batch_size=32, device="cpu", timeout=600,
-                                  cifar_source=str(tiny_cifar), imdb_source=str(tiny_imdb))
-    results = tmp_path / "results"
-    done = runner.run_all([framework], ["cifar", "imdb"], settings, results)
+    results, done = tiny_runs(framework)
     for result in done:
         assert result["status"] == "ok", f"{framework.label} {result['benchmark']}: {result['error']}"
+        assert result["framework"] == framework.label and result["api"] == framework.api
         assert 0.0 <= result["test_accuracy"] <= 1.0
         assert result["train_seconds"] > 0 and result["epochs"] == 1 and result["subset"]
         assert result["data"]["source"] == "local copy"
         assert result["environment"]["device"] == "cpu"
         assert (results / result["notebook"]).is_file()
     cifar, imdb = done
-    assert cifar["parameters"] == 3_441_592 and imdb["parameters"] == 3_818_302
     assert cifar["test_samples"] == 100 and imdb["test_samples"] == 200  # every test sample evaluated
     readme = report.render(results).read_text()
     for benchmark in ("CNN on CIFAR-10", "GRU on IMDB"):
@@ -69,3 +83,15 @@ def test_notebooks_run_in_their_kernel(framework, tiny_cifar, tiny_imdb, tmp_pat
     assert "CPU:" in readme and "subset: 1 epochs" in readme
     executed = nbformat.read(results / cifar["notebook"], as_version=4)
     assert any("3,441,592 parameters" in json.dumps(cell.get("outputs", [])) for cell in executed.cells)
+
+
+@pytest.mark.kernel
+def test_parameter_counts_agree_across_frameworks(tiny_runs):
+    """The parameter count each notebook's own model reports, equal everywhere and to the layout."""
+    counts = {"cifar": {}, "imdb": {}}
+    for framework in FRAMEWORKS.values():
+        for result in tiny_runs(framework)[1]:
+            counts[result["benchmark"]][framework.label] = result.get("parameters")
+    for benchmark, found in counts.items():
+        expected = canonical.parameter_count(canonical.MODELS[benchmark])  # summed from the layout's shapes
+        assert found and set(found.values()) == {expected}, f"{benchmark}: {found}"
