@@ -6,6 +6,11 @@
 #   make bench FRAMEWORKS="pytorch" EPOCHS=1 TRAIN_SAMPLES=2000 TEST_SAMPLES=1000
 #   make bench FLAVOUR=cpu DEVICE=cpu TIMEOUT=3600 CIFAR10=/path/cifar-10-python.tar.gz IMDB=/path/imdb.npz
 #   make test PYTEST_ARGS="-k data"
+#
+# On a GPU VM with Docker and the NVIDIA Container Toolkit (see README, "Docker"):
+#   make docker [FRAMEWORKS="cntk lasagne"]   build the images dl-rosetta/ENV from docker/ENV/Dockerfile
+#   make bench DOCKER=1                        build them, then run every notebook in its image
+#   make docker DOCKER_BUILD_ARGS="BASE_IMAGE=nvidia/cuda:..."   (build arguments, space-separated)
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -18,8 +23,11 @@ RUN_FLAGS = $(call option,--epochs,$(EPOCHS)) $(call option,--train-samples,$(TR
 	$(call option,--seed,$(SEED)) $(call option,--device,$(DEVICE)) $(call option,--timeout,$(TIMEOUT)) \
 	$(call option,--flavour,$(FLAVOUR)) $(call option,--data-dir,$(DATA_DIR)) \
 	$(call option,--cifar10,$(CIFAR10)) $(call option,--imdb,$(IMDB))
+# DOCKER=1 (or yes, true): run the notebooks in the docker images instead of the venvs.
+USE_DOCKER = $(filter 1 yes true,$(DOCKER))
+RUN_FLAGS += $(if $(USE_DOCKER),--docker)
 
-.PHONY: bench smoke test envs data report list clean
+.PHONY: bench smoke test envs data report list clean docker
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 9))' 2>/dev/null || { \
@@ -29,11 +37,11 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/python -m pip install -e '.[harness,test]'
 	touch $@
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed $(if $(USE_DOCKER),docker)
 	$(VENV)/bin/rosetta bench $(FRAMEWORKS) $(RUN_FLAGS)
 
 # A quick end-to-end run: one epoch on a few thousand samples.
-smoke: $(VENV)/.installed
+smoke: $(VENV)/.installed $(if $(USE_DOCKER),docker)
 	$(VENV)/bin/rosetta bench $(FRAMEWORKS) --epochs 1 --train-samples 2000 --test-samples 1000 $(RUN_FLAGS)
 
 # An environment that cannot be built leaves its framework's tests failing, with the reason.
@@ -53,6 +61,10 @@ report: $(VENV)/.installed
 
 list: $(VENV)/.installed
 	$(VENV)/bin/rosetta list
+
+# The images need only Docker and a Python 3.9+ (harness.docker uses the standard library).
+docker:
+	$(PYTHON) -m harness.docker build $(FRAMEWORKS) $(foreach arg,$(DOCKER_BUILD_ARGS),--build-arg $(arg)) $(DOCKER_FLAGS)
 
 clean:
 	rm -rf $(VENV) envs

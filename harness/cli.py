@@ -2,7 +2,7 @@
 
     rosetta envs [NAME ...] [--flavour cpu|cuda] [--force]
     rosetta data [--data-dir DIR] [--cifar10 PATH] [--imdb PATH]
-    rosetta run [NAME ...] [--benchmark cifar imdb] [--epochs N] [--train-samples N] ...
+    rosetta run [NAME ...] [--benchmark cifar imdb] [--epochs N] [--train-samples N] ... [--docker]
     rosetta parity [NAME ...] [--benchmark cifar imdb] [--device cpu]
     rosetta report [--results DIR]
     rosetta bench [NAME ...] [run options]    # envs, data, parity, run and report in one go
@@ -50,6 +50,9 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=runner.RunSettings.timeout,
                         help="seconds one notebook may run (default %(default).0f)")
     parser.add_argument("--results", type=Path, default=REPOSITORY / "results")
+    parser.add_argument("--docker", action="store_true",
+                        help="run each notebook in its docker image dl-rosetta/ENV with the GPU "
+                             "(build them with `make docker`) instead of its venv")
     _add_data_options(parser)
 
 
@@ -116,9 +119,11 @@ def cmd_run(args) -> int:
     settings = runner.RunSettings(
         epochs=args.epochs, batch_size=args.batch_size, train_samples=args.train_samples,
         test_samples=args.test_samples, seed=args.seed, device=args.device, timeout=args.timeout,
-        data_dir=args.data_dir, cifar_source=args.cifar10, imdb_source=args.imdb)
+        data_dir=args.data_dir, cifar_source=args.cifar10, imdb_source=args.imdb, docker=args.docker)
     if settings.device != "cpu" and environments.default_flavour() == "cpu":
-        print("note: no NVIDIA GPU found; every notebook trains on the CPU, and the table says so.")
+        print("note: no NVIDIA GPU found; " + ("`--docker` runs ask docker for one (--gpus all), so they "
+              "will fail: add --device cpu to run the images on the CPU." if settings.docker else
+              "every notebook trains on the CPU, and the table says so."))
     done = runner.run_all(frameworks, args.benchmark, settings, args.results)
     print(f"report: {report.render(args.results)}")
     failed = [f"{r['framework']} {r['benchmark']}: {r['status']}" for r in done if r["status"] != "ok"]
@@ -167,9 +172,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "parity":
             return cmd_parity(args)
         if args.command == "bench":
-            cmd_envs(args)
-            if not args.skip_parity:
-                parity.check_all(select(args.frameworks), args.benchmark, args.results)
+            if args.docker:  # the images hold the environments; parity runs in the venvs only
+                print("docker: the notebooks run in the images dl-rosetta/ENV (`make docker` builds them); "
+                      "no venvs are built and the parity check is left out (run `rosetta parity` "
+                      "where the venvs exist).")
+            else:
+                cmd_envs(args)
+                if not args.skip_parity:
+                    parity.check_all(select(args.frameworks), args.benchmark, args.results)
             return cmd_run(args)
     except (ValueError, data.DataError) as error:
         print(f"rosetta: {error}", file=sys.stderr)

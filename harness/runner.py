@@ -3,7 +3,10 @@
 Each run executes in a child process with its own session, under a wall-clock
 timeout; the executed notebook is kept next to the run's record. A notebook
 that fails, diverges (``TrainingDiverged``) or times out gets a record saying
-so, with its error, and the next notebook runs.
+so, with its error, and the next notebook runs. With ``RunSettings.docker`` each
+notebook runs in its framework's image instead (``harness.docker``: the same
+papermill command inside ``docker run``, the paths translated), and its record
+and executed notebook land in the same place.
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import collections
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -18,11 +22,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import nbformat
 
-from common import params, record
-from harness import REPOSITORY, environments
+from common import data, params, record
+from harness import REPOSITORY, docker, environments
 from harness.frameworks import Framework
 
 
@@ -40,6 +45,7 @@ class RunSettings:
     cifar_source: str | None = None
     imdb_source: str | None = None
     timeout: float = 4 * 3600.0
+    docker: bool = False  # run in the framework's image dl-rosetta/ENV instead of its venv
 
     def notebook_parameters(self, benchmark: str, record_path: Path) -> dict:
         return {
@@ -100,14 +106,18 @@ def execute(framework: Framework, benchmark: str, settings: RunSettings, results
     record_path, executed = run_paths(results, framework, benchmark)
     record_path.parent.mkdir(parents=True, exist_ok=True)
     prefix = f"[{framework.name}/{benchmark}] "
-    reason = environments.unavailable_reason(framework)
+    reason = (docker.unavailable_reason if settings.docker else environments.unavailable_reason)(framework)
     if reason:
         print(prefix + f"unavailable: {reason}")
         return _write_failure(record_path, framework, benchmark, settings, "unavailable", reason, None)
 
     parameters = settings.notebook_parameters(benchmark, record_path)
+    command, on_timeout = None, None
+    if settings.docker:
+        command, on_timeout = docker_command(framework, benchmark, executed, parameters, settings, results)
+        print(prefix + "$ " + shlex.join(command), flush=True)
     outcome = papermill(framework.notebook(benchmark), executed, framework.kernel, parameters,
-                        settings.timeout, prefix)
+                        settings.timeout, prefix, command=command, on_timeout=on_timeout)
     if outcome.status == "ok" and record_path.is_file():
         result = record.read(record_path)
         result["notebook"] = str(executed.relative_to(results)) if executed.is_file() else None
@@ -124,6 +134,27 @@ def execute(framework: Framework, benchmark: str, settings: RunSettings, results
     return _write_failure(record_path, framework, benchmark, settings, status, message, executed)
 
 
+def docker_command(framework: Framework, benchmark: str, executed: Path, parameters: dict,
+                   settings: RunSettings, results: Path) -> tuple[list[str], Callable[[], None]]:
+    """The ``docker run`` of one notebook, and how to stop its container after a timeout.
+
+    In a local run the kernel finds the data where the harness found it (the data
+    cache, ``$ROSETTA_CIFAR10``...); a container sees neither the host's
+    environment nor its cache, so both are named explicitly here and mounted.
+    """
+    parameters = dict(parameters)
+    remote = data.CIFAR10 if benchmark == "cifar" else data.IMDB
+    parameters["data_source"] = parameters.get("data_source") or os.environ.get(remote.env_var) or None
+    cache = data.cache_dir(parameters.get("data_dir"))
+    cache.mkdir(parents=True, exist_ok=True)  # else docker would create it, owned by root
+    parameters["data_dir"] = str(cache)
+    name = docker.container_name(executed)
+    command, _ = docker.run_command(framework, framework.notebook(benchmark), executed, parameters,
+                                    results, name, data_dir=cache,
+                                    gpus=None if settings.device == "cpu" else "all")
+    return command, lambda: docker.stop(name)
+
+
 @dataclass
 class Outcome:
     """How one papermill execution ended: ok, failed, diverged or timeout, with the error."""
@@ -134,13 +165,25 @@ class Outcome:
     seconds: float
 
 
+def papermill_command(notebook: Path, executed: Path, kernel: str, parameters: dict) -> list[str]:
+    """papermill run by the harness's own Python, in the framework's registered kernel."""
+    return [sys.executable, "-m", "papermill", str(notebook), str(executed),
+            "--kernel", kernel, "--cwd", str(REPOSITORY),
+            "--parameters_yaml", json.dumps(parameters), "--log-output", "--no-progress-bar"]
+
+
 def papermill(notebook: Path, executed: Path, kernel: str, parameters: dict, timeout: float,
-              prefix: str) -> Outcome:
-    """Executes ``notebook`` into ``executed`` in ``kernel``, echoing its output, within ``timeout``."""
-    command = [sys.executable, "-m", "papermill", str(notebook), str(executed),
-               "--kernel", kernel, "--cwd", str(REPOSITORY),
-               "--parameters_yaml", json.dumps(parameters), "--log-output", "--no-progress-bar"]
-    print(prefix + f"running {_shown(notebook)} in kernel {kernel} (timeout {timeout:.0f} s)", flush=True)
+              prefix: str, command: list[str] | None = None,
+              on_timeout: Callable[[], None] | None = None) -> Outcome:
+    """Executes ``notebook`` into ``executed`` in ``kernel``, echoing its output, within ``timeout``.
+
+    ``command`` replaces the local papermill command (``docker run ...`` for a run in
+    an image); ``on_timeout`` runs after a timeout has stopped it (to stop the container).
+    """
+    if command is None:
+        command = papermill_command(notebook, executed, kernel, parameters)
+    where = f"kernel {kernel}" if command[0] == sys.executable else f"kernel {kernel} via {command[0]} {command[1]}"
+    print(prefix + f"running {_shown(notebook)} in {where} (timeout {timeout:.0f} s)", flush=True)
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -151,6 +194,8 @@ def papermill(notebook: Path, executed: Path, kernel: str, parameters: dict, tim
         returncode = process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         _kill_group(process)
+        if on_timeout is not None:
+            on_timeout()
         reader.join(timeout=10)
         message = f"no result after {timeout:.0f} s; the run was stopped"
         print(prefix + "timeout: " + message)
