@@ -172,14 +172,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "parity":
             return cmd_parity(args)
         if args.command == "bench":
-            if args.docker:  # the images hold the environments; parity runs in the venvs only
+            if args.docker:  # the images hold the environments
                 print("docker: the notebooks run in the images dl-rosetta/ENV (`make docker` builds them); "
-                      "no venvs are built and the parity check is left out (run `rosetta parity` "
-                      "where the venvs exist).")
+                      "no venvs are built.")
             else:
                 cmd_envs(args)
-                if not args.skip_parity:
-                    parity.check_all(select(args.frameworks), args.benchmark, args.results)
+            if not args.skip_parity:
+                parity.check_all(select(args.frameworks), args.benchmark, args.results, in_docker=args.docker)
             return cmd_run(args)
     except (ValueError, data.DataError) as error:
         print(f"rosetta: {error}", file=sys.stderr)

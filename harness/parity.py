@@ -17,7 +17,7 @@ from pathlib import Path
 import nbformat
 
 from common import canonical, parity, record
-from harness import environments, runner
+from harness import docker, environments, runner
 from harness.frameworks import Framework
 
 PARITY_STEPS = ("parameters", "imports", "environment", "model", "optimiser", "parity")
@@ -42,8 +42,11 @@ def parity_notebook(source: Path, target: Path) -> Path:
 
 
 def check(framework: Framework, benchmark: str, results: Path, device: str = "cpu",
-          timeout: float = 900.0) -> dict:
-    """Runs one notebook in parity mode and returns (and writes) its parity record."""
+          timeout: float = 900.0, in_docker: bool = False) -> dict:
+    """Runs one notebook in parity mode and returns (and writes) its parity record.
+
+    ``in_docker`` runs it in the framework's image rather than its venv.
+    """
     model = canonical.MODELS[benchmark]
     folder = parity_dir(results)
     folder.mkdir(parents=True, exist_ok=True)
@@ -52,7 +55,7 @@ def check(framework: Framework, benchmark: str, results: Path, device: str = "cp
               "api": framework.api, "benchmark": benchmark, "model": model, "device": device,
               "tolerances": parity.TOLERANCES, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     prefix = f"[{framework.name}/{benchmark} parity] "
-    reason = environments.unavailable_reason(framework)
+    reason = (docker.unavailable_reason if in_docker else environments.unavailable_reason)(framework)
     if reason:
         result.update(status="unavailable", equivalent=None, message=reason)
     else:
@@ -62,9 +65,15 @@ def check(framework: Framework, benchmark: str, results: Path, device: str = "cp
             outputs = scratch / "outputs.npz"
             notebook = parity_notebook(framework.notebook(benchmark), scratch / f"{framework.name}-parity.ipynb")
             executed = stem.with_suffix(".ipynb")
-            outcome = runner.papermill(notebook, executed, framework.kernel,
-                                       {"device": device, "parity_inputs": str(inputs),
-                                        "parity_outputs": str(outputs)}, timeout, prefix)
+            parameters = {"device": device, "parity_inputs": str(inputs), "parity_outputs": str(outputs)}
+            command, on_timeout = None, None
+            if in_docker:  # the scratch folder is outside the repository: docker.run_command mounts it
+                name = docker.container_name(executed)
+                command, _ = docker.run_command(framework, notebook, executed, parameters, results, name,
+                                                gpus=None if device == "cpu" else "all")
+                on_timeout = lambda: docker.stop(name)  # noqa: E731
+            outcome = runner.papermill(notebook, executed, framework.kernel, parameters, timeout, prefix,
+                                       command=command, on_timeout=on_timeout)
             result["notebook"] = executed.name if executed.is_file() else None
             if outcome.status == "ok" and outputs.is_file():
                 comparison = parity.compare(model, inputs, outputs)
@@ -82,8 +91,9 @@ def check(framework: Framework, benchmark: str, results: Path, device: str = "cp
 
 
 def check_all(frameworks: list[Framework], benchmarks: list[str], results: Path,
-              device: str = "cpu") -> list[dict]:
-    return [check(f, b, results, device) for f in frameworks for b in benchmarks if b in f.notebooks]
+              device: str = "cpu", in_docker: bool = False) -> list[dict]:
+    return [check(f, b, results, device, in_docker=in_docker)
+            for f in frameworks for b in benchmarks if b in f.notebooks]
 
 
 def latest(results: Path) -> dict[tuple[str, str], dict]:

@@ -632,10 +632,35 @@ def test_run_docker_reaches_the_runner(monkeypatch, tmp_path):
     assert cli.parse(["run"]).docker is False
 
 
-def test_bench_docker_builds_no_venvs(monkeypatch, tmp_path):
+def test_bench_docker_builds_no_venvs_and_checks_parity_in_the_images(monkeypatch, tmp_path):
     monkeypatch.setattr(cli, "cmd_envs", lambda args: pytest.fail("bench --docker built venvs"))
-    monkeypatch.setattr(parity, "check_all", lambda *a, **k: pytest.fail("bench --docker ran parity in venvs"))
+    checked = []
+    monkeypatch.setattr(parity, "check_all", lambda *a, **k: checked.append(k.get("in_docker")) or [])
     ran = []
     monkeypatch.setattr(cli, "cmd_run", lambda args: ran.append(args.docker) or 0)
     assert cli.main(["bench", "pytorch", "--docker", "--results", str(tmp_path)]) == 0
-    assert ran == [True]
+    assert ran == [True] and checked == [True]
+
+
+PARITY_BODY = """
+from common import parity, reference
+if parity_inputs:
+    weights, x, labels = parity.read_inputs(parity_inputs, "cnn")
+    logits, loss, updated = reference.one_step("cnn", weights, x, labels)
+    parity.write_outputs(parity_outputs, "cnn", logits, loss, {k: v.astype("float32") for k, v in updated.items()})
+"""
+
+
+def test_parity_runs_in_the_image_with_its_scratch_files_mounted(tmp_path, fake_docker):
+    framework = _selftest(tmp_path, PARITY_BODY)
+    notebook = nbformat.read(framework.notebook("cifar"), as_version=4)
+    notebook.cells[1].metadata["tags"] = ["step:parity"]
+    nbformat.write(notebook, framework.notebook("cifar"))
+    result = parity.check(framework, "cifar", tmp_path / "results", in_docker=True)
+    assert result["status"] == "ok" and result["equivalent"], result["message"]
+    run = [c for c in fake_docker() if c[0] == "run"]
+    assert len(run) == 1 and "dl-rosetta/selftest" in run[0]
+    assert "--gpus" not in run[0]  # parity runs on the CPU
+    inside = json.loads(option(run[0], "--parameters_yaml"))
+    assert to_host(run[0], inside["parity_inputs"]).name == "inputs.npz"  # the scratch folder is mounted
+    assert to_host(run[0], inside["parity_outputs"]).name == "outputs.npz"
