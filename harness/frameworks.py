@@ -48,6 +48,16 @@ FRAMEWORKS = {
         versions_probe="import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)",
         cpu_probe="import torch, sys; sys.exit(torch.version.cuda is not None)",
     ),
+    "lasagne": Framework(
+        name="lasagne",
+        label="Lasagne (Theano)",
+        api="Lasagne layers + theano.function",
+        env="theano",
+        notebooks={"cifar": "cifar/Lasagne_CIFAR.ipynb", "imdb": "imdb/Lasagne_IMDB.ipynb"},
+        versions_probe="from common import theano_compat; theano_compat.install(); import theano, lasagne; "
+                       "print('theano', theano.__version__, 'lasagne', lasagne.__version__)",
+        python="3.9",  # Theano 1.0.5's last supported interpreters; see harness/envs/theano-cpu.txt
+    ),
 }
 
 
