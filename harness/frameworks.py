@@ -48,6 +48,22 @@ FRAMEWORKS = {
         versions_probe="import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)",
         cpu_probe="import torch, sys; sys.exit(torch.version.cuda is not None)",
     ),
+    "mxnet": Framework(
+        name="mxnet",
+        label="MXNet",
+        api="Module (symbolic)",
+        env="mxnet",
+        notebooks={"cifar": "cifar/MXNet_CIFAR.ipynb", "imdb": "imdb/MXNet_IMDB.ipynb"},
+        versions_probe="import mxnet; print('mxnet', mxnet.__version__)",
+    ),
+    "gluon": Framework(
+        name="gluon",
+        label="Gluon",
+        api="Gluon (hybridized)",
+        env="mxnet",
+        notebooks={"cifar": "cifar/Gluon_CIFAR.ipynb", "imdb": "imdb/Gluon_IMDB.ipynb"},
+        versions_probe="import mxnet; print('mxnet', mxnet.__version__)",
+    ),
     "lasagne": Framework(
         name="lasagne",
         label="Lasagne (Theano)",
