@@ -27,7 +27,7 @@ RUN_FLAGS = $(call option,--epochs,$(EPOCHS)) $(call option,--train-samples,$(TR
 USE_DOCKER = $(filter 1 yes true,$(DOCKER))
 RUN_FLAGS += $(if $(USE_DOCKER),--docker)
 
-.PHONY: bench smoke test envs data report list clean docker
+.PHONY: bench smoke test envs data report list clean openmpi docker
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 9))' 2>/dev/null || { \
@@ -37,20 +37,29 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/python -m pip install -e '.[harness,test]'
 	touch $@
 
-bench: $(VENV)/.installed $(if $(USE_DOCKER),docker)
+bench: $(VENV)/.installed openmpi $(if $(USE_DOCKER),docker)
 	$(VENV)/bin/rosetta bench $(FRAMEWORKS) $(RUN_FLAGS)
 
 # A quick end-to-end run: one epoch on a few thousand samples.
-smoke: $(VENV)/.installed $(if $(USE_DOCKER),docker)
+smoke: $(VENV)/.installed openmpi $(if $(USE_DOCKER),docker)
 	$(VENV)/bin/rosetta bench $(FRAMEWORKS) --epochs 1 --train-samples 2000 --test-samples 1000 $(RUN_FLAGS)
 
+# CNTK 2.7 loads OpenMPI's libraries: where they are missing and apt-get is there, install
+# Debian's/Ubuntu's libopenmpi3 (with sudo unless root). Best effort: without it only CNTK fails.
+openmpi:
+	@ldconfig -p 2>/dev/null | grep -q 'libmpi_cxx\.so' || { \
+	  echo "CNTK needs OpenMPI's libraries: installing libopenmpi3"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  { command -v apt-get >/dev/null && $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libopenmpi3; } || \
+	  echo "could not install libopenmpi3: CNTK will be unavailable until OpenMPI is installed"; }
+
 # An environment that cannot be built leaves its framework's tests failing, with the reason.
-test: $(VENV)/.installed
+test: $(VENV)/.installed openmpi
 	$(VENV)/bin/rosetta envs $(TEST_FRAMEWORKS) --flavour cpu || echo "some environments could not be built (see above)"
 	@$(VENV)/bin/python -m pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; exit 1; fi; exit $$status
 
-envs: $(VENV)/.installed
+envs: $(VENV)/.installed openmpi
 	$(VENV)/bin/rosetta envs $(FRAMEWORKS) $(call option,--flavour,$(FLAVOUR))
 
 data: $(VENV)/.installed

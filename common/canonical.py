@@ -35,16 +35,15 @@ matrix (the stacked gate kernels included, as frameworks compute them).
 Biases are zero for training; parity weights draw them from U(-0.1, 0.1) too,
 so that where each bias enters the model is checked as well.
 """
-from __future__ import annotations
-
 import os
 from pathlib import Path
+from typing import Dict, Tuple, Union
 
 import numpy as np
 
 from common import params
 
-LAYOUTS: dict[str, dict[str, tuple[int, ...]]] = {
+LAYOUTS: Dict[str, Dict[str, Tuple[int, ...]]] = {
     "cnn": {
         "conv1.weight": (50, 3, 3, 3), "conv1.bias": (50,),
         "conv2.weight": (50, 50, 3, 3), "conv2.bias": (50,),
@@ -76,7 +75,7 @@ def parameter_count(model: str) -> int:
     return sum(int(np.prod(shape)) for shape in _check_model(model).values())
 
 
-def glorot_limit(shape: tuple[int, ...]) -> float:
+def glorot_limit(shape: Tuple[int, ...]) -> float:
     if len(shape) == 4:  # conv: out x in x kh x kw
         receptive = shape[2] * shape[3]
         fan_in, fan_out = shape[1] * receptive, shape[0] * receptive
@@ -85,7 +84,7 @@ def glorot_limit(shape: tuple[int, ...]) -> float:
     return float(np.sqrt(6.0 / (fan_in + fan_out)))
 
 
-def initial_weights(model: str, seed: int, bias_scale: float = 0.0) -> dict[str, np.ndarray]:
+def initial_weights(model: str, seed: int, bias_scale: float = 0.0) -> Dict[str, np.ndarray]:
     """Glorot-uniform weights in the canonical layout; biases U(-bias_scale, bias_scale)."""
     rng = np.random.default_rng(seed)
     weights = {}
@@ -96,7 +95,7 @@ def initial_weights(model: str, seed: int, bias_scale: float = 0.0) -> dict[str,
     return weights
 
 
-def check(model: str, weights: dict, where: str = "weights") -> dict[str, np.ndarray]:
+def check(model: str, weights: dict, where: str = "weights") -> Dict[str, np.ndarray]:
     """The canonical arrays of ``weights`` as float32, or a ValueError naming what is wrong."""
     layout = _check_model(model)
     missing = [n for n in layout if n not in weights]
@@ -111,7 +110,7 @@ def check(model: str, weights: dict, where: str = "weights") -> dict[str, np.nda
     return {name: np.asarray(weights[name], dtype=np.float32) for name in layout}
 
 
-def save(path: str | os.PathLike, model: str, weights: dict, **extra) -> Path:
+def save(path: Union[str, os.PathLike], model: str, weights: dict, **extra) -> Path:
     """Writes canonical ``weights`` (checked) and ``extra`` arrays to one .npz."""
     checked = check(model, weights, str(path))
     path = Path(path)
@@ -120,7 +119,7 @@ def save(path: str | os.PathLike, model: str, weights: dict, **extra) -> Path:
     return path
 
 
-def load(path: str | os.PathLike, model: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def load(path: Union[str, os.PathLike], model: str) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
     """The canonical weights and the other arrays of a file written by :func:`save`."""
     with np.load(path) as archive:
         arrays = {key: archive[key] for key in archive.files}

@@ -20,16 +20,16 @@ Where the data comes from, first match wins:
 Every loader returns a ``provenance`` dict for the result record: whether the
 data is the official archive or a named local copy, its path and SHA-256.
 """
-from __future__ import annotations
-
 import hashlib
 import os
 import pickle
+import sys
 import tarfile
 import zipfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass  # on Python 3.6 (CNTK's env): the `dataclasses` backport
 from pathlib import Path
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -73,7 +73,7 @@ CIFAR_TEST_BATCH = "test_batch"
 
 # --- where files live ---------------------------------------------------------------
 
-def cache_dir(override: str | os.PathLike | None = None) -> Path:
+def cache_dir(override: Optional[Union[str, os.PathLike]] = None) -> Path:
     """The download cache: ``override``, else ``$ROSETTA_DATA_DIR``, else the user cache."""
     if override:
         return Path(override).expanduser()
@@ -101,7 +101,7 @@ def _hash_matches(path: Path, known_hash: str) -> bool:
     return digest.hexdigest() == expected
 
 
-def fetch(remote: RemoteFile, cache: str | os.PathLike | None = None, progress: bool = True) -> Path:
+def fetch(remote: RemoteFile, cache: Optional[Union[str, os.PathLike]] = None, progress: bool = True) -> Path:
     """The verified official archive in the cache, downloading it first if needed."""
     import pooch
     import requests
@@ -137,7 +137,7 @@ def fetch(remote: RemoteFile, cache: str | os.PathLike | None = None, progress: 
     return Path(path)
 
 
-def _resolve(remote: RemoteFile, source, cache) -> tuple[Path, dict]:
+def _resolve(remote: RemoteFile, source, cache) -> Tuple[Path, dict]:
     """The file or folder to read and its provenance for the record."""
     source = source or os.environ.get(remote.env_var) or None
     if source is None:
@@ -153,7 +153,7 @@ def _resolve(remote: RemoteFile, source, cache) -> tuple[Path, dict]:
 
 # --- CIFAR-10 -----------------------------------------------------------------------
 
-def _unpickle_batch(raw: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
+def _unpickle_batch(raw: bytes, where: str) -> Tuple[np.ndarray, np.ndarray]:
     try:
         batch = pickle.loads(raw, encoding="bytes")
         images = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
@@ -165,7 +165,7 @@ def _unpickle_batch(raw: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def _read_cifar_tarball(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _read_cifar_tarball(path: Path) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
     batches = {}
     try:
         with tarfile.open(path, "r:gz") as archive:
@@ -184,7 +184,7 @@ def _read_cifar_tarball(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return batches
 
 
-def _read_cifar_folder(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _read_cifar_folder(folder: Path) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
     batches = {}
     for name in CIFAR_TRAIN_BATCHES + [CIFAR_TEST_BATCH]:
         file = folder / name
@@ -195,7 +195,7 @@ def _read_cifar_folder(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]
     return batches
 
 
-def _cifar_batches(path: Path) -> tuple[dict, Path]:
+def _cifar_batches(path: Path) -> Tuple[dict, Path]:
     if path.is_dir():
         if (path / CIFAR_FOLDER).is_dir():
             path = path / CIFAR_FOLDER
@@ -220,7 +220,7 @@ def load_cifar10(source=None, cache=None):
     return x_train, x_test, y_train, y_test, provenance
 
 
-def _combined_sha256(files: list[Path]) -> str:
+def _combined_sha256(files: List[Path]) -> str:
     if len(files) == 1:
         return sha256_of(files[0])
     return hashlib.sha256("".join(sha256_of(f) for f in files).encode()).hexdigest()
@@ -253,8 +253,20 @@ def cifar_for_library(channels_first: bool = True, one_hot_labels: bool = False,
 
 # --- IMDB ---------------------------------------------------------------------------
 
+def _alias_numpy_core() -> None:
+    """NumPy 2 pickles object arrays as ``numpy._core``; NumPy < 1.26 (Python 3.6 has at most
+    1.19) names that module ``numpy.core``: alias it, as NumPy 1.26 itself does."""
+    import numpy.core.multiarray  # noqa: F401 (what pickled arrays refer to)
+
+    for name, module in list(sys.modules.items()):
+        if name == "numpy.core" or name.startswith("numpy.core."):
+            sys.modules.setdefault("numpy._core" + name[len("numpy.core"):], module)
+
+
 def load_imdb(source=None, cache=None):
     """The raw ``imdb.npz`` arrays (object arrays of word-index lists) and provenance."""
+    if not hasattr(np, "_core"):
+        _alias_numpy_core()
     path, provenance = _resolve(IMDB, source, cache)
     if path.is_dir():
         path = path / IMDB.filename
@@ -321,7 +333,7 @@ def imdb_for_library(vocab: int = params.IMDB_VOCAB, seq_len: int = params.IMDB_
 
 # --- subsets ------------------------------------------------------------------------
 
-def subset(x: np.ndarray, y: np.ndarray, samples: int | None, what: str = "samples"):
+def subset(x: np.ndarray, y: np.ndarray, samples: Optional[int], what: str = "samples"):
     """The first ``samples`` rows of ``x`` and ``y`` (all of them for None)."""
     if samples is None:
         return x, y

@@ -8,27 +8,27 @@
 The GPU's name and driver come from ``nvidia-smi``; CUDA and cuDNN are the
 versions the framework was built with and loaded, which only it can tell.
 """
-from __future__ import annotations
-
 import os
 import platform
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Dict, List, Optional, Union
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 
 
-def _run(command: list[str]) -> str | None:
+def _run(command: List[str]) -> Optional[str]:
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=20)
+        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,  # Python 3.6 has no
+                              universal_newlines=True, timeout=20)                # capture_output/text
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout.strip() if done.returncode == 0 else None
 
 
-def gpus() -> list[dict]:
+def gpus() -> List[dict]:
     """Name, driver and memory of each NVIDIA GPU, from nvidia-smi ([] without one)."""
     if not shutil.which("nvidia-smi"):
         return []
@@ -52,7 +52,7 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def git_commit() -> str | None:
+def git_commit() -> Optional[str]:
     """The repository's commit, with ``-dirty`` when tracked files differ from it."""
     commit = _run(["git", "-C", str(REPOSITORY), "rev-parse", "HEAD"])
     if commit is None:
@@ -61,8 +61,8 @@ def git_commit() -> str | None:
     return commit + ("-dirty" if dirty else "")
 
 
-def capture(device: str, versions: dict[str, str], cuda: str | None = None,
-            cudnn: str | int | None = None, threads: int | None = None) -> dict:
+def capture(device: str, versions: Dict[str, str], cuda: Optional[str] = None,
+            cudnn: Optional[Union[str, int]] = None, threads: Optional[int] = None) -> dict:
     """The environment block of a result record.
 
     ``device`` is "cuda" or "cpu", as the notebook actually placed the model.

@@ -12,9 +12,7 @@ on what ran before. Training batches are complete: the last ``n % batch_size``
 samples of each permutation are left out. Test batches cover every sample, the
 last one possibly short.
 """
-from __future__ import annotations
-
-from typing import Iterator
+from typing import Iterator, Tuple
 
 import numpy as np
 
@@ -29,7 +27,7 @@ def batches_per_epoch(samples: int, batch_size: int) -> int:
 
 
 def train_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int,
-                  epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                  epoch: int) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
     """Complete batches of ``(x, y)`` in this epoch's seeded order."""
     if len(x) != len(y):
         raise ValueError(f"x has {len(x)} samples but y has {len(y)}.")

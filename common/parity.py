@@ -13,11 +13,10 @@ tolerances (:data:`TOLERANCES`):
 - loss: |framework - reference| <= 1e-4 x |reference|;
 - updated weights: max |framework - reference| <= 1e-5, over every array.
 """
-from __future__ import annotations
-
 import json
 import os
 from pathlib import Path
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -30,7 +29,7 @@ TOLERANCES = {"logits": 1e-4, "loss": 1e-4, "weights": 1e-5}
 KINDS = {"logits": "relative", "loss": "relative", "weights": "absolute"}
 
 
-def make_inputs(model: str, seed: int = PARITY_SEED) -> dict[str, np.ndarray]:
+def make_inputs(model: str, seed: int = PARITY_SEED) -> Dict[str, np.ndarray]:
     """Canonical weights (Glorot, biases U(-0.1, 0.1)), a fixed batch and its labels."""
     rng = np.random.default_rng([seed, 1])
     weights = canonical.initial_weights(model, seed, bias_scale=BIAS_SCALE)
@@ -49,24 +48,24 @@ def make_inputs(model: str, seed: int = PARITY_SEED) -> dict[str, np.ndarray]:
     return {"weights": weights, "x": x, "labels": labels.astype(np.int64)}
 
 
-def write_inputs(path: str | os.PathLike, model: str, seed: int = PARITY_SEED) -> Path:
+def write_inputs(path: Union[str, os.PathLike], model: str, seed: int = PARITY_SEED) -> Path:
     inputs = make_inputs(model, seed)
     return canonical.save(path, model, inputs["weights"], x=inputs["x"], labels=inputs["labels"])
 
 
-def read_inputs(path: str | os.PathLike, model: str) -> tuple[dict, np.ndarray, np.ndarray]:
+def read_inputs(path: Union[str, os.PathLike], model: str) -> Tuple[dict, np.ndarray, np.ndarray]:
     """What a notebook in parity mode starts from: canonical weights, the batch, its labels."""
     weights, batch = canonical.load(path, model)
     return weights, batch["x"], batch["labels"]
 
 
-def write_outputs(path: str | os.PathLike, model: str, logits, loss, weights: dict, **info) -> Path:
+def write_outputs(path: Union[str, os.PathLike], model: str, logits, loss, weights: dict, **info) -> Path:
     """What a notebook in parity mode writes: its logits, loss and updated canonical weights."""
     return canonical.save(path, model, weights, logits=np.asarray(logits, np.float32),
                           loss=np.asarray(loss, np.float64), info=np.asarray(json.dumps(info)))
 
 
-def _check(output: str, difference: float, scale: float, worst: str | None = None) -> dict:
+def _check(output: str, difference: float, scale: float, worst: Optional[str] = None) -> dict:
     tolerance = TOLERANCES[output]
     bound = tolerance * scale if KINDS[output] == "relative" else tolerance
     return {"output": output, "max_abs_difference": float(difference), "bound": float(bound),
@@ -74,7 +73,7 @@ def _check(output: str, difference: float, scale: float, worst: str | None = Non
             "ok": bool(np.isfinite(difference) and difference <= bound)}
 
 
-def compare(model: str, inputs_path: str | os.PathLike, outputs_path: str | os.PathLike) -> dict:
+def compare(model: str, inputs_path: Union[str, os.PathLike], outputs_path: Union[str, os.PathLike]) -> dict:
     """Each output of a framework against the reference: differences, bounds, and a verdict."""
     weights, x, labels = read_inputs(inputs_path, model)
     logits_ref, loss_ref, updated_ref = reference.one_step(model, weights, x, labels)
@@ -95,7 +94,7 @@ def compare(model: str, inputs_path: str | os.PathLike, outputs_path: str | os.P
             "message": describe(checks)}
 
 
-def describe(checks: list[dict]) -> str:
+def describe(checks: List[dict]) -> str:
     """One line: 'equivalent' or which outputs differ, by how much, against which bound."""
     failing = [c for c in checks if not c["ok"]]
     if not failing:

@@ -10,14 +10,13 @@ the failed ones, with the error, when a notebook does not get this far. A run
 smaller than DESIGN.md's benchmark (fewer epochs or samples, another batch
 size) lists how in ``differs_from_benchmark`` and is a subset run.
 """
-from __future__ import annotations
-
 import json
 import math
 import os
 import tempfile
 import time
 from pathlib import Path
+from typing import List, Optional, Union
 
 from common import params
 
@@ -39,7 +38,7 @@ def check_loss(loss: float, epoch: int) -> float:
 
 
 def differs_from_benchmark(benchmark: str, epochs: int, batch_size: int,
-                           train_samples: int, test_samples: int) -> list[str]:
+                           train_samples: int, test_samples: int) -> List[str]:
     """How a run's size differs from DESIGN.md's benchmark ([] for a full run)."""
     spec = params.BENCHMARKS[benchmark]
     differences = []
@@ -56,8 +55,8 @@ def differs_from_benchmark(benchmark: str, epochs: int, batch_size: int,
 
 def build(*, framework: str, api: str, benchmark: str, epochs: int, batch_size: int,
           train_samples: int, test_samples: int, seed: int, status: str = "ok",
-          variant: str = "fp32", accuracy: float | None = None, timing: dict | None = None,
-          environment: dict | None = None, data: dict | None = None, error: str | None = None,
+          variant: str = "fp32", accuracy: Optional[float] = None, timing: Optional[dict] = None,
+          environment: Optional[dict] = None, data: Optional[dict] = None, error: Optional[str] = None,
           **extra) -> dict:
     """A complete record; ``extra`` keys (for example ``final_loss``) are kept as given."""
     if benchmark not in params.BENCHMARKS:
@@ -91,13 +90,13 @@ def build(*, framework: str, api: str, benchmark: str, epochs: int, batch_size: 
     return record
 
 
-def write(path: str | os.PathLike, record: dict) -> Path:
+def write(path: Union[str, os.PathLike], record: dict) -> Path:
     """Validates ``record`` and writes it as JSON to ``path`` atomically."""
     validate(record, str(path))
     return write_json(path, record)
 
 
-def write_json(path: str | os.PathLike, record: dict) -> Path:
+def write_json(path: Union[str, os.PathLike], record: dict) -> Path:
     """Writes ``record`` as JSON to ``path`` atomically (a temporary file, then a rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -108,7 +107,8 @@ def write_json(path: str | os.PathLike, record: dict) -> Path:
             f.write("\n")
         os.replace(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        if os.path.exists(temporary):  # Path.unlink(missing_ok=True) needs Python 3.8
+            os.unlink(temporary)
         raise
     return path
 
@@ -144,7 +144,7 @@ def validate(record: dict, where: str = "record") -> dict:
     return record
 
 
-def read(path: str | os.PathLike) -> dict:
+def read(path: Union[str, os.PathLike]) -> dict:
     """A record read back from ``path`` and validated."""
     path = Path(path)
     try:

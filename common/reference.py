@@ -10,10 +10,21 @@ against finite differences.
     updated = reference.sgd_momentum_step(weights, gradients)   # the CNN's optimiser
     updated = reference.adam_step(weights, gradients)           # the GRU's optimiser
 """
-from __future__ import annotations
+from typing import Tuple
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+
+try:
+    from numpy.lib.stride_tricks import sliding_window_view
+except ImportError:  # NumPy < 1.20 (Python 3.6 has at most 1.19): the same read-only view, by strides
+    from numpy.lib.stride_tricks import as_strided
+
+    def sliding_window_view(x, window_shape, axis):
+        shape = list(x.shape)
+        for a, size in zip(axis, window_shape):
+            shape[a] -= size - 1
+        strides = x.strides + tuple(x.strides[a] for a in axis)
+        return as_strided(x, tuple(shape) + tuple(window_shape), strides, writeable=False)
 
 from common import params
 
@@ -219,7 +230,7 @@ def adam_step(weights: dict, gradients: dict, lr: float = params.GRU_LR, betas=p
 STEPS = {"cnn": sgd_momentum_step, "gru": adam_step}
 
 
-def one_step(model: str, weights: dict, x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, float, dict]:
+def one_step(model: str, weights: dict, x: np.ndarray, labels: np.ndarray) -> Tuple[np.ndarray, float, dict]:
     """The reference's logits, loss and weights after one optimiser step on (x, labels)."""
     logits = forward(model, weights, x)
     loss, gradients = loss_and_gradients(model, weights, x, labels)

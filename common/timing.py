@@ -12,18 +12,16 @@ the device synchronised at both ends, so queued asynchronous work is counted.
 The first epoch (compilation, autotuning, warm-up) is reported apart from the
 median of the others, which gives the steady throughput.
 """
-from __future__ import annotations
-
 import statistics
 import time
-from typing import Callable
+from typing import Callable, List, Optional
 
 
 class Timer:
-    def __init__(self, sync: Callable[[], object] | None = None):
+    def __init__(self, sync: Optional[Callable[[], object]] = None):
         self.sync = sync or (lambda: None)
-        self.started: float | None = None
-        self.marks: list[float] = []
+        self.started: Optional[float] = None
+        self.marks: List[float] = []
 
     def _now(self) -> float:
         self.sync()
@@ -42,7 +40,7 @@ class Timer:
         return self.marks[-1] - previous
 
     @property
-    def epoch_seconds(self) -> list[float]:
+    def epoch_seconds(self) -> List[float]:
         edges = [self.started] + self.marks
         return [b - a for a, b in zip(edges, edges[1:])]
 

@@ -230,27 +230,100 @@ def create(framework: Framework, flavour: str, force: bool = False) -> Path:
     if path.exists():
         shutil.rmtree(path)
     _run([python, "-m", "venv", path], f"creating the venv {path}")
-    _run([env_python(framework), "-m", "pip", "install", "--upgrade", "pip"], "upgrading pip")
+    _run([env_python(framework), "-m", "pip", "install", "--upgrade", newest_pip(python)], "upgrading pip")
     if framework.build_first:
         _install(framework, build_spec(framework), [])
     flags = ["--no-build-isolation"] if framework.build_first else []
     _install(framework, spec_file(framework, flavour), [*COMMON_REQUIREMENTS, *flags])
     link_repository(framework)
+    if framework.env == "cntk":
+        link_openmpi_for_cntk(framework)
     register_kernel(framework)
+    found = versions(framework)
+    if found.startswith("broken"):
+        raise EnvironmentBuildError(f"{framework.label} was installed in {path} but does not import: {found}")
     if flavour == "cpu" and framework.cpu_probe:
-        probe = subprocess.run([env_python(framework), "-c", framework.cpu_probe])
+        probe = subprocess.run([env_python(framework), "-c", framework.cpu_probe], env=kernel_environment(framework))
         if probe.returncode != 0:
             print(f"  warning: the cpu environment of {framework.label} holds a CUDA build; "
                   "it works on the CPU but is larger than needed.")
     (path / MARKER).write_text(json.dumps(_fingerprint(framework, flavour)))
-    print(f"{framework.label}: ready, kernel {framework.kernel}.")
+    print(f"{framework.label}: ready ({found}), kernel {framework.kernel}.")
     return path
+
+
+# The last pip each old interpreter runs: an index that does not state Requires-Python
+# would otherwise offer a pip that no longer runs there.
+LAST_PIP = {"3.6": "pip<22", "3.7": "pip<24.1", "3.8": "pip<25.1"}
+
+
+def newest_pip(python: str) -> str:
+    done = subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                          stdout=subprocess.PIPE, universal_newlines=True)
+    return LAST_PIP.get(done.stdout.strip(), "pip")
+
+
+def library_folders(framework: Framework) -> list[str]:
+    """Folders the framework's shared libraries need on LD_LIBRARY_PATH: the lib folders of
+    NVIDIA's CUDA library wheels (mxnet-cu112 and CuPy load them by name, not from the wheels),
+    and CNTK's OpenMPI links."""
+    path = env_path(framework)
+    folders = sorted(glob.glob(str(path / "lib" / "python*" / "site-packages" / "nvidia" / "*" / "lib")))
+    if (path / "lib" / "openmpi-sonames").is_dir():
+        folders.append(str(path / "lib" / "openmpi-sonames"))
+    return folders
+
+
+def kernel_environment(framework: Framework) -> dict:
+    """os.environ as the framework's kernel sees it (LD_LIBRARY_PATH extended)."""
+    environment = dict(os.environ)
+    folders = library_folders(framework)
+    if folders:
+        environment["LD_LIBRARY_PATH"] = ":".join(folders + [os.environ.get("LD_LIBRARY_PATH", "")]).rstrip(":")
+    return environment
 
 
 def register_kernel(framework: Framework) -> None:
     _run([env_python(framework), "-m", "ipykernel", "install", "--prefix", kernels_prefix(),
           "--name", framework.kernel, "--display-name", f"Python (rosetta: {framework.label})"],
          f"registering the kernel {framework.kernel}")
+    folders = library_folders(framework)
+    if folders:
+        spec_path = kernel_dir(framework) / "kernel.json"
+        spec = json.loads(spec_path.read_text())
+        spec["env"] = {"LD_LIBRARY_PATH": ":".join(folders) + ":${LD_LIBRARY_PATH}"}  # jupyter_client fills ${...}
+        spec_path.write_text(json.dumps(spec, indent=1))
+        print(f"  kernel {framework.kernel}: LD_LIBRARY_PATH starts with {', '.join(folders)}")
+
+
+# CNTK 2.7's wheels link OpenMPI 1.10 by its sonames; today's systems ship OpenMPI 3/4
+# (Debian's libopenmpi3: libmpi.so.40, libmpi_cxx.so.40), which CNTK loads fine under the old names.
+CNTK_OPENMPI_SONAMES = {"libmpi.so.12": "libmpi.so.", "libmpi_cxx.so.1": "libmpi_cxx.so."}
+
+
+def link_openmpi_for_cntk(framework: Framework) -> None:
+    """Links the system's OpenMPI under the sonames CNTK needs, in ENV/lib/openmpi-sonames (which
+    register_kernel puts on the kernel's LD_LIBRARY_PATH); nothing where the system has those
+    sonames, a warning where it has no OpenMPI."""
+    try:
+        listed = subprocess.run([shutil.which("ldconfig") or "/sbin/ldconfig", "-p"],
+                                capture_output=True, text=True).stdout
+    except OSError:
+        listed = ""
+    libraries = [line.split(" => ")[-1].strip() for line in listed.splitlines()
+                 if " => " in line and "x86-64" in line]
+    folder = env_path(framework) / "lib" / "openmpi-sonames"
+    for needed, prefix in CNTK_OPENMPI_SONAMES.items():
+        if any(Path(lib).name == needed for lib in libraries):
+            continue
+        found = [lib for lib in libraries if Path(lib).name.startswith(prefix)]
+        if not found:
+            print(f"  warning: no {prefix}* found; CNTK needs OpenMPI: install it "
+                  "(Debian/Ubuntu: apt-get install libopenmpi3) and run `rosetta envs cntk --force`.")
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / needed).symlink_to(found[0])
+        print(f"  linked {found[0]} as {folder / needed}")
 
 
 def versions(framework: Framework) -> str:
@@ -258,7 +331,7 @@ def versions(framework: Framework) -> str:
     if not env_python(framework).exists():
         return "not built"
     done = subprocess.run([env_python(framework), "-c", framework.versions_probe],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, env=kernel_environment(framework))
     return done.stdout.strip() if done.returncode == 0 else f"broken: {done.stderr.strip()[-300:]}"
 
 

@@ -64,6 +64,15 @@ FRAMEWORKS = {
         notebooks={"cifar": "cifar/Gluon_CIFAR.ipynb", "imdb": "imdb/Gluon_IMDB.ipynb"},
         versions_probe="import mxnet; print('mxnet', mxnet.__version__)",
     ),
+    "chainer": Framework(
+        name="chainer",
+        label="Chainer",
+        api="Chain + optimizers",
+        env="chainer",
+        notebooks={"cifar": "cifar/Chainer_CIFAR.ipynb", "imdb": "imdb/Chainer_IMDB.ipynb"},
+        versions_probe="import chainer; print('chainer', chainer.__version__)",
+        build_first=True,
+    ),
     "lasagne": Framework(
         name="lasagne",
         label="Lasagne (Theano)",
@@ -73,6 +82,15 @@ FRAMEWORKS = {
         versions_probe="from common import theano_compat; theano_compat.install(); import theano, lasagne; "
                        "print('theano', theano.__version__, 'lasagne', lasagne.__version__)",
         python="3.9",  # Theano 1.0.5's last supported interpreters; see harness/envs/theano-cpu.txt
+    ),
+    "cntk": Framework(
+        name="cntk",
+        label="CNTK",
+        api="cntk.layers + Trainer",
+        env="cntk",
+        notebooks={"cifar": "cifar/CNTK_CIFAR.ipynb", "imdb": "imdb/CNTK_IMDB.ipynb"},
+        versions_probe="import cntk; print('cntk', cntk.__version__)",
+        python="3.6",
     ),
 }
 

@@ -37,20 +37,20 @@ def real_imdb():
 
 @pytest.mark.parametrize("framework", list(FRAMEWORKS.values()), ids=list(FRAMEWORKS))
 def test_cnn_learns_real_cifar(framework, real_cifar, tmp_path):
-    settings = runner.RunSettings(epochs=3, train_samples=5000, test_samples=2000, device="cpu",
+    settings = runner.RunSettings(epochs=3, train_samples=3000, test_samples=1000, device="cpu",
                                   timeout=900, cifar_source=str(real_cifar))
     result = runner.execute(framework, "cifar", settings, tmp_path)
     assert result["status"] == "ok", result["error"]
     print(f"{framework.label} CIFAR-10: accuracy {result['test_accuracy']:.4f}, "
           f"training {result['train_seconds']:.1f} s")
-    assert result["test_accuracy"] > 0.25  # chance is 0.10
+    assert result["test_accuracy"] > 0.20  # chance is 0.10
     assert result["data"] == {**result["data"], "source": "local copy", "path": str(real_cifar.resolve())}
     assert len(result["data"]["sha256"]) == 64
 
 
 @pytest.mark.parametrize("framework", list(FRAMEWORKS.values()), ids=list(FRAMEWORKS))
 def test_gru_learns_real_imdb(framework, real_imdb, tmp_path):
-    settings = runner.RunSettings(epochs=3, train_samples=5000, test_samples=5000, device="cpu",
+    settings = runner.RunSettings(epochs=3, train_samples=5000, test_samples=2000, device="cpu",
                                   timeout=900, imdb_source=str(real_imdb))
     result = runner.execute(framework, "imdb", settings, tmp_path)
     assert result["status"] == "ok", result["error"]
