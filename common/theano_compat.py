@@ -19,9 +19,8 @@ NumPy and SciPy of Theano's time; see ``harness/envs/theano-cpu.txt``):
   for ``blas.ldflags``.
 - Lasagne 0.1 calls ``conv2d(..., image_shape=...)``, which Theano 1.0 renamed
   ``input_shape``; :func:`install` silences that one deprecation warning.
-- NumPy 1.19 cannot unpickle object arrays written by NumPy 2 (an ``imdb.npz`` saved
-  by a newer NumPy names ``numpy._core``); :func:`install` makes ``numpy._core`` an
-  alias of ``numpy.core``, as NumPy 1.26 itself does.
+- (NumPy 1.19 reading an ``imdb.npz`` pickled by NumPy 2 is handled by
+  ``common.data.load_imdb`` for every old NumPy, not here.)
 - Theano's GPU back end needs ``pygpu`` (libgpuarray), which PyPI does not ship as a
   wheel; :func:`gpu_usable` says whether it is there and a GPU is visible, and
   :func:`cuda_version` reads the CUDA toolkit libgpuarray compiles with (Theano,
@@ -79,18 +78,9 @@ def _max_pool_2d(input, ds, ignore_border=None, st=None, padding=(0, 0), mode="m
     return pool.pool_2d(input, ws=ds, ignore_border=ignore_border, stride=st, pad=padding, mode=mode)
 
 
-def _alias_numpy_core() -> None:
-    """``numpy._core`` (NumPy 2's name, found in its pickles) as an alias of NumPy 1's ``numpy.core``."""
-    import numpy.core.multiarray  # noqa: F401 (loads what pickles of arrays refer to)
-    for name, module in list(sys.modules.items()):
-        if name == "numpy.core" or name.startswith("numpy.core."):
-            sys.modules.setdefault("numpy._core" + name[len("numpy.core"):], module)
-
-
 def install() -> None:
-    """Makes ``import lasagne`` (0.1) work on Theano 1.0 (adds ``theano.tensor.signal.downsample``)
-    and NumPy 2's pickles load (``numpy._core``); call it after setting THEANO_FLAGS."""
-    _alias_numpy_core()
+    """Makes ``import lasagne`` (0.1) work on Theano 1.0 (adds ``theano.tensor.signal.downsample``);
+    call it after setting THEANO_FLAGS."""
     import theano.tensor.signal
     warnings.filterwarnings("ignore", message="The `image_shape` keyword argument to `tensor.nnet.conv2d`",
                             category=UserWarning)

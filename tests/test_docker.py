@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 
 import nbformat
 import pytest
-from nbformat.v4 import new_code_cell, new_notebook
+import selftest
 
 from harness import REPOSITORY, cli, docker, environments, parity, runner
 from harness.frameworks import FRAMEWORKS, Framework
@@ -515,18 +515,6 @@ assert translated[:3] == ["python", "-m", "papermill"], translated
 os.execv(sys.executable, [sys.executable] + translated[1:])
 '''
 
-PARAMETERS = """
-epochs = None
-batch_size = None
-train_samples = None
-test_samples = None
-seed = 42
-device = "auto"
-data_source = None
-data_dir = None
-record_path = None
-"""
-
 WRITE_OK = """
 import os
 from common import record
@@ -549,12 +537,7 @@ def fake_docker(tmp_path, monkeypatch):
     monkeypatch.setenv("ROSETTA_DOCKER", str(script))
     monkeypatch.setenv("FAKE_DOCKER_LOG", str(log))
     monkeypatch.setenv("ROSETTA_DATA_DIR", str(tmp_path / "cache"))
-    kernel = tmp_path / "jupyter" / "kernels" / "rosetta-selftest"
-    kernel.mkdir(parents=True)
-    (kernel / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "selftest", "language": "python"}))
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    selftest.install_kernel(tmp_path, monkeypatch)
     monkeypatch.setattr(environments, "unavailable_reason",
                         lambda framework: pytest.fail("a docker run must not ask for the venv"))
 
@@ -565,14 +548,7 @@ def fake_docker(tmp_path, monkeypatch):
 
 
 def _selftest(tmp_path, body: str) -> Framework:
-    cell = new_code_cell(PARAMETERS.strip(), metadata={"tags": ["parameters"]})
-    nb = new_notebook(cells=[cell, new_code_cell(body.strip())], metadata={
-        "kernelspec": {"name": "rosetta-selftest", "display_name": "selftest", "language": "python"},
-        "language_info": {"name": "python"}})
-    path = tmp_path / "notebooks" / "selftest.ipynb"
-    path.parent.mkdir(exist_ok=True)
-    nbformat.write(nb, path)
-    return Framework(name="selftest", label="Selftest", api="test", env="selftest", notebooks={"cifar": str(path)})
+    return selftest.framework(tmp_path / "notebooks" / "selftest.ipynb", body)
 
 
 def test_docker_run_writes_record_and_executed_notebook_into_the_host_results(tmp_path, fake_docker):

@@ -1,27 +1,11 @@
 """The runner on small notebooks in a kernel of the test's own Python: every outcome gets a record."""
-import json
-import sys
-from pathlib import Path
-
 import nbformat
 import pytest
-from nbformat.v4 import new_code_cell, new_notebook
+import selftest
 
 from common import record
 from harness import environments, report, runner
 from harness.frameworks import Framework
-
-PARAMETERS = """
-epochs = None
-batch_size = None
-train_samples = None
-test_samples = None
-seed = 42
-device = "auto"
-data_source = None
-data_dir = None
-record_path = None
-"""
 
 WRITE_OK = """
 from common import record
@@ -32,31 +16,14 @@ record.write(record_path, record.build(
 """
 
 
-def _notebook(path: Path, body: str) -> Path:
-    cell = new_code_cell(PARAMETERS.strip(), metadata={"tags": ["parameters"]})
-    nb = new_notebook(cells=[cell, new_code_cell(body.strip())], metadata={
-        "kernelspec": {"name": "rosetta-selftest", "display_name": "selftest", "language": "python"},
-        "language_info": {"name": "python"}})
-    nbformat.write(nb, path)
-    return path
-
-
 @pytest.fixture
 def selftest_kernel(tmp_path, monkeypatch):
-    """A kernel named rosetta-selftest on this Python, found through JUPYTER_PATH."""
-    kernel = tmp_path / "jupyter" / "kernels" / "rosetta-selftest"
-    kernel.mkdir(parents=True)
-    (kernel / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "selftest", "language": "python"}))
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    selftest.install_kernel(tmp_path, monkeypatch)
     monkeypatch.setattr(environments, "unavailable_reason", lambda framework: None)
 
 
 def _framework(tmp_path, body: str, name="selftest") -> Framework:
-    notebook = _notebook(tmp_path / f"{name}.ipynb", body)
-    return Framework(name=name, label=name.title(), api="test", env="selftest",
-                     notebooks={"cifar": str(notebook)})
+    return selftest.framework(tmp_path / f"{name}.ipynb", body, name)
 
 
 def test_ok_run_keeps_record_and_executed_notebook(tmp_path, selftest_kernel):

@@ -1,0 +1,44 @@
+"""Small notebooks run in a kernel of the test's own Python, for the runner and docker tests."""
+import json
+import sys
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_notebook
+
+from harness.frameworks import Framework
+
+KERNEL = "rosetta-selftest"
+
+PARAMETERS = """
+epochs = None
+batch_size = None
+train_samples = None
+test_samples = None
+seed = 42
+device = "auto"
+data_source = None
+data_dir = None
+record_path = None
+"""
+
+
+def install_kernel(folder: Path, monkeypatch) -> None:
+    """Registers the kernel rosetta-selftest (this Python) under ``folder``, found through JUPYTER_PATH."""
+    kernel = folder / "jupyter" / "kernels" / KERNEL
+    kernel.mkdir(parents=True)
+    (kernel / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "selftest", "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(folder / "jupyter"))
+
+
+def framework(path: Path, body: str, name: str = "selftest") -> Framework:
+    """A framework whose cifar notebook, written to ``path``, is a parameters cell and ``body``."""
+    cell = new_code_cell(PARAMETERS.strip(), metadata={"tags": ["parameters"]})
+    notebook = new_notebook(cells=[cell, new_code_cell(body.strip())], metadata={
+        "kernelspec": {"name": KERNEL, "display_name": "selftest", "language": "python"},
+        "language_info": {"name": "python"}})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(notebook, path)
+    return Framework(name=name, label=name.title(), api="test", env="selftest", notebooks={"cifar": str(path)})
