@@ -150,7 +150,7 @@ def cmd_list(args) -> int:
     for framework in FRAMEWORKS.values():
         reason = environments.unavailable_reason(framework)
         state = reason or f"ready ({environments.installed_flavour(framework)})"
-        print(f"{framework.name:12} {framework.label:12} {framework.api:28} kernel {framework.kernel}: {state}")
+        print(f"{framework.name:10} {framework.label:18} {framework.api:34} kernel {framework.kernel}: {state}")
         for benchmark, notebook in framework.notebooks.items():
             print(f"{'':14}{benchmark:6} notebooks/{notebook}")
     return 0
