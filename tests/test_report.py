@@ -70,3 +70,22 @@ def test_an_invalid_record_stops_the_report_naming_it(results):
     (results / "records" / "6-bad.json").write_text('{"schema_version": 1}')
     with pytest.raises(ValueError, match="6-bad.json"):
         report.render(results)
+
+
+def test_a_framework_failing_parity_is_flagged_in_its_row(results):
+    import json
+
+    (results / "parity").mkdir()
+    for stamp, framework, equivalent, message in [
+            ("20260101-000000", "PyTorch", False, "not equivalent: logits differ by 0.3"),
+            ("20260101-000000", "Fastest", True, "equivalent: logits 1e-07"),
+            ("20250101-000000", "Broken", True, "equivalent: an older run"),
+            ("20260101-000001", "Broken", False, "not equivalent: weights differ by 0.2")]:
+        (results / "parity" / f"{stamp}-{framework}-cifar.json").write_text(json.dumps({
+            "framework": framework, "benchmark": "cifar", "status": "ok", "equivalent": equivalent,
+            "message": message}))
+    cifar = report.render(results).read_text().split("## GRU on IMDB")[0]
+    rows = {line.split(" | ")[0][2:]: line for line in cifar.splitlines() if line.startswith("| ")}
+    assert "| **no**: not equivalent: logits differ by 0.3 |" in rows["PyTorch"]
+    assert "| yes |" in rows["Fastest"]
+    assert "**no**: not equivalent: weights differ by 0.2" in rows["Broken"]  # the latest parity run counts
