@@ -81,13 +81,14 @@ def python_variable(version: str) -> str:
     return "ROSETTA_PYTHON" + version.replace(".", "")
 
 
-def _is_version(python: str, version: str) -> bool:
+def python_version(python: str) -> str | None:
+    """The "X.Y" an interpreter says it is, or None when it does not run."""
     try:
         done = subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
                               capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.SubprocessError):
-        return False
-    return done.returncode == 0 and done.stdout.strip() == version
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
 
 
 def find_python(version: str) -> str | None:
@@ -95,13 +96,13 @@ def find_python(version: str) -> str | None:
     else the newest pyenv X.Y.z; each one found is asked its version before it is used."""
     named = os.environ.get(python_variable(version))
     if named:
-        return named if _is_version(named, version) else None
+        return named if python_version(named) == version else None
     candidates = [shutil.which(f"python{version}")]
     for root in filter(None, [os.environ.get("PYENV_ROOT"), str(Path.home() / ".pyenv")]):
         candidates += sorted(glob.glob(f"{root}/versions/{version}.*/bin/python{version}"),
                              key=lambda p: [int(x) for x in Path(p).parts[-3].split(".") if x.isdigit()],
                              reverse=True)
-    return next((c for c in candidates if c and _is_version(c, version)), None)
+    return next((c for c in candidates if c and python_version(c) == version), None)
 
 
 def interpreter(framework: Framework) -> str:
@@ -236,8 +237,8 @@ def create(framework: Framework, flavour: str, force: bool = False) -> Path:
     flags = ["--no-build-isolation"] if framework.build_first else []
     _install(framework, spec_file(framework, flavour), [*COMMON_REQUIREMENTS, *flags])
     link_repository(framework)
-    if framework.env == "cntk":
-        link_openmpi_for_cntk(framework)
+    if framework.sonames:
+        link_sonames(framework)
     register_kernel(framework)
     found = versions(framework)
     if found.startswith("broken"):
@@ -258,19 +259,17 @@ LAST_PIP = {"3.6": "pip<22", "3.7": "pip<24.1", "3.8": "pip<25.1"}
 
 
 def newest_pip(python: str) -> str:
-    done = subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                          stdout=subprocess.PIPE, universal_newlines=True)
-    return LAST_PIP.get(done.stdout.strip(), "pip")
+    return LAST_PIP.get(python_version(python), "pip")
 
 
 def library_folders(framework: Framework) -> list[str]:
     """Folders the framework's shared libraries need on LD_LIBRARY_PATH: the lib folders of
     NVIDIA's CUDA library wheels (mxnet-cu112 and CuPy load them by name, not from the wheels),
-    and CNTK's OpenMPI links."""
+    and the folder of the framework's links to system libraries (``link_sonames``)."""
     path = env_path(framework)
     folders = sorted(glob.glob(str(path / "lib" / "python*" / "site-packages" / "nvidia" / "*" / "lib")))
-    if (path / "lib" / "openmpi-sonames").is_dir():
-        folders.append(str(path / "lib" / "openmpi-sonames"))
+    if sonames_dir(framework).is_dir():
+        folders.append(str(sonames_dir(framework)))
     return folders
 
 
@@ -296,15 +295,15 @@ def register_kernel(framework: Framework) -> None:
         print(f"  kernel {framework.kernel}: LD_LIBRARY_PATH starts with {', '.join(folders)}")
 
 
-# CNTK 2.7's wheels link OpenMPI 1.10 by its sonames; today's systems ship OpenMPI 3/4
-# (Debian's libopenmpi3: libmpi.so.40, libmpi_cxx.so.40), which CNTK loads fine under the old names.
-CNTK_OPENMPI_SONAMES = {"libmpi.so.12": "libmpi.so.", "libmpi_cxx.so.1": "libmpi_cxx.so."}
+def sonames_dir(framework: Framework) -> Path:
+    return env_path(framework) / "lib" / "sonames"
 
 
-def link_openmpi_for_cntk(framework: Framework) -> None:
-    """Links the system's OpenMPI under the sonames CNTK needs, in ENV/lib/openmpi-sonames (which
-    register_kernel puts on the kernel's LD_LIBRARY_PATH); nothing where the system has those
-    sonames, a warning where it has no OpenMPI."""
+def link_sonames(framework: Framework) -> None:
+    """Links system libraries under the older sonames the framework was built against
+    (``Framework.sonames``: needed name -> prefix of the system's name), in ENV/lib/sonames,
+    which register_kernel puts on the kernel's LD_LIBRARY_PATH. Nothing where the system has
+    the needed names; a warning where it has no library of that prefix."""
     try:
         listed = subprocess.run([shutil.which("ldconfig") or "/sbin/ldconfig", "-p"],
                                 capture_output=True, text=True).stdout
@@ -312,14 +311,14 @@ def link_openmpi_for_cntk(framework: Framework) -> None:
         listed = ""
     libraries = [line.split(" => ")[-1].strip() for line in listed.splitlines()
                  if " => " in line and "x86-64" in line]
-    folder = env_path(framework) / "lib" / "openmpi-sonames"
-    for needed, prefix in CNTK_OPENMPI_SONAMES.items():
+    folder = sonames_dir(framework)
+    for needed, prefix in framework.sonames.items():
         if any(Path(lib).name == needed for lib in libraries):
             continue
         found = [lib for lib in libraries if Path(lib).name.startswith(prefix)]
         if not found:
-            print(f"  warning: no {prefix}* found; CNTK needs OpenMPI: install it "
-                  "(Debian/Ubuntu: apt-get install libopenmpi3) and run `rosetta envs cntk --force`.")
+            print(f"  warning: no {prefix}* found; {framework.label} needs it: {framework.sonames_hint}, "
+                  f"then run `rosetta envs {framework.name} --force`.")
             return
         folder.mkdir(parents=True, exist_ok=True)
         (folder / needed).symlink_to(found[0])
@@ -337,9 +336,9 @@ def versions(framework: Framework) -> str:
 
 def unavailable_reason(framework: Framework) -> str | None:
     """Why the framework's notebooks cannot run now, or None when they can."""
-    if framework.python and not env_python(framework).exists() and find_python(framework.python) is None:
-        return missing_python(framework)
     if not env_python(framework).exists():
+        if framework.python and find_python(framework.python) is None:
+            return missing_python(framework)
         return f"its environment is not built: run `rosetta envs {framework.name}`"
     if not kernel_dir(framework).is_dir():
         return f"its kernel {framework.kernel} is not registered: run `rosetta envs {framework.name}`"

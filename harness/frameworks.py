@@ -25,6 +25,8 @@ class Framework:
     cpu_probe: str = ""        # Python that exits non-zero if a CPU flavour holds a CUDA build
     python: str | None = None  # the interpreter version it needs ("3.6"); None: the harness's own
     build_first: bool = False  # install ENV-build.txt first, then the spec without build isolation
+    sonames: dict = field(default_factory=dict)  # system library name it needs -> prefix of the one to link
+    sonames_hint: str = ""     # how to install those system libraries
 
     @property
     def kernel(self) -> str:
@@ -91,6 +93,10 @@ FRAMEWORKS = {
         notebooks={"cifar": "cifar/CNTK_CIFAR.ipynb", "imdb": "imdb/CNTK_IMDB.ipynb"},
         versions_probe="import cntk; print('cntk', cntk.__version__)",
         python="3.6",
+        # CNTK 2.7 links OpenMPI 1.10 by its sonames; today's systems ship OpenMPI 3/4
+        # (Debian's libopenmpi3: libmpi.so.40, libmpi_cxx.so.40), which CNTK loads under the old names.
+        sonames={"libmpi.so.12": "libmpi.so.", "libmpi_cxx.so.1": "libmpi_cxx.so."},
+        sonames_hint="install OpenMPI (Debian/Ubuntu: apt-get install libopenmpi3)",
     ),
 }
 

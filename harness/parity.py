@@ -50,7 +50,7 @@ def check(framework: Framework, benchmark: str, results: Path, device: str = "cp
     model = canonical.MODELS[benchmark]
     folder = parity_dir(results)
     folder.mkdir(parents=True, exist_ok=True)
-    stem = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{framework.name}-{benchmark}"
+    stem = runner.new_stem(folder, f"{framework.name}-{benchmark}")
     result = {"schema_version": record.SCHEMA_VERSION, "kind": "parity", "framework": framework.label,
               "api": framework.api, "benchmark": benchmark, "model": model, "device": device,
               "tolerances": parity.TOLERANCES, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

@@ -11,6 +11,7 @@ and executed notebook land in the same place.
 from __future__ import annotations
 
 import collections
+import glob
 import json
 import os
 import re
@@ -65,14 +66,20 @@ def records_dir(results: Path) -> Path:
     return results / "records"
 
 
+def new_stem(folder: Path, name: str) -> Path:
+    """``folder/STAMP-name``, for a new run's files; a second one in the same second becomes
+    ``STAMP.2-name``, which sorts after the first."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    stem, number = folder / f"{stamp}-{name}", 1
+    while any(folder.glob(glob.escape(stem.name) + ".*")):
+        number += 1
+        stem = folder / f"{stamp}.{number}-{name}"
+    return stem
+
+
 def run_paths(results: Path, framework: Framework, benchmark: str) -> tuple[Path, Path]:
     """The record and the executed notebook of a new run, side by side."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    stem = records_dir(results) / f"{stamp}-{framework.name}-{benchmark}"
-    number = 1
-    while stem.with_suffix(".json").exists() or stem.with_suffix(".ipynb").exists():
-        number += 1
-        stem = records_dir(results) / f"{stamp}-{framework.name}-{benchmark}-{number}"
+    stem = new_stem(records_dir(results), f"{framework.name}-{benchmark}")
     return stem.with_suffix(".json"), stem.with_suffix(".ipynb")
 
 

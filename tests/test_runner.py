@@ -94,3 +94,14 @@ def test_run_paths_never_overwrite(tmp_path):
     first.write_text("{}")
     second, _ = runner.run_paths(tmp_path, framework, "cifar")
     assert second != first
+
+
+def test_a_second_run_in_the_same_second_sorts_after_the_first(tmp_path):
+    framework = Framework(name="x", label="X", api="t", env="x")
+    first, _ = runner.run_paths(tmp_path, framework, "cifar")
+    first.parent.mkdir(parents=True)
+    first.write_text("{}")
+    second, _ = runner.run_paths(tmp_path, framework, "cifar")
+    second.write_text("{}")
+    third, _ = runner.run_paths(tmp_path, framework, "cifar")
+    assert sorted([third, second, first]) == [first, second, third]
