@@ -2,6 +2,8 @@
 
     tiny_cifar        Path to a small cifar-10-python.tar.gz (session-wide; do not modify it)
     tiny_imdb         Path to a small imdb.npz (session-wide; do not modify it)
+    real_data         the real CIFAR-10 and IMDB of ../shared/data, or None where they are absent
+    short_runs        short_runs(framework): its two notebooks run once per session on the CPU
     http_server       base URL (a str) of a server for the folder ``http_server.directory``
     truncated_server  the same, but every body stops halfway short of its Content-Length
     closed_port_url   base URL of a loopback port that refuses connections
@@ -18,6 +20,7 @@ import contextlib
 import functools
 import http.server
 import socket
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -152,3 +155,51 @@ def tiny_cifar(tmp_path_factory) -> Path:
 def tiny_imdb(tmp_path_factory) -> Path:
     """A small ``imdb.npz``: 200 training and 200 test reviews."""
     return make_imdb_npz(tmp_path_factory.mktemp("tiny_imdb") / "imdb.npz")
+
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def real_data(tmp_path_factory) -> dict | None:
+    """The real data sets where ../shared/data holds them: {"cifar": the cifar-10-batches-py
+    folder rebuilt by its build.py (about 15 s), "imdb": imdb.npz}; None where either is absent."""
+    build, imdb = SHARED_DATA / "cifar10" / "build.py", SHARED_DATA / "imdb" / "imdb.npz"
+    if not (build.is_file() and imdb.is_file()):
+        return None
+    out = tmp_path_factory.mktemp("cifar10")
+    subprocess.run([sys.executable, str(build), str(out)], check=True, capture_output=True)
+    return {"cifar": out / "cifar-10-batches-py", "imdb": imdb}
+
+
+# One identical short run per framework and benchmark: on the real data where it is here (a
+# subset, a few epochs: enough to show the model learns), else on the tiny archives.
+REAL_RUNS = {"cifar": {"epochs": 3, "train_samples": 3000, "test_samples": 1000},
+             "imdb": {"epochs": 3, "train_samples": 5000, "test_samples": 2000}}
+TINY_RUNS = {"cifar": {"epochs": 1, "batch_size": 32}, "imdb": {"epochs": 1, "batch_size": 32}}
+
+
+@pytest.fixture(scope="session")
+def short_runs(real_data, tiny_cifar, tiny_imdb, tmp_path_factory):
+    """short_runs(framework) -> (results folder, [cifar record, imdb record]): both notebooks
+    through papermill in the framework's kernel, once per session (later calls reuse them), so
+    that the tests of the notebooks, of learning and of parameter counts share one run each."""
+    from harness import runner
+
+    done = {}
+
+    def run(framework):
+        if framework.name not in done:
+            sources = real_data or {"cifar": tiny_cifar, "imdb": tiny_imdb}
+            sizes = REAL_RUNS if real_data else TINY_RUNS
+            results = tmp_path_factory.mktemp(f"results-{framework.name}")
+            records = []
+            for benchmark in ("cifar", "imdb"):
+                settings = runner.RunSettings(device="cpu", timeout=900, cifar_source=str(sources["cifar"]),
+                                              imdb_source=str(sources["imdb"]), **sizes[benchmark])
+                records.append(runner.execute(framework, benchmark, settings, results))
+            done[framework.name] = results, records
+        return done[framework.name]
+
+    run.real = real_data is not None
+    return run

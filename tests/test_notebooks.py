@@ -6,7 +6,8 @@ import nbformat
 import pytest
 
 from common import canonical
-from harness import report, runner
+from conftest import REAL_RUNS, TINY_RUNS
+from harness import report
 from harness.frameworks import FRAMEWORKS
 
 STEPS = ["parameters", "imports", "environment", "data", "model", "optimiser", "parity", "train", "predict",
@@ -45,52 +46,41 @@ def test_notebook_is_committed_without_outputs(framework, benchmark):
             assert cell.outputs == [] and cell.execution_count is None
 
 
-@pytest.fixture(scope="session")
-def tiny_runs(tiny_cifar, tiny_imdb, tmp_path_factory):
-    """Runs a framework's notebooks once on the tiny archives; later calls reuse the records."""
-    done = {}
-
-    def run(framework):
-        if framework.name not in done:
-            settings = runner.RunSettings(epochs=1, batch_size=32, device="cpu", timeout=900,
-                                          cifar_source=str(tiny_cifar), imdb_source=str(tiny_imdb))
-            results = tmp_path_factory.mktemp(f"results-{framework.name}")
-            done[framework.name] = results, runner.run_all([framework], ["cifar", "imdb"], settings, results)
-        return done[framework.name]
-
-    return run
-
-
 @pytest.mark.kernel
 @pytest.mark.parametrize("framework", list(FRAMEWORKS.values()), ids=list(FRAMEWORKS))
-def test_notebooks_run_in_their_kernel(framework, tiny_runs):
-    """Both notebooks through papermill on the tiny archives: ok records, and the table renders."""
-    results, done = tiny_runs(framework)
+def test_notebooks_run_in_their_kernel(framework, short_runs):
+    """Both notebooks through papermill in the framework's kernel (on the real data where it is
+    here, else on the tiny archives): ok records, every test sample evaluated, the table renders."""
+    results, done = short_runs(framework)
+    # test samples and epochs: the real runs' subsets, or the tiny archives' 100 images, 200 reviews
+    sizes = {b: (REAL_RUNS[b]["test_samples"], REAL_RUNS[b]["epochs"]) for b in REAL_RUNS} if short_runs.real \
+        else {"cifar": (100, TINY_RUNS["cifar"]["epochs"]), "imdb": (200, TINY_RUNS["imdb"]["epochs"])}
     for result in done:
         assert result["status"] == "ok", f"{framework.label} {result['benchmark']}: {result['error']}"
         assert result["framework"] == framework.label and result["api"] == framework.api
         assert 0.0 <= result["test_accuracy"] <= 1.0
-        assert result["train_seconds"] > 0 and result["epochs"] == 1 and result["subset"]
+        test_samples, epochs = sizes[result["benchmark"]]
+        assert result["test_samples"] == test_samples  # every test sample asked for, evaluated
+        assert result["train_seconds"] > 0 and result["epochs"] == epochs and result["subset"]
         assert result["data"]["source"] == "local copy"
         assert result["environment"]["device"] == "cpu"
         assert (results / result["notebook"]).is_file()
     cifar, imdb = done
-    assert cifar["test_samples"] == 100 and imdb["test_samples"] == 200  # every test sample evaluated
     readme = report.render(results).read_text()
     for benchmark in ("CNN on CIFAR-10", "GRU on IMDB"):
         assert f"## {benchmark}" in readme
     assert readme.count(f"| {framework.label} |") == 2
-    assert "CPU:" in readme and "subset: 1 epochs" in readme
+    assert "CPU:" in readme and f"subset: {cifar['epochs']} epochs" in readme
     executed = nbformat.read(results / cifar["notebook"], as_version=4)
     assert any("3,441,592 parameters" in json.dumps(cell.get("outputs", [])) for cell in executed.cells)
 
 
 @pytest.mark.kernel
-def test_parameter_counts_agree_across_frameworks(tiny_runs):
+def test_parameter_counts_agree_across_frameworks(short_runs):
     """The parameter count each notebook's own model reports, equal everywhere and to the layout."""
     counts = {"cifar": {}, "imdb": {}}
     for framework in FRAMEWORKS.values():
-        for result in tiny_runs(framework)[1]:
+        for result in short_runs(framework)[1]:
             counts[result["benchmark"]][framework.label] = result.get("parameters")
     for benchmark, found in counts.items():
         expected = canonical.parameter_count(canonical.MODELS[benchmark])  # summed from the layout's shapes
