@@ -147,12 +147,15 @@ def cmd_report(args) -> int:
 
 
 def cmd_list(args) -> int:
-    for framework in FRAMEWORKS.values():
+    frameworks = list(FRAMEWORKS.values())
+    name_w, label_w, api_w = (max(len(getattr(f, field)) for f in frameworks) for field in ("name", "label", "api"))
+    for framework in frameworks:
         reason = environments.unavailable_reason(framework)
         state = reason or f"ready ({environments.installed_flavour(framework)})"
-        print(f"{framework.name:10} {framework.label:18} {framework.api:34} kernel {framework.kernel}: {state}")
+        print(f"{framework.name:{name_w}}  {framework.label:{label_w}}  {framework.api:{api_w}}  "
+              f"kernel {framework.kernel}: {state}")
         for benchmark, notebook in framework.notebooks.items():
-            print(f"{'':14}{benchmark:6} notebooks/{notebook}")
+            print(f"{'':4}{benchmark:6} notebooks/{notebook}")
     return 0
 
 

@@ -51,3 +51,14 @@ def test_missing_local_copy_is_one_clear_error(capsys, tmp_path):
     assert cli.main(["data", "--cifar10", str(missing)]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and str(missing) in error and "does not exist" in error
+
+
+def test_list_aligns_every_framework_and_names_its_notebooks(capsys):
+    assert cli.main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line for line in lines if not line.startswith(" ")]
+    assert [row.split()[0] for row in rows] == list(FRAMEWORKS)
+    assert len({row.index(" kernel rosetta-") for row in rows}) == 1  # one column for every name and label
+    for framework in FRAMEWORKS.values():
+        for notebook in framework.notebooks.values():
+            assert any(line.endswith(f"notebooks/{notebook}") for line in lines)
