@@ -3,7 +3,7 @@
 Adding a framework means adding its two notebooks, its requirement specs in
 ``harness/envs/`` (``ENV-cpu.txt`` and ``ENV-cuda.txt``, and ``ENV-build.txt`` for
 what must be installed before them) and one entry here. Two frameworks may share
-one environment (MXNet's Module API and Gluon do).
+one environment (MXNet's Module API and Gluon do; Keras 3 runs in its backend's).
 """
 from __future__ import annotations
 
@@ -40,6 +40,28 @@ def kernel_name(env: str) -> str:
     return f"rosetta-{env}"
 
 
+# Python that exits non-zero where a CPU flavour holds a CUDA build, per framework.
+TORCH_CPU_PROBE = "import torch, sys; sys.exit(torch.version.cuda is not None)"
+TENSORFLOW_CPU_PROBE = "import tensorflow as tf, sys; sys.exit(tf.test.is_built_with_cuda())"
+JAX_CPU_PROBE = "import importlib.util as u, sys; sys.exit(any(u.find_spec(f'jax_cuda{v}_plugin') for v in (12, 13)))"
+
+
+def keras_on(backend: str, backend_label: str, env: str, cpu_probe: str) -> Framework:
+    """Keras 3 on one backend (`backend`: KERAS_BACKEND's value, also the backend's module),
+    in that backend's environment; its notebooks are Keras_<backend label>_<BENCHMARK>."""
+    stem = backend_label.replace(" ", "")
+    return Framework(
+        name=f"keras-{backend}",
+        label=f"Keras ({backend_label})",
+        api="Keras 3 fit/predict",
+        env=env,
+        notebooks={"cifar": f"cifar/Keras_{stem}_CIFAR.ipynb", "imdb": f"imdb/Keras_{stem}_IMDB.ipynb"},
+        versions_probe=f"import os; os.environ['KERAS_BACKEND'] = '{backend}'; import keras, {backend}; "
+                       f"print('keras', keras.__version__, '{backend}', {backend}.__version__)",
+        cpu_probe=cpu_probe,
+    )
+
+
 FRAMEWORKS = {
     "pytorch": Framework(
         name="pytorch",
@@ -48,8 +70,30 @@ FRAMEWORKS = {
         env="pytorch",
         notebooks={"cifar": "cifar/PyTorch_CIFAR.ipynb", "imdb": "imdb/PyTorch_IMDB.ipynb"},
         versions_probe="import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)",
-        cpu_probe="import torch, sys; sys.exit(torch.version.cuda is not None)",
+        cpu_probe=TORCH_CPU_PROBE,
     ),
+    "keras-torch": keras_on("torch", "PyTorch", env="pytorch", cpu_probe=TORCH_CPU_PROBE),
+    "tensorflow": Framework(
+        name="tensorflow",
+        label="TensorFlow",
+        api="tf.function + GradientTape",
+        env="tensorflow",
+        notebooks={"cifar": "cifar/TensorFlow_CIFAR.ipynb", "imdb": "imdb/TensorFlow_IMDB.ipynb"},
+        versions_probe="import tensorflow as tf; print('tensorflow', tf.__version__)",
+        cpu_probe=TENSORFLOW_CPU_PROBE,
+    ),
+    "keras-tensorflow": keras_on("tensorflow", "TensorFlow", env="tensorflow", cpu_probe=TENSORFLOW_CPU_PROBE),
+    "jax": Framework(
+        name="jax",
+        label="JAX (Flax)",
+        api="Flax Linen + Optax, jax.jit",
+        env="jax",
+        notebooks={"cifar": "cifar/JAX_CIFAR.ipynb", "imdb": "imdb/JAX_IMDB.ipynb"},
+        versions_probe="import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, "
+                       "'optax', optax.__version__)",
+        cpu_probe=JAX_CPU_PROBE,
+    ),
+    "keras-jax": keras_on("jax", "JAX", env="jax", cpu_probe=JAX_CPU_PROBE),
     "mxnet": Framework(
         name="mxnet",
         label="MXNet",
