@@ -179,27 +179,60 @@ REAL_RUNS = {"cifar": {"epochs": 3, "train_samples": 3000, "test_samples": 1000}
 TINY_RUNS = {"cifar": {"epochs": 1, "batch_size": 32}, "imdb": {"epochs": 1, "batch_size": 32}}
 
 
-@pytest.fixture(scope="session")
-def short_runs(real_data, tiny_cifar, tiny_imdb, tmp_path_factory):
-    """short_runs(framework) -> (results folder, [cifar record, imdb record]): both notebooks
-    through papermill in the framework's kernel, once per session (later calls reuse them), so
-    that the tests of the notebooks, of learning and of parameter counts share one run each."""
-    from harness import runner
+def frameworks_needing_short_runs(items) -> list:
+    """The frameworks whose short runs the collected tests use, in the registry's order: those
+    named by a test's ``framework`` parameter, or all of them for a test without one."""
+    from harness.frameworks import FRAMEWORKS
 
-    done = {}
+    needed = set()
+    for item in items:
+        if "short_runs" in getattr(item, "fixturenames", ()):
+            framework = getattr(getattr(item, "callspec", None), "params", {}).get("framework")
+            needed |= {framework.name} if framework is not None else set(FRAMEWORKS)
+    return [framework for name, framework in FRAMEWORKS.items() if name in needed]
+
+
+@pytest.fixture(scope="session")
+def short_runs(request, real_data, tiny_cifar, tiny_imdb, tmp_path_factory):
+    """short_runs(framework) -> (results folder, [cifar record, imdb record]): both notebooks
+    through papermill in the framework's kernel, once per session, so that the tests of the
+    notebooks, of learning and of parameter counts share one run each. Every run the collected
+    tests need starts at the first call, spread over the cores (tests/shortruns.py); the first
+    call for a framework prints its runs' output. The runs are on the real data where it is
+    here and a collected test is marked realdata, else on the tiny archives."""
+    from harness import runner
+    from shortruns import ShortRuns
+
+    # The real data where it is here, unless no collected test asks for it (-m "not realdata").
+    if not any(item.get_closest_marker("realdata") for item in request.session.items):
+        real_data = None
+    sources = real_data or {"cifar": tiny_cifar, "imdb": tiny_imdb}
+    sizes = REAL_RUNS if real_data else TINY_RUNS
+    folders, printed = {}, set()
+
+    def job(framework, benchmark):
+        if framework.name not in folders:
+            folders[framework.name] = tmp_path_factory.mktemp(f"results-{framework.name}")
+        settings = runner.RunSettings(device="cpu", timeout=900, cifar_source=str(sources["cifar"]),
+                                      imdb_source=str(sources["imdb"]), **sizes[benchmark])
+        return framework, benchmark, settings, folders[framework.name]
+
+    pool = ShortRuns([job(framework, benchmark)
+                      for framework in frameworks_needing_short_runs(request.session.items)
+                      for benchmark in ("cifar", "imdb")])
 
     def run(framework):
-        if framework.name not in done:
-            sources = real_data or {"cifar": tiny_cifar, "imdb": tiny_imdb}
-            sizes = REAL_RUNS if real_data else TINY_RUNS
-            results = tmp_path_factory.mktemp(f"results-{framework.name}")
-            records = []
-            for benchmark in ("cifar", "imdb"):
-                settings = runner.RunSettings(device="cpu", timeout=900, cifar_source=str(sources["cifar"]),
-                                              imdb_source=str(sources["imdb"]), **sizes[benchmark])
-                records.append(runner.execute(framework, benchmark, settings, results))
-            done[framework.name] = results, records
-        return done[framework.name]
+        records = []
+        for benchmark in ("cifar", "imdb"):
+            if (framework.name, benchmark) not in pool.futures:
+                pool.submit(*job(framework, benchmark))
+            record, log = pool.result(framework.name, benchmark)
+            if (framework.name, benchmark) not in printed:
+                print(log, end="")
+                printed.add((framework.name, benchmark))
+            records.append(record)
+        return folders[framework.name], records
 
     run.real = real_data is not None
-    return run
+    yield run
+    pool.close()
