@@ -42,20 +42,24 @@ def _execute(framework, benchmark, settings, results: Path, log: Path) -> dict:
         return runner.execute(framework, benchmark, settings, results)
 
 
+def pinned_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
+    """``workers`` spawned processes, each pinned to a core of its own (taken in turn from
+    this process's cores); a single worker keeps every core."""
+    context = multiprocessing.get_context("spawn")
+    cores = context.Queue()
+    available = sorted(os.sched_getaffinity(0))
+    for i in range(workers):
+        cores.put(available[i % len(available)] if workers > 1 else None)
+    return concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_pin, initargs=(cores,))
+
+
 class ShortRuns:
     """Starts every job at once; ``result(name, benchmark)`` waits for one and returns
     (its record, its log)."""
 
     def __init__(self, jobs: list[tuple]):
         """jobs: (framework, benchmark, settings, results folder)."""
-        workers = worker_count(len(jobs))
-        context = multiprocessing.get_context("spawn")
-        cores = context.Queue()
-        available = sorted(os.sched_getaffinity(0))
-        for i in range(workers):
-            cores.put(available[i % len(available)] if workers > 1 else None)
-        self.pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context,
-                                                           initializer=_pin, initargs=(cores,))
+        self.pool = pinned_pool(worker_count(len(jobs)))
         self.futures = {}
         for job in jobs:
             self.submit(*job)

@@ -38,17 +38,15 @@ def test_workers_are_pinned_to_distinct_cores():
     cores = sorted(os.sched_getaffinity(0))
     if len(cores) < 2:
         pytest.skip("one core: nothing to spread")
-    import concurrent.futures
-    import multiprocessing
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    for core in cores[:2]:
-        queue.put(core)
-    with concurrent.futures.ProcessPoolExecutor(2, mp_context=context, initializer=shortruns._pin,
-                                                initargs=(queue,)) as pool:
+    with shortruns.pinned_pool(2) as pool:
         seen = set()
         for _ in range(5):  # until both workers have answered
             seen |= {frozenset(a) for a in pool.map(shortruns.affinity, [0.2] * 4)}
             if len(seen) == 2:
                 break
     assert seen == {frozenset({cores[0]}), frozenset({cores[1]})}
+
+
+def test_a_single_worker_keeps_every_core():
+    with shortruns.pinned_pool(1) as pool:
+        assert pool.submit(shortruns.affinity).result() == os.sched_getaffinity(0)
