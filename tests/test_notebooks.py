@@ -39,6 +39,21 @@ def test_notebook_follows_the_contract(framework, benchmark):
 
 
 @pytest.mark.parametrize("framework, benchmark", NOTEBOOKS, ids=IDS)
+def test_timer_waits_for_the_device_or_says_why_it_need_not(framework, benchmark):
+    """A timer without a synchronise stops its clock while a GPU may still be working, unless
+    the framework's steps return only once done: a notebook that passes none says why, in a
+    comment on the line or the one before."""
+    lines = [line for cell in nbformat.read(framework.notebook(benchmark), as_version=4).cells
+             if cell.cell_type == "code" for line in cell.source.splitlines()]
+    timers = [i for i, line in enumerate(lines) if "timing.Timer(" in line]
+    assert len(timers) == 1, f"{framework.notebook(benchmark)}: {len(timers)} timers"
+    line = lines[timers[0]]
+    if "Timer()" in line or "Timer(sync=None)" in line:
+        assert "#" in line or lines[timers[0] - 1].lstrip().startswith("#"), \
+            f"{framework.notebook(benchmark)}: the timer waits for no device, and no comment says why: {line.strip()}"
+
+
+@pytest.mark.parametrize("framework, benchmark", NOTEBOOKS, ids=IDS)
 def test_notebook_is_committed_without_outputs(framework, benchmark):
     notebook = nbformat.read(framework.notebook(benchmark), as_version=4)
     for cell in notebook.cells:
