@@ -1,6 +1,6 @@
 """`rosetta`: build the environments, fetch the data, run the notebooks, report.
 
-    rosetta envs [NAME ...] [--flavour cpu|cuda] [--force]
+    rosetta envs [NAME ...] [--flavour cpu|cuda] [--force] [--python [NAME=]PATH ...]
     rosetta data [--data-dir DIR] [--cifar10 PATH] [--imdb PATH]
     rosetta run [NAME ...] [--benchmark cifar imdb] [--epochs N] [--train-samples N] ... [--docker]
     rosetta parity [NAME ...] [--benchmark cifar imdb] [--device cpu]
@@ -62,6 +62,11 @@ def _add_env_options(parser: argparse.ArgumentParser, with_names: bool = True) -
     parser.add_argument("--flavour", choices=environments.FLAVOURS,
                         help="cpu or cuda builds (default: cuda where nvidia-smi sees a GPU)")
     parser.add_argument("--force", action="store_true", help="rebuild even when up to date")
+    parser.add_argument("--python", action="append", metavar="[NAME=]PATH", default=None,
+                        help="use an interpreter that already has the framework instead of building an "
+                             "environment: PATH for every selected framework, NAME=PATH for one framework "
+                             "or environment (repeatable; default $ROSETTA_EXISTING_PYTHON). Nothing is "
+                             "installed into it")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -88,16 +93,34 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def cmd_envs(args) -> int:
-    flavour = args.flavour or environments.default_flavour()
+    frameworks = select(args.frameworks)
+    existing = environments.existing_interpreters(
+        args.python if args.python is not None else environments.from_variable(), frameworks)
+    flavour = args.flavour or (environments.default_flavour() if len(existing) < len(frameworks) else "cpu")
     failures = []
-    for framework in select(args.frameworks):
+    for framework in frameworks:
+        python = existing.get(framework.env)
         try:
-            environments.create(framework, flavour, force=args.force)
+            if python is None:
+                environments.create(framework, flavour, force=args.force)
+                continue
+            [(_, probe)] = environments.use_existing([framework], python)
         except environments.EnvironmentBuildError as error:
             print(f"{framework.label}: {error}", file=sys.stderr)
             failures.append(framework.label)
+            continue
+        if probe.get("ok"):
+            build = {True: ", a CUDA build", False: ", a CPU build"}.get(probe.get("cuda_build"), "")
+            print(f"{framework.label}: existing environment {python} (Python {probe['python_version']}, "
+                  f"{probe['versions']}{build}), kernel {framework.kernel}; nothing is installed into it.")
+            for module in probe.get("missing_optional", []):
+                print(f"  note: {python} has no {module}, which only {dict(environments.KERNEL_WANTS)[module]} "
+                      f"needs: {environments.install_hint(python, [module])}")
+        else:
+            print(f"{framework.label}: {probe['error']}", file=sys.stderr)
+            failures.append(framework.label)
     if failures:
-        print(f"could not build: {', '.join(failures)}; their runs will be recorded as unavailable.",
+        print(f"not ready: {', '.join(failures)}; their runs will be recorded as unavailable.",
               file=sys.stderr)
     return 1 if failures else 0
 
@@ -151,7 +174,9 @@ def cmd_list(args) -> int:
     name_w, label_w, api_w = (max(len(getattr(f, field)) for f in frameworks) for field in ("name", "label", "api"))
     for framework in frameworks:
         reason = environments.unavailable_reason(framework)
-        state = reason or f"ready ({environments.installed_flavour(framework)})"
+        source = environments.provenance(framework) or {}
+        kind = f"existing {source['python']}" if source.get("kind") == "existing" else source.get("flavour")
+        state = reason or f"ready ({kind})"
         print(f"{framework.name:{name_w}}  {framework.label:{label_w}}  {framework.api:{api_w}}  "
               f"kernel {framework.kernel}: {state}")
         for benchmark, notebook in framework.notebooks.items():
@@ -183,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.skip_parity:
                 parity.check_all(select(args.frameworks), args.benchmark, args.results, in_docker=args.docker)
             return cmd_run(args)
-    except (ValueError, data.DataError) as error:
+    except (ValueError, data.DataError, environments.EnvironmentBuildError) as error:
         print(f"rosetta: {error}", file=sys.stderr)
         return 2
     return 0

@@ -1,19 +1,33 @@
-"""One isolated environment per framework, registered as a Jupyter kernel.
+"""One environment per framework, registered as a Jupyter kernel: built here, or one that exists.
 
-    rosetta envs                  # every framework, the flavour this machine suits
+    rosetta envs                              # every framework, the flavour this machine suits
     rosetta envs pytorch --flavour cpu
+    rosetta envs pytorch jax --python /opt/venv/bin/python3   # an interpreter that already has them
 
-Each environment is a venv under ``envs/`` (or ``$ROSETTA_ENVS_DIR``) holding the
-framework's requirement spec ``harness/envs/ENV-FLAVOUR.txt``, ipykernel, the few
-packages ``common`` needs, and a ``.pth`` file that puts this repository on its
-path (so ``import common`` works on any interpreter, however old). Its kernel
-``rosetta-ENV`` is registered in the harness's own prefix, where papermill run
-from the harness finds it. An environment whose spec has not changed since it
-was built is left as it is.
+A built environment is a venv under ``envs/`` (or ``$ROSETTA_ENVS_DIR``) holding the
+framework's requirement spec ``harness/envs/ENV-FLAVOUR.txt``, ipykernel and the few
+packages ``common`` needs. An environment whose spec has not changed since it was built
+is left as it is; one that another clone built in a shared ``ROSETTA_ENVS_DIR`` is
+only registered here, never removed and rebuilt.
+
+An existing environment is an interpreter that already holds the framework (a vendor
+container, a cloud image, a conda environment). It is probed (the framework's import and
+versions, a CUDA build or not, ipykernel, numpy) and then used as it is: nothing is
+installed into it, changed or removed.
+
+Either way the kernel ``rosetta-ENV`` is registered in the harness's own prefix, where
+papermill run from the harness finds it, and everything the kernel needs beyond the
+interpreter lives in the kernel's own ``kernel.json``: this repository on PYTHONPATH
+(so ``import common`` works on any interpreter, however old), library folders on
+LD_LIBRARY_PATH, and under ``metadata.rosetta`` where the environment came from, which
+every record of a run in it repeats.
 
 A framework that needs another interpreter (CNTK: Python 3.6) gets the one named
 by ``$ROSETTA_PYTHON36`` (for "3.6"), else ``python3.6`` on the PATH, else the
 newest pyenv 3.6.x; with none, it is unavailable, and says so.
+
+With ``$ROSETTA_WHEELHOUSE`` set (a folder gathered by ``python -m harness.wheels``),
+every pip install here takes its packages from that folder and asks no index.
 """
 from __future__ import annotations
 
@@ -160,9 +174,11 @@ def effective_spec(path: Path) -> tuple[str, list[str]]:
     return "\n".join(lines) + "\n", notes
 
 
-def is_current(framework: Framework, flavour: str) -> bool:
+def is_built(framework: Framework, flavour: str) -> bool:
+    """Whether the environment under envs/ was built from the current spec of ``flavour``
+    (whichever clone built it; its kernel may still need registering here)."""
     marker = env_path(framework) / MARKER
-    if not marker.is_file() or not env_python(framework).exists() or not kernel_dir(framework).is_dir():
+    if not marker.is_file() or not env_python(framework).exists():
         return False
     try:
         built = json.loads(marker.read_text())
@@ -183,13 +199,6 @@ def _fingerprint(framework: Framework, flavour: str) -> dict:
     return {"flavour": flavour, "spec_sha256": hashlib.sha256(spec).hexdigest()}
 
 
-def installed_flavour(framework: Framework) -> str | None:
-    try:
-        return json.loads((env_path(framework) / MARKER).read_text())["flavour"]
-    except (OSError, ValueError, KeyError):
-        return None
-
-
 def _run(command: list, what: str) -> None:
     print("  $", " ".join(str(c) for c in command), flush=True)
     done = subprocess.run([str(c) for c in command])
@@ -205,41 +214,44 @@ def _install(framework: Framework, spec_path: Path, extra: list[str]) -> None:
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as spec:
         spec.write(text)
     try:
-        _run([env_python(framework), "-m", "pip", "install", "-r", spec.name, *extra],
+        _run([env_python(framework), "-m", "pip", "install", *pip_source_flags(), "-r", spec.name, *extra],
              f"installing {spec_path.name}")
     finally:
         os.unlink(spec.name)
 
 
-def link_repository(framework: Framework) -> Path:
-    """A .pth file in the environment's site-packages that puts this repository on its path."""
-    done = subprocess.run([env_python(framework), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True)
-    pth = Path(done.stdout.strip()) / "dl_rosetta.pth"
-    pth.write_text(str(REPOSITORY) + "\n")
-    return pth
-
-
 def create(framework: Framework, flavour: str, force: bool = False) -> Path:
-    """Builds (or reuses) the framework's environment and registers its kernel."""
+    """Builds (or reuses) the framework's environment and registers its kernel.
+
+    An environment that is up to date is reused; if only its kernel is missing (another
+    clone built it in a shared ``ROSETTA_ENVS_DIR``), the kernel is registered and the
+    environment kept as it is.
+    """
     path = env_path(framework)
-    if not force and is_current(framework, flavour):
-        print(f"{framework.label}: environment {path} ({flavour}) is up to date.")
+    if not force and is_built(framework, flavour):
+        info = kernel_info(framework)
+        if info and info.get("kind") == "built" and info.get("python") == str(env_python(framework)) \
+                and Path(info.get("repository", "")) == REPOSITORY:
+            print(f"{framework.label}: environment {path} ({flavour}) is up to date.")
+        else:
+            register_built(framework, flavour)
+            print(f"{framework.label}: environment {path} ({flavour}) is up to date; "
+                  f"registered its kernel {framework.kernel} here.")
         return path
     python = interpreter(framework)
     print(f"{framework.label}: building the {flavour} environment in {path} with {python}", flush=True)
     if path.exists():
         shutil.rmtree(path)
     _run([python, "-m", "venv", path], f"creating the venv {path}")
-    _run([env_python(framework), "-m", "pip", "install", "--upgrade", newest_pip(python)], "upgrading pip")
+    _run([env_python(framework), "-m", "pip", "install", *pip_source_flags(), "--upgrade", newest_pip(python)],
+         "upgrading pip")
     if framework.build_first:
         _install(framework, build_spec(framework), [])
     flags = ["--no-build-isolation"] if framework.build_first else []
     _install(framework, spec_file(framework, flavour), [*COMMON_REQUIREMENTS, *flags])
-    link_repository(framework)
     if framework.sonames:
         link_sonames(framework)
-    register_kernel(framework)
+    register_built(framework, flavour)
     found = versions(framework)
     if found.startswith("broken"):
         raise EnvironmentBuildError(f"{framework.label} was installed in {path} but does not import: {found}")
@@ -262,37 +274,271 @@ def newest_pip(python: str) -> str:
     return LAST_PIP.get(python_version(python), "pip")
 
 
-def library_folders(framework: Framework) -> list[str]:
+def library_folders(framework: Framework, site_packages: list[str] | None = None) -> list[str]:
     """Folders the framework's shared libraries need on LD_LIBRARY_PATH: the lib folders of
-    NVIDIA's CUDA library wheels (mxnet-cu112 and CuPy load them by name, not from the wheels),
-    and the folder of the framework's links to system libraries (``link_sonames``)."""
-    path = env_path(framework)
-    folders = sorted(glob.glob(str(path / "lib" / "python*" / "site-packages" / "nvidia" / "*" / "lib")))
+    NVIDIA's CUDA library wheels (mxnet-cu112 and CuPy load them by name, not from the wheels)
+    in the environment's site-packages (``site_packages``: an existing interpreter's), and the
+    folder of the framework's links to system libraries (``link_sonames``)."""
+    if site_packages is None:
+        site_packages = glob.glob(str(env_path(framework) / "lib" / "python*" / "site-packages"))
+    folders = sorted(f for sp in site_packages for f in glob.glob(str(Path(sp) / "nvidia" / "*" / "lib")))
     if sonames_dir(framework).is_dir():
         folders.append(str(sonames_dir(framework)))
     return folders
 
 
-def kernel_environment(framework: Framework) -> dict:
-    """os.environ as the framework's kernel sees it (LD_LIBRARY_PATH extended)."""
-    environment = dict(os.environ)
-    folders = library_folders(framework)
+def kernel_variables(framework: Framework, folders: list[str], existing: bool = False) -> dict:
+    """The variables the kernel adds to its environment (``${NAME}`` is the inherited value,
+    which jupyter_client fills in): this repository first on PYTHONPATH, the library folders
+    first on LD_LIBRARY_PATH; in an existing environment, no bytecode files written into it."""
+    variables = {"PYTHONPATH": f"{REPOSITORY}:${{PYTHONPATH}}"}
     if folders:
-        environment["LD_LIBRARY_PATH"] = ":".join(folders + [os.environ.get("LD_LIBRARY_PATH", "")]).rstrip(":")
+        variables["LD_LIBRARY_PATH"] = ":".join(folders) + ":${LD_LIBRARY_PATH}"
+    if existing:
+        variables["PYTHONDONTWRITEBYTECODE"] = "1"
+    return variables
+
+
+def _filled(variables: dict) -> dict:
+    """``os.environ`` with ``variables`` applied as jupyter_client applies a kernel's."""
+    environment = dict(os.environ)
+    for name, value in variables.items():
+        inherited = os.environ.get(name, "")
+        value = value.replace(f"${{{name}}}", inherited)
+        environment[name] = value.rstrip(":") if value.endswith(":") else value
     return environment
 
 
-def register_kernel(framework: Framework) -> None:
-    _run([env_python(framework), "-m", "ipykernel", "install", "--prefix", kernels_prefix(),
-          "--name", framework.kernel, "--display-name", f"Python (rosetta: {framework.label})"],
-         f"registering the kernel {framework.kernel}")
+def kernel_environment(framework: Framework) -> dict:
+    """os.environ as the framework's kernel sees it (PYTHONPATH and LD_LIBRARY_PATH extended)."""
+    info = kernel_info(framework)
+    if info and info.get("kind") == "existing":
+        return _filled(kernel_variables(framework, info.get("library_folders", []), existing=True))
+    return _filled(kernel_variables(framework, library_folders(framework)))
+
+
+def kernel_info(framework: Framework) -> dict | None:
+    """Where the registered kernel of the framework's environment came from (the
+    ``metadata.rosetta`` of its kernel.json), or None when none is registered here (or one
+    registered by an older harness, which a rebuild replaces)."""
+    try:
+        spec = json.loads((kernel_dir(framework) / "kernel.json").read_text())
+    except (OSError, ValueError):
+        return None
+    info = (spec.get("metadata") or {}).get("rosetta")
+    return info if isinstance(info, dict) else None
+
+
+def write_kernel(framework: Framework, python: str, info: dict, variables: dict) -> Path:
+    """Writes the kernel ``rosetta-ENV`` (argv, environment, provenance) into the harness's prefix."""
+    folder = kernel_dir(framework)
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = {"argv": [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": f"Python (rosetta: {framework.env})", "language": "python",
+            "env": variables, "metadata": {"rosetta": {**info, "repository": str(REPOSITORY)}}}
+    temporary = folder / "kernel.json.tmp"
+    temporary.write_text(json.dumps(spec, indent=1))
+    os.replace(temporary, folder / "kernel.json")
+    return folder
+
+
+def register_built(framework: Framework, flavour: str) -> None:
+    """Registers the kernel of the framework's built environment."""
     folders = library_folders(framework)
+    write_kernel(framework, str(env_python(framework)), {
+        "kind": "built", "python": str(env_python(framework)), "flavour": flavour,
+        "spec": str(spec_file(framework, flavour).relative_to(REPOSITORY)),
+    }, kernel_variables(framework, folders))
     if folders:
-        spec_path = kernel_dir(framework) / "kernel.json"
-        spec = json.loads(spec_path.read_text())
-        spec["env"] = {"LD_LIBRARY_PATH": ":".join(folders) + ":${LD_LIBRARY_PATH}"}  # jupyter_client fills ${...}
-        spec_path.write_text(json.dumps(spec, indent=1))
         print(f"  kernel {framework.kernel}: LD_LIBRARY_PATH starts with {', '.join(folders)}")
+
+
+# --- existing environments ---------------------------------------------------------------
+
+# The pip package of each module a probe may find missing, where the two names differ.
+PIP_NAMES = {"theano": "Theano", "lasagne": "Lasagne", "flax": "flax", "cv2": "opencv-python"}
+# What every kernel needs beyond its framework: (module, why); pooch only for downloads.
+KERNEL_NEEDS = (("ipykernel", "the kernel itself"), ("numpy", "common, every notebook"))
+KERNEL_WANTS = (("pooch", "downloading the data (not needed with --cifar10/--imdb local copies)"),
+                ("tqdm", "download progress bars"))
+
+PROBE = r"""
+import importlib.util, json, platform, sys, sysconfig
+needs, wants = json.loads(sys.argv[1])
+found = {"python_version": platform.python_version(), "executable": sys.executable,
+         "prefix": sys.prefix, "site_packages": sorted({sysconfig.get_paths()["purelib"],
+                                                        sysconfig.get_paths()["platlib"]}),
+         "missing": [m for m in needs if importlib.util.find_spec(m) is None],
+         "missing_optional": [m for m in wants if importlib.util.find_spec(m) is None]}
+print(json.dumps(found))
+"""
+
+
+def _check(python: str, code: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=600, env=env)
+
+
+
+def missing_module(stderr: str) -> str | None:
+    """The top-level module a ModuleNotFoundError in ``stderr`` names."""
+    marker = "No module named '"
+    if marker not in stderr:
+        return None
+    return stderr.rsplit(marker, 1)[1].split("'", 1)[0].split(".")[0]
+
+
+def pinned_requirement(framework: Framework, module: str) -> str:
+    """The requirement to install ``module`` with: the spec's own line where it pins it."""
+    package = PIP_NAMES.get(module, module)
+    for flavour in FLAVOURS:
+        path = SPECS / f"{framework.env}-{flavour}.txt"
+        if not path.is_file():
+            continue
+        for line in path.read_text().splitlines():
+            line = line.split("#", 1)[0].strip()
+            name = line.split("[", 1)[0]
+            for stop in "=<>!~; ":
+                name = name.split(stop, 1)[0]
+            if name and name.lower().replace("_", "-") == package.lower().replace("_", "-"):
+                return line.replace("[cuda13]", "").replace("[cuda12]", "")
+    return package
+
+
+def install_hint(python: str, requirements: list[str]) -> str:
+    """The command that would install ``requirements`` into ``python`` (from the wheelhouse where set)."""
+    words = [python, "-m", "pip", "install", *pip_source_flags(), *requirements]
+    return " ".join(f"'{w}'" if any(c in w for c in "<>=! ") else w for w in words)
+
+
+def probe_existing(framework: Framework, python: str) -> dict:
+    """What an existing interpreter offers the framework: {"ok", "versions", "cuda_build",
+    "python_version", "error", ...}; "error" names the interpreter, what is missing and the
+    command that would install it. Nothing is written into that interpreter's environment."""
+    environment = _filled(kernel_variables(framework, [], existing=True))
+    arguments = json.dumps([[m for m, _ in KERNEL_NEEDS], [m for m, _ in KERNEL_WANTS]])
+    try:
+        done = subprocess.run([python, "-c", PROBE, arguments], capture_output=True, text=True,
+                              timeout=600, env=environment)
+    except (OSError, subprocess.SubprocessError) as error:
+        return {"ok": False, "error": f"{python} does not run: {error}"}
+    if done.returncode != 0:
+        return {"ok": False, "error": f"{python} does not run Python: {done.stderr.strip()[-300:]}"}
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    result = {"python_version": found["python_version"], "prefix": found["prefix"],
+              "site_packages": found["site_packages"], "versions": None, "cuda_build": None}
+    if framework.python and not found["python_version"].startswith(framework.python + "."):
+        result.update(ok=False, error=f"{framework.label} runs on Python {framework.python}; "
+                                      f"{python} is Python {found['python_version']}")
+        return result
+    imported = _check(python, framework.versions_probe, environment)
+    missing = []
+    if imported.returncode != 0:
+        module = missing_module(imported.stderr)
+        if module is None:
+            result.update(ok=False, error=f"{python} has {framework.label}'s packages but they do not "
+                                          f"import: {imported.stderr.strip()[-300:]}")
+            return result
+        missing.append(module)
+    else:
+        result["versions"] = imported.stdout.strip()
+        if framework.cpu_probe:
+            result["cuda_build"] = _check(python, framework.cpu_probe, environment).returncode != 0
+    missing += found["missing"]
+    if missing:
+        requirements = [pinned_requirement(framework, m) if m not in dict(KERNEL_NEEDS) else m for m in missing]
+        result.update(ok=False, missing=missing, error=(
+            f"{python} has no {' and no '.join(missing)}, which {framework.label} needs; "
+            f"the harness installs nothing into an existing environment: install "
+            f"{'them' if len(missing) > 1 else 'it'} yourself with `{install_hint(python, requirements)}`, "
+            f"or let the harness build its own environment (`rosetta envs {framework.name}` without --python)"))
+        return result
+    result.update(ok=True, missing_optional=found["missing_optional"])
+    return result
+
+
+def use_existing(frameworks: list[Framework], python: str) -> list[tuple[Framework, dict]]:
+    """Registers ``python`` as the kernel of each framework's environment, after probing it for
+    each framework: returns (framework, probe) pairs. The kernel is registered even where a
+    probe failed, so that the framework's runs say why it cannot run (``unavailable_reason``);
+    frameworks of the same environment probed before with the same interpreter keep their probes."""
+    done = []
+    by_env: dict[str, list[Framework]] = {}
+    for framework in frameworks:
+        by_env.setdefault(framework.env, []).append(framework)
+    for env_frameworks in by_env.values():
+        first = env_frameworks[0]
+        previous = kernel_info(first) or {}
+        probes = dict(previous.get("probes", {})) if previous.get("kind") == "existing" \
+            and previous.get("python") == python else {}
+        for framework in env_frameworks:
+            probes[framework.name] = probe_existing(framework, python)
+            done.append((framework, probes[framework.name]))
+        site_packages = next((p["site_packages"] for p in probes.values() if p.get("site_packages")), [])
+        folders = library_folders(first, site_packages)
+        write_kernel(first, python, {"kind": "existing", "python": python, "probes": probes,
+                                     "library_folders": folders},
+                     kernel_variables(first, folders, existing=True))
+    return done
+
+
+def existing_interpreters(entries: list[str], frameworks: list[Framework]) -> dict[str, str]:
+    """The interpreter each environment uses, from ``--python`` entries: ``PATH`` (every selected
+    framework's environment) or ``NAME=PATH`` (NAME: a framework or an environment). A PATH
+    without a slash is looked up on the PATH; it is made absolute, but links are kept (a venv's
+    python is a link, and resolving it would leave the venv). ValueError for a bad entry."""
+    from harness.frameworks import FRAMEWORKS
+
+    chosen: dict[str, str] = {}
+    envs = {f.env for f in FRAMEWORKS.values()}
+    for entry in entries:
+        name, _, path = entry.rpartition("=") if "=" in entry and not entry.startswith(("/", ".", "~")) \
+            else ("", "", entry)
+        if name:
+            if name in FRAMEWORKS:
+                targets = [FRAMEWORKS[name].env]
+            elif name in envs:
+                targets = [name]
+            else:
+                raise ValueError(f"--python {entry}: {name!r} is neither a framework nor an environment; "
+                                 f"known: {', '.join(FRAMEWORKS)}.")
+        else:
+            targets = [f.env for f in frameworks]
+        path = os.path.expanduser(path)
+        found = path if "/" in path else shutil.which(path)
+        if not found or not os.path.isfile(found) or not os.access(found, os.X_OK):
+            raise ValueError(f"--python {entry}: {path!r} is not an executable interpreter.")
+        found = os.path.abspath(found)
+        for env in targets:
+            if chosen.get(env, found) != found:
+                raise ValueError(f"--python: the environment {env} was given two interpreters, "
+                                 f"{chosen[env]} and {found}; its frameworks share one kernel.")
+            chosen[env] = found
+    return chosen
+
+
+def from_variable() -> list[str]:
+    """``--python`` entries from ``$ROSETTA_EXISTING_PYTHON`` (space-separated, as on the command line)."""
+    return os.environ.get("ROSETTA_EXISTING_PYTHON", "").split()
+
+
+# --- offline installs ----------------------------------------------------------------------
+
+def wheelhouse() -> Path | None:
+    """The folder of gathered wheels to install from with no index (``$ROSETTA_WHEELHOUSE``), if set."""
+    folder = os.environ.get("ROSETTA_WHEELHOUSE")
+    if not folder:
+        return None
+    path = Path(folder).expanduser().resolve()
+    if not path.is_dir():
+        raise EnvironmentBuildError(f"ROSETTA_WHEELHOUSE is {folder}, which is not a folder; "
+                                    "gather one with `python -m harness.wheels DIR`.")
+    return path
+
+
+def pip_source_flags() -> list[str]:
+    """``--no-index --find-links DIR`` where a wheelhouse is set, else nothing (pip's own settings)."""
+    folder = wheelhouse()
+    return ["--no-index", "--find-links", str(folder)] if folder else []
 
 
 def sonames_dir(framework: Framework) -> Path:
@@ -327,6 +573,10 @@ def link_sonames(framework: Framework) -> None:
 
 def versions(framework: Framework) -> str:
     """What the environment's probe prints (its framework's version), or why it cannot."""
+    info = kernel_info(framework)
+    if info and info.get("kind") == "existing":
+        probe = info.get("probes", {}).get(framework.name) or {}
+        return probe.get("versions") or f"broken: {probe.get('error', 'not probed')}"
     if not env_python(framework).exists():
         return "not built"
     done = subprocess.run([env_python(framework), "-c", framework.versions_probe],
@@ -334,12 +584,39 @@ def versions(framework: Framework) -> str:
     return done.stdout.strip() if done.returncode == 0 else f"broken: {done.stderr.strip()[-300:]}"
 
 
+def provenance(framework: Framework) -> dict | None:
+    """Where the framework's kernel comes from, for its records: {"kind": "built", "spec",
+    "flavour", "python"} or {"kind": "existing", "python", "python_version", "versions",
+    "cuda_build"}; None where no kernel is registered."""
+    info = kernel_info(framework)
+    if info is None:
+        return None
+    if info.get("kind") == "existing":
+        probe = info.get("probes", {}).get(framework.name) or {}
+        return {"kind": "existing", "python": info.get("python"), "python_version": probe.get("python_version"),
+                "versions": probe.get("versions"), "cuda_build": probe.get("cuda_build")}
+    return {key: info.get(key) for key in ("kind", "spec", "flavour", "python")}
+
+
 def unavailable_reason(framework: Framework) -> str | None:
     """Why the framework's notebooks cannot run now, or None when they can."""
+    info = kernel_info(framework)
+    if info and info.get("kind") == "existing":
+        probe = info.get("probes", {}).get(framework.name)
+        python = info.get("python")
+        if not python or not Path(python).exists():
+            return f"its kernel names the existing interpreter {python}, which is gone: run " \
+                   f"`rosetta envs {framework.name} --python PATH` (or without --python to build one)"
+        if probe is None:
+            return f"its kernel uses the existing interpreter {python}, not yet checked for {framework.label}: " \
+                   f"run `rosetta envs {framework.name} --python {python}`"
+        return None if probe.get("ok") else probe.get("error")
     if not env_python(framework).exists():
         if framework.python and find_python(framework.python) is None:
             return missing_python(framework)
-        return f"its environment is not built: run `rosetta envs {framework.name}`"
-    if not kernel_dir(framework).is_dir():
-        return f"its kernel {framework.kernel} is not registered: run `rosetta envs {framework.name}`"
+        return (f"its environment is not built: run `rosetta envs {framework.name}` "
+                "(or `--python PATH` to use an interpreter that has it)")
+    if info is None:
+        return f"its kernel {framework.kernel} is not registered here: run `rosetta envs {framework.name}` " \
+               "(this registers it and keeps the environment)"
     return None

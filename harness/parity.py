@@ -53,7 +53,8 @@ def check(framework: Framework, benchmark: str, results: Path, device: str = "cp
     stem = runner.new_stem(folder, f"{framework.name}-{benchmark}")
     result = {"schema_version": record.SCHEMA_VERSION, "kind": "parity", "framework": framework.label,
               "api": framework.api, "benchmark": benchmark, "model": model, "device": device,
-              "tolerances": parity.TOLERANCES, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+              "tolerances": parity.TOLERANCES, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              "kernel_environment": runner.kernel_provenance(framework, runner.RunSettings(docker=in_docker))}
     prefix = f"[{framework.name}/{benchmark} parity] "
     reason = (docker.unavailable_reason if in_docker else environments.unavailable_reason)(framework)
     if reason:

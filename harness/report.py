@@ -2,20 +2,24 @@
 
     rosetta report [--results results]
 
-writes ``results/README.md`` (one table per benchmark: the latest run of each
-framework, fastest first), ``results/results.csv`` (every record, one row each)
-and ``results/<benchmark>.png``. Nothing here is typed by hand: every figure
-comes from a record.
+writes ``results/README.md``, ``results/results.csv`` (every record, one row each)
+and a plot per device and benchmark. Each device (each GPU model, and each CPU model)
+has tables of its own, one per benchmark: the latest run of each framework on that
+device, fastest first; runs on different devices are never ranked together. Where the
+results folder is the repository's own, the list of devices in the repository's
+README (between its ``results`` markers) is rewritten too. Nothing here is typed by
+hand: every figure comes from a record.
 """
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
 
 from common import environment, params, record
-from harness import parity
+from harness import REPOSITORY, parity
 
 UNITS = {name: spec["unit"] for name, spec in params.BENCHMARKS.items()}
 TITLES = {"cifar": "CNN on CIFAR-10", "imdb": "GRU on IMDB"}
@@ -31,10 +35,33 @@ def _device(row: dict) -> str:
     return environment.describe(env) if env else ""
 
 
+def device_group(row: dict) -> str:
+    """The device a run is ranked on: the GPU model, or the CPU model for a CPU run."""
+    env = row.get("environment")
+    if not env:
+        return "device not recorded"
+    if env.get("device") == "cuda":
+        return env.get("gpu") or "unknown NVIDIA GPU"
+    return f"CPU: {env.get('cpu') or 'unknown model'}"
+
+
 def _versions(row: dict) -> str:
+    """The framework's versions, and where its environment came from: built from the pinned
+    spec, an existing interpreter (whose versions may differ from the pins), or a docker image."""
     env = row.get("environment") or {}
     versions = env.get("versions") or {}
-    return ", ".join(f"{k} {v}" for k, v in versions.items() if k != "numpy")
+    text = ", ".join(f"{k} {v}" for k, v in versions.items() if k != "numpy")
+    source = row.get("kernel_environment") or {}
+    if source.get("kind") == "existing":
+        found = "" if versions else f" {source.get('versions') or ''}".rstrip()
+        origin = f"existing environment {source.get('python')}{found}"
+    elif source.get("kind") == "built":
+        origin = f"built from {Path(source.get('spec') or '').name}"
+    elif source.get("kind") == "docker":
+        origin = f"docker image {source.get('image')}"
+    else:
+        return text
+    return f"{text} ({origin})" if text else origin
 
 
 def _data(row: dict) -> str:
@@ -63,7 +90,10 @@ def to_frame(records: list[dict]) -> pd.DataFrame:
             "epochs": r["epochs"], "batch_size": r["batch_size"],
             "train_samples": r["train_samples"], "test_samples": r["test_samples"],
             "subset": r.get("subset"), "seed": r["seed"], "parameters": r.get("parameters"),
-            "device": _device(r), "versions": _versions(r), "data": _data(r),
+            "device": _device(r), "device_group": device_group(r), "versions": _versions(r), "data": _data(r),
+            "environment_kind": (r.get("kernel_environment") or {}).get("kind"),
+            "cpu_count": (r.get("environment") or {}).get("cpu_count"),
+            "platform": (r.get("environment") or {}).get("platform"),
             "data_source": (r.get("data") or {}).get("source"),
             "python": (r.get("environment") or {}).get("python"),
             "git_commit": (r.get("environment") or {}).get("git_commit"),
@@ -133,7 +163,7 @@ def _cell(text) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
-def plot(frame: pd.DataFrame, benchmark: str, path: Path) -> Path | None:
+def plot(frame: pd.DataFrame, benchmark: str, path: Path, device: str = "") -> Path | None:
     """Training time by framework (bars), with each one's test accuracy written beside it."""
     import matplotlib
 
@@ -151,7 +181,9 @@ def plot(frame: pd.DataFrame, benchmark: str, path: Path) -> Path | None:
         axes.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f"  {accuracy * 100:.1f} % accuracy",
                   va="center", fontsize=9)
     axes.set_xlabel("training time (s), lower is better")
-    axes.set_title(f"{TITLES[benchmark]}: training time and test accuracy")
+    subset = " (subset runs)" if rows["subset"].fillna(False).astype(bool).any() else ""
+    axes.set_title(f"{TITLES[benchmark]} on {device or 'one device'}{subset}\ntraining time and test accuracy",
+                   fontsize=10)
     axes.set_xlim(0, rows["train_seconds"].max() * 1.5)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
@@ -159,30 +191,111 @@ def plot(frame: pd.DataFrame, benchmark: str, path: Path) -> Path | None:
     return path
 
 
-def render(results: Path) -> Path:
-    """Writes README.md, results.csv and the plots under ``results``; returns the README's path."""
+def slug(text: str) -> str:
+    """A file-name-safe form of a device's name."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def anchor(heading: str) -> str:
+    """The anchor GitHub gives a markdown heading."""
+    return re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+
+
+def devices(frame: pd.DataFrame) -> list[str]:
+    """The devices with runs: GPUs first (by name), then CPUs, then runs with no device."""
+    found = list(dict.fromkeys(frame["device_group"])) if not frame.empty else []
+    rank = lambda d: (d.startswith("CPU: "), d == "device not recorded", d)  # noqa: E731
+    return sorted(found, key=rank)
+
+
+def where_and_when(rows: pd.DataFrame) -> str:
+    """How a device's shown runs were made: dates, machine, commits, and how they are a subset."""
+    dates = sorted(str(t)[:10] for t in rows["timestamp"])
+    when = dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}"
+    cores = {int(c) for c in rows["cpu_count"].dropna()}
+    machine = ", ".join(sorted({str(p) for p in rows["platform"].dropna()}))
+    commits = sorted({str(c)[:12] for c in rows["git_commit"].dropna()})
+    sizes = sorted({str(d) for d in rows["data"].dropna()})
+    parts = [f"{len(rows)} run(s) on {when}"]
+    if cores:
+        parts.append(f"{'/'.join(map(str, sorted(cores)))} CPU cores")
+    if machine:
+        parts.append(machine)
+    if commits:
+        parts.append("commit " + ", ".join(commits))
+    if sizes:
+        parts.append("data: " + " / ".join(sizes))
+    return "; ".join(parts)
+
+
+README_BEGIN = "<!-- results: begin (written by `rosetta report`) -->"
+README_END = "<!-- results: end -->"
+
+
+def update_readme(readme: Path, lines: list[str]) -> bool:
+    """Replaces the text between the results markers of ``readme`` with ``lines``; False
+    (and nothing written) where the file or its markers are missing."""
+    try:
+        text = readme.read_text()
+    except OSError:
+        return False
+    if README_BEGIN not in text or README_END not in text:
+        return False
+    head, rest = text.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    readme.write_text(head + README_BEGIN + "\n" + "\n".join(lines) + "\n" + README_END + tail)
+    return True
+
+
+def render(results: Path, readme: Path | None = None) -> Path:
+    """Writes README.md, results.csv and the plots under ``results``; returns the README's path.
+
+    ``readme``: a README whose results list to rewrite (default: the repository's own, when
+    ``results`` is the repository's results folder).
+    """
     records = load_records(results)
     frame = to_frame(records)
     checks = parity.latest(results)
     frame.to_csv(results / "results.csv", index=False)
+    for old in results.glob("*.png"):  # plots of devices or benchmarks no longer shown
+        old.unlink()
     parts = ["# Results", "",
              f"Generated by `rosetta report` from the {len(records)} JSON record(s) in `records/`; "
-             "do not edit by hand. Each table shows the latest run of every framework, fastest "
-             "first; `results.csv` holds every run. \"Equivalent\" is the latest `rosetta parity` "
-             "check of that notebook's model against the NumPy reference (see docs/parity.md).", ""]
-    for benchmark in params.BENCHMARKS:
-        parts += [f"## {TITLES[benchmark]}", ""]
-        if frame.empty or (frame["benchmark"] == benchmark).sum() == 0:
-            parts += ["No runs yet.", ""]
-            continue
-        parts += [benchmark_table(frame, benchmark, checks), ""]
-        image = plot(frame, benchmark, results / f"{benchmark}.png")
-        if image:
-            parts += [f"![{TITLES[benchmark]}]({image.name})", ""]
-        devices = latest(frame[frame["benchmark"] == benchmark])["device"]
-        if any(d.startswith("CPU") for d in devices):
-            parts += ["Runs on a CPU are marked in the Device column: they show that a notebook "
-                      "works, not how fast the framework is on a GPU.", ""]
-    readme = results / "README.md"
-    readme.write_text("\n".join(parts))
-    return readme
+             "do not edit by hand. Each device has its own tables, one per benchmark, with the "
+             "latest run of every framework on that device, fastest first; runs on different "
+             "devices are never ranked together. `results.csv` holds every run. \"Equivalent\" is "
+             "the latest `rosetta parity` check of that notebook's model against the NumPy "
+             "reference (see docs/parity.md).", ""]
+    found = devices(frame)
+    if not found:
+        parts += ["No runs yet.", ""]
+    summary = []
+    for device in found:
+        shown = frame[frame["device_group"] == device]
+        latest_rows = latest(shown)
+        described = where_and_when(latest_rows)
+        parts.append(f"- [{device}](#{anchor(device)}): {described}")
+        summary.append(f"- [{device}](results/README.md#{anchor(device)}): {described}")
+    parts.append("")
+    for device in found:
+        shown = frame[frame["device_group"] == device]
+        parts += [f"## {device}", ""]
+        for benchmark in params.BENCHMARKS:
+            parts += [f"### {TITLES[benchmark]}", ""]
+            if (shown["benchmark"] == benchmark).sum() == 0:
+                parts += ["No runs on this device.", ""]
+                continue
+            parts += [benchmark_table(shown, benchmark, checks), ""]
+            image = plot(shown, benchmark, results / f"{benchmark}-{slug(device)}.png", device)
+            if image:
+                parts += [f"![{TITLES[benchmark]} on {device}]({image.name})", ""]
+        if device.startswith("CPU: "):
+            parts += ["These runs are on a CPU: they show that every notebook trains and how the "
+                      "frameworks compare there, not how fast they are on a GPU.", ""]
+    path = results / "README.md"
+    path.write_text("\n".join(parts))
+    if readme is None and results.resolve() == (REPOSITORY / "results").resolve():
+        readme = REPOSITORY / "README.md"
+    if readme is not None:
+        update_readme(readme, summary or ["No results yet: run `make bench`."])
+    return path

@@ -27,7 +27,7 @@ from typing import Callable
 
 import nbformat
 
-from common import data, params, record
+from common import data, environment, params, record
 from harness import REPOSITORY, docker, environments
 from harness.frameworks import Framework
 
@@ -128,6 +128,7 @@ def execute(framework: Framework, benchmark: str, settings: RunSettings, results
     if outcome.status == "ok" and record_path.is_file():
         result = record.read(record_path)
         result["notebook"] = str(executed.relative_to(results)) if executed.is_file() else None
+        result["kernel_environment"] = kernel_provenance(framework, settings)
         record.write(record_path, result)
         print(prefix + f"ok in {outcome.seconds:.0f} s: accuracy {result['test_accuracy']:.4f}, "
               f"training {result['train_seconds']:.1f} s")
@@ -242,8 +243,25 @@ def _kill_group(process: subprocess.Popen) -> None:
             continue
 
 
+def kernel_provenance(framework: Framework, settings: RunSettings) -> dict | None:
+    """Where the kernel of a run came from: its docker image, or what ``environments.provenance``
+    says (an environment built from its spec, or an existing interpreter and the versions found)."""
+    if settings.docker:
+        return {"kind": "docker", "image": docker.image(framework)}
+    return environments.provenance(framework)
+
+
+def target_device(settings: RunSettings) -> str:
+    """The device a run was meant for: what ``--device`` says, or the GPU where one is seen."""
+    if settings.device in ("cpu", "cuda"):
+        return settings.device
+    return "cuda" if environments.default_flavour() == "cuda" else "cpu"
+
+
 def _write_failure(record_path: Path, framework: Framework, benchmark: str, settings: RunSettings,
                    status: str, message: str, executed: Path | None) -> dict:
+    """The record of a run that did not get as far as writing its own: the machine it was
+    meant for (so that the report files it under that device) and where its kernel came from."""
     spec = params.BENCHMARKS[benchmark]
     result = record.build(
         framework=framework.label, api=framework.api, benchmark=benchmark, status=status, error=message,
@@ -251,6 +269,8 @@ def _write_failure(record_path: Path, framework: Framework, benchmark: str, sett
         train_samples=settings.train_samples or spec["train"], test_samples=settings.test_samples or spec["test"],
         seed=settings.seed, notebook=str(executed.relative_to(record_path.parent.parent))
         if executed is not None and executed.is_file() else None,
+        environment=environment.capture(device=target_device(settings), versions={}),
+        kernel_environment=kernel_provenance(framework, settings),
     )
     record.write(record_path, result)
     return result

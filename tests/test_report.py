@@ -18,27 +18,36 @@ def results(tmp_path):
     cpu = {"device": "cpu", "cpu": "Test CPU", "threads": 2, "versions": {"fw": "1.0"}, "python": "3.11"}
     gpu = {"device": "cuda", "gpu": "Test GPU", "driver": "555", "cuda": "12.4", "cudnn": "90100",
            "versions": {"torch": "2.13"}, "python": "3.11"}
-    _write(tmp_path, "1-old", accuracy=0.5, timing={"train_seconds": 999.0}, environment=cpu)
+    _write(tmp_path, "0-cpu", accuracy=0.5, timing={"train_seconds": 999.0}, environment=cpu)
+    _write(tmp_path, "1-old", accuracy=0.5, timing={"train_seconds": 888.0}, environment=gpu)
     _write(tmp_path, "2-new", accuracy=0.7731, environment=gpu,
            timing={"train_seconds": 123.456, "first_epoch_seconds": 20.5, "throughput_per_second": 4321.0})
     _write(tmp_path, "3-fast", framework="Fastest", accuracy=0.761, environment=gpu,
            timing={"train_seconds": 61.7, "first_epoch_seconds": 7.0, "throughput_per_second": 9000.0})
-    _write(tmp_path, "4-broken", framework="Broken", status="failed", error="ImportError: no module x")
+    _write(tmp_path, "4-broken", framework="Broken", status="failed", error="ImportError: no module x",
+           environment={**gpu, "versions": {}})
     _write(tmp_path, "5-imdb", benchmark="imdb", epochs=1, train_samples=2000, test_samples=25_000,
            accuracy=0.8, timing={"train_seconds": 5.0}, environment=cpu,
            data={"source": "local copy", "path": "/data/imdb.npz", "sha256": "ab"})
     return tmp_path
 
 
+def _section(readme: str, device: str, benchmark: str) -> str:
+    """The text of one device's table for one benchmark."""
+    part = readme.split(f"\n## {device}\n")[1].split("\n## ")[0]
+    title = {"cifar": "### CNN on CIFAR-10", "imdb": "### GRU on IMDB"}[benchmark]
+    return part.split(title)[1].split("\n### ")[0]
+
+
 def test_tables_come_from_the_latest_records(results):
     readme = report.render(results).read_text()
-    cifar = readme.split("## CNN on CIFAR-10")[1].split("## GRU on IMDB")[0]
+    cifar = _section(readme, "Test GPU", "cifar")
     rows = [line for line in cifar.splitlines() if line.startswith("| ") and "Framework" not in line]
     assert [row.split(" | ")[0] for row in rows] == ["| Fastest", "| PyTorch", "| Broken"]  # fastest first
     fastest, pytorch, broken = rows
     assert "77.3 %" in pytorch and "123.5" in pytorch and "20.5" in pytorch and "4,321" in pytorch
     assert "2.00×" in pytorch and "1.00×" in fastest  # 123.456 / 61.7
-    assert "999" not in readme  # the older PyTorch record is not the one shown
+    assert "888" not in readme  # the older PyTorch record is not the one shown
     assert "Test GPU (driver 555, CUDA 12.4, cuDNN 90100)" in pytorch
     assert "**failed**: ImportError: no module x" in broken
     assert "| full |" in pytorch
@@ -46,7 +55,7 @@ def test_tables_come_from_the_latest_records(results):
 
 def test_subset_cpu_and_local_copy_runs_are_marked(results):
     readme = report.render(results).read_text()
-    imdb = readme.split("## GRU on IMDB")[1]
+    imdb = _section(readme, "CPU: Test CPU", "imdb")
     assert "subset: 1 epochs, not 3; 2000 of 25000 training samples" in imdb
     assert "local copy imdb.npz" in imdb
     assert "CPU: Test CPU (2 threads)" in imdb
@@ -55,15 +64,16 @@ def test_subset_cpu_and_local_copy_runs_are_marked(results):
 def test_csv_holds_every_record_and_plots_are_drawn(results):
     report.render(results)
     frame = pd.read_csv(results / "results.csv")
-    assert len(frame) == 5
-    assert sorted(frame["train_seconds"].dropna().tolist()) == [5.0, 61.7, 123.456, 999.0]
-    for benchmark in ("cifar", "imdb"):
-        assert (results / f"{benchmark}.png").read_bytes()[:4] == b"\x89PNG"
+    assert len(frame) == 6
+    assert sorted(frame["train_seconds"].dropna().tolist()) == [5.0, 61.7, 123.456, 888.0, 999.0]
+    for name in ("cifar-test-gpu", "cifar-cpu-test-cpu", "imdb-cpu-test-cpu"):
+        assert (results / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (results / "imdb-test-gpu.png").exists()  # no IMDB run on the GPU
 
 
 def test_no_records_gives_an_empty_report(tmp_path):
     readme = report.render(tmp_path).read_text()
-    assert readme.count("No runs yet.") == 2
+    assert readme.count("No runs yet.") == 1
 
 
 def test_an_invalid_record_stops_the_report_naming_it(results):
@@ -84,8 +94,47 @@ def test_a_framework_failing_parity_is_flagged_in_its_row(results):
         (results / "parity" / f"{stamp}-{framework}-cifar.json").write_text(json.dumps({
             "framework": framework, "benchmark": "cifar", "status": "ok", "equivalent": equivalent,
             "message": message}))
-    cifar = report.render(results).read_text().split("## GRU on IMDB")[0]
+    cifar = _section(report.render(results).read_text(), "Test GPU", "cifar")
     rows = {line.split(" | ")[0][2:]: line for line in cifar.splitlines() if line.startswith("| ")}
     assert "| **no**: not equivalent: logits differ by 0.3 |" in rows["PyTorch"]
     assert "| yes |" in rows["Fastest"]
     assert "**no**: not equivalent: weights differ by 0.2" in rows["Broken"]  # the latest parity run counts
+
+
+def test_each_device_has_tables_of_its_own_and_is_never_ranked_with_another(results):
+    readme = report.render(results).read_text()
+    gpu, cpu = _section(readme, "Test GPU", "cifar"), _section(readme, "CPU: Test CPU", "cifar")
+    assert "999" not in gpu and "123.5" in gpu  # the CPU run is not in the GPU table
+    cpu_rows = [line for line in cpu.splitlines() if line.startswith("| ") and "Framework" not in line]
+    assert len(cpu_rows) == 1 and "999.0" in cpu_rows[0] and "1.00×" in cpu_rows[0]  # fastest on its own device
+    assert "No runs on this device." in _section(readme, "Test GPU", "imdb")
+    # GPUs come first, and the list at the top says when and where each device was measured
+    assert readme.index("\n## Test GPU\n") < readme.index("\n## CPU: Test CPU\n")
+    assert "- [Test GPU](#test-gpu): 3 run(s) on 20" in readme
+    assert "- [CPU: Test CPU](#cpu-test-cpu): 2 run(s) on 20" in readme
+
+
+def test_the_repository_readme_lists_the_devices_between_its_markers(results, tmp_path):
+    readme = tmp_path / "clone" / "README.md"  # results/README.md is tmp_path's own
+    readme.parent.mkdir()
+    readme.write_text(f"# Project\n\n## Results\n{report.README_BEGIN}\nold text\n{report.README_END}\nafter\n")
+    report.render(results, readme=readme)
+    text = readme.read_text()
+    assert "old text" not in text and text.startswith("# Project") and text.endswith("after\n")
+    block = text.split(report.README_BEGIN)[1].split(report.README_END)[0]
+    assert "- [Test GPU](results/README.md#test-gpu): 3 run(s)" in block
+    assert "- [CPU: Test CPU](results/README.md#cpu-test-cpu)" in block
+    plain = tmp_path / "clone" / "OTHER.md"
+    plain.write_text("no markers\n")
+    assert report.update_readme(plain, ["x"]) is False and plain.read_text() == "no markers\n"
+
+
+def test_an_existing_environment_is_named_in_the_version_column(tmp_path):
+    env = {"device": "cuda", "gpu": "G", "driver": "1", "cuda": "13", "cudnn": "9", "versions": {"torch": "2.11.0"}}
+    _write(tmp_path, "1-existing", accuracy=0.7, timing={"train_seconds": 50.0}, environment=env,
+           kernel_environment={"kind": "existing", "python": "/opt/venv/bin/python3", "versions": "torch 2.11.0"})
+    _write(tmp_path, "2-built", framework="Built", accuracy=0.7, timing={"train_seconds": 60.0}, environment=env,
+           kernel_environment={"kind": "built", "spec": "harness/envs/pytorch-cuda.txt", "flavour": "cuda"})
+    table = _section(report.render(tmp_path).read_text(), "G", "cifar")
+    assert "torch 2.11.0 (existing environment /opt/venv/bin/python3)" in table
+    assert "(built from pytorch-cuda.txt)" in table
