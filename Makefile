@@ -7,6 +7,13 @@
 #   make bench FLAVOUR=cpu DEVICE=cpu TIMEOUT=3600 CIFAR10=/path/cifar-10-python.tar.gz IMDB=/path/imdb.npz
 #   make test PYTEST_ARGS="-k data"
 #
+# Frameworks already installed (a vendor container, a cloud image, a conda environment):
+#   make bench EXISTING_PYTHON=/opt/venv/bin/python3            that interpreter for every framework
+#   make bench EXISTING_PYTHON="pytorch=/a/python jax=/b/python"   one per framework or environment
+# Offline machines: gather wheels where an index is reachable, install from them where none is:
+#   make wheels WHEELHOUSE=wheels WHEELS_PYTHON=3.12 [WHEELS_SKIP="numpy pandas"]
+#   make bench WHEELHOUSE=wheels [VENV_BASE=/opt/venv/bin/python3]
+#
 # On a GPU VM with Docker and the NVIDIA Container Toolkit (see README, "Docker"):
 #   make docker [FRAMEWORKS="cntk lasagne"]   build the images dl-rosetta/ENV from docker/ENV/Dockerfile
 #   make bench DOCKER=1                        build them, then run every notebook in its image
@@ -14,6 +21,19 @@
 
 PYTHON ?= python3
 VENV ?= .venv
+VENV_FLAGS ?=
+# An interpreter whose packages the harness venv sees too (a .pth file in the venv; nothing is
+# written into that interpreter), so that a wheelhouse made with WHEELS_SKIP can leave them out.
+VENV_BASE ?=
+purelib = $(1) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'
+# A folder of wheels (`make wheels`): every install then takes its packages from it, with no index.
+WHEELHOUSE ?= $(ROSETTA_WHEELHOUSE)
+ifneq ($(strip $(WHEELHOUSE)),)
+export ROSETTA_WHEELHOUSE := $(abspath $(WHEELHOUSE))
+PIP_SOURCE = --no-index --find-links $(ROSETTA_WHEELHOUSE)
+endif
+# Interpreters that already hold frameworks: PATH, or NAME=PATH entries (see `rosetta envs --help`).
+EXISTING_PYTHON ?=
 FRAMEWORKS ?=
 TEST_FRAMEWORKS ?=
 
@@ -26,23 +46,25 @@ RUN_FLAGS = $(call option,--epochs,$(EPOCHS)) $(call option,--train-samples,$(TR
 # DOCKER=1 (or yes, true): run the notebooks in the docker images instead of the venvs.
 USE_DOCKER = $(filter 1 yes true,$(DOCKER))
 RUN_FLAGS += $(if $(USE_DOCKER),--docker)
+ENV_FLAGS = $(foreach entry,$(EXISTING_PYTHON),--python $(entry))
 
-.PHONY: bench smoke test envs data report list clean openmpi docker
+.PHONY: bench smoke test envs data report list clean openmpi docker wheels
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 9))' 2>/dev/null || { \
 		echo "dl-rosetta needs Python 3.9 or newer with venv as PYTHON (now: $(PYTHON)); for example: make PYTHON=python3.11"; exit 1; }
-	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --upgrade pip
-	$(VENV)/bin/python -m pip install -e '.[harness,test]'
+	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
+	$(if $(strip $(VENV_BASE)),$(call purelib,$(VENV_BASE)) > "$$($(call purelib,$(VENV)/bin/python))/rosetta_base.pth")
+	$(VENV)/bin/python -m pip install $(PIP_SOURCE) --upgrade pip
+	$(VENV)/bin/python -m pip install $(PIP_SOURCE) -e '.[harness,test]'
 	touch $@
 
 bench: $(VENV)/.installed openmpi $(if $(USE_DOCKER),docker)
-	$(VENV)/bin/rosetta bench $(FRAMEWORKS) $(RUN_FLAGS)
+	$(VENV)/bin/rosetta bench $(FRAMEWORKS) $(RUN_FLAGS) $(ENV_FLAGS)
 
 # A quick end-to-end run: one epoch on a few thousand samples.
 smoke: $(VENV)/.installed openmpi $(if $(USE_DOCKER),docker)
-	$(VENV)/bin/rosetta bench $(FRAMEWORKS) --epochs 1 --train-samples 2000 --test-samples 1000 $(RUN_FLAGS)
+	$(VENV)/bin/rosetta bench $(FRAMEWORKS) --epochs 1 --train-samples 2000 --test-samples 1000 $(RUN_FLAGS) $(ENV_FLAGS)
 
 # CNTK 2.7 loads OpenMPI's libraries: where they are missing and apt-get is there, install
 # Debian's/Ubuntu's libopenmpi3 (with sudo unless root). Best effort: without it only CNTK fails.
@@ -60,7 +82,7 @@ test: $(VENV)/.installed openmpi
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; exit 1; fi; exit $$status
 
 envs: $(VENV)/.installed openmpi
-	$(VENV)/bin/rosetta envs $(FRAMEWORKS) $(call option,--flavour,$(FLAVOUR))
+	$(VENV)/bin/rosetta envs $(FRAMEWORKS) $(call option,--flavour,$(FLAVOUR)) $(ENV_FLAGS)
 
 data: $(VENV)/.installed
 	$(VENV)/bin/rosetta data $(call option,--data-dir,$(DATA_DIR)) $(call option,--cifar10,$(CIFAR10)) $(call option,--imdb,$(IMDB))
@@ -74,6 +96,13 @@ list: $(VENV)/.installed
 # The images need only Docker and a Python 3.9+ (harness.docker uses the standard library).
 docker:
 	$(PYTHON) -m harness.docker build $(FRAMEWORKS) $(foreach arg,$(DOCKER_BUILD_ARGS),--build-arg $(arg)) $(DOCKER_FLAGS)
+
+# Wheels for an offline machine: the harness, what every kernel needs, keras (harness/wheels.py).
+WHEELS_PYTHON ?= 3.12
+wheels:
+	@test -n "$(strip $(WHEELHOUSE))" || { echo "make wheels needs WHEELHOUSE=DIR"; exit 1; }
+	$(PYTHON) -m harness.wheels $(WHEELHOUSE) --python-version $(WHEELS_PYTHON) \
+		$(if $(strip $(WHEELS_SKIP)),--skip $(WHEELS_SKIP)) $(if $(strip $(WHEELS_SPECS)),--spec $(WHEELS_SPECS))
 
 clean:
 	rm -rf $(VENV) envs

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from common import data
-from harness import REPOSITORY, environments, parity, report, runner
+from harness import REPOSITORY, environments, existing, parity, report, runner
 from harness.frameworks import BENCHMARKS, FRAMEWORKS, select
 
 
@@ -94,17 +94,18 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def cmd_envs(args) -> int:
     frameworks = select(args.frameworks)
-    existing = environments.existing_interpreters(
-        args.python if args.python is not None else environments.from_variable(), frameworks)
-    flavour = args.flavour or (environments.default_flavour() if len(existing) < len(frameworks) else "cpu")
+    chosen = existing.existing_interpreters(
+        args.python if args.python is not None else existing.from_variable(), frameworks)
+    needs_build = any(framework.env not in chosen for framework in frameworks)
+    flavour = args.flavour or (environments.default_flavour() if needs_build else "cpu")
     failures = []
     for framework in frameworks:
-        python = existing.get(framework.env)
+        python = chosen.get(framework.env)
         try:
             if python is None:
                 environments.create(framework, flavour, force=args.force)
                 continue
-            [(_, probe)] = environments.use_existing([framework], python)
+            [(_, probe)] = existing.use_existing([framework], python)
         except environments.EnvironmentBuildError as error:
             print(f"{framework.label}: {error}", file=sys.stderr)
             failures.append(framework.label)
@@ -114,8 +115,8 @@ def cmd_envs(args) -> int:
             print(f"{framework.label}: existing environment {python} (Python {probe['python_version']}, "
                   f"{probe['versions']}{build}), kernel {framework.kernel}; nothing is installed into it.")
             for module in probe.get("missing_optional", []):
-                print(f"  note: {python} has no {module}, which only {dict(environments.KERNEL_WANTS)[module]} "
-                      f"needs: {environments.install_hint(python, [module])}")
+                print(f"  note: {python} has no {module}: {dict(existing.KERNEL_WANTS)[module]} "
+                      f"({existing.install_hint(python, [module])} adds it)")
         else:
             print(f"{framework.label}: {probe['error']}", file=sys.stderr)
             failures.append(framework.label)
