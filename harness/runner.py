@@ -11,8 +11,10 @@ and executed notebook land in the same place.
 from __future__ import annotations
 
 import collections
+import contextlib
 import glob
 import json
+import math
 import os
 import re
 import shlex
@@ -62,25 +64,86 @@ class RunSettings:
         }
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGINT (Ctrl-C) or SIGTERM reached the harness: the run in progress is stopped and
+    recorded as interrupted, and ``rosetta`` exits with ``exit_code`` (130 or 143)."""
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+    def describe(self) -> str:
+        name = signal.Signals(self.signum).name
+        return f"interrupted by {name}" + (" (Ctrl-C)" if self.signum == signal.SIGINT else "")
+
+
+@contextlib.contextmanager
+def interrupts_raise():
+    """Within it, SIGINT and SIGTERM raise ``Interrupted`` in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Interrupted(signum)
+
+    previous = {number: signal.signal(number, handler) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, action in previous.items():
+            signal.signal(number, action)
+
+
+@contextlib.contextmanager
+def _interrupts_held():
+    """Clean-up that a second Ctrl-C must not cut short: SIGINT and SIGTERM are ignored meanwhile."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {number: signal.signal(number, signal.SIG_IGN) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, action in previous.items():
+            signal.signal(number, action)
+
+
 def records_dir(results: Path) -> Path:
     return results / "records"
 
 
 def new_stem(folder: Path, name: str) -> Path:
-    """``folder/STAMP-name``, for a new run's files; a second one in the same second becomes
-    ``STAMP.2-name``, which sorts after the first."""
+    """``folder/STAMP-name``, reserved for a new run's files; a second one in the same second
+    becomes ``STAMP.2-name``, which sorts after the first.
+
+    The name is reserved atomically (an empty file ``folder/.reserved/STAMP-name``, created
+    only if it does not exist yet), so runs started at once into one folder never share one.
+    """
+    reserved = folder / ".reserved"
+    reserved.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    stem, number = folder / f"{stamp}-{name}", 1
-    while any(folder.glob(glob.escape(stem.name) + ".*")):
+    number = 1
+    while True:
+        stem = folder / (f"{stamp}-{name}" if number == 1 else f"{stamp}.{number}-{name}")
         number += 1
-        stem = folder / f"{stamp}.{number}-{name}"
-    return stem
+        if any(folder.glob(glob.escape(stem.name) + ".*")):  # a run from before reservations
+            continue
+        try:
+            os.close(os.open(reserved / stem.name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            continue
+        return stem
 
 
 def run_paths(results: Path, framework: Framework, benchmark: str) -> tuple[Path, Path]:
     """The record and the executed notebook of a new run, side by side."""
     stem = new_stem(records_dir(results), f"{framework.name}-{benchmark}")
-    return stem.with_suffix(".json"), stem.with_suffix(".ipynb")
+    return stem.parent / (stem.name + ".json"), stem.parent / (stem.name + ".ipynb")  # not with_suffix: STAMP.2-name has a dot
 
 
 def notebook_error(executed: Path) -> tuple[str, str] | None:
@@ -123,8 +186,14 @@ def execute(framework: Framework, benchmark: str, settings: RunSettings, results
     if settings.docker:
         command, on_timeout = docker_command(framework, benchmark, executed, parameters, settings, results)
         print(prefix + "$ " + shlex.join(command), flush=True)
-    outcome = papermill(framework.notebook(benchmark), executed, framework.kernel, parameters,
-                        settings.timeout, prefix, command=command, on_timeout=on_timeout)
+    try:
+        outcome = papermill(framework.notebook(benchmark), executed, framework.kernel, parameters,
+                            settings.timeout, prefix, command=command, on_timeout=on_timeout)
+    except Interrupted as interrupt:  # papermill and the kernel are stopped: record it, then stop
+        message = f"{interrupt.describe()}; the run was stopped"
+        print(prefix + "interrupted: " + message, flush=True)
+        _write_failure(record_path, framework, benchmark, settings, "interrupted", message, executed)
+        raise
     if outcome.status == "ok" and record_path.is_file():
         result = record.read(record_path)
         result["notebook"] = str(executed.relative_to(results)) if executed.is_file() else None
@@ -191,22 +260,35 @@ def papermill(notebook: Path, executed: Path, kernel: str, parameters: dict, tim
         command = papermill_command(notebook, executed, kernel, parameters)
     where = f"kernel {kernel}" if command[0] == sys.executable else f"kernel {kernel} via {command[0]} {command[1]}"
     print(prefix + f"running {_shown(notebook)} in {where} (timeout {timeout:.0f} s)", flush=True)
+    if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}.")
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                               start_new_session=True, env=kernel_environment())
+    watch = KernelWatch(process.pid)
     tail: collections.deque = collections.deque(maxlen=40)
     reader = threading.Thread(target=_stream, args=(process, tail, prefix), daemon=True)
     reader.start()
     try:
         returncode = process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        _kill_group(process)
-        if on_timeout is not None:
-            on_timeout()
-        reader.join(timeout=10)
+        with _interrupts_held():
+            _stop_tree(process, watch)
+            if on_timeout is not None:
+                on_timeout()
+            reader.join(timeout=10)
         message = f"no result after {timeout:.0f} s; the run was stopped"
         print(prefix + "timeout: " + message)
         return Outcome("timeout", message, None, time.perf_counter() - started)
+    except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM: end papermill and the kernel, then say so
+        with _interrupts_held():
+            _stop_tree(process, watch)
+            if on_timeout is not None:
+                on_timeout()
+        if isinstance(interrupt, Interrupted):
+            raise
+        raise Interrupted(signal.SIGINT) from None
+    watch.stop()
     reader.join(timeout=10)
     seconds = time.perf_counter() - started
     if returncode == 0:
@@ -216,8 +298,31 @@ def papermill(notebook: Path, executed: Path, kernel: str, parameters: dict, tim
         return Outcome("diverged", error[1], returncode, seconds)
     if error:
         return Outcome("failed", f"{error[0]}: {error[1]}", returncode, seconds)
-    return Outcome("failed", f"papermill exited with {returncode}: " + "".join(tail)[-2000:].strip(),
+    output = "".join(tail)
+    if "DeadKernelError" in output or "Kernel died" in output:
+        return Outcome("failed", f"DeadKernelError: the kernel died ({watch.how_it_died()}) while the "
+                       f"notebook ran; papermill exited with {returncode}", returncode, seconds)
+    return Outcome("failed", f"papermill exited with {returncode}: " + _last_lines(output, 2000),
                    returncode, seconds)
+
+
+def kernel_environment() -> dict:
+    """The environment of papermill and the kernel it starts: unbuffered output, and TensorFlow's
+    C++ notices off before TensorFlow loads (a notebook's own setting comes too late for some)."""
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    environment.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return environment
+
+
+def _last_lines(text: str, limit: int) -> str:
+    """The end of ``text``, whole lines only, at most ``limit`` characters."""
+    lines, size = [], 0
+    for line in reversed(text.strip().splitlines()):
+        if size + len(line) + 1 > limit and lines:
+            break
+        lines.append(line)
+        size += len(line) + 1
+    return "\n".join(reversed(lines))[-limit:]
 
 
 def _shown(path: Path) -> str:
@@ -228,18 +333,129 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def _kill_group(process: subprocess.Popen) -> None:
-    """Stops papermill and the kernel it started (they share a session)."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux: read from /proc; elsewhere none)."""
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except (OSError, ValueError):
+        pass
+    found = []
+    for entry in glob.glob("/proc/[0-9]*/stat"):
+        fields = _stat_fields(entry)
+        if fields and fields[1] == str(pid):
+            found.append(int(entry.split("/")[2]))
+    return found
+
+
+def _stat_fields(path: str) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name: state, ppid, pgrp, ..."""
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return None
+    return text[text.rfind(")") + 2:].split()
+
+
+def _alive(pid: int) -> bool:
+    fields = _stat_fields(f"/proc/{pid}/stat")
+    if fields is not None:
+        return fields[0] not in ("Z", "X")
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return not Path("/proc").is_dir()  # /proc exists but has no entry: gone
+
+
+class KernelWatch:
+    """Notes the kernel(s) papermill starts (its children, each in a session of its own) and,
+    where /proc shows it, how one died: the exit status a dead kernel leaves while a zombie."""
+
+    def __init__(self, papermill_pid: int, interval: float = 0.05):
+        self.papermill_pid, self.interval = papermill_pid, interval
+        self.kernels: dict[int, int | None] = {}  # pid -> its wait status once dead (None: alive or unknown)
+        self.died: list[int] = []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        last_scan = 0.0
+        while not self._done.wait(self.interval):
+            if time.monotonic() - last_scan > 0.5 or not self.kernels:
+                last_scan = time.monotonic()
+                for pid in _children(self.papermill_pid):
+                    self.kernels.setdefault(pid, None)
+            for pid in list(self.kernels):
+                if pid in self.died:
+                    continue
+                fields = _stat_fields(f"/proc/{pid}/stat")
+                if fields is None or fields[0] in ("Z", "X"):
+                    self.died.append(pid)
+                    if fields is not None and len(fields) > 49:
+                        self.kernels[pid] = int(fields[49])  # field 52, exit_code
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join(timeout=2)
+
+    def how_it_died(self) -> str:
+        for pid in self.died:
+            status = self.kernels.get(pid)
+            if status is None:
+                continue
+            if status & 0x7F:
+                number = status & 0x7F
+                try:
+                    name = signal.Signals(number).name
+                except ValueError:
+                    name = "an unknown signal"
+                return f"killed by signal {number}, {name}" + (
+                    ": out of memory, or killed from outside" if number == signal.SIGKILL else "")
+            return f"exit code {status >> 8}"
+        return "its exit status was not seen"
+
+    def pids(self) -> list[int]:
+        return list(self.kernels)
+
+
+def _descendants(pid: int) -> list[int]:
+    found, queue = [], [pid]
+    while queue:
+        for child in _children(queue.pop()):
+            if child not in found:
+                found.append(child)
+                queue.append(child)
+    return found
+
+
+def _stop_tree(process: subprocess.Popen, watch: KernelWatch | None = None, grace: float = 10) -> None:
+    """Stops papermill and every process it started, the kernel included: the kernel runs in a
+    session (and process group) of its own, so each process group is ended, SIGTERM first."""
+    if watch is not None:
+        watch.stop()
+    pids = _descendants(process.pid) + (watch.pids() if watch else [])
+    groups = {process.pid}
+    for pid in pids:
         try:
-            os.killpg(process.pid, sig)
+            groups.add(os.getpgid(pid))
         except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=10)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+            pass
+    groups.discard(os.getpgrp())  # never our own
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for group in groups:
+            try:
+                os.killpg(group, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            if process.poll() is not None and not any(_alive(pid) for pid in pids):
+                return
+            time.sleep(0.05)
+    process.poll()
 
 
 def _write_failure(record_path: Path, framework: Framework, benchmark: str, settings: RunSettings,

@@ -90,7 +90,7 @@ def test_missing_environment_is_recorded_as_unavailable(tmp_path, monkeypatch):
 def test_run_paths_never_overwrite(tmp_path):
     framework = Framework(name="x", label="X", api="t", env="x")
     first, _ = runner.run_paths(tmp_path, framework, "cifar")
-    first.parent.mkdir(parents=True)
+    first.parent.mkdir(parents=True, exist_ok=True)
     first.write_text("{}")
     second, _ = runner.run_paths(tmp_path, framework, "cifar")
     assert second != first
@@ -99,9 +99,47 @@ def test_run_paths_never_overwrite(tmp_path):
 def test_a_second_run_in_the_same_second_sorts_after_the_first(tmp_path):
     framework = Framework(name="x", label="X", api="t", env="x")
     first, _ = runner.run_paths(tmp_path, framework, "cifar")
-    first.parent.mkdir(parents=True)
+    first.parent.mkdir(parents=True, exist_ok=True)
     first.write_text("{}")
     second, _ = runner.run_paths(tmp_path, framework, "cifar")
     second.write_text("{}")
     third, _ = runner.run_paths(tmp_path, framework, "cifar")
+    assert len({first, second, third}) == 3  # STAMP.2-name and STAMP.3-name keep their names
     assert sorted([third, second, first]) == [first, second, third]
+
+
+def test_a_killed_kernel_is_recorded_as_a_dead_kernel_with_its_signal(tmp_path, selftest_kernel):
+    body = "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)"
+    result = runner.execute(_framework(tmp_path, body), "cifar", runner.RunSettings(), tmp_path / "results")
+    assert result["status"] == "failed"
+    assert result["error"].startswith("DeadKernelError: the kernel died (killed by signal 9, SIGKILL")
+    table = report.benchmark_table(report.to_frame(report.load_records(tmp_path / "results")), "cifar")
+    assert "DeadKernelError: the kernel died (killed by signal 9" in table
+
+
+def test_names_are_reserved_before_anything_is_written(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner.time, "strftime", lambda fmt: "20260101-000000")
+    framework = Framework(name="x", label="X", api="t", env="x")
+    first, _ = runner.run_paths(tmp_path, framework, "cifar")
+    second, _ = runner.run_paths(tmp_path, framework, "cifar")  # the first has written nothing yet
+    assert first != second and sorted([second, first]) == [first, second]
+
+
+def _reserve_many(folder, count, queue):
+    runner.time.strftime = lambda fmt: "20260101-000000"
+    framework = Framework(name="x", label="X", api="t", env="x")
+    queue.put([str(runner.run_paths(folder, framework, "cifar")[0]) for _ in range(count)])
+
+
+def test_concurrent_runs_into_one_folder_never_share_a_name(tmp_path):
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    workers = [context.Process(target=_reserve_many, args=(tmp_path, 30, queue)) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    names = [name for _ in workers for name in queue.get(timeout=60)]
+    for worker in workers:
+        worker.join(timeout=60)
+    assert len(names) == 90 and len(set(names)) == 90
