@@ -13,12 +13,17 @@ NAME selects frameworks (all of them by default): see `rosetta list`.
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
+import tempfile
 from pathlib import Path
 
-from common import data
+from common import data, environment, params
 from harness import REPOSITORY, environments, parity, report, runner
 from harness.frameworks import BENCHMARKS, FRAMEWORKS, select
+
+SEED_LIMIT = 2**32  # every framework's generator takes a seed in [0, 2**32)
 
 
 def _positive(text: str) -> int:
@@ -28,6 +33,26 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to {SEED_LIMIT - 1}, got {text!r}")
+    if not 0 <= value < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to {SEED_LIMIT - 1}, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive, finite number of seconds, got {text!r}")
     return value
 
 
@@ -45,11 +70,14 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=_positive)
     parser.add_argument("--train-samples", type=_positive, help="train on the first N samples only")
     parser.add_argument("--test-samples", type=_positive, help="evaluate on the first N test samples only")
-    parser.add_argument("--seed", type=int, default=runner.RunSettings.seed)
+    parser.add_argument("--seed", type=_seed, default=runner.RunSettings.seed)
     parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
-    parser.add_argument("--timeout", type=float, default=runner.RunSettings.timeout,
+    parser.add_argument("--timeout", type=_seconds, default=runner.RunSettings.timeout,
                         help="seconds one notebook may run (default %(default).0f)")
     parser.add_argument("--results", type=Path, default=REPOSITORY / "results")
+    parser.add_argument("--resume", action="store_true",
+                        help="skip each framework and benchmark that already has an ok record with the "
+                             "same settings, data and code version")
     parser.add_argument("--docker", action="store_true",
                         help="run each notebook in its docker image dl-rosetta/ENV with the GPU "
                              "(build them with `make docker`) instead of its venv")
@@ -87,6 +115,94 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _absolute(path) -> str | None:
+    """``path`` as an absolute path: the kernel runs in the repository's root, the user anywhere."""
+    return os.path.abspath(os.path.expanduser(str(path))) if path else None
+
+
+def resolve_paths(args: argparse.Namespace) -> argparse.Namespace:
+    """Every path the user gave (options, or ROSETTA_CIFAR10 / ROSETTA_IMDB / ROSETTA_DATA_DIR),
+    made absolute once, here; the kernels receive these. ``args.origins`` says where each came from."""
+    args.origins = {}
+    for option, variable in (("data_dir", "ROSETTA_DATA_DIR"), ("cifar10", data.CIFAR10.env_var),
+                             ("imdb", data.IMDB.env_var)):
+        if not hasattr(args, option):
+            continue
+        given = getattr(args, option)
+        args.origins[option] = "--" + option.replace("_", "-")
+        if not given and os.environ.get(variable):
+            given, args.origins[option] = os.environ[variable], variable
+        setattr(args, option, _absolute(given))
+    if getattr(args, "results", None) is not None:
+        args.results = Path(_absolute(args.results))
+    return args
+
+
+def _writable_folder(folder: Path, flag: str) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise ValueError(f"{flag} {folder}: cannot write results there ({error.strerror or error}); "
+                         "expected a folder that exists or can be created, and is writable.") from None
+
+
+def validate_run(args: argparse.Namespace) -> None:
+    """Every run argument checked before any environment is built or kernel starts: a ValueError
+    names the flag, the value and what is expected."""
+    select(args.frameworks)
+    for option, remote, expected in (("cifar10", data.CIFAR10, "a cifar-10-python.tar.gz, a "
+                                      "cifar-10-batches-py folder or a folder holding either"),
+                                     ("imdb", data.IMDB, "an imdb.npz or a folder holding one")):
+        benchmark = "cifar" if option == "cifar10" else "imdb"
+        path = getattr(args, option)
+        if path and benchmark in args.benchmark and not Path(path).exists():
+            raise ValueError(f"{args.origins.get(option, '--' + option)} {path}: no such file or folder; "
+                             f"expected {expected}.")
+    for benchmark in args.benchmark:
+        spec = params.BENCHMARKS[benchmark]
+        batch = args.batch_size or spec["batch"]
+        train = args.train_samples or spec["train"]
+        if args.train_samples and args.train_samples > spec["train"]:
+            raise ValueError(f"--train-samples {args.train_samples}: {benchmark} has {spec['train']} "
+                             "training samples; expected at most that many.")
+        if args.test_samples and args.test_samples > spec["test"]:
+            raise ValueError(f"--test-samples {args.test_samples}: {benchmark} has {spec['test']} "
+                             "test samples; expected at most that many.")
+        if train < batch:
+            given = f"--train-samples {args.train_samples}" if args.train_samples else f"--batch-size {batch}"
+            raise ValueError(f"{given}: {train} training samples make no complete batch of {batch} for "
+                             f"{benchmark}; training uses complete batches only, so expected "
+                             "--train-samples at least --batch-size.")
+    if args.device == "cuda" and not args.docker and environments.default_flavour() == "cpu":
+        raise ValueError("--device cuda: no NVIDIA GPU found (nvidia-smi lists none); expected "
+                         "--device auto or cpu on this machine.")
+    _writable_folder(args.results, "--results")
+
+
+def load_data(args: argparse.Namespace, benchmarks) -> tuple[dict, dict]:
+    """Each benchmark's data, fetched and verified before any notebook starts: its provenance, and
+    for a benchmark whose data cannot be read the error (its runs then fail; the others run)."""
+    provenances, errors = {}, {}
+    for benchmark in benchmarks:
+        try:
+            if benchmark == "cifar":
+                x_train, x_test, _, _, provenance = data.load_cifar10(args.cifar10, args.data_dir)
+                print(f"CIFAR-10: {len(x_train)} + {len(x_test)} images, {provenance['source']} "
+                      f"{provenance['path']}")
+            else:
+                x_train, _, x_test, _, provenance = data.load_imdb(args.imdb, args.data_dir)
+                print(f"IMDB: {len(x_train)} + {len(x_test)} reviews, {provenance['source']} "
+                      f"{provenance['path']}")
+            provenances[benchmark] = provenance
+        except data.DataError as error:
+            errors[benchmark] = str(error)
+            print(f"rosetta: {benchmark}: {error} Its runs are recorded as failed; the others still run.",
+                  file=sys.stderr)
+    return provenances, errors
+
+
 def cmd_envs(args) -> int:
     flavour = args.flavour or environments.default_flavour()
     failures = []
@@ -115,7 +231,7 @@ def cmd_data(args, benchmarks=BENCHMARKS) -> int:
 
 def cmd_run(args) -> int:
     frameworks = select(args.frameworks)
-    cmd_data(args, args.benchmark)
+    provenances, data_errors = load_data(args, args.benchmark)
     settings = runner.RunSettings(
         epochs=args.epochs, batch_size=args.batch_size, train_samples=args.train_samples,
         test_samples=args.test_samples, seed=args.seed, device=args.device, timeout=args.timeout,
@@ -124,7 +240,19 @@ def cmd_run(args) -> int:
         print("note: no NVIDIA GPU found; " + ("`--docker` runs ask docker for one (--gpus all), so they "
               "will fail: add --device cpu to run the images on the CPU." if settings.docker else
               "every notebook trains on the CPU, and the table says so."))
-    done = runner.run_all(frameworks, args.benchmark, settings, args.results)
+    skip = {}
+    if args.resume:
+        skip = runner.finished_runs(frameworks, args.benchmark, settings, args.results, provenances,
+                                    environment.git_commit())
+    try:
+        done = runner.run_all(frameworks, args.benchmark, settings, args.results, skip=skip,
+                              data_errors=data_errors)
+    except runner.Interrupted as interrupt:
+        with runner.interrupts_held():
+            print(f"rosetta: {interrupt.describe()}: the run in progress is recorded as interrupted.",
+                  file=sys.stderr)
+            print(f"report: {report.render(args.results)}")
+        return interrupt.exit_code
     print(f"report: {report.render(args.results)}")
     failed = [f"{r['framework']} {r['benchmark']}: {r['status']}" for r in done if r["status"] != "ok"]
     for line in failed:
@@ -160,8 +288,10 @@ def cmd_list(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse(argv)
+    args = resolve_paths(parse(argv))
+    handlers = runner.raise_on_interrupts()  # SIGINT and SIGTERM raise runner.Interrupted
     try:
+        _validate(args)
         if args.command == "envs":
             return cmd_envs(args)
         if args.command == "data":
@@ -186,7 +316,23 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, data.DataError) as error:
         print(f"rosetta: {error}", file=sys.stderr)
         return 2
+    except runner.Interrupted as interrupt:  # outside a notebook run: building environments, parity
+        print(f"rosetta: {interrupt.describe()}.", file=sys.stderr)
+        return interrupt.exit_code
+    finally:
+        runner.restore_handlers(handlers)
     return 0
+
+
+def _validate(args: argparse.Namespace) -> None:
+    """What can be checked before anything starts."""
+    if args.command in ("run", "bench"):
+        validate_run(args)
+    elif args.command == "parity":
+        _writable_folder(args.results, "--results")
+    elif args.command == "report" and not args.results.is_dir():
+        raise ValueError(f"--results {args.results}: no such folder; expected the folder a run wrote "
+                         "(holding records/).")
 
 
 if __name__ == "__main__":

@@ -81,26 +81,25 @@ class Interrupted(KeyboardInterrupt):
         return f"interrupted by {name}" + (" (Ctrl-C)" if self.signum == signal.SIGINT else "")
 
 
-@contextlib.contextmanager
-def interrupts_raise():
-    """Within it, SIGINT and SIGTERM raise ``Interrupted`` in the main thread."""
+def raise_on_interrupts() -> dict:
+    """From now on SIGINT and SIGTERM raise ``Interrupted`` in the main thread; returns the
+    handlers they had, for ``restore_handlers`` ({} outside the main thread, where nothing changes)."""
     if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+        return {}
 
     def handler(signum, frame):
         raise Interrupted(signum)
 
-    previous = {number: signal.signal(number, handler) for number in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for number, action in previous.items():
-            signal.signal(number, action)
+    return {number: signal.signal(number, handler) for number in (signal.SIGINT, signal.SIGTERM)}
+
+
+def restore_handlers(previous: dict) -> None:
+    for number, action in previous.items():
+        signal.signal(number, action)
 
 
 @contextlib.contextmanager
-def _interrupts_held():
+def interrupts_held():
     """Clean-up that a second Ctrl-C must not cut short: SIGINT and SIGTERM are ignored meanwhile."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -272,7 +271,7 @@ def papermill(notebook: Path, executed: Path, kernel: str, parameters: dict, tim
     try:
         returncode = process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        with _interrupts_held():
+        with interrupts_held():
             _stop_tree(process, watch)
             if on_timeout is not None:
                 on_timeout()
@@ -281,7 +280,7 @@ def papermill(notebook: Path, executed: Path, kernel: str, parameters: dict, tim
         print(prefix + "timeout: " + message)
         return Outcome("timeout", message, None, time.perf_counter() - started)
     except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM: end papermill and the kernel, then say so
-        with _interrupts_held():
+        with interrupts_held():
             _stop_tree(process, watch)
             if on_timeout is not None:
                 on_timeout()
@@ -472,12 +471,71 @@ def _write_failure(record_path: Path, framework: Framework, benchmark: str, sett
     return result
 
 
+def _same_data(found: dict | None, provenance: dict | None) -> bool:
+    if not found or not provenance or found.get("source") != provenance.get("source"):
+        return False
+    key = "checksum" if provenance.get("source") == "official" else "sha256"
+    return provenance.get(key) is not None and found.get(key) == provenance.get(key)
+
+
+def finished_runs(frameworks: list[Framework], benchmarks: list[str], settings: RunSettings, results: Path,
+                  provenances: dict, commit: str | None) -> dict[tuple[str, str], str]:
+    """For ``--resume``: each (framework name, benchmark) that already has an ok record with these
+    settings (sizes, seed, device), this data (its checksum) and this code version (a clean git
+    commit: uncommitted changes could differ from any earlier run's), mapped to that record's file."""
+    if not commit or commit.endswith("-dirty"):
+        print("resume: nothing skipped, as the code version is not a clean git commit "
+              f"({commit or 'no git'}); every selected notebook runs.")
+        return {}
+    device = settings.device if settings.device != "auto" else environments.default_flavour()
+    labels = {framework.label: framework.name for framework in frameworks}
+    found: dict[tuple[str, str], str] = {}
+    for path in sorted(records_dir(results).glob("*.json")):
+        try:
+            done = record.read(path)
+        except (ValueError, TypeError, OSError, UnicodeDecodeError):
+            continue
+        benchmark = done["benchmark"]
+        if done["framework"] not in labels or benchmark not in benchmarks or done["status"] != "ok":
+            continue
+        spec = params.BENCHMARKS[benchmark]
+        wanted = {"epochs": settings.epochs or spec["epochs"], "batch_size": settings.batch_size or spec["batch"],
+                  "train_samples": settings.train_samples or spec["train"],
+                  "test_samples": settings.test_samples or spec["test"], "seed": settings.seed, "variant": "fp32"}
+        env = done.get("environment") or {}
+        if (all(done.get(key) == value for key, value in wanted.items())
+                and _same_data(done.get("data"), provenances.get(benchmark))
+                and env.get("git_commit") == commit and env.get("device") == device):
+            found[(labels[done["framework"]], benchmark)] = path.name
+    return found
+
+
 def run_all(frameworks: list[Framework], benchmarks: list[str], settings: RunSettings,
-            results: Path) -> list[dict]:
-    """Every selected notebook in turn; one failing never stops the others."""
+            results: Path, skip: dict | None = None, data_errors: dict | None = None) -> list[dict]:
+    """Every selected notebook in turn; one failing never stops the others.
+
+    ``skip`` maps (framework name, benchmark) to the ok record that makes a run unnecessary
+    (``--resume``); ``data_errors`` maps a benchmark whose data could not be read to its error:
+    its runs are recorded as failed with it, without starting a kernel.
+    """
+    skip, data_errors = skip or {}, data_errors or {}
     done = []
     selected = [(f, b) for f in frameworks for b in benchmarks if b in f.notebooks]
     for number, (framework, benchmark) in enumerate(selected, start=1):
-        print(f"=== {number}/{len(selected)}: {framework.label} {benchmark} ===", flush=True)
+        heading = f"=== {number}/{len(selected)}: {framework.label} {benchmark}"
+        if (framework.name, benchmark) in skip:
+            print(f"{heading}: skipped (--resume), already ok in {skip[framework.name, benchmark]} ===",
+                  flush=True)
+            continue
+        print(heading + " ===", flush=True)
+        if benchmark in data_errors:
+            record_path, _ = run_paths(results, framework, benchmark)
+            message = f"DataError: {data_errors[benchmark]}"
+            print(f"[{framework.name}/{benchmark}] failed: {message}", flush=True)
+            done.append(_write_failure(record_path, framework, benchmark, settings, "failed", message, None))
+            continue
         done.append(execute(framework, benchmark, settings, results))
+    if skip:
+        print(f"resume: skipped {len(skip)} run(s) that already have an ok record: "
+              + ", ".join(f"{name} {benchmark}" for name, benchmark in skip), flush=True)
     return done

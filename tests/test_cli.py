@@ -20,19 +20,20 @@ def test_sizes_must_be_positive_numbers(value, capsys):
 def test_overrides_reach_the_notebook_parameters(monkeypatch, tmp_path):
     seen = {}
 
-    def fake_run_all(frameworks, benchmarks, settings, results):
+    def fake_run_all(frameworks, benchmarks, settings, results, **options):
         seen.update(frameworks=[f.name for f in frameworks], benchmarks=benchmarks, settings=settings)
         return []
 
     monkeypatch.setattr(runner, "run_all", fake_run_all)
-    monkeypatch.setattr(cli, "cmd_data", lambda args, benchmarks=None: 0)
+    monkeypatch.setattr(cli, "load_data", lambda args, benchmarks: ({}, {}))
+    (tmp_path / "imdb.npz").write_bytes(b"")
     status = cli.main(["run", "pytorch", "--benchmark", "imdb", "--epochs", "1", "--train-samples", "2000",
-                       "--imdb", "/x/imdb.npz", "--results", str(tmp_path)])
+                       "--imdb", str(tmp_path / "imdb.npz"), "--results", str(tmp_path)])
     assert status == 0
     assert seen["frameworks"] == ["pytorch"] and seen["benchmarks"] == ["imdb"]
     parameters = seen["settings"].notebook_parameters("imdb", tmp_path / "r.json")
     assert parameters["epochs"] == 1 and parameters["train_samples"] == 2000
-    assert parameters["data_source"] == "/x/imdb.npz" and parameters["test_samples"] is None
+    assert parameters["data_source"] == str(tmp_path / "imdb.npz") and parameters["test_samples"] is None
     assert (tmp_path / "README.md").is_file()
 
 

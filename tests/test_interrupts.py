@@ -1,0 +1,89 @@
+"""A real `rosetta run`, interrupted: the run stops, is recorded as interrupted, leaves no process."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import selftest
+
+from common import record
+from harness import REPOSITORY, runner
+
+TESTS = Path(__file__).parent
+
+DRIVER = """
+import sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+import selftest
+from harness import cli, environments, frameworks
+
+framework = selftest.framework(Path({notebook!r}), {body!r})
+frameworks.FRAMEWORKS[framework.name] = framework
+environments.unavailable_reason = lambda framework: None
+cli.load_data = lambda args, benchmarks: ({{}}, {{}})  # no data: the notebook reads none
+cli.cmd_data = lambda args, benchmarks=None: 0
+sys.exit(cli.main(["run", "selftest", "--benchmark", "cifar", "--device", "cpu"] + sys.argv[1:]))
+"""
+
+SLEEPER = """
+import json, os, time
+with open(record_path + ".pids", "w") as f:
+    json.dump([os.getpid(), os.getppid()], f)  # the kernel and the papermill that started it
+time.sleep(600)
+"""
+
+
+def start_run(tmp_path, monkeypatch, body: str, *arguments: str) -> subprocess.Popen:
+    """`rosetta run` of a selftest notebook, as its own process started from ``tmp_path``."""
+    selftest.install_kernel(tmp_path, monkeypatch)
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER.format(tests=str(TESTS), notebook=str(tmp_path / "selftest.ipynb"), body=body))
+    environment = {**os.environ, "PYTHONPATH": str(REPOSITORY)}
+    return subprocess.Popen([sys.executable, str(driver), *arguments], cwd=tmp_path, env=environment,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for(paths, seconds: float) -> Path:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = [path for pattern in paths for path in pattern()]
+        if found:
+            return found[0]
+        time.sleep(0.1)
+    raise AssertionError("the notebook never started")
+
+
+@pytest.mark.parametrize("sent, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupted_run_stops_everything_and_is_recorded_as_interrupted(tmp_path, monkeypatch, sent, code):
+    results = tmp_path / "results"
+    run = start_run(tmp_path, monkeypatch, SLEEPER, "--results", str(results))
+    pids = []
+    try:
+        started = _wait_for([lambda: (results / "records").glob("*.pids")], 120)
+        time.sleep(0.2)
+        pids = json.loads(started.read_text())
+        run.send_signal(sent)  # to the harness alone, as a terminal's Ctrl-C reaches it
+        output, _ = run.communicate(timeout=60)
+        assert run.returncode == code, output
+        alive = [pid for pid in pids if runner._alive(pid)]
+        assert not alive, f"left running: {alive}"
+        records = sorted((results / "records").glob("*.json"))
+        assert len(records) == 1
+        interrupted = record.read(records[0])
+        assert interrupted["status"] == "interrupted"
+        assert signal.Signals(sent).name in interrupted["error"]
+        assert "**interrupted**" in (results / "README.md").read_text()
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+        for pid in pids:  # on a failure, leave nothing behind either
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
