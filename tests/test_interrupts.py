@@ -70,7 +70,7 @@ def test_an_interrupted_run_stops_everything_and_is_recorded_as_interrupted(tmp_
         run.send_signal(sent)  # to the harness alone, as a terminal's Ctrl-C reaches it
         output, _ = run.communicate(timeout=60)
         assert run.returncode == code, output
-        alive = [pid for pid in pids if runner._alive(pid)]
+        alive = [pid for pid in pids if selftest.alive(pid)]
         assert not alive, f"left running: {alive}"
         records = sorted((results / "records").glob("*.json"))
         assert len(records) == 1

@@ -1,4 +1,8 @@
 """The runner on small notebooks in a kernel of the test's own Python: every outcome gets a record."""
+import json
+import os
+import signal
+
 import nbformat
 import pytest
 import selftest
@@ -143,3 +147,27 @@ def test_concurrent_runs_into_one_folder_never_share_a_name(tmp_path):
     for worker in workers:
         worker.join(timeout=60)
     assert len(names) == 90 and len(set(names)) == 90
+
+
+def test_a_timeout_leaves_no_process_behind(tmp_path, selftest_kernel):
+    # The kernel runs in a session of its own, and what it starts (here a sleep, like a data loader's
+    # workers) in the kernel's process group: stopping papermill's group alone ends neither.
+    body = """
+import json, os, subprocess
+child = subprocess.Popen(["sleep", "600"])
+with open(record_path + ".pids", "w") as f:
+    json.dump([os.getpid(), child.pid], f)
+child.wait()
+"""
+    result = runner.execute(_framework(tmp_path, body), "cifar", runner.RunSettings(timeout=8),
+                            tmp_path / "results")
+    assert result["status"] == "timeout"
+    pids = json.loads(next((tmp_path / "results" / "records").glob("*.pids")).read_text())
+    try:
+        assert [pid for pid in pids if selftest.alive(pid)] == []
+    finally:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
