@@ -600,9 +600,9 @@ def test_no_docker_is_recorded_as_unavailable(tmp_path, monkeypatch):
 
 def test_run_docker_reaches_the_runner(monkeypatch, tmp_path):
     seen = {}
-    monkeypatch.setattr(runner, "run_all", lambda frameworks, benchmarks, settings, results:
+    monkeypatch.setattr(runner, "run_all", lambda frameworks, benchmarks, settings, results, **options:
                         seen.setdefault("settings", settings) and [])
-    monkeypatch.setattr(cli, "cmd_data", lambda args, benchmarks=None: 0)
+    monkeypatch.setattr(cli, "load_data", lambda args, benchmarks: ({}, {}))
     assert cli.main(["run", "pytorch", "--docker", "--results", str(tmp_path)]) == 0
     assert seen["settings"].docker is True
     assert cli.parse(["run"]).docker is False
