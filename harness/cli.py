@@ -317,7 +317,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rosetta: {error}", file=sys.stderr)
         return 2
     except runner.Interrupted as interrupt:  # outside a notebook run: building environments, parity
-        print(f"rosetta: {interrupt.describe()}.", file=sys.stderr)
+        with runner.interrupts_held():
+            print(f"rosetta: {interrupt.describe()}.", file=sys.stderr)
+            if args.command in ("bench", "parity") and args.results.is_dir():
+                print(f"report: {report.render(args.results)}")
         return interrupt.exit_code
     finally:
         runner.restore_handlers(handlers)

@@ -189,9 +189,10 @@ def execute(framework: Framework, benchmark: str, settings: RunSettings, results
         outcome = papermill(framework.notebook(benchmark), executed, framework.kernel, parameters,
                             settings.timeout, prefix, command=command, on_timeout=on_timeout)
     except Interrupted as interrupt:  # papermill and the kernel are stopped: record it, then stop
-        message = f"{interrupt.describe()}; the run was stopped"
-        print(prefix + "interrupted: " + message, flush=True)
-        _write_failure(record_path, framework, benchmark, settings, "interrupted", message, executed)
+        with interrupts_held():
+            message = f"{interrupt.describe()}; the run was stopped"
+            print(prefix + "interrupted: " + message, flush=True)
+            _write_failure(record_path, framework, benchmark, settings, "interrupted", message, executed)
         raise
     if outcome.status == "ok" and record_path.is_file():
         result = record.read(record_path)

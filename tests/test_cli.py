@@ -240,3 +240,16 @@ def test_make_bench_resume_passes_the_flag():
 
     assert planned("RESUME=1")[0][-1] == "--resume"
     assert "--resume" not in planned()[0]
+
+
+def test_bench_interrupted_before_its_runs_exits_130_and_still_writes_the_report(started, monkeypatch,
+                                                                                 tmp_path, capsys):
+    import signal
+
+    def interrupted(*arguments, **options):
+        raise runner.Interrupted(signal.SIGTERM)
+
+    monkeypatch.setattr(cli.parity, "check_all", interrupted)
+    assert cli.main(["bench", "pytorch", "--results", str(tmp_path)]) == 143
+    assert "interrupted by SIGTERM" in capsys.readouterr().err
+    assert (tmp_path / "README.md").is_file() and "run" not in started
