@@ -259,9 +259,9 @@ def papermill(notebook: Path, executed: Path, kernel: str, parameters: dict, tim
     if command is None:
         command = papermill_command(notebook, executed, kernel, parameters)
     where = f"kernel {kernel}" if command[0] == sys.executable else f"kernel {kernel} via {command[0]} {command[1]}"
-    print(prefix + f"running {_shown(notebook)} in {where} (timeout {timeout:.0f} s)", flush=True)
     if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}.")
+    print(prefix + f"running {_shown(notebook)} in {where} (timeout {timeout:.0f} s)", flush=True)
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                start_new_session=True, env=kernel_environment())

@@ -11,7 +11,7 @@ import pytest
 import selftest
 
 from common import record
-from harness import REPOSITORY, runner
+from harness import REPOSITORY
 
 TESTS = Path(__file__).parent
 
