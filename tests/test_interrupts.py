@@ -31,10 +31,11 @@ sys.exit(cli.main(["run", "selftest", "--benchmark", "cifar", "--device", "cpu"]
 """
 
 SLEEPER = """
-import json, os, time
+import json, os, subprocess
+child = subprocess.Popen(["sleep", "600"])  # what a kernel starts, like a data loader's workers
 with open(record_path + ".pids", "w") as f:
-    json.dump([os.getpid(), os.getppid()], f)  # the kernel and the papermill that started it
-time.sleep(600)
+    json.dump([os.getpid(), os.getppid(), child.pid], f)  # the kernel, its papermill, its child
+child.wait()
 """
 
 
