@@ -241,9 +241,34 @@ class Outcome:
     seconds: float
 
 
+# papermill, started so that the kernel it starts inherits a log file as its standard output and
+# error instead of the harness's pipe. ipykernel sends what is written straight to those file
+# descriptors (C++ libraries' messages) to the notebook, which papermill logs, and also echoes it
+# to the inherited ones: on one pipe each such line came twice. The file keeps what only the
+# inherited descriptors see (the kernel's start-up, the last words of a kernel that crashes).
+PAPERMILL_LAUNCHER = """
+import os, sys
+log = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+pipe = os.dup(1)
+os.dup2(log, 1)
+os.dup2(log, 2)
+os.close(log)
+sys.stdout = sys.stderr = open(pipe, "w", buffering=1)
+sys.argv = ["papermill"] + sys.argv[2:]
+from papermill.cli import papermill
+papermill()
+"""
+
+
+def kernel_log(executed: Path) -> Path:
+    """Where the kernel's own output goes: beside the executed notebook, ``STEM.kernel.log``."""
+    name = executed.name[:-len(".ipynb")] if executed.name.endswith(".ipynb") else executed.name
+    return executed.parent / (name + ".kernel.log")
+
+
 def papermill_command(notebook: Path, executed: Path, kernel: str, parameters: dict) -> list[str]:
     """papermill run by the harness's own Python, in the framework's registered kernel."""
-    return [sys.executable, "-m", "papermill", str(notebook), str(executed),
+    return [sys.executable, "-c", PAPERMILL_LAUNCHER, str(kernel_log(executed)), str(notebook), str(executed),
             "--kernel", kernel, "--cwd", str(REPOSITORY),
             "--parameters_yaml", json.dumps(parameters), "--log-output", "--no-progress-bar"]
 
@@ -300,8 +325,11 @@ def papermill(notebook: Path, executed: Path, kernel: str, parameters: dict, tim
         return Outcome("failed", f"{error[0]}: {error[1]}", returncode, seconds)
     output = "".join(tail)
     if "DeadKernelError" in output or "Kernel died" in output:
-        return Outcome("failed", f"DeadKernelError: the kernel died ({watch.how_it_died()}) while the "
-                       f"notebook ran; papermill exited with {returncode}", returncode, seconds)
+        message = (f"DeadKernelError: the kernel died ({watch.how_it_died()}) while the notebook ran; "
+                   f"papermill exited with {returncode}")
+        last_words = _last_lines(_read_text(kernel_log(executed)), 600)
+        return Outcome("failed", message + (f"; the kernel's last output: {last_words}" if last_words else ""),
+                       returncode, seconds)
     return Outcome("failed", f"papermill exited with {returncode}: " + _last_lines(output, 2000),
                    returncode, seconds)
 
@@ -312,6 +340,13 @@ def kernel_environment() -> dict:
     environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
     environment.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return environment
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 def _last_lines(text: str, limit: int) -> str:

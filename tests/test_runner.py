@@ -113,10 +113,11 @@ def test_a_second_run_in_the_same_second_sorts_after_the_first(tmp_path):
 
 
 def test_a_killed_kernel_is_recorded_as_a_dead_kernel_with_its_signal(tmp_path, selftest_kernel):
-    body = "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)"
+    body = "import os, signal, time\nos.write(2, b'last words\\n')\ntime.sleep(1)\nos.kill(os.getpid(), signal.SIGKILL)"
     result = runner.execute(_framework(tmp_path, body), "cifar", runner.RunSettings(), tmp_path / "results")
     assert result["status"] == "failed"
     assert result["error"].startswith("DeadKernelError: the kernel died (killed by signal 9, SIGKILL")
+    assert "; the kernel's last output: " in result["error"] and result["error"].endswith("last words")
     table = report.benchmark_table(report.to_frame(report.load_records(tmp_path / "results")), "cifar")
     assert "DeadKernelError: the kernel died (killed by signal 9" in table
 
@@ -171,3 +172,17 @@ child.wait()
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def test_what_a_kernel_writes_to_its_file_descriptors_is_shown_once(tmp_path, selftest_kernel, capsys,
+                                                                    monkeypatch):
+    # ipykernel (6 and later) sends such output to the notebook and echoes it to the descriptors the
+    # kernel inherited; it leaves the descriptors alone where PYTEST_CURRENT_TEST is set, as in a test.
+    monkeypatch.delenv("PYTEST_CURRENT_TEST", raising=False)
+    body = "import os, time\nos.write(2, b'a native notice\\n')\ntime.sleep(0.5)\nprint('a python line')"
+    runner.execute(_framework(tmp_path, body), "cifar", runner.RunSettings(), tmp_path / "results")
+    shown = capsys.readouterr().out
+    assert shown.count("a native notice") == 1 and shown.count("a python line") == 1
+    executed = next((tmp_path / "results" / "records").glob("*.ipynb"))
+    assert "a native notice" in json.dumps(nbformat.read(executed, as_version=4).cells[-1]["outputs"])
+    assert "a native notice" in runner.kernel_log(executed).read_text()  # and the kernel's own log has it
