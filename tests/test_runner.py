@@ -186,3 +186,12 @@ def test_what_a_kernel_writes_to_its_file_descriptors_is_shown_once(tmp_path, se
     executed = next((tmp_path / "results" / "records").glob("*.ipynb"))
     assert "a native notice" in json.dumps(nbformat.read(executed, as_version=4).cells[-1]["outputs"])
     assert "a native notice" in runner.kernel_log(executed).read_text()  # and the kernel's own log has it
+
+
+def test_kernels_start_with_tensorflows_cpp_notices_off(tmp_path, selftest_kernel, monkeypatch):
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    body = "import os\nopen(record_path + '.env', 'w').write(os.environ.get('TF_CPP_MIN_LOG_LEVEL', 'unset'))"
+    runner.execute(_framework(tmp_path, body), "cifar", runner.RunSettings(), tmp_path / "results")
+    assert next((tmp_path / "results" / "records").glob("*.env")).read_text() == "2"  # before TensorFlow loads
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")  # the user's own setting wins
+    assert runner.kernel_environment()["TF_CPP_MIN_LOG_LEVEL"] == "0"
