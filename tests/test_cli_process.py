@@ -1,4 +1,6 @@
-"""A real `rosetta run`, interrupted: the run stops, is recorded as interrupted, leaves no process."""
+"""A real `rosetta run`, in a process of its own started from outside the repository: interrupted,
+it stops, is recorded as interrupted and leaves no process; given relative paths, it means the
+files in the folder it was started from (the kernel runs in the repository's root)."""
 import json
 import os
 import signal
@@ -88,3 +90,25 @@ def test_an_interrupted_run_stops_everything_and_is_recorded_as_interrupted(tmp_
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+WRITE_WHAT_IT_READ = """
+from common import record
+with open(data_source) as f:  # the path the kernel was given
+    assert f.read() == "the copy beside the user", data_source
+record.write(record_path, record.build(
+    framework="Selftest", api="test", benchmark="cifar", accuracy=0.5, timing={"train_seconds": 1.0},
+    epochs=10, batch_size=64, train_samples=50000, test_samples=10000, seed=seed, data_source=data_source))
+"""
+
+
+def test_relative_paths_given_from_another_folder_mean_that_folders_files(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "cifar-10-python.tar.gz").write_text("the copy beside the user")
+    run = start_run(tmp_path, monkeypatch, WRITE_WHAT_IT_READ,
+                    "--results", "out", "--cifar10", "data/cifar-10-python.tar.gz")
+    output, _ = run.communicate(timeout=120)
+    assert run.returncode == 0, output
+    records = list((tmp_path / "out" / "records").glob("*.json"))
+    assert len(records) == 1 and not (REPOSITORY / "out").exists()
+    assert record.read(records[0])["data_source"] == str(tmp_path / "data" / "cifar-10-python.tar.gz")
