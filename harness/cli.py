@@ -2,13 +2,15 @@
 
     rosetta envs [NAME ...] [--flavour cpu|cuda] [--force]
     rosetta data [--data-dir DIR] [--cifar10 PATH] [--imdb PATH]
-    rosetta run [NAME ...] [--benchmark cifar imdb] [--epochs N] [--train-samples N] ... [--docker]
+    rosetta run [NAME ...] [--benchmark cifar imdb] [--epochs N] [--train-samples N] ... [--docker] [--resume]
     rosetta parity [NAME ...] [--benchmark cifar imdb] [--device cpu]
     rosetta report [--results DIR]
     rosetta bench [NAME ...] [run options]    # envs, data, parity, run and report in one go
     rosetta list
 
-NAME selects frameworks (all of them by default): see `rosetta list`.
+NAME selects frameworks (all of them by default): see `rosetta list`. Every option is checked
+before anything starts (exit status 2). Ctrl-C or SIGTERM stops the notebook that is running,
+records it as interrupted and exits with 130 or 143; `--resume` then skips what is already done.
 """
 from __future__ import annotations
 

@@ -7,6 +7,12 @@ so, with its error, and the next notebook runs. With ``RunSettings.docker`` each
 notebook runs in its framework's image instead (``harness.docker``: the same
 papermill command inside ``docker run``, the paths translated), and its record
 and executed notebook land in the same place.
+
+Each run's name is reserved atomically before it starts (``new_stem``), so runs started at
+once into one folder never share a record. The kernel runs in a session of its own: a timeout
+or an interrupt ends every process group of the run (papermill's, the kernel's), and an
+interrupt (``Interrupted``, raised by SIGINT or SIGTERM once ``raise_on_interrupts`` is in
+effect) records the run as interrupted before it propagates.
 """
 from __future__ import annotations
 
