@@ -140,13 +140,13 @@ def resolve_paths(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
-def _writable_folder(folder: Path, flag: str) -> None:
+def _writable_folder(folder: Path, flag: str, what: str = "results") -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as error:
-        raise ValueError(f"{flag} {folder}: cannot write results there ({error.strerror or error}); "
+        raise ValueError(f"{flag} {folder}: cannot write {what} there ({error.strerror or error}); "
                          "expected a folder that exists or can be created, and is writable.") from None
 
 
@@ -154,14 +154,19 @@ def validate_run(args: argparse.Namespace) -> None:
     """Every run argument checked before any environment is built or kernel starts: a ValueError
     names the flag, the value and what is expected."""
     select(args.frameworks)
-    for option, remote, expected in (("cifar10", data.CIFAR10, "a cifar-10-python.tar.gz, a "
-                                      "cifar-10-batches-py folder or a folder holding either"),
-                                     ("imdb", data.IMDB, "an imdb.npz or a folder holding one")):
-        benchmark = "cifar" if option == "cifar10" else "imdb"
+    downloads = False
+    for option, benchmark, expected in (("cifar10", "cifar", "a cifar-10-python.tar.gz, a "
+                                         "cifar-10-batches-py folder or a folder holding either"),
+                                        ("imdb", "imdb", "an imdb.npz or a folder holding one")):
         path = getattr(args, option)
-        if path and benchmark in args.benchmark and not Path(path).exists():
+        if benchmark not in args.benchmark:
+            continue
+        downloads = downloads or not path
+        if path and not Path(path).exists():
             raise ValueError(f"{args.origins.get(option, '--' + option)} {path}: no such file or folder; "
                              f"expected {expected}.")
+    if downloads and args.data_dir:
+        _writable_folder(Path(args.data_dir), args.origins.get("data_dir", "--data-dir"), "the data cache")
     for benchmark in args.benchmark:
         spec = params.BENCHMARKS[benchmark]
         batch = args.batch_size or spec["batch"]

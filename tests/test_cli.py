@@ -125,6 +125,11 @@ def test_an_unusable_results_folder_is_one_clear_error(started, tmp_path, capsys
     assert error.count("\n") == 1 and started == []
     assert cli.main(["report", "--results", str(tmp_path / "missing")]) == 2
     assert "--results" in capsys.readouterr().err and not (tmp_path / "missing").exists()
+    assert cli.main(["run", "pytorch", "--data-dir", str(tmp_path / "file" / "cache"),
+                     "--results", str(tmp_path / "results")]) == 2
+    assert capsys.readouterr().err.startswith(f"rosetta: --data-dir {tmp_path / 'file' / 'cache'}: cannot write "
+                                              "the data cache there")
+    assert started == []
 
 
 # --- paths, data errors, resume ----------------------------------------------------------------
