@@ -68,10 +68,11 @@ def test_no_records_gives_an_empty_report(tmp_path):
 
 @pytest.mark.parametrize("content", ['{"schema_version": 1}', '{"truncated', "[1, 2]", "42", "\xff\xfe"])
 def test_an_unreadable_record_is_skipped_with_a_warning_naming_it(results, capsys, content):
+    readable = len(report.load_records(results))
     (results / "records" / "6-bad.json").write_bytes(content.encode("latin-1"))
     readme = report.render(results).read_text()
     assert "6-bad.json" in capsys.readouterr().err
-    assert "from the 5 JSON record(s)" in readme and "77.3 %" in readme  # the others still count
+    assert f"from the {readable} JSON record(s)" in readme and "77.3 %" in readme  # the others still count
 
 
 def _cifar_rows(readme: str) -> dict:
