@@ -437,7 +437,8 @@ def test_docker_run_command_runs_the_notebook_in_its_image_with_the_gpu(tmp_path
 
 def test_results_inside_the_repository_need_no_extra_mount(tmp_path, no_docker_override):
     framework = FRAMEWORKS["pytorch"]
-    record_path, executed = runner.run_paths(REPOSITORY / "results", framework, "imdb")
+    stem = runner.records_dir(REPOSITORY / "results") / "20260101-000000-pytorch-imdb"  # not reserved there:
+    record_path, executed = stem.with_name(stem.name + ".json"), stem.with_name(stem.name + ".ipynb")  # no run
     settings = runner.RunSettings(device="cpu", data_dir=str(tmp_path / "cache"), docker=True)
     command, _ = runner.docker_command(framework, "imdb", executed,
                                        settings.notebook_parameters("imdb", record_path), settings,
