@@ -5,6 +5,7 @@
 # Overrides, without editing files:
 #   make bench FRAMEWORKS="pytorch" EPOCHS=1 TRAIN_SAMPLES=2000 TEST_SAMPLES=1000
 #   make bench FLAVOUR=cpu DEVICE=cpu TIMEOUT=3600 CIFAR10=/path/cifar-10-python.tar.gz IMDB=/path/imdb.npz
+#   make bench RESUME=1     continue an interrupted suite: skip what already has an ok record
 #   make test PYTEST_ARGS="-k data"
 #
 # Frameworks already installed (a vendor container, a cloud image, a conda environment):
@@ -47,6 +48,8 @@ RUN_FLAGS = $(call option,--epochs,$(EPOCHS)) $(call option,--train-samples,$(TR
 USE_DOCKER = $(filter 1 yes true,$(DOCKER))
 RUN_FLAGS += $(if $(USE_DOCKER),--docker)
 ENV_FLAGS = $(foreach entry,$(EXISTING_PYTHON),--python $(entry))
+# RESUME=1 (or yes, true): skip each run that already has an ok record with the same settings, data and commit.
+RUN_FLAGS += $(if $(filter 1 yes true,$(RESUME)),--resume)
 
 .PHONY: bench smoke test envs data report list clean openmpi docker wheels
 

@@ -49,6 +49,17 @@ class RemoteFile:
     filename: str
     known_hash: str  # "md5:..." or "sha256:...", as pooch takes it
     env_var: str     # the variable that names a local copy instead
+    flag: str        # the `rosetta` option that names one
+
+
+def _corrupt_advice(remote: RemoteFile, local: bool) -> str:
+    """What to do about an unreadable archive: a cached download can be fetched again, while
+    a named local copy is the user's own, to be replaced rather than deleted."""
+    if local:
+        return (f"Replace it with a good copy, or name none ({remote.flag}, {remote.env_var}) "
+                "to use the official download.")
+    return (f"Delete it and run again to download a fresh copy, or point {remote.env_var} "
+            f"({remote.flag}) at a good one.")
 
 
 CIFAR10 = RemoteFile(
@@ -57,6 +68,7 @@ CIFAR10 = RemoteFile(
     filename="cifar-10-python.tar.gz",
     known_hash="md5:c58f30108f718f92721af3b95e74349a",
     env_var="ROSETTA_CIFAR10",
+    flag="--cifar10",
 )
 IMDB = RemoteFile(
     name="IMDB",
@@ -64,6 +76,7 @@ IMDB = RemoteFile(
     filename="imdb.npz",
     known_hash="sha256:69664113be75683a8fe16e3ed0ab59fda8886cb3cd7ada244f7d9544e4676b9f",
     env_var="ROSETTA_IMDB",
+    flag="--imdb",
 )
 
 CIFAR_FOLDER = "cifar-10-batches-py"
@@ -146,7 +159,7 @@ def _resolve(remote: RemoteFile, source, cache) -> Tuple[Path, dict]:
                       "checksum": remote.known_hash}
     path = Path(source).expanduser()
     if not path.exists():
-        raise DataError(f"the {remote.name} copy named by {remote.env_var} or --source, {path}, "
+        raise DataError(f"the {remote.name} copy named by {remote.flag} or {remote.env_var}, {path}, "
                         "does not exist.")
     return path, {"source": "local copy", "path": str(path.resolve())}
 
@@ -165,7 +178,7 @@ def _unpickle_batch(raw: bytes, where: str) -> Tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def _read_cifar_tarball(path: Path) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+def _read_cifar_tarball(path: Path, local: bool = False) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
     batches = {}
     try:
         with tarfile.open(path, "r:gz") as archive:
@@ -177,10 +190,8 @@ def _read_cifar_tarball(path: Path) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
                     raise DataError(f"{path} has no {member}: it is not a cifar-10-python.tar.gz.")
                 batches[name] = _unpickle_batch(raw, f"{member} in {path}")
     except (tarfile.TarError, EOFError, zlib.error, OSError) as error:
-        raise DataError(
-            f"{path} is truncated or corrupt ({type(error).__name__}: {error}). Delete it and run "
-            f"again to download a fresh copy, or point {CIFAR10.env_var} at a good one."
-        ) from error
+        raise DataError(f"{path} is truncated or corrupt ({type(error).__name__}: {error}). "
+                        + _corrupt_advice(CIFAR10, local)) from error
     return batches
 
 
@@ -195,7 +206,7 @@ def _read_cifar_folder(folder: Path) -> Dict[str, Tuple[np.ndarray, np.ndarray]]
     return batches
 
 
-def _cifar_batches(path: Path) -> Tuple[dict, Path]:
+def _cifar_batches(path: Path, local: bool = False) -> Tuple[dict, Path]:
     if path.is_dir():
         if (path / CIFAR_FOLDER).is_dir():
             path = path / CIFAR_FOLDER
@@ -203,13 +214,13 @@ def _cifar_batches(path: Path) -> Tuple[dict, Path]:
             path = path / CIFAR10.filename
     if path.is_dir():
         return _read_cifar_folder(path), path
-    return _read_cifar_tarball(path), path
+    return _read_cifar_tarball(path, local), path
 
 
 def load_cifar10(source=None, cache=None):
     """Raw CIFAR-10: uint8 images (N, 3, 32, 32), int64 labels, and provenance."""
     path, provenance = _resolve(CIFAR10, source, cache)
-    batches, path = _cifar_batches(path)
+    batches, path = _cifar_batches(path, provenance["source"] == "local copy")
     provenance["path"] = str(path.resolve())
     if provenance["source"] == "local copy":
         files = [path] if path.is_file() else [path / n for n in CIFAR_TRAIN_BATCHES + [CIFAR_TEST_BATCH]]
@@ -288,10 +299,8 @@ def load_imdb(source=None, cache=None):
         raise DataError(f"{path} lacks the array {error}: an imdb.npz holds "
                         "x_train, y_train, x_test and y_test.") from error
     except (zipfile.BadZipFile, EOFError, ValueError, OSError, zlib.error, pickle.UnpicklingError) as error:
-        raise DataError(
-            f"{path} is truncated or corrupt ({type(error).__name__}: {error}). Delete it and run "
-            f"again to download a fresh copy, or point {IMDB.env_var} at a good one."
-        ) from error
+        raise DataError(f"{path} is truncated or corrupt ({type(error).__name__}: {error}). "
+                        + _corrupt_advice(IMDB, provenance["source"] == "local copy")) from error
     return (*arrays, provenance)
 
 

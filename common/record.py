@@ -5,8 +5,9 @@
         accuracy=0.78, timing=timer.summary(len(x_train)), epochs=10, batch_size=64,
         train_samples=50000, test_samples=10000, seed=42, environment=env, data=provenance))
 
-A record says ``status`` ok, failed, timeout or diverged; the harness writes
-the failed ones, with the error, when a notebook does not get this far. A run
+A record says ``status`` ok, failed, timeout, diverged, unavailable or
+interrupted (stopped by Ctrl-C or SIGTERM); the harness writes every status but
+ok, with the error, when a notebook does not get this far. A run
 smaller than DESIGN.md's benchmark (fewer epochs or samples, another batch
 size) lists how in ``differs_from_benchmark`` and is a subset run.
 """
@@ -21,7 +22,7 @@ from typing import List, Optional, Union
 from common import params
 
 SCHEMA_VERSION = 1
-STATUSES = ("ok", "failed", "timeout", "diverged", "unavailable")
+STATUSES = ("ok", "failed", "timeout", "diverged", "unavailable", "interrupted")
 REQUIRED = ("schema_version", "framework", "api", "benchmark", "variant", "status",
             "epochs", "batch_size", "train_samples", "test_samples", "seed", "timestamp")
 
@@ -102,6 +103,7 @@ def write_json(path: Union[str, os.PathLike], record: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes it 0600; a record is as readable as a notebook
         with os.fdopen(descriptor, "w") as f:
             json.dump(record, f, indent=2, sort_keys=False, default=_plain)
             f.write("\n")
@@ -111,6 +113,12 @@ def write_json(path: Union[str, os.PathLike], record: dict) -> Path:
             os.unlink(temporary)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _plain(value):

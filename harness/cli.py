@@ -2,23 +2,30 @@
 
     rosetta envs [NAME ...] [--flavour cpu|cuda] [--force] [--python [NAME=]PATH ...]
     rosetta data [--data-dir DIR] [--cifar10 PATH] [--imdb PATH]
-    rosetta run [NAME ...] [--benchmark cifar imdb] [--epochs N] [--train-samples N] ... [--docker]
+    rosetta run [NAME ...] [--benchmark cifar imdb] [--epochs N] [--train-samples N] ... [--docker] [--resume]
     rosetta parity [NAME ...] [--benchmark cifar imdb] [--device cpu]
     rosetta report [--results DIR]
     rosetta bench [NAME ...] [run options]    # envs, data, parity, run and report in one go
     rosetta list
 
-NAME selects frameworks (all of them by default): see `rosetta list`.
+NAME selects frameworks (all of them by default): see `rosetta list`. Every option is checked
+before anything starts (exit status 2). Ctrl-C or SIGTERM stops the notebook that is running,
+records it as interrupted and exits with 130 or 143; `--resume` then skips what is already done.
 """
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
+import tempfile
 from pathlib import Path
 
-from common import data
+from common import data, environment, params
 from harness import REPOSITORY, environments, existing, parity, report, runner
 from harness.frameworks import BENCHMARKS, FRAMEWORKS, select
+
+SEED_LIMIT = 2**32  # every framework's generator takes a seed in [0, 2**32)
 
 
 def _positive(text: str) -> int:
@@ -28,6 +35,26 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to {SEED_LIMIT - 1}, got {text!r}")
+    if not 0 <= value < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to {SEED_LIMIT - 1}, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive, finite number of seconds, got {text!r}")
     return value
 
 
@@ -45,11 +72,14 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=_positive)
     parser.add_argument("--train-samples", type=_positive, help="train on the first N samples only")
     parser.add_argument("--test-samples", type=_positive, help="evaluate on the first N test samples only")
-    parser.add_argument("--seed", type=int, default=runner.RunSettings.seed)
+    parser.add_argument("--seed", type=_seed, default=runner.RunSettings.seed)
     parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
-    parser.add_argument("--timeout", type=float, default=runner.RunSettings.timeout,
+    parser.add_argument("--timeout", type=_seconds, default=runner.RunSettings.timeout,
                         help="seconds one notebook may run (default %(default).0f)")
     parser.add_argument("--results", type=Path, default=REPOSITORY / "results")
+    parser.add_argument("--resume", action="store_true",
+                        help="skip each framework and benchmark that already has an ok record with the "
+                             "same settings, data and code version")
     parser.add_argument("--docker", action="store_true",
                         help="run each notebook in its docker image dl-rosetta/ENV with the GPU "
                              "(build them with `make docker`) instead of its venv")
@@ -90,6 +120,99 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     _add_env_options(bench, with_names=False)
     commands.add_parser("list", help="the frameworks, their notebooks and environments")
     return parser.parse_args(argv)
+
+
+def _absolute(path) -> str | None:
+    """``path`` as an absolute path: the kernel runs in the repository's root, the user anywhere."""
+    return os.path.abspath(os.path.expanduser(str(path))) if path else None
+
+
+def resolve_paths(args: argparse.Namespace) -> argparse.Namespace:
+    """Every path the user gave (options, or ROSETTA_CIFAR10 / ROSETTA_IMDB / ROSETTA_DATA_DIR),
+    made absolute once, here; the kernels receive these. ``args.origins`` says where each came from."""
+    args.origins = {}
+    for option, variable in (("data_dir", "ROSETTA_DATA_DIR"), ("cifar10", data.CIFAR10.env_var),
+                             ("imdb", data.IMDB.env_var)):
+        if not hasattr(args, option):
+            continue
+        given = getattr(args, option)
+        args.origins[option] = "--" + option.replace("_", "-")
+        if not given and os.environ.get(variable):
+            given, args.origins[option] = os.environ[variable], variable
+        setattr(args, option, _absolute(given))
+    if getattr(args, "results", None) is not None:
+        args.results = Path(_absolute(args.results))
+    return args
+
+
+def _writable_folder(folder: Path, flag: str, what: str = "results") -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise ValueError(f"{flag} {folder}: cannot write {what} there ({error.strerror or error}); "
+                         "expected a folder that exists or can be created, and is writable.") from None
+
+
+def validate_run(args: argparse.Namespace) -> None:
+    """Every run argument checked before any environment is built or kernel starts: a ValueError
+    names the flag, the value and what is expected."""
+    select(args.frameworks)
+    downloads = False
+    for option, benchmark, expected in (("cifar10", "cifar", "a cifar-10-python.tar.gz, a "
+                                         "cifar-10-batches-py folder or a folder holding either"),
+                                        ("imdb", "imdb", "an imdb.npz or a folder holding one")):
+        path = getattr(args, option)
+        if benchmark not in args.benchmark:
+            continue
+        downloads = downloads or not path
+        if path and not Path(path).exists():
+            raise ValueError(f"{args.origins.get(option, '--' + option)} {path}: no such file or folder; "
+                             f"expected {expected}.")
+    if downloads and args.data_dir:
+        _writable_folder(Path(args.data_dir), args.origins.get("data_dir", "--data-dir"), "the data cache")
+    for benchmark in args.benchmark:
+        spec = params.BENCHMARKS[benchmark]
+        batch = args.batch_size or spec["batch"]
+        train = args.train_samples or spec["train"]
+        if args.train_samples and args.train_samples > spec["train"]:
+            raise ValueError(f"--train-samples {args.train_samples}: {benchmark} has {spec['train']} "
+                             "training samples; expected at most that many.")
+        if args.test_samples and args.test_samples > spec["test"]:
+            raise ValueError(f"--test-samples {args.test_samples}: {benchmark} has {spec['test']} "
+                             "test samples; expected at most that many.")
+        if train < batch:
+            given = f"--train-samples {args.train_samples}" if args.train_samples else f"--batch-size {batch}"
+            raise ValueError(f"{given}: {train} training samples make no complete batch of {batch} for "
+                             f"{benchmark}; training uses complete batches only, so expected "
+                             "--train-samples at least --batch-size.")
+    if args.device == "cuda" and not args.docker and environments.default_flavour() == "cpu":
+        raise ValueError("--device cuda: no NVIDIA GPU found (nvidia-smi lists none); expected "
+                         "--device auto or cpu on this machine.")
+    _writable_folder(args.results, "--results")
+
+
+def load_data(args: argparse.Namespace, benchmarks) -> tuple[dict, dict]:
+    """Each benchmark's data, fetched and verified before any notebook starts: its provenance, and
+    for a benchmark whose data cannot be read the error (its runs then fail; the others run)."""
+    provenances, errors = {}, {}
+    for benchmark in benchmarks:
+        try:
+            if benchmark == "cifar":
+                x_train, x_test, _, _, provenance = data.load_cifar10(args.cifar10, args.data_dir)
+                print(f"CIFAR-10: {len(x_train)} + {len(x_test)} images, {provenance['source']} "
+                      f"{provenance['path']}")
+            else:
+                x_train, _, x_test, _, provenance = data.load_imdb(args.imdb, args.data_dir)
+                print(f"IMDB: {len(x_train)} + {len(x_test)} reviews, {provenance['source']} "
+                      f"{provenance['path']}")
+            provenances[benchmark] = provenance
+        except data.DataError as error:
+            errors[benchmark] = str(error)
+            print(f"rosetta: {benchmark}: {error} Its runs are recorded as failed; the others still run.",
+                  file=sys.stderr)
+    return provenances, errors
 
 
 def cmd_envs(args) -> int:
@@ -139,7 +262,7 @@ def cmd_data(args, benchmarks=BENCHMARKS) -> int:
 
 def cmd_run(args) -> int:
     frameworks = select(args.frameworks)
-    cmd_data(args, args.benchmark)
+    provenances, data_errors = load_data(args, args.benchmark)
     settings = runner.RunSettings(
         epochs=args.epochs, batch_size=args.batch_size, train_samples=args.train_samples,
         test_samples=args.test_samples, seed=args.seed, device=args.device, timeout=args.timeout,
@@ -148,7 +271,19 @@ def cmd_run(args) -> int:
         print("note: no NVIDIA GPU found; " + ("`--docker` runs ask docker for one (--gpus all), so they "
               "will fail: add --device cpu to run the images on the CPU." if settings.docker else
               "every notebook trains on the CPU, and the table says so."))
-    done = runner.run_all(frameworks, args.benchmark, settings, args.results)
+    skip = {}
+    if args.resume:
+        skip = runner.finished_runs(frameworks, args.benchmark, settings, args.results, provenances,
+                                    environment.git_commit())
+    try:
+        done = runner.run_all(frameworks, args.benchmark, settings, args.results, skip=skip,
+                              data_errors=data_errors)
+    except runner.Interrupted as interrupt:
+        with runner.interrupts_held():
+            print(f"rosetta: {interrupt.describe()}: the run in progress is recorded as interrupted.",
+                  file=sys.stderr)
+            print(f"report: {report.render(args.results)}")
+        return interrupt.exit_code
     print(f"report: {report.render(args.results)}")
     failed = [f"{r['framework']} {r['benchmark']}: {r['status']}" for r in done if r["status"] != "ok"]
     for line in failed:
@@ -186,8 +321,10 @@ def cmd_list(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse(argv)
+    args = resolve_paths(parse(argv))
+    handlers = runner.raise_on_interrupts()  # SIGINT and SIGTERM raise runner.Interrupted
     try:
+        _validate(args)
         if args.command == "envs":
             return cmd_envs(args)
         if args.command == "data":
@@ -212,7 +349,26 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, data.DataError, environments.EnvironmentBuildError) as error:
         print(f"rosetta: {error}", file=sys.stderr)
         return 2
+    except runner.Interrupted as interrupt:  # outside a notebook run: building environments, parity
+        with runner.interrupts_held():
+            print(f"rosetta: {interrupt.describe()}.", file=sys.stderr)
+            if args.command in ("bench", "parity") and args.results.is_dir():
+                print(f"report: {report.render(args.results)}")
+        return interrupt.exit_code
+    finally:
+        runner.restore_handlers(handlers)
     return 0
+
+
+def _validate(args: argparse.Namespace) -> None:
+    """What can be checked before anything starts."""
+    if args.command in ("run", "bench"):
+        validate_run(args)
+    elif args.command == "parity":
+        _writable_folder(args.results, "--results")
+    elif args.command == "report" and not args.results.is_dir():
+        raise ValueError(f"--results {args.results}: no such folder; expected the folder a run wrote "
+                         "(holding records/).")
 
 
 if __name__ == "__main__":

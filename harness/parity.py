@@ -65,7 +65,7 @@ def check(framework: Framework, benchmark: str, results: Path, device: str = "cp
             inputs = parity.write_inputs(scratch / "inputs.npz", model)
             outputs = scratch / "outputs.npz"
             notebook = parity_notebook(framework.notebook(benchmark), scratch / f"{framework.name}-parity.ipynb")
-            executed = stem.with_suffix(".ipynb")
+            executed = stem.parent / (stem.name + ".ipynb")
             parameters = {"device": device, "parity_inputs": str(inputs), "parity_outputs": str(outputs)}
             command, on_timeout = None, None
             if in_docker:  # the scratch folder is outside the repository: docker.run_command mounts it
@@ -87,7 +87,7 @@ def check(framework: Framework, benchmark: str, results: Path, device: str = "cp
                 result.update(status=outcome.status, equivalent=False,
                               message=f"not equivalent: the parity run {outcome.status}: {outcome.message}")
     print(prefix + result["message"])
-    record.write_json(stem.with_suffix(".json"), result)
+    record.write_json(stem.parent / (stem.name + ".json"), result)
     return result
 
 

@@ -4,8 +4,8 @@
 
 writes ``results/README.md``, ``results/results.csv`` (every record, one row each)
 and a plot per device and benchmark. Each device (each GPU model, and each CPU model)
-has tables of its own, one per benchmark: the latest run of each framework on that
-device, fastest first; runs on different devices are never ranked together. Where the
+has tables of its own, one per benchmark: the latest ok run of each framework on that
+device, fastest first (with a note where a later run did not end ok); runs on different devices are never ranked together. Where the
 results folder is the repository's own, the list of devices in the repository's
 README (between its ``results`` markers) is rewritten too. Nothing here is typed by
 hand: every figure comes from a record.
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -26,8 +27,15 @@ TITLES = {"cifar": "CNN on CIFAR-10", "imdb": "GRU on IMDB"}
 
 
 def load_records(results: Path) -> list[dict]:
-    """Every record under ``results/records``; an unreadable one stops with its file named."""
-    return [record.read(path) for path in sorted((results / "records").glob("*.json"))]
+    """Every readable record under ``results/records``; one that cannot be read (not JSON, not a
+    record, another schema) is skipped with a warning naming its file, so the report always renders."""
+    records = []
+    for path in sorted((results / "records").glob("*.json")):
+        try:
+            records.append(record.read(path))
+        except (ValueError, TypeError, OSError, UnicodeDecodeError) as error:
+            print(f"warning: skipping {path}: {error}", file=sys.stderr)
+    return records
 
 
 def _device(row: dict) -> str:
@@ -109,6 +117,28 @@ def latest(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.groupby(["framework", "benchmark", "variant"], sort=False).tail(1)
 
 
+def shown_rows(frame: pd.DataFrame, benchmark: str) -> pd.DataFrame:
+    """The rows that the table (and the plot) of ``benchmark`` show: for each framework and variant
+    its latest ok run, or its latest run where none is ok.
+
+    ``later`` says when runs after the shown ok one did not end ok, naming the latest of them
+    (its status, timestamp and error); it is None otherwise.
+    """
+    rows = frame[frame["benchmark"] == benchmark]
+    shown = []
+    for _, runs in rows.groupby(["framework", "benchmark", "variant"], sort=False):
+        ok = runs[runs["status"] == "ok"]
+        row = (ok if len(ok) else runs).iloc[-1].copy()
+        after = runs.loc[runs.index > ok.index[-1]] if len(ok) else runs.iloc[0:0]
+        row["later"] = None
+        if len(after):
+            last = after.iloc[-1]
+            row["later"] = f"a later run ({last['timestamp']}) {last['status']}: {_cell(last['error'])}"
+        shown.append(row)
+    columns = list(frame.columns) + ["later"]
+    return pd.DataFrame(shown, columns=columns)
+
+
 def _number(value, digits: int, suffix: str = "") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
@@ -133,7 +163,7 @@ def benchmark_table(frame: pd.DataFrame, benchmark: str, checks: dict | None = N
     ``checks`` holds the latest parity record of each (framework, benchmark).
     """
     checks = checks or {}
-    rows = latest(frame[frame["benchmark"] == benchmark]).copy()
+    rows = shown_rows(frame, benchmark)
     rows["_ok"] = rows["status"] == "ok"
     rows = rows.sort_values(["_ok", "train_seconds"], ascending=[False, True], na_position="last")
     fastest = rows.loc[rows["_ok"], "train_seconds"].min()
@@ -144,6 +174,8 @@ def benchmark_table(frame: pd.DataFrame, benchmark: str, checks: dict | None = N
     for _, r in rows.iterrows():
         ok = r["status"] == "ok"
         status = "ok" if ok else f"**{r['status']}**: {_cell(r['error'])}"
+        if ok and r["later"]:
+            status += f" (**{_cell(r['later'])}**)"
         lines.append("| " + " | ".join([
             r["framework"], r["api"], r["variant"], status, equivalence(checks, r["framework"], benchmark),
             _number(r["test_accuracy"] * 100, 1, " %") if ok else "–",
@@ -160,7 +192,8 @@ def _cell(text) -> str:
     if text is None or (isinstance(text, float) and math.isnan(text)):
         return ""
     text = str(text).replace("|", "\\|").replace("\n", " ")
-    return text if len(text) <= 300 else text[:297] + "..."
+    # a long error keeps its start (what failed) and its end (where a traceback says why)
+    return text if len(text) <= 300 else text[:100] + " ... " + text[-195:]
 
 
 def plot(frame: pd.DataFrame, benchmark: str, path: Path, device: str = "") -> Path | None:
@@ -170,16 +203,18 @@ def plot(frame: pd.DataFrame, benchmark: str, path: Path, device: str = "") -> P
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = latest(frame[(frame["benchmark"] == benchmark) & (frame["status"] == "ok")])
+    rows = shown_rows(frame, benchmark)
+    rows = rows[rows["status"] == "ok"]  # the table's rows that have a time
     if rows.empty:
         return None
     rows = rows.sort_values("train_seconds", ascending=False)
     labels = [f"{f} ({v})" if v != "fp32" else f for f, v in zip(rows["framework"], rows["variant"])]
     figure, axes = plt.subplots(figsize=(8, 1.2 + 0.5 * len(rows)))
     bars = axes.barh(labels, rows["train_seconds"], color="#4c72b0")
-    for bar, accuracy in zip(bars, rows["test_accuracy"]):
-        axes.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f"  {accuracy * 100:.1f} % accuracy",
-                  va="center", fontsize=9)
+    for bar, accuracy, later in zip(bars, rows["test_accuracy"], rows["later"]):
+        note = " (a later run did not end ok)" if later else ""
+        axes.text(bar.get_width(), bar.get_y() + bar.get_height() / 2,
+                  f"  {accuracy * 100:.1f} % accuracy{note}", va="center", fontsize=9)
     axes.set_xlabel("training time (s), lower is better")
     subset = " (subset runs)" if rows["subset"].fillna(False).astype(bool).any() else ""
     axes.set_title(f"{TITLES[benchmark]} on {device or 'one device'}{subset}\ntraining time and test accuracy",
@@ -262,8 +297,10 @@ def render(results: Path, readme: Path | None = None) -> Path:
     parts = ["# Results", "",
              f"Generated by `rosetta report` from the {len(records)} JSON record(s) in `records/`; "
              "do not edit by hand. Each device has its own tables, one per benchmark, with the "
-             "latest run of every framework on that device, fastest first; runs on different "
-             "devices are never ranked together. `results.csv` holds every run. \"Equivalent\" is "
+             "latest ok run of every framework on that device, fastest first, and a note beside it "
+             "when a later run failed or was interrupted (a framework without an ok run shows its "
+             "latest run); the plot shows the same runs. Runs on different devices are never "
+             "ranked together. `results.csv` holds every run. \"Equivalent\" is "
              "the latest `rosetta parity` check of that notebook's model against the NumPy "
              "reference (see docs/parity.md).", ""]
     found = devices(frame)
@@ -272,8 +309,7 @@ def render(results: Path, readme: Path | None = None) -> Path:
     summary = []
     for device in found:
         shown = frame[frame["device_group"] == device]
-        latest_rows = latest(shown)
-        described = where_and_when(latest_rows)
+        described = where_and_when(pd.concat([shown_rows(shown, b) for b in params.BENCHMARKS]))
         parts.append(f"- [{device}](#{anchor(device)}): {described}")
         summary.append(f"- [{device}](results/README.md#{anchor(device)}): {described}")
     parts.append("")

@@ -7,12 +7,20 @@ so, with its error, and the next notebook runs. With ``RunSettings.docker`` each
 notebook runs in its framework's image instead (``harness.docker``: the same
 papermill command inside ``docker run``, the paths translated), and its record
 and executed notebook land in the same place.
+
+Each run's name is reserved atomically before it starts (``new_stem``), so runs started at
+once into one folder never share a record. The kernel runs in a session of its own: a timeout
+or an interrupt ends every process group of the run (papermill's, the kernel's), and an
+interrupt (``Interrupted``, raised by SIGINT or SIGTERM once ``raise_on_interrupts`` is in
+effect) records the run as interrupted before it propagates.
 """
 from __future__ import annotations
 
 import collections
+import contextlib
 import glob
 import json
+import math
 import os
 import re
 import shlex
@@ -62,25 +70,85 @@ class RunSettings:
         }
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGINT (Ctrl-C) or SIGTERM reached the harness: the run in progress is stopped and
+    recorded as interrupted, and ``rosetta`` exits with ``exit_code`` (130 or 143)."""
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+    def describe(self) -> str:
+        name = signal.Signals(self.signum).name
+        return f"interrupted by {name}" + (" (Ctrl-C)" if self.signum == signal.SIGINT else "")
+
+
+def raise_on_interrupts() -> dict:
+    """From now on SIGINT and SIGTERM raise ``Interrupted`` in the main thread; returns the
+    handlers they had, for ``restore_handlers`` ({} outside the main thread, where nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def handler(signum, frame):
+        raise Interrupted(signum)
+
+    return {number: signal.signal(number, handler) for number in (signal.SIGINT, signal.SIGTERM)}
+
+
+def restore_handlers(previous: dict) -> None:
+    for number, action in previous.items():
+        signal.signal(number, action)
+
+
+@contextlib.contextmanager
+def interrupts_held():
+    """Clean-up that a second Ctrl-C must not cut short: SIGINT and SIGTERM are ignored meanwhile."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {number: signal.signal(number, signal.SIG_IGN) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, action in previous.items():
+            signal.signal(number, action)
+
+
 def records_dir(results: Path) -> Path:
     return results / "records"
 
 
 def new_stem(folder: Path, name: str) -> Path:
-    """``folder/STAMP-name``, for a new run's files; a second one in the same second becomes
-    ``STAMP.2-name``, which sorts after the first."""
+    """``folder/STAMP-name``, reserved for a new run's files; a second one in the same second
+    becomes ``STAMP.2-name``, which sorts after the first.
+
+    The name is reserved atomically (an empty file ``folder/.reserved/STAMP-name``, created
+    only if it does not exist yet), so runs started at once into one folder never share one.
+    """
+    reserved = folder / ".reserved"
+    reserved.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    stem, number = folder / f"{stamp}-{name}", 1
-    while any(folder.glob(glob.escape(stem.name) + ".*")):
+    number = 1
+    while True:
+        stem = folder / (f"{stamp}-{name}" if number == 1 else f"{stamp}.{number}-{name}")
         number += 1
-        stem = folder / f"{stamp}.{number}-{name}"
-    return stem
+        if any(folder.glob(glob.escape(stem.name) + ".*")):  # a run from before reservations
+            continue
+        try:
+            os.close(os.open(reserved / stem.name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            continue
+        return stem
 
 
 def run_paths(results: Path, framework: Framework, benchmark: str) -> tuple[Path, Path]:
     """The record and the executed notebook of a new run, side by side."""
     stem = new_stem(records_dir(results), f"{framework.name}-{benchmark}")
-    return stem.with_suffix(".json"), stem.with_suffix(".ipynb")
+    return stem.parent / (stem.name + ".json"), stem.parent / (stem.name + ".ipynb")  # not with_suffix: STAMP.2-name has a dot
 
 
 def notebook_error(executed: Path) -> tuple[str, str] | None:
@@ -123,8 +191,15 @@ def execute(framework: Framework, benchmark: str, settings: RunSettings, results
     if settings.docker:
         command, on_timeout = docker_command(framework, benchmark, executed, parameters, settings, results)
         print(prefix + "$ " + shlex.join(command), flush=True)
-    outcome = papermill(framework.notebook(benchmark), executed, framework.kernel, parameters,
-                        settings.timeout, prefix, command=command, on_timeout=on_timeout)
+    try:
+        outcome = papermill(framework.notebook(benchmark), executed, framework.kernel, parameters,
+                            settings.timeout, prefix, command=command, on_timeout=on_timeout)
+    except Interrupted as interrupt:  # papermill and the kernel are stopped: record it, then stop
+        with interrupts_held():
+            message = f"{interrupt.describe()}; the run was stopped"
+            print(prefix + "interrupted: " + message, flush=True)
+            _write_failure(record_path, framework, benchmark, settings, "interrupted", message, executed)
+        raise
     if outcome.status == "ok" and record_path.is_file():
         result = record.read(record_path)
         result["notebook"] = str(executed.relative_to(results)) if executed.is_file() else None
@@ -173,9 +248,34 @@ class Outcome:
     seconds: float
 
 
+# papermill, started so that the kernel it starts inherits a log file as its standard output and
+# error instead of the harness's pipe. ipykernel sends what is written straight to those file
+# descriptors (C++ libraries' messages) to the notebook, which papermill logs, and also echoes it
+# to the inherited ones: on one pipe each such line came twice. The file keeps what only the
+# inherited descriptors see (the kernel's start-up, the last words of a kernel that crashes).
+PAPERMILL_LAUNCHER = """
+import os, sys
+log = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+pipe = os.dup(1)
+os.dup2(log, 1)
+os.dup2(log, 2)
+os.close(log)
+sys.stdout = sys.stderr = open(pipe, "w", buffering=1)
+sys.argv = ["papermill"] + sys.argv[2:]
+from papermill.cli import papermill
+papermill()
+"""
+
+
+def kernel_log(executed: Path) -> Path:
+    """Where the kernel's own output goes: beside the executed notebook, ``STEM.kernel.log``."""
+    name = executed.name[:-len(".ipynb")] if executed.name.endswith(".ipynb") else executed.name
+    return executed.parent / (name + ".kernel.log")
+
+
 def papermill_command(notebook: Path, executed: Path, kernel: str, parameters: dict) -> list[str]:
     """papermill run by the harness's own Python, in the framework's registered kernel."""
-    return [sys.executable, "-m", "papermill", str(notebook), str(executed),
+    return [sys.executable, "-c", PAPERMILL_LAUNCHER, str(kernel_log(executed)), str(notebook), str(executed),
             "--kernel", kernel, "--cwd", str(REPOSITORY),
             "--parameters_yaml", json.dumps(parameters), "--log-output", "--no-progress-bar"]
 
@@ -191,23 +291,36 @@ def papermill(notebook: Path, executed: Path, kernel: str, parameters: dict, tim
     if command is None:
         command = papermill_command(notebook, executed, kernel, parameters)
     where = f"kernel {kernel}" if command[0] == sys.executable else f"kernel {kernel} via {command[0]} {command[1]}"
+    if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}.")
     print(prefix + f"running {_shown(notebook)} in {where} (timeout {timeout:.0f} s)", flush=True)
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                               start_new_session=True, env=kernel_environment())
+    watch = KernelWatch(process.pid)
     tail: collections.deque = collections.deque(maxlen=40)
     reader = threading.Thread(target=_stream, args=(process, tail, prefix), daemon=True)
     reader.start()
     try:
         returncode = process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        _kill_group(process)
-        if on_timeout is not None:
-            on_timeout()
-        reader.join(timeout=10)
+        with interrupts_held():
+            _stop_tree(process, watch)
+            if on_timeout is not None:
+                on_timeout()
+            reader.join(timeout=10)
         message = f"no result after {timeout:.0f} s; the run was stopped"
         print(prefix + "timeout: " + message)
         return Outcome("timeout", message, None, time.perf_counter() - started)
+    except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM: end papermill and the kernel, then say so
+        with interrupts_held():
+            _stop_tree(process, watch)
+            if on_timeout is not None:
+                on_timeout()
+        if isinstance(interrupt, Interrupted):
+            raise
+        raise Interrupted(signal.SIGINT) from None
+    watch.stop()
     reader.join(timeout=10)
     seconds = time.perf_counter() - started
     if returncode == 0:
@@ -217,8 +330,41 @@ def papermill(notebook: Path, executed: Path, kernel: str, parameters: dict, tim
         return Outcome("diverged", error[1], returncode, seconds)
     if error:
         return Outcome("failed", f"{error[0]}: {error[1]}", returncode, seconds)
-    return Outcome("failed", f"papermill exited with {returncode}: " + "".join(tail)[-2000:].strip(),
+    output = "".join(tail)
+    if "DeadKernelError" in output or "Kernel died" in output:
+        message = (f"DeadKernelError: the kernel died ({watch.how_it_died()}) while the notebook ran; "
+                   f"papermill exited with {returncode}")
+        last_words = _last_lines(_read_text(kernel_log(executed)), 600)
+        return Outcome("failed", message + (f"; the kernel's last output: {last_words}" if last_words else ""),
+                       returncode, seconds)
+    return Outcome("failed", f"papermill exited with {returncode}: " + _last_lines(output, 2000),
                    returncode, seconds)
+
+
+def kernel_environment() -> dict:
+    """The environment of papermill and the kernel it starts: unbuffered output, and TensorFlow's
+    C++ notices off before TensorFlow loads (a notebook's own setting comes too late for some)."""
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    environment.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return environment
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _last_lines(text: str, limit: int) -> str:
+    """The end of ``text``, whole lines only, at most ``limit`` characters."""
+    lines, size = [], 0
+    for line in reversed(text.strip().splitlines()):
+        if size + len(line) + 1 > limit and lines:
+            break
+        lines.append(line)
+        size += len(line) + 1
+    return "\n".join(reversed(lines))[-limit:]
 
 
 def _shown(path: Path) -> str:
@@ -229,18 +375,129 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def _kill_group(process: subprocess.Popen) -> None:
-    """Stops papermill and the kernel it started (they share a session)."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux: read from /proc; elsewhere none)."""
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except (OSError, ValueError):
+        pass
+    found = []
+    for entry in glob.glob("/proc/[0-9]*/stat"):
+        fields = _stat_fields(entry)
+        if fields and fields[1] == str(pid):
+            found.append(int(entry.split("/")[2]))
+    return found
+
+
+def _stat_fields(path: str) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name: state, ppid, pgrp, ..."""
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return None
+    return text[text.rfind(")") + 2:].split()
+
+
+def _alive(pid: int) -> bool:
+    fields = _stat_fields(f"/proc/{pid}/stat")
+    if fields is not None:
+        return fields[0] not in ("Z", "X")
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return not Path("/proc").is_dir()  # /proc exists but has no entry: gone
+
+
+class KernelWatch:
+    """Notes the kernel(s) papermill starts (its children, each in a session of its own) and,
+    where /proc shows it, how one died: the exit status a dead kernel leaves while a zombie."""
+
+    def __init__(self, papermill_pid: int, interval: float = 0.05):
+        self.papermill_pid, self.interval = papermill_pid, interval
+        self.kernels: dict[int, int | None] = {}  # pid -> its wait status once dead (None: alive or unknown)
+        self.died: list[int] = []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        last_scan = 0.0
+        while not self._done.wait(self.interval):
+            if time.monotonic() - last_scan > 0.5 or not self.kernels:
+                last_scan = time.monotonic()
+                for pid in _children(self.papermill_pid):
+                    self.kernels.setdefault(pid, None)
+            for pid in list(self.kernels):
+                if pid in self.died:
+                    continue
+                fields = _stat_fields(f"/proc/{pid}/stat")
+                if fields is None or fields[0] in ("Z", "X"):
+                    self.died.append(pid)
+                    if fields is not None and len(fields) > 49:
+                        self.kernels[pid] = int(fields[49])  # field 52, exit_code
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join(timeout=2)
+
+    def how_it_died(self) -> str:
+        for pid in self.died:
+            status = self.kernels.get(pid)
+            if status is None:
+                continue
+            if status & 0x7F:
+                number = status & 0x7F
+                try:
+                    name = signal.Signals(number).name
+                except ValueError:
+                    name = "an unknown signal"
+                return f"killed by signal {number}, {name}" + (
+                    ": out of memory, or killed from outside" if number == signal.SIGKILL else "")
+            return f"exit code {status >> 8}"
+        return "its exit status was not seen"
+
+    def pids(self) -> list[int]:
+        return list(self.kernels)
+
+
+def _descendants(pid: int) -> list[int]:
+    found, queue = [], [pid]
+    while queue:
+        for child in _children(queue.pop()):
+            if child not in found:
+                found.append(child)
+                queue.append(child)
+    return found
+
+
+def _stop_tree(process: subprocess.Popen, watch: KernelWatch | None = None, grace: float = 10) -> None:
+    """Stops papermill and every process it started, the kernel included: the kernel runs in a
+    session (and process group) of its own, so each process group is ended, SIGTERM first."""
+    if watch is not None:
+        watch.stop()
+    pids = _descendants(process.pid) + (watch.pids() if watch else [])
+    groups = {process.pid}
+    for pid in pids:
         try:
-            os.killpg(process.pid, sig)
+            groups.add(os.getpgid(pid))
         except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=10)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+            pass
+    groups.discard(os.getpgrp())  # never our own
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for group in groups:
+            try:
+                os.killpg(group, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            if process.poll() is not None and not any(_alive(pid) for pid in pids):
+                return
+            time.sleep(0.05)
+    process.poll()
 
 
 def kernel_provenance(framework: Framework, settings: RunSettings) -> dict | None:
@@ -276,12 +533,71 @@ def _write_failure(record_path: Path, framework: Framework, benchmark: str, sett
     return result
 
 
+def _same_data(found: dict | None, provenance: dict | None) -> bool:
+    if not found or not provenance or found.get("source") != provenance.get("source"):
+        return False
+    key = "checksum" if provenance.get("source") == "official" else "sha256"
+    return provenance.get(key) is not None and found.get(key) == provenance.get(key)
+
+
+def finished_runs(frameworks: list[Framework], benchmarks: list[str], settings: RunSettings, results: Path,
+                  provenances: dict, commit: str | None) -> dict[tuple[str, str], str]:
+    """For ``--resume``: each (framework name, benchmark) that already has an ok record with these
+    settings (sizes, seed, device), this data (its checksum) and this code version (a clean git
+    commit: uncommitted changes could differ from any earlier run's), mapped to that record's file."""
+    if not commit or commit.endswith("-dirty"):
+        print("resume: nothing skipped, as the code version is not a clean git commit "
+              f"({commit or 'no git'}); every selected notebook runs.")
+        return {}
+    device = settings.device if settings.device != "auto" else environments.default_flavour()
+    labels = {framework.label: framework.name for framework in frameworks}
+    found: dict[tuple[str, str], str] = {}
+    for path in sorted(records_dir(results).glob("*.json")):
+        try:
+            done = record.read(path)
+        except (ValueError, TypeError, OSError, UnicodeDecodeError):
+            continue
+        benchmark = done["benchmark"]
+        if done["framework"] not in labels or benchmark not in benchmarks or done["status"] != "ok":
+            continue
+        spec = params.BENCHMARKS[benchmark]
+        wanted = {"epochs": settings.epochs or spec["epochs"], "batch_size": settings.batch_size or spec["batch"],
+                  "train_samples": settings.train_samples or spec["train"],
+                  "test_samples": settings.test_samples or spec["test"], "seed": settings.seed, "variant": "fp32"}
+        env = done.get("environment") or {}
+        if (all(done.get(key) == value for key, value in wanted.items())
+                and _same_data(done.get("data"), provenances.get(benchmark))
+                and env.get("git_commit") == commit and env.get("device") == device):
+            found[(labels[done["framework"]], benchmark)] = path.name
+    return found
+
+
 def run_all(frameworks: list[Framework], benchmarks: list[str], settings: RunSettings,
-            results: Path) -> list[dict]:
-    """Every selected notebook in turn; one failing never stops the others."""
+            results: Path, skip: dict | None = None, data_errors: dict | None = None) -> list[dict]:
+    """Every selected notebook in turn; one failing never stops the others.
+
+    ``skip`` maps (framework name, benchmark) to the ok record that makes a run unnecessary
+    (``--resume``); ``data_errors`` maps a benchmark whose data could not be read to its error:
+    its runs are recorded as failed with it, without starting a kernel.
+    """
+    skip, data_errors = skip or {}, data_errors or {}
     done = []
     selected = [(f, b) for f in frameworks for b in benchmarks if b in f.notebooks]
     for number, (framework, benchmark) in enumerate(selected, start=1):
-        print(f"=== {number}/{len(selected)}: {framework.label} {benchmark} ===", flush=True)
+        heading = f"=== {number}/{len(selected)}: {framework.label} {benchmark}"
+        if (framework.name, benchmark) in skip:
+            print(f"{heading}: skipped (--resume), already ok in {skip[framework.name, benchmark]} ===",
+                  flush=True)
+            continue
+        print(heading + " ===", flush=True)
+        if benchmark in data_errors:
+            record_path, _ = run_paths(results, framework, benchmark)
+            message = f"DataError: {data_errors[benchmark]}"
+            print(f"[{framework.name}/{benchmark}] failed: {message}", flush=True)
+            done.append(_write_failure(record_path, framework, benchmark, settings, "failed", message, None))
+            continue
         done.append(execute(framework, benchmark, settings, results))
+    if skip:
+        print(f"resume: skipped {len(skip)} run(s) that already have an ok record: "
+              + ", ".join(f"{name} {benchmark}" for name, benchmark in skip), flush=True)
     return done

@@ -1,5 +1,6 @@
 """Small notebooks run in a kernel of the test's own Python, for the runner and docker tests."""
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -42,3 +43,17 @@ def framework(path: Path, body: str, name: str = "selftest") -> Framework:
     path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(notebook, path)
     return Framework(name=name, label=name.title(), api="test", env="selftest", notebooks={"cifar": str(path)})
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat[stat.rfind(")") + 2] not in "ZX"
+    except OSError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return not Path("/proc").is_dir()

@@ -1,7 +1,12 @@
 """`rosetta` on the command line: overrides, selection and clear errors."""
+import shutil
+import subprocess
+from pathlib import Path
+
 import pytest
 
-from harness import cli, runner
+from common import params, record
+from harness import REPOSITORY, cli, runner
 from harness.frameworks import FRAMEWORKS, select
 
 
@@ -20,19 +25,20 @@ def test_sizes_must_be_positive_numbers(value, capsys):
 def test_overrides_reach_the_notebook_parameters(monkeypatch, tmp_path):
     seen = {}
 
-    def fake_run_all(frameworks, benchmarks, settings, results):
+    def fake_run_all(frameworks, benchmarks, settings, results, **options):
         seen.update(frameworks=[f.name for f in frameworks], benchmarks=benchmarks, settings=settings)
         return []
 
     monkeypatch.setattr(runner, "run_all", fake_run_all)
-    monkeypatch.setattr(cli, "cmd_data", lambda args, benchmarks=None: 0)
+    monkeypatch.setattr(cli, "load_data", lambda args, benchmarks: ({}, {}))
+    (tmp_path / "imdb.npz").write_bytes(b"")
     status = cli.main(["run", "pytorch", "--benchmark", "imdb", "--epochs", "1", "--train-samples", "2000",
-                       "--imdb", "/x/imdb.npz", "--results", str(tmp_path)])
+                       "--imdb", str(tmp_path / "imdb.npz"), "--results", str(tmp_path)])
     assert status == 0
     assert seen["frameworks"] == ["pytorch"] and seen["benchmarks"] == ["imdb"]
     parameters = seen["settings"].notebook_parameters("imdb", tmp_path / "r.json")
     assert parameters["epochs"] == 1 and parameters["train_samples"] == 2000
-    assert parameters["data_source"] == "/x/imdb.npz" and parameters["test_samples"] is None
+    assert parameters["data_source"] == str(tmp_path / "imdb.npz") and parameters["test_samples"] is None
     assert (tmp_path / "README.md").is_file()
 
 
@@ -62,3 +68,193 @@ def test_list_aligns_every_framework_and_names_its_notebooks(capsys):
     for framework in FRAMEWORKS.values():
         for notebook in framework.notebooks.values():
             assert any(line.endswith(f"notebooks/{notebook}") for line in lines)
+
+
+# --- every argument checked before anything starts ---------------------------------------------
+
+@pytest.fixture
+def started(monkeypatch):
+    """What would have started: environments, parity checks, data loading, notebook runs."""
+    calls = []
+    monkeypatch.setattr(cli, "cmd_envs", lambda args: calls.append("envs") or 0)
+    monkeypatch.setattr(cli.parity, "check_all", lambda *a, **k: calls.append("parity") or [])
+    monkeypatch.setattr(cli, "cmd_data", lambda args, benchmarks=None: calls.append("data") or 0)
+    monkeypatch.setattr(cli, "load_data", lambda args, benchmarks: calls.append("data") or ({}, {}),
+                        raising=False)
+    monkeypatch.setattr(runner, "run_all", lambda *a, **k: calls.append("run") or [])
+    return calls
+
+
+@pytest.mark.parametrize("flag, value", [("--timeout", "0"), ("--timeout", "-5"), ("--timeout", "nan"),
+                                         ("--timeout", "inf"), ("--seed", "-1"), ("--seed", str(2**32))])
+def test_bad_timeouts_and_seeds_are_refused_naming_the_flag(flag, value, capsys):
+    with pytest.raises(SystemExit):
+        cli.parse(["run", flag, value])
+    error = capsys.readouterr().err
+    assert flag in error and value in error
+
+
+@pytest.mark.parametrize("command", ["run", "bench"])
+@pytest.mark.parametrize("arguments, expected", [
+    (["--train-samples", "5"], "--train-samples 5: 5 training samples make no complete batch of 64"),
+    (["--batch-size", "300", "--train-samples", "200"], "--train-samples 200: 200 training samples make no"),
+    (["--train-samples", "60000", "--benchmark", "cifar"], "--train-samples 60000: cifar has 50000"),
+    (["--test-samples", "30000"], "--test-samples 30000: cifar has 10000"),
+    (["--cifar10", "nowhere/cifar-10-python.tar.gz"], "nowhere/cifar-10-python.tar.gz: no such file"),
+])
+def test_run_arguments_are_checked_before_anything_starts(command, arguments, expected, started, tmp_path,
+                                                          capsys):
+    assert cli.main([command, "pytorch", "--results", str(tmp_path), *arguments]) == 2
+    error = capsys.readouterr().err
+    assert expected in error and error.count("\n") == 1
+    assert started == []
+
+
+def test_device_cuda_without_a_gpu_is_refused_before_anything_starts(started, monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(cli.environments, "default_flavour", lambda: "cpu")
+    assert cli.main(["bench", "pytorch", "--device", "cuda", "--results", str(tmp_path)]) == 2
+    assert "--device cuda: no NVIDIA GPU found" in capsys.readouterr().err
+    assert started == []
+
+
+def test_an_unusable_results_folder_is_one_clear_error(started, tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    assert cli.main(["run", "pytorch", "--results", str(tmp_path / "file" / "results")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"rosetta: --results {tmp_path / 'file' / 'results'}: cannot write")
+    assert error.count("\n") == 1 and started == []
+    assert cli.main(["report", "--results", str(tmp_path / "missing")]) == 2
+    assert "--results" in capsys.readouterr().err and not (tmp_path / "missing").exists()
+    assert cli.main(["run", "pytorch", "--data-dir", str(tmp_path / "file" / "cache"),
+                     "--results", str(tmp_path / "results")]) == 2
+    assert capsys.readouterr().err.startswith(f"rosetta: --data-dir {tmp_path / 'file' / 'cache'}: cannot write "
+                                              "the data cache there")
+    assert started == []
+
+
+# --- paths, data errors, resume ----------------------------------------------------------------
+
+def _capture_settings(monkeypatch) -> dict:
+    seen = {}
+
+    def fake_run_all(frameworks, benchmarks, settings, results, **options):
+        seen.update(settings=settings, results=results)
+        return []
+
+    monkeypatch.setattr(runner, "run_all", fake_run_all)
+    monkeypatch.setattr(cli, "cmd_data", lambda args, benchmarks=None: 0)
+    monkeypatch.setattr(cli, "load_data", lambda args, benchmarks: ({}, {}), raising=False)
+    return seen
+
+
+def test_relative_paths_reach_the_kernel_absolute(monkeypatch, tmp_path):
+    seen = _capture_settings(monkeypatch)
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "data").mkdir(parents=True)
+    (elsewhere / "data" / "imdb.npz").write_bytes(b"")
+    (elsewhere / "cifar").mkdir()
+    monkeypatch.chdir(elsewhere)  # not the repository's root, where the kernels run
+    monkeypatch.setenv("ROSETTA_CIFAR10", "cifar")
+    assert cli.main(["run", "pytorch", "--imdb", "data/imdb.npz", "--data-dir", "cache",
+                     "--results", "out"]) == 0
+    imdb = seen["settings"].notebook_parameters("imdb", Path("r.json"))
+    cifar = seen["settings"].notebook_parameters("cifar", Path("r.json"))
+    assert imdb["data_source"] == str(elsewhere / "data" / "imdb.npz")
+    assert cifar["data_source"] == str(elsewhere / "cifar")  # from ROSETTA_CIFAR10
+    assert imdb["data_dir"] == str(elsewhere / "cache")
+    assert seen["results"] == elsewhere / "out"
+
+
+def test_a_data_error_fails_that_benchmarks_runs_and_the_other_benchmark_still_runs(monkeypatch, tmp_path):
+    def broken_cifar(source=None, cache=None):
+        raise cli.data.DataError("/x/cifar-10-python.tar.gz is truncated or corrupt")
+
+    def fine_imdb(source=None, cache=None):
+        return [0] * 3, None, [0] * 2, None, {"source": "official", "path": "/x/imdb.npz"}
+
+    ran = []
+    monkeypatch.setattr(cli.data, "load_cifar10", broken_cifar)
+    monkeypatch.setattr(cli.data, "load_imdb", fine_imdb)
+    monkeypatch.setattr(runner, "execute", lambda framework, benchmark, settings, results:
+                        ran.append((framework.name, benchmark)) or {"status": "ok"})
+    assert cli.main(["run", "pytorch", "--results", str(tmp_path)]) == 1
+    assert ran == [("pytorch", "imdb")]
+    failed = [record.read(path) for path in (tmp_path / "records").glob("*.json")]
+    assert [(r["benchmark"], r["status"]) for r in failed] == [("cifar", "failed")]
+    assert failed[0]["error"] == "DataError: /x/cifar-10-python.tar.gz is truncated or corrupt"
+
+
+def _ok_record(results, name, benchmark, commit="abc123", **changes):
+    spec = params.BENCHMARKS[benchmark]
+    fields = dict(framework="PyTorch", api="nn.Module", benchmark=benchmark, accuracy=0.5,
+                  timing={"train_seconds": 3.0}, epochs=1, batch_size=spec["batch"],
+                  train_samples=2000, test_samples=spec["test"], seed=42,
+                  environment={"device": "cpu", "cpu": "Test CPU", "threads": 2, "git_commit": commit},
+                  data={"source": "official", "checksum": f"{benchmark}-hash"})
+    fields.update(changes)
+    record.write(results / "records" / f"{name}.json", record.build(**fields))
+
+
+@pytest.mark.parametrize("commit", ["abc123", "abc123-dirty"])
+def test_resume_skips_what_already_has_an_ok_record_with_the_same_settings(monkeypatch, tmp_path, capsys,
+                                                                           commit):
+    _ok_record(tmp_path, "1-cifar", "cifar", commit=commit)   # the same settings: skipped
+    _ok_record(tmp_path, "2-imdb", "imdb", seed=7)            # another seed: runs again
+    provenances = {b: {"source": "official", "checksum": f"{b}-hash"} for b in ("cifar", "imdb")}
+    monkeypatch.setattr(cli, "load_data", lambda args, benchmarks: (provenances, {}))
+    monkeypatch.setattr(cli.environment, "git_commit", lambda: commit)
+    ran = []
+    monkeypatch.setattr(runner, "execute", lambda framework, benchmark, settings, results:
+                        ran.append(benchmark) or {"status": "ok"})
+    arguments = ["run", "pytorch", "--epochs", "1", "--train-samples", "2000", "--device", "cpu",
+                 "--results", str(tmp_path)]
+    assert cli.main(arguments + ["--resume"]) == 0
+    output = capsys.readouterr().out
+    if commit.endswith("-dirty"):  # uncommitted changes: no earlier run is known to match
+        assert ran == ["cifar", "imdb"] and "nothing skipped" in output
+        return
+    assert ran == ["imdb"]
+    assert "skipped (--resume), already ok in 1-cifar.json" in output
+    assert "resume: skipped 1 run(s)" in output and "pytorch cifar" in output
+    ran.clear()
+    assert cli.main(arguments) == 0 and ran == ["cifar", "imdb"]  # without --resume everything runs
+
+
+@pytest.mark.parametrize("change", [{"epochs": 2}, {"environment": {"device": "cpu", "cpu": "C", "git_commit": "old"}},
+                                    {"data": {"source": "official", "checksum": "other"}},
+                                    {"environment": {"device": "cuda", "gpu": "G", "git_commit": "abc123"}}])
+def test_resume_reruns_what_differs_in_settings_data_code_or_device(monkeypatch, tmp_path, change):
+    _ok_record(tmp_path, "1-cifar", "cifar", **change)
+    provenances = {"cifar": {"source": "official", "checksum": "cifar-hash"}}
+    monkeypatch.setattr(cli, "load_data", lambda args, benchmarks: (provenances, {}))
+    monkeypatch.setattr(cli.environment, "git_commit", lambda: "abc123")
+    ran = []
+    monkeypatch.setattr(runner, "execute", lambda framework, benchmark, settings, results:
+                        ran.append(benchmark) or {"status": "ok"})
+    assert cli.main(["run", "pytorch", "--benchmark", "cifar", "--epochs", "1", "--train-samples", "2000",
+                     "--device", "cpu", "--resume", "--results", str(tmp_path)]) == 0
+    assert ran == ["cifar"]
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_bench_resume_passes_the_flag():
+    def planned(*variables):
+        done = subprocess.run(["make", "-n", "bench", "FRAMEWORKS=pytorch", *variables], cwd=REPOSITORY,
+                              capture_output=True, text=True)
+        return [line.split() for line in done.stdout.splitlines() if "rosetta bench" in line]
+
+    assert planned("RESUME=1")[0][-1] == "--resume"
+    assert "--resume" not in planned()[0]
+
+
+def test_bench_interrupted_before_its_runs_exits_130_and_still_writes_the_report(started, monkeypatch,
+                                                                                 tmp_path, capsys):
+    import signal
+
+    def interrupted(*arguments, **options):
+        raise runner.Interrupted(signal.SIGTERM)
+
+    monkeypatch.setattr(cli.parity, "check_all", interrupted)
+    assert cli.main(["bench", "pytorch", "--results", str(tmp_path)]) == 143
+    assert "interrupted by SIGTERM" in capsys.readouterr().err
+    assert (tmp_path / "README.md").is_file() and "run" not in started

@@ -722,3 +722,21 @@ def test_real_imdb_local_copy():
     # so its last 150 tokens fill the row and its start token is gone.
     assert y_train[0] == 1 and y_train[:10].tolist() == [1, 0, 0, 1, 0, 0, 1, 0, 1, 0]
     assert x_train[0, -4:].tolist() == [5345, 19, 178, 32] and x_train[0, 0] != 1
+
+
+# --- what the messages advise -------------------------------------------------------------------
+
+def test_a_corrupt_local_copy_is_to_be_replaced_not_deleted(tiny_cifar, tiny_imdb, tmp_path):
+    for load, original, flag in ((data.load_cifar10, tiny_cifar, "--cifar10"), (data.load_imdb, tiny_imdb, "--imdb")):
+        broken = cut(original, tmp_path / original.name, original.stat().st_size // 2)
+        with pytest.raises(data.DataError) as caught:
+            load(source=broken, cache=tmp_path / "cache")
+        message = str(caught.value)
+        assert "Replace it with a good copy" in message and flag in message
+        assert "Delete it" not in message  # the user's own copy: not ours to delete
+
+
+def test_a_missing_copy_names_the_options_that_exist(tmp_path):
+    with pytest.raises(data.DataError) as caught:
+        data.load_imdb(source=tmp_path / "nowhere.npz")
+    assert "--imdb or ROSETTA_IMDB" in str(caught.value) and "--source" not in str(caught.value)

@@ -437,7 +437,8 @@ def test_docker_run_command_runs_the_notebook_in_its_image_with_the_gpu(tmp_path
 
 def test_results_inside_the_repository_need_no_extra_mount(tmp_path, no_docker_override):
     framework = FRAMEWORKS["pytorch"]
-    record_path, executed = runner.run_paths(REPOSITORY / "results", framework, "imdb")
+    stem = runner.records_dir(REPOSITORY / "results") / "20260101-000000-pytorch-imdb"  # not reserved there:
+    record_path, executed = stem.with_name(stem.name + ".json"), stem.with_name(stem.name + ".ipynb")  # no run
     settings = runner.RunSettings(device="cpu", data_dir=str(tmp_path / "cache"), docker=True)
     command, _ = runner.docker_command(framework, "imdb", executed,
                                        settings.notebook_parameters("imdb", record_path), settings,
@@ -600,9 +601,9 @@ def test_no_docker_is_recorded_as_unavailable(tmp_path, monkeypatch):
 
 def test_run_docker_reaches_the_runner(monkeypatch, tmp_path):
     seen = {}
-    monkeypatch.setattr(runner, "run_all", lambda frameworks, benchmarks, settings, results:
+    monkeypatch.setattr(runner, "run_all", lambda frameworks, benchmarks, settings, results, **options:
                         seen.setdefault("settings", settings) and [])
-    monkeypatch.setattr(cli, "cmd_data", lambda args, benchmarks=None: 0)
+    monkeypatch.setattr(cli, "load_data", lambda args, benchmarks: ({}, {}))
     assert cli.main(["run", "pytorch", "--docker", "--results", str(tmp_path)]) == 0
     assert seen["settings"].docker is True
     assert cli.parse(["run"]).docker is False

@@ -90,3 +90,21 @@ def test_check_loss():
     for value in (math.nan, math.inf):
         with pytest.raises(record.TrainingDiverged, match="epoch 3"):
             record.check_loss(value, 2)
+
+
+def test_a_record_file_is_as_readable_as_the_notebook_beside_it(tmp_path):
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        path = record.write(tmp_path / "r.json", _ok())
+    finally:
+        os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_interrupted_is_a_status_and_needs_its_error():
+    r = _ok(status="interrupted", error="interrupted by SIGINT (Ctrl-C)", accuracy=None)
+    assert record.validate(r)["status"] == "interrupted"
+    with pytest.raises(ValueError, match="needs its error"):
+        record.validate(_ok(status="interrupted", accuracy=None))

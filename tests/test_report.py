@@ -76,10 +76,59 @@ def test_no_records_gives_an_empty_report(tmp_path):
     assert readme.count("No runs yet.") == 1
 
 
-def test_an_invalid_record_stops_the_report_naming_it(results):
-    (results / "records" / "6-bad.json").write_text('{"schema_version": 1}')
-    with pytest.raises(ValueError, match="6-bad.json"):
-        report.render(results)
+@pytest.mark.parametrize("content", ['{"schema_version": 1}', '{"truncated', "[1, 2]", "42", "\xff\xfe"])
+def test_an_unreadable_record_is_skipped_with_a_warning_naming_it(results, capsys, content):
+    readable = len(report.load_records(results))
+    (results / "records" / "6-bad.json").write_bytes(content.encode("latin-1"))
+    readme = report.render(results).read_text()
+    assert "6-bad.json" in capsys.readouterr().err
+    assert f"from the {readable} JSON record(s)" in readme and "77.3 %" in readme  # the others still count
+
+
+# the device of the fixture's newer PyTorch run: a later run on the same machine is compared with it
+SAME_GPU = {"device": "cuda", "gpu": "Test GPU", "driver": "555", "cuda": "12.4", "cudnn": "90100",
+            "versions": {}, "python": "3.11"}
+
+
+def _cifar_rows(readme: str) -> dict:
+    cifar = readme.split("## CNN on CIFAR-10")[1].split("## GRU on IMDB")[0]
+    return {line.split(" | ")[0][2:]: line for line in cifar.splitlines()
+            if line.startswith("| ") and "Framework" not in line}
+
+
+@pytest.mark.parametrize("status", ["failed", "interrupted"])
+def test_a_later_failed_run_does_not_hide_the_ok_one_and_is_noted(results, status):
+    _write(results, "7-nonsense", status=status, error="ValueError: nonsense parameters", environment=SAME_GPU)
+    rows = _cifar_rows(report.render(results).read_text())
+    assert "77.3 %" in rows["PyTorch"] and "123.5" in rows["PyTorch"]  # the latest ok run
+    assert f"{status}: ValueError: nonsense parameters" in rows["PyTorch"]  # and the note beside it
+    assert "later" not in rows["Fastest"]
+    assert "**failed**: ImportError: no module x" in rows["Broken"]  # no ok run: its latest run
+
+
+def test_the_plot_shows_exactly_the_rows_the_table_shows(results, monkeypatch):
+    import matplotlib.axes
+
+    drawn = {}
+    original = matplotlib.axes.Axes.barh
+
+    def spy(self, labels, widths, **kwargs):
+        drawn[self.get_title() or len(drawn)] = dict(zip(labels, widths))
+        return original(self, labels, widths, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "barh", spy)
+    _write(results, "7-nonsense", status="failed", error="ValueError: nonsense parameters", environment=SAME_GPU)
+    rows = _cifar_rows(report.render(results).read_text())
+    timed = {name: float(row.split(" | ")[6]) for name, row in rows.items() if row.split(" | ")[6] != "–"}
+    assert timed == {"Fastest": 61.7, "PyTorch": 123.5}
+    bars = next(iter(drawn.values()))
+    assert {name: round(seconds, 1) for name, seconds in bars.items()} == timed
+
+
+def test_a_long_error_keeps_its_useful_end_in_the_table(results):
+    traceback = "Traceback (most recent call last): " + "File x.py, line 1, in f; " * 40 + "DeadKernelError: died"
+    _write(results, "8-dead", framework="Dead", status="failed", error=traceback, environment=SAME_GPU)
+    assert "DeadKernelError: died" in _cifar_rows(report.render(results).read_text())["Dead"]
 
 
 def test_a_framework_failing_parity_is_flagged_in_its_row(results):

@@ -1,4 +1,8 @@
 """The runner on small notebooks in a kernel of the test's own Python: every outcome gets a record."""
+import json
+import os
+import signal
+
 import nbformat
 import pytest
 import selftest
@@ -90,7 +94,7 @@ def test_missing_environment_is_recorded_as_unavailable(tmp_path, monkeypatch):
 def test_run_paths_never_overwrite(tmp_path):
     framework = Framework(name="x", label="X", api="t", env="x")
     first, _ = runner.run_paths(tmp_path, framework, "cifar")
-    first.parent.mkdir(parents=True)
+    first.parent.mkdir(parents=True, exist_ok=True)
     first.write_text("{}")
     second, _ = runner.run_paths(tmp_path, framework, "cifar")
     assert second != first
@@ -99,9 +103,95 @@ def test_run_paths_never_overwrite(tmp_path):
 def test_a_second_run_in_the_same_second_sorts_after_the_first(tmp_path):
     framework = Framework(name="x", label="X", api="t", env="x")
     first, _ = runner.run_paths(tmp_path, framework, "cifar")
-    first.parent.mkdir(parents=True)
+    first.parent.mkdir(parents=True, exist_ok=True)
     first.write_text("{}")
     second, _ = runner.run_paths(tmp_path, framework, "cifar")
     second.write_text("{}")
     third, _ = runner.run_paths(tmp_path, framework, "cifar")
+    assert len({first, second, third}) == 3  # STAMP.2-name and STAMP.3-name keep their names
     assert sorted([third, second, first]) == [first, second, third]
+
+
+def test_a_killed_kernel_is_recorded_as_a_dead_kernel_with_its_signal(tmp_path, selftest_kernel):
+    body = "import os, signal, time\nos.write(2, b'last words\\n')\ntime.sleep(1)\nos.kill(os.getpid(), signal.SIGKILL)"
+    result = runner.execute(_framework(tmp_path, body), "cifar", runner.RunSettings(), tmp_path / "results")
+    assert result["status"] == "failed"
+    assert result["error"].startswith("DeadKernelError: the kernel died (killed by signal 9, SIGKILL")
+    assert "; the kernel's last output: " in result["error"] and result["error"].endswith("last words")
+    table = report.benchmark_table(report.to_frame(report.load_records(tmp_path / "results")), "cifar")
+    assert "DeadKernelError: the kernel died (killed by signal 9" in table
+
+
+def test_names_are_reserved_before_anything_is_written(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner.time, "strftime", lambda fmt: "20260101-000000")
+    framework = Framework(name="x", label="X", api="t", env="x")
+    first, _ = runner.run_paths(tmp_path, framework, "cifar")
+    second, _ = runner.run_paths(tmp_path, framework, "cifar")  # the first has written nothing yet
+    assert first != second and sorted([second, first]) == [first, second]
+
+
+def _reserve_many(folder, count, queue):
+    runner.time.strftime = lambda fmt: "20260101-000000"
+    framework = Framework(name="x", label="X", api="t", env="x")
+    queue.put([str(runner.run_paths(folder, framework, "cifar")[0]) for _ in range(count)])
+
+
+def test_concurrent_runs_into_one_folder_never_share_a_name(tmp_path):
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    workers = [context.Process(target=_reserve_many, args=(tmp_path, 30, queue)) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    names = [name for _ in workers for name in queue.get(timeout=60)]
+    for worker in workers:
+        worker.join(timeout=60)
+    assert len(names) == 90 and len(set(names)) == 90
+
+
+def test_a_timeout_leaves_no_process_behind(tmp_path, selftest_kernel):
+    # The kernel runs in a session of its own, and what it starts (here a sleep, like a data loader's
+    # workers) in the kernel's process group: stopping papermill's group alone ends neither.
+    body = """
+import json, os, subprocess
+child = subprocess.Popen(["sleep", "600"])
+with open(record_path + ".pids", "w") as f:
+    json.dump([os.getpid(), child.pid], f)
+child.wait()
+"""
+    result = runner.execute(_framework(tmp_path, body), "cifar", runner.RunSettings(timeout=8),
+                            tmp_path / "results")
+    assert result["status"] == "timeout"
+    pids = json.loads(next((tmp_path / "results" / "records").glob("*.pids")).read_text())
+    try:
+        assert [pid for pid in pids if selftest.alive(pid)] == []
+    finally:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def test_what_a_kernel_writes_to_its_file_descriptors_is_shown_once(tmp_path, selftest_kernel, capsys,
+                                                                    monkeypatch):
+    # ipykernel (6 and later) sends such output to the notebook and echoes it to the descriptors the
+    # kernel inherited; it leaves the descriptors alone where PYTEST_CURRENT_TEST is set, as in a test.
+    monkeypatch.delenv("PYTEST_CURRENT_TEST", raising=False)
+    body = "import os, time\nos.write(2, b'a native notice\\n')\ntime.sleep(0.5)\nprint('a python line')"
+    runner.execute(_framework(tmp_path, body), "cifar", runner.RunSettings(), tmp_path / "results")
+    shown = capsys.readouterr().out
+    assert shown.count("a native notice") == 1 and shown.count("a python line") == 1
+    executed = next((tmp_path / "results" / "records").glob("*.ipynb"))
+    assert "a native notice" in json.dumps(nbformat.read(executed, as_version=4).cells[-1]["outputs"])
+    assert "a native notice" in runner.kernel_log(executed).read_text()  # and the kernel's own log has it
+
+
+def test_kernels_start_with_tensorflows_cpp_notices_off(tmp_path, selftest_kernel, monkeypatch):
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    body = "import os\nopen(record_path + '.env', 'w').write(os.environ.get('TF_CPP_MIN_LOG_LEVEL', 'unset'))"
+    runner.execute(_framework(tmp_path, body), "cifar", runner.RunSettings(), tmp_path / "results")
+    assert next((tmp_path / "results" / "records").glob("*.env")).read_text() == "2"  # before TensorFlow loads
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")  # the user's own setting wins
+    assert runner.kernel_environment()["TF_CPP_MIN_LOG_LEVEL"] == "0"

@@ -1,0 +1,114 @@
+"""A real `rosetta run`, in a process of its own started from outside the repository: interrupted,
+it stops, is recorded as interrupted and leaves no process; given relative paths, it means the
+files in the folder it was started from (the kernel runs in the repository's root)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import selftest
+
+from common import record
+from harness import REPOSITORY
+
+TESTS = Path(__file__).parent
+
+DRIVER = """
+import sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+import selftest
+from harness import cli, environments, frameworks
+
+framework = selftest.framework(Path({notebook!r}), {body!r})
+frameworks.FRAMEWORKS[framework.name] = framework
+environments.unavailable_reason = lambda framework: None
+cli.load_data = lambda args, benchmarks: ({{}}, {{}})  # no data: the notebook reads none
+cli.cmd_data = lambda args, benchmarks=None: 0
+sys.exit(cli.main(["run", "selftest", "--benchmark", "cifar", "--device", "cpu"] + sys.argv[1:]))
+"""
+
+SLEEPER = """
+import json, os, subprocess
+child = subprocess.Popen(["sleep", "600"])  # what a kernel starts, like a data loader's workers
+with open(record_path + ".pids", "w") as f:
+    json.dump([os.getpid(), os.getppid(), child.pid], f)  # the kernel, its papermill, its child
+child.wait()
+"""
+
+
+def start_run(tmp_path, monkeypatch, body: str, *arguments: str) -> subprocess.Popen:
+    """`rosetta run` of a selftest notebook, as its own process started from ``tmp_path``."""
+    selftest.install_kernel(tmp_path, monkeypatch)
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER.format(tests=str(TESTS), notebook=str(tmp_path / "selftest.ipynb"), body=body))
+    environment = {**os.environ, "PYTHONPATH": str(REPOSITORY)}
+    return subprocess.Popen([sys.executable, str(driver), *arguments], cwd=tmp_path, env=environment,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for(paths, seconds: float) -> Path:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = [path for pattern in paths for path in pattern()]
+        if found:
+            return found[0]
+        time.sleep(0.1)
+    raise AssertionError("the notebook never started")
+
+
+@pytest.mark.parametrize("sent, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupted_run_stops_everything_and_is_recorded_as_interrupted(tmp_path, monkeypatch, sent, code):
+    results = tmp_path / "results"
+    run = start_run(tmp_path, monkeypatch, SLEEPER, "--results", str(results))
+    pids = []
+    try:
+        started = _wait_for([lambda: (results / "records").glob("*.pids")], 120)
+        time.sleep(0.2)
+        pids = json.loads(started.read_text())
+        run.send_signal(sent)  # to the harness alone, as a terminal's Ctrl-C reaches it
+        output, _ = run.communicate(timeout=60)
+        assert run.returncode == code, output
+        alive = [pid for pid in pids if selftest.alive(pid)]
+        assert not alive, f"left running: {alive}"
+        records = sorted((results / "records").glob("*.json"))
+        assert len(records) == 1
+        interrupted = record.read(records[0])
+        assert interrupted["status"] == "interrupted"
+        assert signal.Signals(sent).name in interrupted["error"]
+        assert "**interrupted**" in (results / "README.md").read_text()
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+        for pid in pids:  # on a failure, leave nothing behind either
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+WRITE_WHAT_IT_READ = """
+from common import record
+with open(data_source) as f:  # the path the kernel was given
+    assert f.read() == "the copy beside the user", data_source
+record.write(record_path, record.build(
+    framework="Selftest", api="test", benchmark="cifar", accuracy=0.5, timing={"train_seconds": 1.0},
+    epochs=10, batch_size=64, train_samples=50000, test_samples=10000, seed=seed, data_source=data_source))
+"""
+
+
+def test_relative_paths_given_from_another_folder_mean_that_folders_files(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "cifar-10-python.tar.gz").write_text("the copy beside the user")
+    run = start_run(tmp_path, monkeypatch, WRITE_WHAT_IT_READ,
+                    "--results", "out", "--cifar10", "data/cifar-10-python.tar.gz")
+    output, _ = run.communicate(timeout=120)
+    assert run.returncode == 0, output
+    records = list((tmp_path / "out" / "records").glob("*.json"))
+    assert len(records) == 1 and not (REPOSITORY / "out").exists()
+    assert record.read(records[0])["data_source"] == str(tmp_path / "data" / "cifar-10-python.tar.gz")
