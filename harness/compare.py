@@ -215,11 +215,14 @@ def _relative(path: Path, out: Path) -> str:
     return html.escape(os.path.relpath(path, out))
 
 
-def latest_results(framework: Framework, benchmark: str, results: Path):
-    """The latest record(s) of ``framework`` on ``benchmark`` (one per variant), as
-    ``report.to_frame`` rows; empty where there is none."""
-    frame = report.to_frame(report.load_records(results)) if (results / "records").is_dir() \
-        else report.to_frame([])
+def records_frame(results: Path):
+    """``report.to_frame`` of every record under ``results/records`` (none: an empty frame)."""
+    return report.to_frame(report.load_records(results) if (results / "records").is_dir() else [])
+
+
+def latest_results(framework: Framework, benchmark: str, frame):
+    """The latest record(s) of ``framework`` on ``benchmark`` in ``frame`` (one per variant);
+    empty where there is none."""
     if frame.empty:
         return frame
     rows = frame[(frame["framework"] == framework.label) & (frame["benchmark"] == benchmark)]
@@ -230,9 +233,9 @@ def _value(value, digits: int, suffix: str = "") -> str:
     return html.escape(report._number(value, digits, suffix))
 
 
-def results_html(framework: Framework, benchmark: str, results: Path, out: Path) -> str:
+def results_html(framework: Framework, benchmark: str, results: Path, out: Path, frame=None) -> str:
     """The table rows of one framework's latest results, or a row saying it has none."""
-    rows = latest_results(framework, benchmark, results)
+    rows = latest_results(framework, benchmark, records_frame(results) if frame is None else frame)
     label = html.escape(framework.label)
     if rows.empty:
         return (f'<tr class="no-record"><th>{label}</th><td colspan="8">no record of {label} on '
@@ -283,8 +286,10 @@ def _header(framework: Framework, notebook: Notebook, out: Path) -> str:
     return f'<th data-framework="{framework.name}">{html.escape(framework.label)} · {link}</th>'
 
 
-def page(left: Framework, right: Framework, benchmark: str, results: Path, out: Path) -> str:
-    """The HTML of one side-by-side page, with links relative to the folder ``out``."""
+def page(left: Framework, right: Framework, benchmark: str, results: Path, out: Path, frame=None) -> str:
+    """The HTML of one side-by-side page, with links relative to the folder ``out``;
+    ``frame``: the records of ``results`` (``records_frame``), where already read."""
+    frame = records_frame(results) if frame is None else frame
     notebooks = [read_notebook(f.notebook(benchmark)) for f in (left, right)]
     rows = align(*notebooks)
     body = []
@@ -310,7 +315,7 @@ def page(left: Framework, right: Framework, benchmark: str, results: Path, out: 
 <table class="results"><thead><tr><th>Framework</th><th>Status</th><th>Test accuracy</th>
 <th>Training time (s)</th><th>Steady {report.UNITS[benchmark]}/s</th><th>Data</th><th>Device</th>
 <th>When (UTC)</th><th>Run</th></tr></thead>
-<tbody>{results_html(left, benchmark, results, out)}{results_html(right, benchmark, results, out)}</tbody></table>
+<tbody>{results_html(left, benchmark, results, out, frame)}{results_html(right, benchmark, results, out, frame)}</tbody></table>
 <table class="steps"><thead><tr>{headers}</tr></thead>
 <tbody><tr class="title">{titles}</tr>
 {chr(10).join(body)}</tbody></table>
@@ -325,7 +330,8 @@ def frameworks(names: list[str]) -> list[Framework]:
     return select(names)
 
 
-def write_page(left: Framework, right: Framework, benchmark: str, results: Path, out: Path) -> Path:
+def write_page(left: Framework, right: Framework, benchmark: str, results: Path, out: Path,
+               frame=None) -> Path:
     """Writes one page into ``out``; returns its path."""
     if left.name == right.name:
         raise ValueError(f"compare needs two different frameworks, got {left.name} twice")
@@ -333,7 +339,7 @@ def write_page(left: Framework, right: Framework, benchmark: str, results: Path,
         raise ValueError(f"unknown benchmark {benchmark!r}; known: {', '.join(BENCHMARKS)}")
     out.mkdir(parents=True, exist_ok=True)
     path = out / page_name(left, right, benchmark)
-    path.write_text(page(left, right, benchmark, results, out.resolve()))
+    path.write_text(page(left, right, benchmark, results, out.resolve(), frame))
     return path
 
 
@@ -341,9 +347,9 @@ def write_all(chosen: list[Framework] | None, benchmarks, results: Path, out: Pa
     """A page for every pair of ``chosen`` (default: every framework) and benchmark, and
     ``out/index.html`` linking them; returns the index's path."""
     chosen = chosen or list(FRAMEWORKS.values())
-    rows = []
+    frame, rows = records_frame(results), []
     for left, right in itertools.combinations(chosen, 2):
-        links = [f'<td><a href="{write_page(left, right, b, results, out).name}">{report.TITLES[b]}</a></td>'
+        links = [f'<td><a href="{write_page(left, right, b, results, out, frame).name}">{report.TITLES[b]}</a></td>'
                  for b in benchmarks]
         rows.append(f"<tr><th>{html.escape(left.label)}</th><th>{html.escape(right.label)}</th>{''.join(links)}</tr>")
     index = out / "index.html"
