@@ -23,6 +23,7 @@ step missing, a step tag this contract does not know, or a tagged cell of no ste
 from __future__ import annotations
 
 import difflib
+import functools
 import html
 import itertools
 import os
@@ -102,6 +103,17 @@ def read_notebook(path: Path) -> Notebook:
     return Notebook(Path(path), "\n\n".join(title), steps)
 
 
+@functools.lru_cache(maxsize=64)
+def _read_cached(path: Path, modified: int) -> Notebook:
+    return read_notebook(path)
+
+
+def notebook_of(framework: Framework, benchmark: str) -> Notebook:
+    """``read_notebook`` of the framework's notebook, read once while the file is unchanged."""
+    path = framework.notebook(benchmark)
+    return _read_cached(path, path.stat().st_mtime_ns)
+
+
 def _normalise(line: str) -> str:
     return " ".join(line.split())
 
@@ -129,13 +141,14 @@ def align(left: Notebook, right: Notebook) -> list[Row]:
     return rows
 
 
-def highlight_lines(code: str) -> list[str]:
+@functools.lru_cache(maxsize=1024)
+def highlight_lines(code: str) -> tuple[str, ...]:
     """``code`` as HTML, one string per source line, each with its spans closed."""
     if not code:
-        return []
+        return ()
     lexer = PythonLexer(stripnl=False, ensurenl=True)
     lines = highlight(code, lexer, HtmlFormatter(nowrap=True, style=STYLE)).split("\n")
-    return lines[:len(code.splitlines())]
+    return tuple(lines[:len(code.splitlines())])
 
 
 def _link(target: str, base: Path, out: Path) -> str:
@@ -290,7 +303,7 @@ def page(left: Framework, right: Framework, benchmark: str, results: Path, out: 
     """The HTML of one side-by-side page, with links relative to the folder ``out``;
     ``frame``: the records of ``results`` (``records_frame``), where already read."""
     frame = records_frame(results) if frame is None else frame
-    notebooks = [read_notebook(f.notebook(benchmark)) for f in (left, right)]
+    notebooks = [notebook_of(f, benchmark) for f in (left, right)]
     rows = align(*notebooks)
     body = []
     for row in rows:

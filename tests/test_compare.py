@@ -2,9 +2,10 @@
 and the page as a real browser lays it out."""
 from __future__ import annotations
 
-import html.parser
+import html
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -132,12 +133,13 @@ def test_all_writes_a_page_per_pair_and_an_index_linking_them(tmp_path):
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-# Appended to a copy of the page: writes every step cell's box, as the browser laid it out, into the DOM.
+# Appended to a copy of a page: writes every step cell's box, as the browser laid it out, into the
+# DOM, with the page it belongs to (the enclosing section.page, where pages are put one after another).
 MEASURE = """<script>
 const boxes = [...document.querySelectorAll("td.side[data-step]")].map(cell => {
-  const r = cell.getBoundingClientRect();
-  return {step: cell.dataset.step, framework: cell.dataset.framework, top: r.top, left: r.left,
-          right: r.right, bottom: r.bottom, height: r.height};
+  const r = cell.getBoundingClientRect(), section = cell.closest("section.page");
+  return {page: section ? section.dataset.page : "", step: cell.dataset.step, framework: cell.dataset.framework,
+          top: r.top, left: r.left, right: r.right, height: r.height};
 });
 const out = document.createElement("pre"); out.id = "layout"; out.textContent = JSON.stringify(boxes);
 document.body.appendChild(out);
@@ -155,48 +157,67 @@ def _browse(browser: str, page: Path, *flags: str) -> subprocess.CompletedProces
                               capture_output=True, text=True, timeout=60)
 
 
-class _Layout(html.parser.HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.inside, self.text = False, ""
-
-    def handle_starttag(self, tag, attrs):
-        self.inside = tag == "pre" and dict(attrs).get("id") == "layout"
-
-    def handle_data(self, data):
-        if self.inside:
-            self.text += data
+def _layout(browser: str, page: Path) -> list:
+    """The boxes MEASURE writes, from chromium's DOM once ``page`` has loaded."""
+    dumped = _browse(browser, page, "--window-size=1400,1000", "--dump-dom")
+    found = re.search(r'<pre id="layout">(.*?)</pre>', dumped.stdout, re.S)
+    assert found, f"chromium gave no layout of {page}: {dumped.stderr[-2000:]}"
+    return json.loads(html.unescape(found[1]))
 
 
-def test_every_step_is_on_one_row_in_headless_chromium(tmp_path):
-    browser = chromium()
-    if browser is None:
+def _check_rows(boxes: list, left, right, benchmark: str, where: str = "") -> None:
+    """Every step of both notebooks on one row, the left one's cell left of the right one's,
+    the rows in the order of the left notebook's tags."""
+    steps = list(compare.notebook_of(left, benchmark).steps)
+    assert sorted(compare.notebook_of(right, benchmark).steps) == sorted(steps)
+    tops = []
+    for step in steps:
+        cells = {box["framework"]: box for box in boxes if box["step"] == step}
+        assert set(cells) == {left.name, right.name}, f"{where} step {step}: cells of {sorted(cells)}"
+        a, b = cells[left.name], cells[right.name]
+        assert abs(a["top"] - b["top"]) < 1 and abs(a["height"] - b["height"]) < 1, f"{where} step {step}: {a} {b}"
+        assert a["right"] <= b["left"] + 1, f"{where} step {step}: the columns overlap"
+        assert a["height"] > 20, f"{where} step {step}: an empty cell"
+        tops.append(a["top"])
+    assert tops == sorted(tops) and len(set(tops)) == len(tops), f"{where}: rows out of the tags' order"
+
+
+@pytest.fixture
+def browser():
+    found = chromium()
+    if found is None:
         pytest.skip("no chromium found (`make chromium` installs Debian's; or set ROSETTA_CHROMIUM)")
+    return found
+
+
+def test_every_step_is_on_one_row_in_headless_chromium(browser, tmp_path):
     left, right = FRAMEWORKS["pytorch"], FRAMEWORKS["tensorflow"]
     results = tmp_path / "results"
     _record(results, "1", "PyTorch", accuracy=0.77, timing={"train_seconds": 100.0})
     page = compare.write_page(left, right, "cifar", results, tmp_path / "compare")
     measured = page.with_name("measured.html")
     measured.write_text(page.read_text().replace("</body>", MEASURE + "</body>"))
-
-    dumped = _browse(browser, measured, "--window-size=1400,1000", "--dump-dom")
-    parser = _Layout()
-    parser.feed(dumped.stdout)
-    assert parser.text, f"chromium gave no layout: {dumped.stderr[-2000:]}"
-    boxes = json.loads(parser.text)
-    steps = list(compare.read_notebook(left.notebook("cifar")).steps)
-    assert sorted(compare.read_notebook(right.notebook("cifar")).steps) == sorted(steps)
-    tops = []
-    for step in steps:
-        cells = {box["framework"]: box for box in boxes if box["step"] == step}
-        assert set(cells) == {left.name, right.name}, f"step {step}: cells of {sorted(cells)}"
-        a, b = cells[left.name], cells[right.name]
-        assert abs(a["top"] - b["top"]) < 1 and abs(a["height"] - b["height"]) < 1, f"step {step}: {a} {b}"
-        assert a["right"] <= b["left"] + 1, f"step {step}: the columns overlap"
-        assert a["height"] > 20, f"step {step}: an empty cell"
-        tops.append(a["top"])
-    assert tops == sorted(tops) and len(set(tops)) == len(tops), "rows out of the tags' order"
+    _check_rows(_layout(browser, measured), left, right, "cifar")
 
     shot = tmp_path / "compare.png"
     taken = _browse(browser, page, "--window-size=1400,2400", f"--screenshot={shot}")
     assert shot.is_file() and shot.stat().st_size > 10_000, taken.stderr[-2000:]
+
+
+def test_every_pair_lays_out_step_for_step_in_headless_chromium(browser, tmp_path):
+    """All the pages of --all, their bodies one after another in one document (one browser
+    start instead of 110), each checked as above."""
+    out = tmp_path / "compare"
+    compare.write_all(None, ("cifar", "imdb"), tmp_path / "no-results", out)
+    pages = sorted(out.glob("*-vs-*.html"))
+    assert len(pages) == 110
+    head = pages[0].read_text().split("<body>", 1)[0]
+    bodies = [f'<section class="page" data-page="{p.stem}">' + p.read_text().split("<body>", 1)[1].split("</body>")[0]
+              + "</section>" for p in pages]
+    combined = out / "all-pages.html"
+    combined.write_text(head + "<body>" + "".join(bodies) + MEASURE + "</body></html>")
+    boxes = _layout(browser, combined)
+    for page in pages:
+        left, right = (FRAMEWORKS[name] for name in page.stem.rsplit("-", 1)[0].split("-vs-"))
+        _check_rows([b for b in boxes if b["page"] == page.stem], left, right, page.stem.rsplit("-", 1)[1],
+                    where=page.name)
