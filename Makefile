@@ -1,6 +1,7 @@
 # dl-rosetta. On a fresh clone:
 #   make bench     build what is needed, run every framework's notebooks, write results/README.md
 #   make test      build what is needed, run the test suite (CPU only)
+#   make compare A=pytorch B=jax   two notebooks side by side: results/compare/pytorch-vs-jax-cifar.html
 #
 # Overrides, without editing files:
 #   make bench FRAMEWORKS="pytorch" EPOCHS=1 TRAIN_SAMPLES=2000 TEST_SAMPLES=1000
@@ -51,7 +52,7 @@ ENV_FLAGS = $(foreach entry,$(EXISTING_PYTHON),--python $(entry))
 # RESUME=1 (or yes, true): skip each run that already has an ok record with the same settings, data and commit.
 RUN_FLAGS += $(if $(filter 1 yes true,$(RESUME)),--resume)
 
-.PHONY: bench smoke test envs data report list clean openmpi docker wheels
+.PHONY: bench smoke test envs data report list clean openmpi docker wheels compare chromium
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 9))' 2>/dev/null || { \
@@ -63,7 +64,9 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 bench: $(VENV)/.installed openmpi $(if $(USE_DOCKER),docker)
-	$(VENV)/bin/rosetta bench $(FRAMEWORKS) $(RUN_FLAGS) $(ENV_FLAGS)
+	@# the side-by-side pages are written whatever the runs' outcome; the exit status is the bench's
+	status=0; $(VENV)/bin/rosetta bench $(FRAMEWORKS) $(RUN_FLAGS) $(ENV_FLAGS) || status=$$?; \
+	$(VENV)/bin/rosetta compare --all --out results/compare; exit $$status
 
 # A quick end-to-end run: one epoch on a few thousand samples.
 smoke: $(VENV)/.installed openmpi $(if $(USE_DOCKER),docker)
@@ -78,8 +81,18 @@ openmpi:
 	  { command -v apt-get >/dev/null && $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libopenmpi3; } || \
 	  echo "could not install libopenmpi3: CNTK will be unavailable until OpenMPI is installed"; }
 
+# The browser test of the side-by-side page drives Debian's chromium headless: where no chromium
+# is found and apt-get is there, install it (with sudo unless root). Best effort: without it
+# only that test is skipped, saying why.
+chromium:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+	  echo "the browser test needs chromium: installing it"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  { command -v apt-get >/dev/null && $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; } || \
+	  echo "could not install chromium: the browser test of the compare page will be skipped"; }
+
 # An environment that cannot be built leaves its framework's tests failing, with the reason.
-test: $(VENV)/.installed openmpi
+test: $(VENV)/.installed openmpi chromium
 	$(VENV)/bin/rosetta envs $(TEST_FRAMEWORKS) --flavour cpu || echo "some environments could not be built (see above)"
 	@$(VENV)/bin/python -m pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; exit 1; fi; exit $$status
@@ -95,6 +108,12 @@ report: $(VENV)/.installed
 
 list: $(VENV)/.installed
 	$(VENV)/bin/rosetta list
+
+# Two frameworks' notebooks side by side: make compare A=pytorch B=jax [BENCHMARK=cifar] [OUT=dir];
+# without A and B, every pair and an index page (results/compare/index.html).
+compare: $(VENV)/.installed
+	$(VENV)/bin/rosetta compare $(if $(strip $(A)$(B)),$(A) $(B),--all) $(call option,--benchmark,$(BENCHMARK)) \
+		$(call option,--out,$(OUT))
 
 # The images need only Docker and a Python 3.9+ (harness.docker uses the standard library).
 docker:

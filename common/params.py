@@ -1,4 +1,4 @@
-"""The shared definitions of DESIGN.md, as plain values. Change them here only.
+"""The shared definitions of docs/design.md, as plain values. Change them here only.
 
 Every notebook reads its defaults from here; papermill can override the run
 size (epochs, sample counts, seed) but a run whose values differ from these is

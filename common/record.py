@@ -8,7 +8,7 @@
 A record says ``status`` ok, failed, timeout, diverged, unavailable or
 interrupted (stopped by Ctrl-C or SIGTERM); the harness writes every status but
 ok, with the error, when a notebook does not get this far. A run
-smaller than DESIGN.md's benchmark (fewer epochs or samples, another batch
+smaller than docs/design.md's benchmark (fewer epochs or samples, another batch
 size) lists how in ``differs_from_benchmark`` and is a subset run.
 """
 import json
@@ -40,7 +40,7 @@ def check_loss(loss: float, epoch: int) -> float:
 
 def differs_from_benchmark(benchmark: str, epochs: int, batch_size: int,
                            train_samples: int, test_samples: int) -> List[str]:
-    """How a run's size differs from DESIGN.md's benchmark ([] for a full run)."""
+    """How a run's size differs from docs/design.md's benchmark ([] for a full run)."""
     spec = params.BENCHMARKS[benchmark]
     differences = []
     if epochs != spec["epochs"]:

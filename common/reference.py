@@ -1,6 +1,6 @@
 """The NumPy float64 reference of both models: forward pass, gradient, one optimiser step.
 
-Written from DESIGN.md's definitions and nothing else, in the canonical layout
+Written from docs/design.md's definitions and nothing else, in the canonical layout
 of ``common.canonical``, with dropout off (the parity check runs every model
 that way). The gradients are a hand-written backward pass; the tests check them
 against finite differences.

@@ -6,6 +6,8 @@
     rosetta parity [NAME ...] [--benchmark cifar imdb] [--device cpu]
     rosetta report [--results DIR]
     rosetta bench [NAME ...] [run options]    # envs, data, parity, run and report in one go
+    rosetta compare A B [--benchmark cifar imdb] [--out DIR]   # two notebooks side by side, as HTML
+    rosetta compare --all [NAME ...] [--out DIR]               # every pair, and an index page
     rosetta list
 
 NAME selects frameworks (all of them by default): see `rosetta list`. Every option is checked
@@ -22,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 from common import data, environment, params
-from harness import REPOSITORY, environments, existing, parity, report, runner
+from harness import REPOSITORY, compare, environments, existing, parity, report, runner
 from harness.frameworks import BENCHMARKS, FRAMEWORKS, select
 
 SEED_LIMIT = 2**32  # every framework's generator takes a seed in [0, 2**32)
@@ -119,6 +121,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     bench.add_argument("--skip-parity", action="store_true", help="leave the parity check out")
     _add_env_options(bench, with_names=False)
     commands.add_parser("list", help="the frameworks, their notebooks and environments")
+    comparing = commands.add_parser("compare", help="an HTML page of two frameworks' notebooks side by side")
+    comparing.add_argument("frameworks", nargs="*", metavar="NAME",
+                           help="the two frameworks (with --all: those to pair, default all)")
+    comparing.add_argument("--all", action="store_true", help="every pair, and an index page linking them")
+    comparing.add_argument("--benchmark", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
+    comparing.add_argument("--out", type=Path, default=REPOSITORY / "results" / "compare",
+                           help="where the pages go (default %(default)s)")
+    comparing.add_argument("--results", type=Path, default=REPOSITORY / "results",
+                           help="whose records/ give the latest results (default %(default)s)")
     return parser.parse_args(argv)
 
 
@@ -320,6 +331,20 @@ def cmd_list(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    if args.all:
+        chosen = select(args.frameworks) if args.frameworks else None
+        print(f"index: {compare.write_all(chosen, args.benchmark, args.results, args.out)}")
+        return 0
+    if len(args.frameworks) != 2:
+        raise ValueError(f"compare takes two framework names (or --all), got {len(args.frameworks)}: "
+                         f"{' '.join(args.frameworks) or 'none'}")
+    left, right = (compare.frameworks([name])[0] for name in args.frameworks)
+    for benchmark in args.benchmark:
+        print(compare.write_page(left, right, benchmark, args.results, args.out))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = resolve_paths(parse(argv))
     handlers = runner.raise_on_interrupts()  # SIGINT and SIGTERM raise runner.Interrupted
@@ -337,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_list(args)
         if args.command == "parity":
             return cmd_parity(args)
+        if args.command == "compare":
+            return cmd_compare(args)
         if args.command == "bench":
             if args.docker:  # the images hold the environments
                 print("docker: the notebooks run in the images dl-rosetta/ENV (`make docker` builds them); "
