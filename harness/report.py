@@ -244,22 +244,25 @@ def devices(frame: pd.DataFrame) -> list[str]:
 
 
 def where_and_when(rows: pd.DataFrame) -> str:
-    """How a device's shown runs were made: dates, machine, commits, and how they are a subset."""
+    """How a device's shown runs were made: dates, machine, commits, and how each benchmark's
+    runs differ from the full benchmark."""
     dates = sorted(str(t)[:10] for t in rows["timestamp"])
     when = dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}"
     cores = {int(c) for c in rows["cpu_count"].dropna()}
-    machine = ", ".join(sorted({str(p) for p in rows["platform"].dropna()}))
+    systems = {" ".join(str(p).split("-")[:2]) for p in rows["platform"].dropna()}  # "Linux 6.1.0"
     commits = sorted({str(c)[:12] for c in rows["git_commit"].dropna()})
-    sizes = sorted({str(d) for d in rows["data"].dropna()})
     parts = [f"{len(rows)} run(s) on {when}"]
+    machine = ", ".join(sorted(systems))
     if cores:
-        parts.append(f"{'/'.join(map(str, sorted(cores)))} CPU cores")
+        machine = f"{'/'.join(map(str, sorted(cores)))} CPU cores" + (f", {machine}" if machine else "")
     if machine:
         parts.append(machine)
     if commits:
         parts.append("commit " + ", ".join(commits))
-    if sizes:
-        parts.append("data: " + " / ".join(sizes))
+    for benchmark, title in TITLES.items():
+        sizes = sorted({str(d) for d in rows.loc[rows["benchmark"] == benchmark, "data"].dropna()})
+        if sizes:
+            parts.append(f"{title.split(' on ')[0]}: {' / '.join(sizes)}")
     return "; ".join(parts)
 
 
