@@ -239,7 +239,7 @@ def cmd_envs(args) -> int:
             if python is None:
                 environments.create(framework, flavour, force=args.force)
                 continue
-            [(_, probe)] = existing.use_existing([framework], python)
+            probe = existing.use_existing(framework, python)
         except environments.EnvironmentBuildError as error:
             print(f"{framework.label}: {error}", file=sys.stderr)
             failures.append(framework.label)

@@ -304,7 +304,7 @@ def filled_environment(variables: dict) -> dict:
     for name, value in variables.items():
         inherited = os.environ.get(name, "")
         value = value.replace(f"${{{name}}}", inherited)
-        environment[name] = value.rstrip(":") if value.endswith(":") else value
+        environment[name] = value.rstrip(":")
     return environment
 
 
@@ -404,11 +404,7 @@ def link_sonames(framework: Framework) -> None:
 
 
 def versions(framework: Framework) -> str:
-    """What the environment's probe prints (its framework's version), or why it cannot."""
-    info = kernel_info(framework)
-    if info and info.get("kind") == "existing":
-        probe = info.get("probes", {}).get(framework.name) or {}
-        return probe.get("versions") or f"broken: {probe.get('error', 'not probed')}"
+    """What the built environment's probe prints (its framework's version), or why it cannot."""
     if not env_python(framework).exists():
         return "not built"
     done = subprocess.run([env_python(framework), "-c", framework.versions_probe],

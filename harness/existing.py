@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 
 from harness import environments
-from harness.frameworks import Framework
+from harness.frameworks import FRAMEWORKS, Framework
+from harness.wheels import normalise
 
 # The pip package of each module a probe may find missing, where the two names differ.
-PIP_NAMES = {"theano": "Theano", "lasagne": "Lasagne", "flax": "flax", "cv2": "opencv-python"}
+PIP_NAMES = {"theano": "Theano", "lasagne": "Lasagne"}
 # What every kernel needs beyond its framework (module, why), and what only some runs need.
 KERNEL_NEEDS = (("ipykernel", "the kernel itself"), ("numpy", "common, every notebook"))
 KERNEL_WANTS = (("pooch", "only downloads need it, not local copies (--cifar10, --imdb)"),
@@ -32,8 +34,7 @@ KERNEL_WANTS = (("pooch", "only downloads need it, not local copies (--cifar10, 
 PROBE = r"""
 import importlib.util, json, platform, sys, sysconfig
 needs, wants = json.loads(sys.argv[1])
-found = {"python_version": platform.python_version(), "executable": sys.executable,
-         "prefix": sys.prefix, "site_packages": sorted({sysconfig.get_paths()["purelib"],
+found = {"python_version": platform.python_version(), "prefix": sys.prefix, "site_packages": sorted({sysconfig.get_paths()["purelib"],
                                                         sysconfig.get_paths()["platlib"]}),
          "missing": [m for m in needs if importlib.util.find_spec(m) is None],
          "missing_optional": [m for m in wants if importlib.util.find_spec(m) is None]}
@@ -62,11 +63,9 @@ def pinned_requirement(framework: Framework, module: str) -> str:
             continue
         for line in path.read_text().splitlines():
             line = line.split("#", 1)[0].strip()
-            name = line.split("[", 1)[0]
-            for stop in "=<>!~; ":
-                name = name.split(stop, 1)[0]
-            if name and name.lower().replace("_", "-") == package.lower().replace("_", "-"):
-                return line.replace("[cuda13]", "").replace("[cuda12]", "")
+            name = re.match(r"[A-Za-z0-9._-]*", line).group(0)
+            if name and normalise(name) == normalise(package):
+                return re.sub(r"\[[^\]]*\]", "", line)  # without extras such as [cuda13]
     return package
 
 
@@ -122,28 +121,21 @@ def probe_existing(framework: Framework, python: str) -> dict:
     return result
 
 
-def use_existing(frameworks: list[Framework], python: str) -> list[tuple[Framework, dict]]:
-    """Registers ``python`` as the kernel of each framework's environment, after probing it for
-    each framework: returns (framework, probe) pairs. The kernel is registered even where a
-    probe failed, so that the framework's runs say why it cannot run (``unavailable_reason``);
-    frameworks of the same environment probed before with the same interpreter keep their probes."""
-    done = []
-    by_env: dict[str, list[Framework]] = {}
-    for framework in frameworks:
-        by_env.setdefault(framework.env, []).append(framework)
-    for env_frameworks in by_env.values():
-        first = env_frameworks[0]
-        previous = environments.kernel_info(first) or {}
-        probes = dict(previous.get("probes", {})) if previous.get("kind") == "existing" \
-            and previous.get("python") == python else {}
-        for framework in env_frameworks:
-            probes[framework.name] = probe_existing(framework, python)
-            done.append((framework, probes[framework.name]))
-        site_packages = next((p["site_packages"] for p in probes.values() if p.get("site_packages")), [])
-        folders = environments.library_folders(first, site_packages)
-        info = {"kind": "existing", "python": python, "probes": probes, "library_folders": folders}
-        environments.write_kernel(first, python, info, environments.kernel_variables(first, folders, existing=True))
-    return done
+def use_existing(framework: Framework, python: str) -> dict:
+    """Probes ``python`` for the framework and registers it as the kernel of the framework's
+    environment; returns the probe. The kernel is registered even where the probe failed, so
+    that the framework's runs say why it cannot run (``unavailable_reason``); the probes of other
+    frameworks of that environment made before with the same interpreter are kept."""
+    previous = environments.kernel_info(framework) or {}
+    same = previous.get("kind") == "existing" and previous.get("python") == python
+    probes = dict(previous.get("probes", {})) if same else {}
+    probes[framework.name] = probe = probe_existing(framework, python)
+    site_packages = next((p["site_packages"] for p in probes.values() if p.get("site_packages")), [])
+    folders = environments.library_folders(framework, site_packages)
+    info = {"kind": "existing", "python": python, "probes": probes, "library_folders": folders}
+    environments.write_kernel(framework, python, info,
+                              environments.kernel_variables(framework, folders, existing=True))
+    return probe
 
 
 def existing_interpreters(entries: list[str], frameworks: list[Framework]) -> dict[str, str]:
@@ -151,8 +143,6 @@ def existing_interpreters(entries: list[str], frameworks: list[Framework]) -> di
     framework's environment) or ``NAME=PATH`` (NAME: a framework or an environment). A PATH
     without a slash is looked up on the PATH; it is made absolute, but links are kept (a venv's
     python is a link, and resolving it would leave the venv). ValueError for a bad entry."""
-    from harness.frameworks import FRAMEWORKS
-
     chosen: dict[str, str] = {}
     envs = {f.env for f in FRAMEWORKS.values()}
     for entry in entries:
