@@ -40,8 +40,8 @@ from harness import REPOSITORY, report
 from harness.frameworks import BENCHMARKS, FRAMEWORKS, Framework, select
 
 # The ten steps of the notebook contract; a notebook has each of them (in any order).
-STEPS = ("parameters", "imports", "environment", "data", "model", "optimiser", "parity", "train",
-         "predict", "evaluate")
+STEPS = ("parameters", "imports", "environment", "data", "model", "optimiser", "train", "predict",
+         "evaluate", "parity")
 STYLE = "default"
 
 

@@ -1,5 +1,6 @@
 """The notebooks themselves: the shared contract, and each run through papermill in its real kernel."""
 import json
+import re
 from pathlib import Path
 
 import nbformat
@@ -10,8 +11,8 @@ from conftest import REAL_RUNS, TINY_RUNS
 from harness import report
 from harness.frameworks import FRAMEWORKS
 
-STEPS = ["parameters", "imports", "environment", "data", "model", "optimiser", "parity", "train", "predict",
-         "evaluate"]
+STEPS = ["parameters", "imports", "environment", "data", "model", "optimiser", "train", "predict", "evaluate",
+         "parity"]
 NOTEBOOKS = [(f, b) for f in FRAMEWORKS.values() for b in f.notebooks]
 IDS = [f"{f.name}-{b}" for f, b in NOTEBOOKS]
 
@@ -100,3 +101,79 @@ def test_parameter_counts_agree_across_frameworks(short_runs):
     for benchmark, found in counts.items():
         expected = canonical.parameter_count(canonical.MODELS[benchmark])  # summed from the layout's shapes
         assert found and set(found.values()) == {expected}, f"{benchmark}: {found}"
+
+
+def _cells(path: Path) -> dict:
+    """{(step, cell type): source} of a notebook; the untagged title as ("title", "markdown")."""
+    cells = {}
+    for cell in nbformat.read(path, as_version=4).cells:
+        steps = [tag[5:] for tag in cell.metadata.get("tags", []) if tag.startswith("step:")] or ["title"]
+        cells[(steps[0], cell.cell_type)] = cell.source
+    return cells
+
+
+# What every notebook calls the same things: (step, text its code cell must contain).
+SHARED_NAMES = [
+    ("imports", "use_cuda = "), ("imports", "epochs = epochs or params."),
+    ("imports", "batch_size = batch_size or params."),
+    ("environment", "env = "),
+    ("data", "x_train, "), ("data", 'data.subset(x_train, y_train, train_samples, "train_samples")'),
+    ("data", 'data.subset(x_test, y_test, test_samples, "test_samples")'),
+    ("model", "parameter_count"), ("model", "assert parameter_count == params."),
+    ("train", "timer = timing.Timer("), ("train", "steps_per_epoch = iterator.batches_per_epoch(len(x_train), batch_size)"),
+    ("train", "iterator.train_batches(x_train, y_train, batch_size, seed, epoch)"), ("train", "mean_loss"),
+    ("train", "record.check_loss("),
+    ("predict", "y_predicted = "),
+    ("evaluate", "accuracy = float((y_predicted == y_test).mean())"),
+    ("evaluate", "timing_summary = timer.summary(steps_per_epoch * batch_size)"), ("evaluate", "record.build("),
+    ("parity", "canonical_layout = {  # canonical name: ("),
+    ("parity", "if parity_inputs:\n    weights, x_parity, y_parity = parity.read_inputs(parity_inputs, "),
+    ("parity", "for name, (variable, conversion) in canonical_layout.items()"),
+    ("parity", "conversion.to_framework(weights[name]"),
+    ("parity", "updated = {name: conversion.to_canonical("),
+    ("parity", "               for name, (variable, conversion) in canonical_layout.items()}"),
+    ("parity", "parity.write_outputs(parity_outputs, "),
+]
+
+
+@pytest.mark.parametrize("framework, benchmark", NOTEBOOKS, ids=IDS)
+def test_notebook_calls_the_shared_things_by_the_shared_names(framework, benchmark):
+    cells = _cells(framework.notebook(benchmark))
+    missing = [f"{step}: {text!r}" for step, text in SHARED_NAMES if text not in cells[(step, "code")]]
+    assert not missing, f"{framework.notebook(benchmark)} lacks the shared names: " + "; ".join(missing)
+
+
+@pytest.mark.parametrize("framework, benchmark", NOTEBOOKS, ids=IDS)
+def test_parity_step_uses_only_the_shared_conversions(framework, benchmark):
+    """Every conversion a parity step names is one of common.layouts', and it defines none of its own."""
+    from common import layouts
+
+    code = _cells(framework.notebook(benchmark))[("parity", "code")]
+    used = set(re.findall(r"\blayouts\.(\w+)", code))
+    assert used and used <= set(dir(layouts)), f"unknown conversions: {used - set(dir(layouts))}"
+    assert not re.search(r"(?<!x_parity)\.transpose\(|np\.split\(|np\.concatenate\(|\[::-1", code), \
+        "a conversion written in the notebook: it belongs in common/layouts.py"
+
+
+KERAS = {b: [f for f in FRAMEWORKS.values() if f.label.startswith("Keras (") and b in f.notebooks]
+         for b in ("cifar", "imdb")}
+# Where the three Keras notebooks of a benchmark may differ: the backend is named, chosen and
+# asked for its versions there (the title, the imports, the environment); the record names the row.
+KERAS_BACKEND_CELLS = {("title", "markdown"), ("imports", "markdown"), ("imports", "code"), ("environment", "code")}
+
+
+@pytest.mark.parametrize("benchmark", sorted(KERAS))
+def test_the_keras_notebooks_differ_only_in_their_backend_cells(benchmark):
+    assert len(KERAS[benchmark]) == 3
+    notebooks = {f.label: _cells(f.notebook(benchmark)) for f in KERAS[benchmark]}
+    first_label, first = next(iter(notebooks.items()))
+    for label, cells in notebooks.items():
+        assert cells.keys() == first.keys()
+        for key in first:
+            if key in KERAS_BACKEND_CELLS:
+                continue
+            ours, theirs = cells[key], first[key]
+            if key == ("evaluate", "code"):
+                ours = ours.replace(f'framework="{label}"', "framework=...")
+                theirs = theirs.replace(f'framework="{first_label}"', "framework=...")
+            assert ours == theirs, f"{label} and {first_label} ({benchmark}) differ in their {key[0]} {key[1]} cell"

@@ -66,11 +66,11 @@ MUTANTS = {
         ["not equivalent: the parity run failed", "16x4900 and 6400x512"]),
     "gates-swapped": (
         "imdb",
-        "tensor.copy_(value.T if transposed else value)",
-        "value = value.T if transposed else value\n"
+        "variable.copy_(torch.from_numpy(conversion.to_framework(weights[name])))",
+        "value = torch.from_numpy(conversion.to_framework(weights[name]))\n"
         "            if value.shape[0] == 300:  # reset and update swapped\n"
         "                value = torch.cat([value[100:200], value[:100], value[200:]])\n"
-        "            tensor.copy_(value)",
+        "            variable.copy_(value)",
         ["logits differ by", "weights differ by"]),
     "adam-epsilon-inside-the-correction": (
         "imdb",
