@@ -5,7 +5,9 @@ Every notebook's parity step has a ``canonical_layout``: for each canonical arra
 :class:`Conversion` between the two layouts. A conversion is a pair of NumPy
 functions, ``to_framework`` (canonical array -> the variable's value) and
 ``to_canonical`` (the variable's value -> canonical array), each the other's
-inverse; ``tests/test_layouts.py`` checks that for every one below.
+inverse; ``tests/test_layouts.py`` checks that for every one below. ``to_canonical``
+always returns new memory, never a view of the variable it reads (PyTorch's
+``tensor.numpy()`` on the CPU is such a view).
 
 Which framework needs which, and why, is in docs/parity.md#layouts.
 """
@@ -39,8 +41,8 @@ class Conversion(NamedTuple):
         return self.backward(value)
 
 
-def _same(array):
-    return np.asarray(array)
+def _same(array):  # a copy: a value read out must not change when the variable does
+    return np.array(array, copy=True)
 
 
 def _transpose(array):

@@ -1,4 +1,4 @@
-"""The NumPy float64 reference of both models: forward pass, gradient, one optimiser step.
+"""The NumPy float64 reference of both models: forward pass, gradient, optimiser steps.
 
 Written from docs/design.md's definitions and nothing else, in the canonical layout
 of ``common.canonical``, with dropout off (the parity check runs every model
@@ -9,8 +9,9 @@ against finite differences.
     loss, gradients = reference.loss_and_gradients("cnn", weights, x, labels)
     updated = reference.sgd_momentum_step(weights, gradients)   # the CNN's optimiser
     updated = reference.adam_step(weights, gradients)           # the GRU's optimiser
+    losses, after = reference.train("gru", weights, xs, labels)  # a step on each batch in turn
 """
-from typing import Tuple
+from typing import List, Tuple
 
 import numpy as np
 
@@ -206,25 +207,54 @@ def loss_and_gradients(model: str, weights: dict, x: np.ndarray, labels: np.ndar
     return loss, backward(w, inputs, cache, d_logits)
 
 
+class SGDMomentum:
+    """SGD with momentum in PyTorch's form: v = momentum v + g; w = w - lr v (v starts at zero)."""
+
+    def __init__(self, lr: float = params.CNN_LR, momentum: float = params.CNN_MOMENTUM):
+        self.lr, self.momentum, self.velocity = lr, momentum, {}
+
+    def step(self, weights: dict, gradients: dict) -> dict:
+        updated = {}
+        for name, value in weights.items():
+            self.velocity[name] = self.momentum * self.velocity.get(name, 0.0) + gradients[name]
+            updated[name] = np.asarray(value, np.float64) - self.lr * self.velocity[name]
+        return updated
+
+
+class Adam:
+    """Adam as Kingma and Ba's algorithm 1 writes it: epsilon added to the root of v-hat, the
+    bias corrections those of the step t being taken (t = 1, 2, ...)."""
+
+    def __init__(self, lr: float = params.GRU_LR, betas=params.GRU_BETAS, epsilon: float = params.GRU_EPSILON):
+        self.lr, (self.beta1, self.beta2), self.epsilon = lr, betas, epsilon
+        self.t, self.m, self.v = 0, {}, {}
+
+    def step(self, weights: dict, gradients: dict) -> dict:
+        self.t += 1
+        updated = {}
+        for name, value in weights.items():
+            g = gradients[name]
+            self.m[name] = self.beta1 * self.m.get(name, 0.0) + (1 - self.beta1) * g
+            self.v[name] = self.beta2 * self.v.get(name, 0.0) + (1 - self.beta2) * g * g
+            m_hat = self.m[name] / (1 - self.beta1 ** self.t)
+            v_hat = self.v[name] / (1 - self.beta2 ** self.t)
+            updated[name] = np.asarray(value, np.float64) - self.lr * m_hat / (np.sqrt(v_hat) + self.epsilon)
+        return updated
+
+
+OPTIMISERS = {"cnn": SGDMomentum, "gru": Adam}
+
+
 def sgd_momentum_step(weights: dict, gradients: dict, lr: float = params.CNN_LR,
                       momentum: float = params.CNN_MOMENTUM) -> dict:
-    """The first step of SGD with momentum: v = momentum * 0 + g, w = w - lr * v."""
-    velocity = {name: momentum * 0.0 + gradients[name] for name in weights}
-    return {name: np.asarray(weights[name], np.float64) - lr * velocity[name] for name in weights}
+    """The first step of SGD with momentum: v = g, w = w - lr * v."""
+    return SGDMomentum(lr, momentum).step(weights, gradients)
 
 
 def adam_step(weights: dict, gradients: dict, lr: float = params.GRU_LR, betas=params.GRU_BETAS,
               epsilon: float = params.GRU_EPSILON) -> dict:
     """The first step of Adam (Kingma and Ba, algorithm 1; epsilon added to the root of v-hat)."""
-    beta1, beta2 = betas
-    updated = {}
-    for name, value in weights.items():
-        g = gradients[name]
-        m = (1 - beta1) * g
-        v = (1 - beta2) * g * g
-        m_hat, v_hat = m / (1 - beta1), v / (1 - beta2)
-        updated[name] = np.asarray(value, np.float64) - lr * m_hat / (np.sqrt(v_hat) + epsilon)
-    return updated
+    return Adam(lr, betas, epsilon).step(weights, gradients)
 
 
 STEPS = {"cnn": sgd_momentum_step, "gru": adam_step}
@@ -235,3 +265,17 @@ def one_step(model: str, weights: dict, x: np.ndarray, labels: np.ndarray) -> Tu
     logits = forward(model, weights, x)
     loss, gradients = loss_and_gradients(model, weights, x, labels)
     return logits, loss, STEPS[model](weights, gradients)
+
+
+def train(model: str, weights: dict, xs: np.ndarray, labels: np.ndarray) -> Tuple[List[float], List[dict]]:
+    """One optimiser step on each batch ``xs[t], labels[t]`` in turn, from ``weights``, with the
+    model's optimiser: the loss before each step, and the weights after each."""
+    optimiser = OPTIMISERS[model]()
+    losses, after = [], []
+    current = _f64(weights)
+    for x, y in zip(xs, labels):
+        loss, gradients = loss_and_gradients(model, current, x, y)
+        current = optimiser.step(current, gradients)
+        losses.append(float(loss))
+        after.append(current)
+    return losses, after

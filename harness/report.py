@@ -151,7 +151,11 @@ def equivalence(checks: dict, framework: str, benchmark: str) -> str:
     if found is None:
         return "not checked"
     if found.get("equivalent"):
-        return "yes"
+        differences = {c["output"]: c["max_abs_difference"] for c in found.get("checks", [])}
+        if "final_weights" not in differences:  # a record of the one-step check
+            return "yes"
+        return (f"yes: weights within {differences['weights']:.0e} after step 1, "
+                f"{differences['final_weights']:.0e} after step {found.get('steps', '?')}")
     if found.get("status") == "unavailable":
         return f"not checked: {_cell(found.get('message'))}"
     return f"**no**: {_cell(found.get('message'))}"
@@ -305,7 +309,8 @@ def render(results: Path, readme: Path | None = None) -> Path:
              "latest run); the plot shows the same runs. Runs on different devices are never "
              "ranked together. `results.csv` holds every run. \"Equivalent\" is "
              "the latest `rosetta parity` check of that notebook's model against the NumPy "
-             "reference (see docs/parity.md).", ""]
+             "reference, with the largest weight difference after its first step and after its "
+             "last (see docs/parity.md).", ""]
     found = devices(frame)
     if not found:
         parts += ["No runs yet.", ""]

@@ -621,11 +621,13 @@ def test_bench_docker_builds_no_venvs_and_checks_parity_in_the_images(monkeypatc
 
 
 PARITY_BODY = """
-from common import parity, reference
+from common import canonical, parity, reference
 if parity_inputs:
-    weights, x, labels = parity.read_inputs(parity_inputs, "cnn")
-    logits, loss, updated = reference.one_step("cnn", weights, x, labels)
-    parity.write_outputs(parity_outputs, "cnn", logits, loss, {k: v.astype("float32") for k, v in updated.items()})
+    weights, xs, labels = parity.read_inputs(parity_inputs, "cnn")
+    losses, after = reference.train("cnn", weights, xs, labels)
+    first, final = ({k: v.astype("float32") for k, v in w.items()} for w in (after[0], after[-1]))
+    parity.write_outputs(parity_outputs, "cnn", reference.forward("cnn", weights, xs[0]), losses, first, final,
+                         canonical.initial_weights("cnn", 0))
 """
 
 

@@ -105,3 +105,13 @@ def test_gates_apart_gives_one_array_per_gate_in_the_canonical_order():
     assert reset.shape == (100, 125)
     np.testing.assert_array_equal(update, kernel[:, 100:200].T)
     np.testing.assert_array_equal(new, kernel[:, 200:].T)
+
+
+@pytest.mark.parametrize("conversion, shape", CASES, ids=[f"{c.name}-{s}" for c, s in CASES])
+def test_a_value_read_out_is_a_copy_not_a_view_of_the_variable(conversion, shape):
+    """PyTorch's tensor.numpy() shares the tensor's memory: what to_canonical returns must not change
+    when the framework's optimiser later writes the variable in place."""
+    stored = conversion.to_framework(_random(shape))
+    read = conversion.to_canonical(stored)
+    for part in stored if isinstance(stored, list) else [stored]:
+        assert not np.shares_memory(read, part)

@@ -127,12 +127,16 @@ SHARED_NAMES = [
     ("evaluate", "accuracy = float((y_predicted == y_test).mean())"),
     ("evaluate", "timing_summary = timer.summary(steps_per_epoch * batch_size)"), ("evaluate", "record.build("),
     ("parity", "canonical_layout = {  # canonical name: ("),
+    ("parity", "def canonical_weights("), ("parity", "    return {name: conversion.to_canonical("),
+    ("parity", "            for name, (variable, conversion) in canonical_layout.items()}"),
     ("parity", "if parity_inputs:\n    weights, x_parity, y_parity = parity.read_inputs(parity_inputs, "),
+    ("parity", "    initial = canonical_weights("),
     ("parity", "for name, (variable, conversion) in canonical_layout.items()"),
     ("parity", "conversion.to_framework(weights[name]"),
-    ("parity", "updated = {name: conversion.to_canonical("),
-    ("parity", "               for name, (variable, conversion) in canonical_layout.items()}"),
+    ("parity", "for x_batch, y_batch in zip(x_parity, y_parity):  # one step on each batch, dropout off"),
+    ("parity", "losses.append("), ("parity", "first_logits, after_first = "),
     ("parity", "parity.write_outputs(parity_outputs, "),
+    ("parity", "first_logits, losses, after_first,\n                         canonical_weights("),
 ]
 
 

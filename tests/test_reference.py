@@ -96,28 +96,56 @@ def test_optimiser_first_steps():
     assert np.allclose(adam, [1.0 - 1e-3 * 0.5 / (0.5 + 1e-8), 2.0 + 1e-3 * 2.0 / (2.0 + 1e-8), 3.0])
 
 
+def test_later_steps_carry_the_optimiser_state():
+    w = {"a": np.array([1.0, 2.0])}
+    g = {"a": np.array([0.5, -2.0])}
+    sgd = reference.SGDMomentum(lr=0.1, momentum=0.9)
+    w1 = sgd.step(w, g)
+    w2 = sgd.step(w1, g)
+    assert np.allclose(w2["a"], w1["a"] - 0.1 * (0.9 * g["a"] + g["a"]))  # v = 0.9 v + g
+    adam = reference.Adam(lr=0.01, betas=(0.9, 0.999), epsilon=1e-8)
+    a1 = adam.step(w, g)
+    a2 = adam.step(a1, {"a": np.array([0.1, 1.0])})
+    m = 0.9 * 0.1 * g["a"] + 0.1 * np.array([0.1, 1.0])
+    v = 0.999 * 0.001 * g["a"] ** 2 + 0.001 * np.array([0.1, 1.0]) ** 2
+    expected = a1["a"] - 0.01 * (m / (1 - 0.9 ** 2)) / (np.sqrt(v / (1 - 0.999 ** 2)) + 1e-8)
+    assert adam.t == 2 and np.allclose(a2["a"], expected, rtol=1e-12)
+
+
+def test_train_takes_one_step_per_batch_and_its_first_is_one_step():
+    inputs = parity.make_inputs("gru")
+    losses, after = reference.train("gru", inputs["weights"], inputs["x"][:3], inputs["labels"][:3])
+    assert len(losses) == len(after) == 3
+    _, loss, updated = reference.one_step("gru", inputs["weights"], inputs["x"][0], inputs["labels"][0])
+    assert losses[0] == pytest.approx(loss, rel=1e-12)
+    assert all(np.array_equal(after[0][n], updated[n]) for n in updated)
+    assert not np.allclose(after[1]["fc.bias"], after[0]["fc.bias"])
+
+
 def test_compare_accepts_the_reference_in_float32_and_names_a_difference(tmp_path):
     inputs = parity.write_inputs(tmp_path / "in.npz", "cnn")
-    weights, x, labels = parity.read_inputs(inputs, "cnn")
-    logits, loss, updated = reference.one_step("cnn", weights, x, labels)
-    as_float32 = {k: v.astype(np.float32) for k, v in updated.items()}
-    good = parity.write_outputs(tmp_path / "good.npz", "cnn", logits, loss, as_float32)
+    weights, xs, labels = parity.read_inputs(inputs, "cnn")
+    logits = reference.forward("cnn", weights, xs[0])
+    losses, after = reference.train("cnn", weights, xs, labels)
+    first, final = ({k: v.astype(np.float32) for k, v in w.items()} for w in (after[0], after[-1]))
+    initial = canonical.initial_weights("cnn", 1)
+    good = parity.write_outputs(tmp_path / "good.npz", "cnn", logits, losses, first, final, initial)
     verdict = parity.compare("cnn", inputs, good)
     assert verdict["equivalent"], verdict["message"]
     logits_off = logits.copy()
     logits_off[3, 4] += 0.01
-    weights_off = dict(as_float32, **{"conv2.bias": as_float32["conv2.bias"] + 1e-4})
-    bad = parity.write_outputs(tmp_path / "bad.npz", "cnn", logits_off, loss, weights_off)
+    first_off = dict(first, **{"conv2.bias": first["conv2.bias"] + 1e-4})
+    bad = parity.write_outputs(tmp_path / "bad.npz", "cnn", logits_off, losses, first_off, final, initial)
     verdict = parity.compare("cnn", inputs, bad)
     assert not verdict["equivalent"]
     assert "logits differ by 0.01" in verdict["message"]
-    assert "weights differ by 0.0001 (worst: conv2.bias)" in verdict["message"]
+    assert "weights after step 1 differ by 0.0001 (worst: conv2.bias)" in verdict["message"]
     assert "loss" not in verdict["message"]
 
 
 def test_parity_inputs_are_fixed_and_exercise_padding():
     first, second = parity.make_inputs("gru"), parity.make_inputs("gru")
     assert np.array_equal(first["x"], second["x"])
-    assert (first["x"][:, -1] == 0).any() and (first["x"][:, -1] != 0).any()  # short and full reviews
+    assert (first["x"][..., -1] == 0).any() and (first["x"][..., -1] != 0).any()  # short and full reviews
     assert first["x"].max() < params.IMDB_VOCAB and (first["x"] == params.IMDB_OOV).any()
     assert first["weights"]["gru.recurrent_bias"].any()  # non-zero biases, so their place is checked

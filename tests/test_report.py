@@ -146,8 +146,21 @@ def test_a_framework_failing_parity_is_flagged_in_its_row(results):
     cifar = _section(report.render(results).read_text(), "Test GPU", "cifar")
     rows = {line.split(" | ")[0][2:]: line for line in cifar.splitlines() if line.startswith("| ")}
     assert "| **no**: not equivalent: logits differ by 0.3 |" in rows["PyTorch"]
-    assert "| yes |" in rows["Fastest"]
+    assert "| yes |" in rows["Fastest"]  # a one-step record: no steps to show
     assert "**no**: not equivalent: weights differ by 0.2" in rows["Broken"]  # the latest parity run counts
+
+
+def test_an_equivalent_row_shows_its_differences_after_the_first_step_and_the_last(results):
+    import json
+
+    (results / "parity").mkdir()
+    checks = [{"output": "logits", "max_abs_difference": 1.4e-7}, {"output": "weights", "max_abs_difference": 5.3e-7},
+              {"output": "final_weights", "max_abs_difference": 3.1e-5}]
+    (results / "parity" / "20260101-000000-fastest-cifar.json").write_text(json.dumps({
+        "framework": "Fastest", "benchmark": "cifar", "status": "ok", "equivalent": True, "steps": 5,
+        "checks": checks, "message": "equivalent"}))
+    rows = _cifar_rows(report.render(results).read_text())
+    assert "| yes: weights within 5e-07 after step 1, 3e-05 after step 5 |" in rows["Fastest"]
 
 
 def test_each_device_has_tables_of_its_own_and_is_never_ranked_with_another(results):
