@@ -14,16 +14,24 @@ from harness.frameworks import FRAMEWORKS, Framework
 pytestmark = pytest.mark.kernel
 
 
+# Outputs a framework is known to get wrong, each explained in docs/parity.md; the test fails
+# as soon as the framework gets them right (or others wrong), so that this list stays true.
+KNOWN_DIFFERENCES = {
+    ("cntk", "imdb"): {"final_weights"},  # its Adam takes one constant epsilon (docs/parity.md#cntk-adam)
+}
+
+
 @pytest.mark.parametrize("benchmark", ["cifar", "imdb"])
 @pytest.mark.parametrize("framework", list(FRAMEWORKS.values()), ids=list(FRAMEWORKS))
 def test_framework_passes_parity(framework, benchmark, tmp_path):
     result = parity.check(framework, benchmark, tmp_path)
     assert result["status"] == "ok", result["message"]
-    assert result["equivalent"], result["message"]
-    for check in result["checks"]:
-        assert check["max_abs_difference"] <= check["bound"]
+    known = KNOWN_DIFFERENCES.get((framework.name, benchmark), set())
+    failing = {check["output"] for check in result["checks"] if not check["ok"]}
+    assert failing == known, result["message"]
+    assert result["equivalent"] == (not known), result["message"]
     written = json.loads(next((tmp_path / "parity").glob("*.json")).read_text())
-    assert written["equivalent"] is True and written["framework"] == framework.label
+    assert written["equivalent"] == (not known) and written["framework"] == framework.label
     assert (tmp_path / "parity" / written["notebook"]).is_file()
 
 
