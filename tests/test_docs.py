@@ -53,3 +53,71 @@ def test_every_notebook_title_links_the_design(framework, benchmark):
     links = re.findall(r"\]\(([^)#]*design\.md)[)#]", title)
     assert links and all((path.parent / link).resolve() == DESIGN for link in links), \
         f"{path}: the title cell does not link docs/design.md"
+
+
+# Every relative link of the prose resolves: the file exists, and an #anchor is an <a id> or a heading there.
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def _without_code(text: str) -> str:
+    """Markdown without its fenced blocks and code spans, where a bracket is not a link."""
+    text = re.sub(r"^```.*?^```", "", text, flags=re.MULTILINE | re.DOTALL)
+    return re.sub(r"`[^`\n]*`", "", text)
+
+
+def _anchors(path) -> set:
+    from harness.report import anchor
+
+    text = path.read_text()
+    ids = set(re.findall(r"<a id=\"([^\"]+)\"></a>", text))
+    headings = {anchor(line.lstrip("#").strip()) for line in _without_code(text).splitlines()
+                if re.match(r"#{1,6} ", line)}
+    return ids | headings
+
+
+def _broken_links(sources) -> list:
+    """sources: [(where, folder links are relative to, markdown)]."""
+    broken = []
+    for where, folder, text in sources:
+        for target in LINK.findall(_without_code(text)):
+            if re.match(r"^[a-z][a-z0-9+.-]*:", target):
+                continue  # http:, https:, mailto:
+            name, _, fragment = target.partition("#")
+            path = (folder / name).resolve() if name else where
+            if not path.exists():
+                broken.append(f"{where}: {target} (no such file)")
+            elif fragment and (path.is_dir() or fragment not in _anchors(path)):
+                broken.append(f"{where}: {target} (no anchor {fragment!r} there)")
+    return broken
+
+
+def _prose():
+    docs = sorted((REPOSITORY / "docs").glob("*.md")) + [REPOSITORY / "README.md"]
+    sources = [(path, path.parent, path.read_text()) for path in docs]
+    for framework in FRAMEWORKS.values():
+        for benchmark in framework.notebooks:
+            path = framework.notebook(benchmark)
+            sources += [(path, path.parent, cell.source) for cell in nbformat.read(path, as_version=4).cells
+                        if cell.cell_type == "markdown"]
+    return sources
+
+
+def test_every_relative_link_in_the_docs_and_the_notebooks_resolves():
+    sources = _prose()
+    assert sum(len(LINK.findall(text)) for _, _, text in sources) > 100
+    broken = _broken_links(sources)
+    assert not broken, "broken links: " + "; ".join(broken)
+
+
+def test_the_link_check_finds_a_missing_file_and_a_missing_anchor(tmp_path):
+    (tmp_path / "a.md").write_text('<a id="here"></a>\n## A heading, in full\n')
+    text = "[ok](a.md#here) [ok](a.md#a-heading-in-full) [no](b.md) [no](a.md#there) [ok](https://x.org/#y) `[no](c.md)`"
+    broken = _broken_links([(tmp_path / "x.md", tmp_path, text)])
+    assert len(broken) == 2 and "b.md (no such file)" in broken[0] and "no anchor 'there'" in broken[1]
+
+
+def test_the_framework_notes_are_listed_in_the_readme_and_the_design():
+    notes = REPOSITORY / "docs" / "frameworks.md"
+    assert notes.exists()
+    assert "(docs/frameworks.md)" in (REPOSITORY / "README.md").read_text()
+    assert "(frameworks.md" in DESIGN.read_text()

@@ -181,3 +181,69 @@ def test_the_keras_notebooks_differ_only_in_their_backend_cells(benchmark):
                 ours = ours.replace(f'framework="{label}"', "framework=...")
                 theirs = theirs.replace(f'framework="{first_label}"', "framework=...")
             assert ours == theirs, f"{label} and {first_label} ({benchmark}) differ in their {key[0]} {key[1]} cell"
+
+
+# The prose: each markdown cell says what this framework does in its step, briefly; the reasons
+# live once in docs/ (docs/frameworks.md and the others), which the cells link.
+MARKDOWN_WORD_LIMIT = 80
+# A sentence this long, met in two frameworks' notebooks, is a reason written twice: it belongs in docs/.
+REPEATED_SENTENCE_WORDS = 12
+
+
+def _markdown_cells(path: Path) -> list[tuple[str, str]]:
+    """(heading, text) of each markdown cell; the heading is the cell's first line."""
+    return [(cell.source.splitlines()[0] if cell.source else "", cell.source)
+            for cell in nbformat.read(path, as_version=4).cells if cell.cell_type == "markdown"]
+
+
+def _family(framework) -> str:
+    """Frameworks whose notebooks may share prose: the three Keras notebooks, whatever the backend."""
+    return "Keras" if framework.label.startswith("Keras (") else framework.label
+
+
+def _sentences(text: str) -> list[str]:
+    """The sentences of a markdown cell below its heading, whitespace and case folded."""
+    body = "\n".join(text.splitlines()[1:])
+    return [" ".join(s.split()).lower() for s in re.split(r"(?<=[.!?])\s+|\n\s*\n", body) if s.strip()]
+
+
+def _markdown_over_the_limit(notebooks) -> list[str]:
+    return [f"{path}: the cell {heading!r} has {len(text.split())} words"
+            for path in notebooks for heading, text in _markdown_cells(path)
+            if len(text.split()) > MARKDOWN_WORD_LIMIT]
+
+
+def _sentences_in_two_families(notebooks: dict) -> list[str]:
+    """notebooks: {path: family}. Each long sentence found in more than one family, and where."""
+    seen = {}
+    for path, family in notebooks.items():
+        for heading, text in _markdown_cells(path):
+            for sentence in _sentences(text):
+                if len(sentence.split()) >= REPEATED_SENTENCE_WORDS:
+                    seen.setdefault(sentence, {}).setdefault(family, f"{Path(path).name} {heading!r}")
+    return [f"{sentence!r} in {', '.join(places.values())}" for sentence, places in seen.items() if len(places) > 1]
+
+
+def test_no_markdown_cell_is_over_the_word_limit():
+    over = _markdown_over_the_limit([f.notebook(b) for f, b in NOTEBOOKS])
+    assert not over, f"markdown cells over {MARKDOWN_WORD_LIMIT} words (move the reasons to docs/): " + "; ".join(over)
+
+
+def test_no_long_sentence_is_repeated_across_frameworks():
+    repeated = _sentences_in_two_families({f.notebook(b): _family(f) for f, b in NOTEBOOKS})
+    assert not repeated, ("sentences repeated in the notebooks of several frameworks (say it once in docs/ "
+                          "and link it): " + "; ".join(repeated))
+
+
+def test_the_prose_checks_find_what_they_look_for(tmp_path):
+    """The two checks above on notebooks made to fail them."""
+    long_sentence = "This sentence has well over twelve words in it, so it counts as a reason."
+    paths = []
+    for name, body in (("a", long_sentence), ("b", long_sentence + " " + "word " * 80)):
+        notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(f"## 1. Step\n{body}")])
+        paths.append(tmp_path / f"{name}.ipynb")
+        nbformat.write(notebook, paths[-1])
+    over = _markdown_over_the_limit(paths)
+    assert len(over) == 1 and "b.ipynb" in over[0] and "'## 1. Step'" in over[0] and "98 words" in over[0]
+    assert len(_sentences_in_two_families({paths[0]: "A", paths[1]: "B"})) == 1
+    assert not _sentences_in_two_families({paths[0]: "A", paths[1]: "A"})
