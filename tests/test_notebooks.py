@@ -133,7 +133,7 @@ SHARED_NAMES = [
     ("parity", "    initial = canonical_weights("),
     ("parity", "for name, (variable, conversion) in canonical_layout.items()"),
     ("parity", "conversion.to_framework(weights[name]"),
-    ("parity", "for x_batch, y_batch in zip(x_parity, y_parity):  # one step on each batch, dropout off"),
+    ("parity", "for x_batch, y_batch in zip(x_parity, y_parity):  # one step on each batch"),
     ("parity", "losses.append("), ("parity", "first_logits, after_first = "),
     ("parity", "parity.write_outputs(parity_outputs, "),
     ("parity", "first_logits, losses, after_first,\n                         canonical_weights("),
