@@ -1,0 +1,55 @@
+"""harness.agreement: the table of accuracies across seeds, from records alone."""
+import pytest
+
+from harness import agreement
+
+CONFIG = agreement.Configuration(benchmark="imdb", epochs=2, train_samples=4000, test_samples=2000, device="cpu")
+SEEDS = agreement.seeds(5)
+
+
+def _record(framework, seed, accuracy, status="ok", timestamp="2026-12-02T10:00:00", **changes):
+    found = {"framework": framework, "seed": seed, "test_accuracy": accuracy, "status": status,
+             "benchmark": "imdb", "epochs": 2, "train_samples": 4000, "test_samples": 2000,
+             "environment": {"device": "cpu"}, "timestamp": timestamp, "error": None}
+    found.update(changes)
+    return found
+
+
+def test_seeds_are_consecutive_from_the_design_seed_and_one_is_refused():
+    assert SEEDS == [42, 43, 44, 45, 46]
+    with pytest.raises(ValueError, match="--seeds must be 2 or more"):
+        agreement.seeds(1)
+
+
+def test_only_ok_runs_of_the_configuration_and_the_latest_of_a_seed_count():
+    records = [_record("PyTorch", 42, 0.80), _record("PyTorch", 42, 0.81, timestamp="2026-12-02T11:00:00"),
+               _record("PyTorch", 43, 0.5, epochs=3), _record("PyTorch", 44, 0.5, environment={"device": "cuda"}),
+               _record("PyTorch", 45, 0.5, status="failed"), _record("PyTorch", 7, 0.5)]
+    assert agreement.collect(records, CONFIG, SEEDS) == {"PyTorch": {42: 0.81}}
+
+
+def test_a_row_more_than_two_points_from_pytorch_is_flagged_and_one_within_is_not():
+    records = ([_record("PyTorch", s, a) for s, a in zip(SEEDS, [0.79, 0.80, 0.81, 0.80, 0.80])]
+               + [_record("MXNet", s, a) for s, a in zip(SEEDS, [0.66, 0.80, 0.70, 0.78, 0.76])]
+               + [_record("Chainer", s, a) for s, a in zip(SEEDS, [0.79, 0.80, 0.79, 0.80, 0.81])])
+    rows = {row["framework"]: row for row in agreement.summary(agreement.collect(records, CONFIG, SEEDS))}
+    assert rows["MXNet"]["flagged"] and rows["MXNet"]["difference"] == pytest.approx(0.74 - 0.80)
+    assert not rows["Chainer"]["flagged"] and not rows["PyTorch"]["flagged"]
+    assert (rows["MXNet"]["min"], rows["MXNet"]["max"], rows["MXNet"]["seeds"]) == (0.66, 0.80, 5)
+
+
+def test_the_table_shows_means_ranges_differences_flags_and_the_runs_missing(tmp_path):
+    records = ([_record("PyTorch", s, 0.80) for s in SEEDS] + [_record("MXNet", s, 0.70) for s in SEEDS[:4]]
+               + [_record("MXNet", 46, None, status="failed", error="Traceback\nValueError: diverged")])
+    path = agreement.write(tmp_path, records, CONFIG, SEEDS, "Made by test.")
+    text = path.read_text()
+    assert path == tmp_path / "agreement" / "README.md"
+    assert "| PyTorch | 5 | 80.0 | 80.0 – 80.0 | – |  |" in text
+    assert "| MXNet | 4 | 70.0 | 70.0 – 70.0 | -10.0 | **differs** |" in text
+    assert "- MXNet, seed 46: failed: ValueError: diverged" in text
+    assert "Flagged: MXNet" in text and "Made by test." in text and "42, 43, 44, 45, 46" in text
+
+
+def test_without_a_reference_run_there_is_no_table():
+    with pytest.raises(ValueError, match="no ok run of PyTorch"):
+        agreement.summary({"MXNet": {42: 0.7}})
