@@ -16,7 +16,8 @@ What "equivalent" means: every output within float32 tolerances of the reference
 - weights after step 1: max |framework - reference| <= 1e-5, over every array;
 - loss at every step t: relative difference <= 1e-4 x t;
 - weights after the last step T: max |framework - reference| <= 2e-5 x T.
-The initial weights are checked against the design's scheme (:func:`check_initial`).
+The initial weights are checked against the design's scheme (:func:`check_initial`), and the
+dropout rate at each site in training mode against the design's (:func:`check_dropout`).
 """
 import json
 import os
@@ -37,9 +38,9 @@ SHAPES = canonical.LAYOUTS  # the canonical shape of each array, for notebooks t
 STEPS = {"cnn": 5, "gru": 20}
 BIAS_SCALE = 0.1
 TOLERANCES = {"logits": 1e-4, "loss": 1e-4, "weights": 1e-5, "losses": 1e-4, "final_weights": 2e-5,
-              "initial": 0.02}
+              "initial": 0.02, "dropout": 1e-7}
 KINDS = {"logits": "relative", "loss": "relative", "weights": "absolute", "losses": "relative, x step",
-         "final_weights": "absolute, x steps", "initial": "relative std"}
+         "final_weights": "absolute, x steps", "initial": "relative std", "dropout": "absolute"}
 
 
 def _batch(model: str, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
@@ -80,15 +81,16 @@ def read_inputs(path: Union[str, os.PathLike], model: str) -> Tuple[dict, np.nda
 
 
 def write_outputs(path: Union[str, os.PathLike], model: str, logits, losses, first: dict, final: dict,
-                  initial: dict, **info) -> Path:
+                  initial: dict, dropout, **info) -> Path:
     """What a notebook in parity mode writes: the logits of the first batch, the loss of every step,
-    the canonical weights after the first step and after the last, and its own initial weights."""
+    the canonical weights after the first step and after the last, its own initial weights, and
+    the dropout rate of each dropout site of its model in training mode, in order."""
     path = Path(path)
     losses = np.asarray(losses, np.float64).reshape(-1)
     canonical.save(path.with_name(path.stem + "-initial.npz"), model, initial)
     canonical.save(path.with_name(path.stem + "-final.npz"), model, final)
     return canonical.save(path, model, first, logits=np.asarray(logits, np.float32), losses=losses,
-                          info=np.asarray(json.dumps(info)))
+                          dropout=np.asarray(list(dropout), np.float64), info=np.asarray(json.dumps(info)))
 
 
 def read_outputs(path: Union[str, os.PathLike], model: str) -> Dict[str, object]:
@@ -98,7 +100,8 @@ def read_outputs(path: Union[str, os.PathLike], model: str) -> Dict[str, object]
     final, _ = canonical.load(path.with_name(path.stem + "-final.npz"), model)
     initial, _ = canonical.load(path.with_name(path.stem + "-initial.npz"), model)
     return {"first": first, "final": final, "initial": initial, "logits": others["logits"],
-            "losses": np.asarray(others["losses"], np.float64), "info": json.loads(str(others["info"]))}
+            "losses": np.asarray(others["losses"], np.float64), "dropout": [float(r) for r in others["dropout"]],
+            "info": json.loads(str(others["info"]))}
 
 
 def _check(output: str, difference: float, scale: float, worst: Optional[str] = None) -> dict:
@@ -141,6 +144,23 @@ def check_initial(model: str, initial: dict) -> dict:
             "ok": not problems, "problems": problems}
 
 
+DROPOUT = {"cnn": tuple(params.CNN_DROPOUT), "gru": ()}  # the design's rates, site by site
+
+
+def check_dropout(model: str, rates) -> dict:
+    """The rate at each dropout site in training mode, in order, against the design's; a site
+    with rate 0 applies no dropout and is left out (a GRU layer's own, unused dropout)."""
+    applied = [float(rate) for rate in rates if rate > 0]
+    expected = list(DROPOUT[model])
+    same_sites = len(applied) == len(expected)
+    difference = max((abs(a - b) for a, b in zip(applied, expected)), default=0.0) if same_sites else float("inf")
+    ok = same_sites and difference <= 1e-7
+    return {"output": "dropout", "max_abs_difference": float(difference), "bound": 1e-7, "tolerance": 1e-7,
+            "kind": "absolute", "worst": None, "ok": ok,
+            "problems": [] if ok else [f"the rates in training mode are {applied or 'none'}, the design's "
+                                       f"{expected or 'none'}"]}
+
+
 def compare(model: str, inputs_path: Union[str, os.PathLike], outputs_path: Union[str, os.PathLike]) -> dict:
     """Each output of a framework against the reference: differences, bounds, and a verdict."""
     weights, xs, labels = read_inputs(inputs_path, model)
@@ -166,6 +186,7 @@ def compare(model: str, inputs_path: Union[str, os.PathLike], outputs_path: Unio
         _check("losses", relative[worst_step], worst_step + 1.0, f"step {worst_step + 1}"),
         _check("final_weights", max(final.values()), float(steps), max(final, key=final.get)),
         check_initial(model, outputs["initial"]),
+        check_dropout(model, outputs["dropout"]),
     ]
     return {"model": model, "steps": steps, "equivalent": all(c["ok"] for c in checks), "checks": checks,
             "weight_differences": first, "final_weight_differences": final,
@@ -175,7 +196,7 @@ def compare(model: str, inputs_path: Union[str, os.PathLike], outputs_path: Unio
 
 
 LABELS = {"logits": "logits", "loss": "loss", "weights": "weights after step 1", "losses": "the losses",
-          "final_weights": "weights after the last step", "initial": "the initial weights"}
+          "final_weights": "weights after the last step", "initial": "the initial weights", "dropout": "dropout"}
 
 
 def describe(checks: List[dict], steps: Optional[int] = None) -> str:
@@ -192,6 +213,9 @@ def describe(checks: List[dict], steps: Optional[int] = None) -> str:
         if c["output"] == "initial":
             parts.append("the initial weights are not the design's Glorot-uniform with zero biases: "
                          + "; ".join(c["problems"]))
+            continue
+        if c["output"] == "dropout":
+            parts.append("the dropout differs: " + "; ".join(c["problems"]))
             continue
         where = f" (worst: {c['worst']})" if c["worst"] else ""
         verb = "differs" if c["output"] == "loss" else "differ"

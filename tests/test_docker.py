@@ -627,7 +627,7 @@ if parity_inputs:
     losses, after = reference.train("cnn", weights, xs, labels)
     first, final = ({k: v.astype("float32") for k, v in w.items()} for w in (after[0], after[-1]))
     parity.write_outputs(parity_outputs, "cnn", reference.forward("cnn", weights, xs[0]), losses, first, final,
-                         canonical.initial_weights("cnn", 0))
+                         canonical.initial_weights("cnn", 0), parity.DROPOUT["cnn"])
 """
 
 

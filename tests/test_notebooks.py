@@ -130,13 +130,15 @@ SHARED_NAMES = [
     ("parity", "def canonical_weights("), ("parity", "    return {name: conversion.to_canonical("),
     ("parity", "            for name, (variable, conversion) in canonical_layout.items()}"),
     ("parity", "if parity_inputs:\n    weights, x_parity, y_parity = parity.read_inputs(parity_inputs, "),
-    ("parity", "    initial = canonical_weights("),
+    ("parity", "def dropout_rates():"), ("parity", "    initial, rates = canonical_weights("),
+    ("parity", "dropout_rates()  # this framework's own"),
     ("parity", "for name, (variable, conversion) in canonical_layout.items()"),
     ("parity", "conversion.to_framework(weights[name]"),
     ("parity", "for x_batch, y_batch in zip(x_parity, y_parity):  # one step on each batch"),
     ("parity", "losses.append("), ("parity", "first_logits, after_first = "),
     ("parity", "parity.write_outputs(parity_outputs, "),
     ("parity", "first_logits, losses, after_first,\n                         canonical_weights("),
+    ("parity", "initial, rates, versions=env[\"versions\"])"),
 ]
 
 

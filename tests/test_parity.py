@@ -99,6 +99,19 @@ MUTANTS = {  # name: (benchmark, old, new, words in the message, checks that sti
         "step = optimizer.t + 1  # the step about to be taken",
         "step = 1  # the first step's conversion, kept",
         ["weights after the last step differ by"], STEP_ONE + ("initial",), "chainer"),
+    # Dropout in training: the parity steps run without it, so only the dropout check shows these.
+    "dropout-rate-changed": (
+        "cifar",
+        "self.dropout2 = nn.Dropout(params.CNN_DROPOUT[1])",
+        "self.dropout2 = nn.Dropout(0.5)",
+        ["the dropout differs: the rates in training mode are [0.25, 0.5, 0.5], the design's [0.25, 0.25, 0.5]"],
+        STEP_ONE + ("losses", "final_weights", "initial"), "pytorch"),
+    "dropout-site-skipped": (
+        "cifar",
+        "x = self.dropout2(F.relu(F.max_pool2d(x, 2)))",
+        "x = F.relu(F.max_pool2d(x, 2))  # dropout2 defined, never applied",
+        ["the dropout differs: the rates in training mode are [0.25, 0.5], the design's [0.25, 0.25, 0.5]"],
+        STEP_ONE + ("losses", "final_weights", "initial"), "pytorch"),
     # The framework's own initialisation: the canonical weights are loaded, so only this check shows it.
     "pytorch-default-gru-initialisation": (
         "imdb",
@@ -106,7 +119,7 @@ MUTANTS = {  # name: (benchmark, old, new, words in the message, checks that sti
         "glorot_uniform_zero_bias(model.embedding)\nglorot_uniform_zero_bias(model.fc)  # the GRU keeps PyTorch's\n"
         "parameter_count",
         ["the initial weights are not the design's", "gru.input_bias is not zero"],
-        STEP_ONE + ("losses", "final_weights"), "pytorch"),
+        STEP_ONE + ("losses", "final_weights", "dropout"), "pytorch"),
 }
 
 

@@ -5,7 +5,7 @@ import pytest
 from common import canonical, parity, reference
 
 
-def _outputs(tmp_path, model, optimiser=None, initial=None):
+def _outputs(tmp_path, model, optimiser=None, initial=None, dropout=None):
     """Writes the reference's own outputs (with ``optimiser`` in place of the model's) and returns
     the inputs and outputs paths."""
     inputs = parity.write_inputs(tmp_path / "inputs.npz", model)
@@ -20,7 +20,8 @@ def _outputs(tmp_path, model, optimiser=None, initial=None):
     f32 = lambda w: {n: v.astype(np.float32) for n, v in w.items()}  # noqa: E731
     initial = initial if initial is not None else canonical.initial_weights(model, seed=3)
     outputs = parity.write_outputs(tmp_path / "outputs.npz", model, reference.forward(model, weights, xs[0]),
-                                   losses, f32(after[0]), f32(after[-1]), initial, versions={})
+                                   losses, f32(after[0]), f32(after[-1]), initial,
+                                   parity.DROPOUT[model] if dropout is None else dropout, versions={})
     return inputs, outputs
 
 
@@ -101,3 +102,19 @@ def test_outputs_without_a_loss_per_step_are_rejected(tmp_path):
     np.savez(outputs, **data)
     with pytest.raises(ValueError, match="3 losses, expected one for each of the 20 steps"):
         parity.compare("gru", inputs, outputs)
+
+
+def test_the_dropout_rates_are_the_designs_site_by_site():
+    assert parity.check_dropout("cnn", [0.25, 0.25, 0.5])["ok"]
+    assert parity.check_dropout("gru", [])["ok"] and parity.check_dropout("gru", [0.0])["ok"]  # a rate of 0 drops nothing
+    swapped = parity.check_dropout("cnn", [0.5, 0.25, 0.25])
+    assert not swapped["ok"] and swapped["max_abs_difference"] == pytest.approx(0.25)
+    missing = parity.check_dropout("cnn", [0.25, 0.25])
+    assert not missing["ok"] and "[0.25, 0.25], the design's [0.25, 0.25, 0.5]" in missing["problems"][0]
+    assert not parity.check_dropout("gru", [0.2])["ok"]
+
+
+def test_a_dropout_rate_off_the_design_fails_the_comparison(tmp_path):
+    result = parity.compare("gru", *_outputs(tmp_path, "gru", dropout=[0.5]))
+    assert not result["equivalent"]
+    assert "the dropout differs: the rates in training mode are [0.5], the design's none" in result["message"]

@@ -129,13 +129,13 @@ def test_compare_accepts_the_reference_in_float32_and_names_a_difference(tmp_pat
     losses, after = reference.train("cnn", weights, xs, labels)
     first, final = ({k: v.astype(np.float32) for k, v in w.items()} for w in (after[0], after[-1]))
     initial = canonical.initial_weights("cnn", 1)
-    good = parity.write_outputs(tmp_path / "good.npz", "cnn", logits, losses, first, final, initial)
+    good = parity.write_outputs(tmp_path / "good.npz", "cnn", logits, losses, first, final, initial, parity.DROPOUT["cnn"])
     verdict = parity.compare("cnn", inputs, good)
     assert verdict["equivalent"], verdict["message"]
     logits_off = logits.copy()
     logits_off[3, 4] += 0.01
     first_off = dict(first, **{"conv2.bias": first["conv2.bias"] + 1e-4})
-    bad = parity.write_outputs(tmp_path / "bad.npz", "cnn", logits_off, losses, first_off, final, initial)
+    bad = parity.write_outputs(tmp_path / "bad.npz", "cnn", logits_off, losses, first_off, final, initial, parity.DROPOUT["cnn"])
     verdict = parity.compare("cnn", inputs, bad)
     assert not verdict["equivalent"]
     assert "logits differ by 0.01" in verdict["message"]
