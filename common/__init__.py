@@ -7,7 +7,7 @@ framework's environment. One module, one job:
     data         download, verify, cache and parse CIFAR-10 and IMDB
     iterator     the seeded minibatch order every framework trains on
     timing       the training timer, synchronising the device at its ends
-    environment  what the run ran on: device, drivers, versions
+    machine      what the run ran on: device, drivers, versions, git commit
     record       the JSON result record
     canonical    the canonical weight layout of each model, and seeded initial weights
     reference    the NumPy float64 reference: forward, gradient, one optimiser step

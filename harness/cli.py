@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import data, environment, params
+from common import data, machine, params
 from harness import REPOSITORY, compare, environments, existing, parity, report, runner
 from harness.frameworks import BENCHMARKS, FRAMEWORKS, select
 
@@ -285,7 +285,7 @@ def cmd_run(args) -> int:
     skip = {}
     if args.resume:
         skip = runner.finished_runs(frameworks, args.benchmark, settings, args.results, provenances,
-                                    environment.git_commit())
+                                    machine.git_commit())
     try:
         done = runner.run_all(frameworks, args.benchmark, settings, args.results, skip=skip,
                               data_errors=data_errors)

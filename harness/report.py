@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from common import environment, params, record
+from common import machine, params, record
 from harness import REPOSITORY, parity
 
 UNITS = {name: spec["unit"] for name, spec in params.BENCHMARKS.items()}
@@ -40,7 +40,7 @@ def load_records(results: Path) -> list[dict]:
 
 def _device(row: dict) -> str:
     env = row.get("environment")
-    return environment.describe(env) if env else ""
+    return machine.describe(env) if env else ""
 
 
 def device_group(row: dict) -> str:

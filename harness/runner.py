@@ -35,7 +35,7 @@ from typing import Callable
 
 import nbformat
 
-from common import data, environment, params, record
+from common import data, machine, params, record
 from harness import REPOSITORY, docker, environments
 from harness.frameworks import Framework
 
@@ -526,7 +526,7 @@ def _write_failure(record_path: Path, framework: Framework, benchmark: str, sett
         train_samples=settings.train_samples or spec["train"], test_samples=settings.test_samples or spec["test"],
         seed=settings.seed, notebook=str(executed.relative_to(record_path.parent.parent))
         if executed is not None and executed.is_file() else None,
-        environment=environment.capture(device=target_device(settings), versions={}),
+        environment=machine.capture(device=target_device(settings), versions={}),
         kernel_environment=kernel_provenance(framework, settings),
     )
     record.write(record_path, result)
