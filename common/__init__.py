@@ -13,3 +13,6 @@ framework's environment. One module, one job:
     reference    the NumPy float64 reference: forward, gradient, one optimiser step
     parity       the parity check: its inputs, the notebooks' outputs, the comparison
 """
+from pathlib import Path
+
+REPOSITORY = Path(__file__).resolve().parent.parent  # this clone: notebooks/, results/, envs/

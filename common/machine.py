@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 from typing import Dict, List, Optional, Union
 
-REPOSITORY = Path(__file__).resolve().parent.parent
+from common import REPOSITORY
 
 
 def _run(command: List[str]) -> Optional[str]:

@@ -23,8 +23,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import data, machine, params
-from harness import REPOSITORY, compare, environments, existing, parity, report, runner
+from common import REPOSITORY, data, machine, params
+from harness import compare, environments, existing, parity, report, runner
 from harness.frameworks import BENCHMARKS, FRAMEWORKS, select
 
 SEED_LIMIT = 2**32  # every framework's generator takes a seed in [0, 2**32)

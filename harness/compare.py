@@ -36,7 +36,8 @@ from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import PythonLexer
 
-from harness import REPOSITORY, report
+from common import REPOSITORY
+from harness import report
 from harness.frameworks import BENCHMARKS, FRAMEWORKS, Framework, select
 
 # The ten steps of the notebook contract; a notebook has each of them (in any order).

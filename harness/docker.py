@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Iterable, Sequence
 
-from harness import REPOSITORY
+from common import REPOSITORY
 from harness.frameworks import Framework, select
 
 DOCKER_DIR = REPOSITORY / "docker"

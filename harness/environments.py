@@ -42,7 +42,7 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urlparse
 
-from harness import REPOSITORY
+from common import REPOSITORY
 from harness.frameworks import Framework
 
 SPECS = Path(__file__).resolve().parent / "envs"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from harness import REPOSITORY
+from common import REPOSITORY
 
 BENCHMARKS = ("cifar", "imdb")
 

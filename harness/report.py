@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from common import machine, params, record
-from harness import REPOSITORY, parity
+from common import REPOSITORY, machine, params, record
+from harness import parity
 
 UNITS = {name: spec["unit"] for name, spec in params.BENCHMARKS.items()}
 TITLES = {"cifar": "CNN on CIFAR-10", "imdb": "GRU on IMDB"}

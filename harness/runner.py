@@ -35,8 +35,8 @@ from typing import Callable
 
 import nbformat
 
-from common import data, machine, params, record
-from harness import REPOSITORY, docker, environments
+from common import REPOSITORY, data, machine, params, record
+from harness import docker, environments
 from harness.frameworks import Framework
 
 

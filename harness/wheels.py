@@ -26,7 +26,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness import REPOSITORY
+from common import REPOSITORY
 from harness.environments import COMMON_REQUIREMENTS, SPECS
 
 # What the Keras rows add to an existing PyTorch, TensorFlow or JAX interpreter.

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from common import params, record
-from harness import REPOSITORY, cli, runner
+from common import REPOSITORY, params, record
+from harness import cli, runner
 from harness.frameworks import FRAMEWORKS, select
 
 

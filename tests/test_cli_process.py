@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 import selftest
 
-from common import record
-from harness import REPOSITORY
+from common import REPOSITORY, record
 
 TESTS = Path(__file__).parent
 

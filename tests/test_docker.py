@@ -21,7 +21,8 @@ import nbformat
 import pytest
 import selftest
 
-from harness import REPOSITORY, cli, docker, environments, parity, runner
+from common import REPOSITORY
+from harness import cli, docker, environments, parity, runner
 from harness.frameworks import FRAMEWORKS, Framework
 
 ENVIRONMENTS = docker.environments(FRAMEWORKS.values())

@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from harness import REPOSITORY, environments, existing
+from common import REPOSITORY
+from harness import environments, existing
 from harness.frameworks import FRAMEWORKS, Framework
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import selftest
 
-from harness import REPOSITORY, environments, runner, wheels
+from common import REPOSITORY
+from harness import environments, runner, wheels
 from harness.frameworks import Framework
 
 pytestmark = pytest.mark.kernel
