@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 from common import REPOSITORY, data, machine, params
-from harness import compare, environments, existing, parity, report, runner
+from harness import compare, environments, existing, parity_runs, report, runner
 from harness.frameworks import BENCHMARKS, FRAMEWORKS, select
 
 SEED_LIMIT = 2**32  # every framework's generator takes a seed in [0, 2**32)
@@ -303,7 +303,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_parity(args) -> int:
-    done = parity.check_all(select(args.frameworks), args.benchmark, args.results, args.device)
+    done = parity_runs.check_all(select(args.frameworks), args.benchmark, args.results, args.device)
     print(f"report: {report.render(args.results)}")
     differing = [f"{r['framework']} {r['benchmark']}: {r['message']}" for r in done if not r["equivalent"]]
     for line in differing:
@@ -371,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 cmd_envs(args)
             if not args.skip_parity:
-                parity.check_all(select(args.frameworks), args.benchmark, args.results, in_docker=args.docker)
+                parity_runs.check_all(select(args.frameworks), args.benchmark, args.results, in_docker=args.docker)
             return cmd_run(args)
     except (ValueError, data.DataError, environments.EnvironmentBuildError) as error:
         print(f"rosetta: {error}", file=sys.stderr)

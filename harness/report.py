@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from common import REPOSITORY, machine, params, record
-from harness import parity
+from harness import parity_runs
 
 UNITS = {name: spec["unit"] for name, spec in params.BENCHMARKS.items()}
 TITLES = {"cifar": "CNN on CIFAR-10", "imdb": "GRU on IMDB"}
@@ -293,7 +293,7 @@ def render(results: Path, readme: Path | None = None) -> Path:
     """
     records = load_records(results)
     frame = to_frame(records)
-    checks = parity.latest(results)
+    checks = parity_runs.latest(results)
     frame.to_csv(results / "results.csv", index=False)
     for old in results.glob("*.png"):  # plots of devices or benchmarks no longer shown
         old.unlink()
