@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 from common import REPOSITORY, data, machine, params
-from harness import compare, environments, existing, parity_runs, report, runner
+from harness import compare, existing, kernels, parity_runs, report, runner, venvs
 from harness.frameworks import BENCHMARKS, FRAMEWORKS, select
 
 SEED_LIMIT = 2**32  # every framework's generator takes a seed in [0, 2**32)
@@ -91,7 +91,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
 def _add_env_options(parser: argparse.ArgumentParser, with_names: bool = True) -> None:
     if with_names:
         parser.add_argument("frameworks", nargs="*", metavar="NAME", help="frameworks (default: all)")
-    parser.add_argument("--flavour", choices=environments.FLAVOURS,
+    parser.add_argument("--flavour", choices=venvs.FLAVOURS,
                         help="cpu or cuda builds (default: cuda where nvidia-smi sees a GPU)")
     parser.add_argument("--force", action="store_true", help="rebuild even when up to date")
     parser.add_argument("--python", action="append", metavar="[NAME=]PATH", default=None,
@@ -198,7 +198,7 @@ def validate_run(args: argparse.Namespace) -> None:
             raise ValueError(f"{given}: {train} training samples make no complete batch of {batch} for "
                              f"{benchmark}; training uses complete batches only, so expected "
                              "--train-samples at least --batch-size.")
-    if args.device == "cuda" and not args.docker and environments.default_flavour() == "cpu":
+    if args.device == "cuda" and not args.docker and venvs.default_flavour() == "cpu":
         raise ValueError("--device cuda: no NVIDIA GPU found (nvidia-smi lists none); expected "
                          "--device auto or cpu on this machine.")
     _writable_folder(args.results, "--results")
@@ -231,16 +231,16 @@ def cmd_envs(args) -> int:
     chosen = existing.existing_interpreters(
         args.python if args.python is not None else existing.from_variable(), frameworks)
     needs_build = any(framework.env not in chosen for framework in frameworks)
-    flavour = args.flavour or (environments.default_flavour() if needs_build else "cpu")
+    flavour = args.flavour or (venvs.default_flavour() if needs_build else "cpu")
     failures = []
     for framework in frameworks:
         python = chosen.get(framework.env)
         try:
             if python is None:
-                environments.create(framework, flavour, force=args.force)
+                kernels.create(framework, flavour, force=args.force)
                 continue
             probe = existing.use_existing(framework, python)
-        except environments.EnvironmentBuildError as error:
+        except venvs.EnvironmentBuildError as error:
             print(f"{framework.label}: {error}", file=sys.stderr)
             failures.append(framework.label)
             continue
@@ -278,7 +278,7 @@ def cmd_run(args) -> int:
         epochs=args.epochs, batch_size=args.batch_size, train_samples=args.train_samples,
         test_samples=args.test_samples, seed=args.seed, device=args.device, timeout=args.timeout,
         data_dir=args.data_dir, cifar_source=args.cifar10, imdb_source=args.imdb, docker=args.docker)
-    if settings.device != "cpu" and environments.default_flavour() == "cpu":
+    if settings.device != "cpu" and venvs.default_flavour() == "cpu":
         print("note: no NVIDIA GPU found; " + ("`--docker` runs ask docker for one (--gpus all), so they "
               "will fail: add --device cpu to run the images on the CPU." if settings.docker else
               "every notebook trains on the CPU, and the table says so."))
@@ -320,8 +320,8 @@ def cmd_list(args) -> int:
     frameworks = list(FRAMEWORKS.values())
     name_w, label_w, api_w = (max(len(getattr(f, field)) for f in frameworks) for field in ("name", "label", "api"))
     for framework in frameworks:
-        reason = environments.unavailable_reason(framework)
-        source = environments.provenance(framework) or {}
+        reason = kernels.unavailable_reason(framework)
+        source = kernels.provenance(framework) or {}
         kind = f"existing {source['python']}" if source.get("kind") == "existing" else source.get("flavour")
         state = reason or f"ready ({kind})"
         print(f"{framework.name:{name_w}}  {framework.label:{label_w}}  {framework.api:{api_w}}  "
@@ -373,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.skip_parity:
                 parity_runs.check_all(select(args.frameworks), args.benchmark, args.results, in_docker=args.docker)
             return cmd_run(args)
-    except (ValueError, data.DataError, environments.EnvironmentBuildError) as error:
+    except (ValueError, data.DataError, venvs.EnvironmentBuildError) as error:
         print(f"rosetta: {error}", file=sys.stderr)
         return 2
     except runner.Interrupted as interrupt:  # outside a notebook run: building environments, parity

@@ -61,8 +61,9 @@ def dockerfile(env: str) -> Path:
     return DOCKER_DIR / env / "Dockerfile"
 
 
-def environments(frameworks: Iterable[Framework]) -> list[str]:
-    """The environments of ``frameworks``, each once, in order (gluon and mxnet share one)."""
+def env_names(frameworks: Iterable[Framework]) -> list[str]:
+    """The names of the environments of ``frameworks`` (one image each), each once, in order (gluon and
+    mxnet share one)."""
     return list(dict.fromkeys(f.env for f in frameworks))
 
 
@@ -213,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     args = parser.parse_args(argv)
     try:
-        envs = environments(select(args.frameworks))
+        envs = env_names(select(args.frameworks))
     except ValueError as error:
         print(f"harness.docker: {error}", file=sys.stderr)
         return 2

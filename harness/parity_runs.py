@@ -17,7 +17,7 @@ from pathlib import Path
 import nbformat
 
 from common import canonical, parity, record
-from harness import docker, environments, runner
+from harness import docker, kernels, runner
 from harness.frameworks import Framework
 
 PARITY_STEPS = ("parameters", "imports", "environment", "model", "optimiser", "parity")
@@ -56,7 +56,7 @@ def check(framework: Framework, benchmark: str, results: Path, device: str = "cp
               "tolerances": parity.TOLERANCES, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "kernel_environment": runner.kernel_provenance(framework, runner.RunSettings(docker=in_docker))}
     prefix = f"[{framework.name}/{benchmark} parity] "
-    reason = (docker.unavailable_reason if in_docker else environments.unavailable_reason)(framework)
+    reason = (docker.unavailable_reason if in_docker else kernels.unavailable_reason)(framework)
     if reason:
         result.update(status="unavailable", equivalent=None, message=reason)
     else:

@@ -36,7 +36,7 @@ from typing import Callable
 import nbformat
 
 from common import REPOSITORY, data, machine, params, record
-from harness import docker, environments
+from harness import docker, kernels, venvs
 from harness.frameworks import Framework
 
 
@@ -181,7 +181,7 @@ def execute(framework: Framework, benchmark: str, settings: RunSettings, results
     record_path, executed = run_paths(results, framework, benchmark)
     record_path.parent.mkdir(parents=True, exist_ok=True)
     prefix = f"[{framework.name}/{benchmark}] "
-    reason = (docker.unavailable_reason if settings.docker else environments.unavailable_reason)(framework)
+    reason = (docker.unavailable_reason if settings.docker else kernels.unavailable_reason)(framework)
     if reason:
         print(prefix + f"unavailable: {reason}")
         return _write_failure(record_path, framework, benchmark, settings, "unavailable", reason, None)
@@ -501,18 +501,18 @@ def _stop_tree(process: subprocess.Popen, watch: KernelWatch | None = None, grac
 
 
 def kernel_provenance(framework: Framework, settings: RunSettings) -> dict | None:
-    """Where the kernel of a run came from: its docker image, or what ``environments.provenance``
+    """Where the kernel of a run came from: its docker image, or what ``kernels.provenance``
     says (an environment built from its spec, or an existing interpreter and the versions found)."""
     if settings.docker:
         return {"kind": "docker", "image": docker.image(framework)}
-    return environments.provenance(framework)
+    return kernels.provenance(framework)
 
 
 def target_device(settings: RunSettings) -> str:
     """The device a run was meant for: what ``--device`` says, or the GPU where one is seen."""
     if settings.device in ("cpu", "cuda"):
         return settings.device
-    return "cuda" if environments.default_flavour() == "cuda" else "cpu"
+    return "cuda" if venvs.default_flavour() == "cuda" else "cpu"
 
 
 def _write_failure(record_path: Path, framework: Framework, benchmark: str, settings: RunSettings,
@@ -549,7 +549,7 @@ def finished_runs(frameworks: list[Framework], benchmarks: list[str], settings: 
         print("resume: nothing skipped, as the code version is not a clean git commit "
               f"({commit or 'no git'}); every selected notebook runs.")
         return {}
-    device = settings.device if settings.device != "auto" else environments.default_flavour()
+    device = settings.device if settings.device != "auto" else venvs.default_flavour()
     labels = {framework.label: framework.name for framework in frameworks}
     found: dict[tuple[str, str], str] = {}
     for path in sorted(records_dir(results).glob("*.json")):

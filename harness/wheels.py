@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 from common import REPOSITORY
-from harness.environments import COMMON_REQUIREMENTS, SPECS
+from harness.venvs import COMMON_REQUIREMENTS, SPECS
 
 # What the Keras rows add to an existing PyTorch, TensorFlow or JAX interpreter.
 KERAS_SPEC = SPECS / "pytorch-cpu.txt"

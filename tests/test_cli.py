@@ -111,7 +111,7 @@ def test_run_arguments_are_checked_before_anything_starts(command, arguments, ex
 
 
 def test_device_cuda_without_a_gpu_is_refused_before_anything_starts(started, monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(cli.environments, "default_flavour", lambda: "cpu")
+    monkeypatch.setattr(cli.venvs, "default_flavour", lambda: "cpu")
     assert cli.main(["bench", "pytorch", "--device", "cuda", "--results", str(tmp_path)]) == 2
     assert "--device cuda: no NVIDIA GPU found" in capsys.readouterr().err
     assert started == []
@@ -202,7 +202,7 @@ def test_resume_skips_what_already_has_an_ok_record_with_the_same_settings(monke
     _ok_record(tmp_path, "2-imdb", "imdb", seed=7)            # another seed: runs again
     provenances = {b: {"source": "official", "checksum": f"{b}-hash"} for b in ("cifar", "imdb")}
     monkeypatch.setattr(cli, "load_data", lambda args, benchmarks: (provenances, {}))
-    monkeypatch.setattr(cli.environment, "git_commit", lambda: commit)
+    monkeypatch.setattr(cli.machine, "git_commit", lambda: commit)
     ran = []
     monkeypatch.setattr(runner, "execute", lambda framework, benchmark, settings, results:
                         ran.append(benchmark) or {"status": "ok"})
@@ -227,7 +227,7 @@ def test_resume_reruns_what_differs_in_settings_data_code_or_device(monkeypatch,
     _ok_record(tmp_path, "1-cifar", "cifar", **change)
     provenances = {"cifar": {"source": "official", "checksum": "cifar-hash"}}
     monkeypatch.setattr(cli, "load_data", lambda args, benchmarks: (provenances, {}))
-    monkeypatch.setattr(cli.environment, "git_commit", lambda: "abc123")
+    monkeypatch.setattr(cli.machine, "git_commit", lambda: "abc123")
     ran = []
     monkeypatch.setattr(runner, "execute", lambda framework, benchmark, settings, results:
                         ran.append(benchmark) or {"status": "ok"})

@@ -21,11 +21,11 @@ import sys
 from pathlib import Path
 sys.path.insert(0, {tests!r})
 import selftest
-from harness import cli, environments, frameworks
+from harness import cli, frameworks, kernels
 
 framework = selftest.framework(Path({notebook!r}), {body!r})
 frameworks.FRAMEWORKS[framework.name] = framework
-environments.unavailable_reason = lambda framework: None
+kernels.unavailable_reason = lambda framework: None
 cli.load_data = lambda args, benchmarks: ({{}}, {{}})  # no data: the notebook reads none
 cli.cmd_data = lambda args, benchmarks=None: 0
 sys.exit(cli.main(["run", "selftest", "--benchmark", "cifar", "--device", "cpu"] + sys.argv[1:]))

@@ -22,10 +22,10 @@ import pytest
 import selftest
 
 from common import REPOSITORY
-from harness import cli, docker, environments, parity_runs, runner
+from harness import cli, docker, kernels, parity_runs, runner, venvs
 from harness.frameworks import FRAMEWORKS, Framework
 
-ENVIRONMENTS = docker.environments(FRAMEWORKS.values())
+ENVIRONMENTS = docker.env_names(FRAMEWORKS.values())
 CUDA_TAG = re.compile(r"^(?:[\w.-]+/)*cuda:(\d+)\.(\d+)")        # nvidia/cuda:11.2.2-cudnn8-...
 CUDA_PACKAGE = re.compile(r"^([A-Za-z0-9_.]+(?:-[A-Za-z0-9_.]+)*?)-cu(?:da)?(\d+)(x?)\b", re.I)
 
@@ -193,7 +193,7 @@ def test_dockerfile_installs_the_spec_from_the_repository(env):
     spec_installs = [i for i, words in enumerate(installs) if inside in requirement_files(words)]
     assert spec_installs, f"{env}: no `pip install -r {inside}`"
     words = installs[spec_installs[0]]
-    everything = set(environments.COMMON_REQUIREMENTS) | {"papermill"}
+    everything = set(venvs.COMMON_REQUIREMENTS) | {"papermill"}
     assert everything <= set(words), f"{env}: the spec's install lacks {sorted(everything - set(words))}"
     if any(f.build_first for f in frameworks_of(env)):
         build = f"harness/envs/{env}-build.txt"
@@ -323,7 +323,7 @@ def test_the_dockerfile_parser_reads_continuations_arguments_and_copies(tmp_path
 
 def test_build_command_builds_each_environment_once_from_the_repository(monkeypatch):
     monkeypatch.delenv("ROSETTA_DOCKER", raising=False)
-    envs = docker.environments([FRAMEWORKS["gluon"], FRAMEWORKS["mxnet"], FRAMEWORKS["pytorch"]])
+    envs = docker.env_names([FRAMEWORKS["gluon"], FRAMEWORKS["mxnet"], FRAMEWORKS["pytorch"]])
     assert envs == ["mxnet", "pytorch"]
     assert docker.build_command("mxnet", ["BASE_IMAGE=x:1"]) == [
         "docker", "build", "-f", "docker/mxnet/Dockerfile", "-t", "dl-rosetta/mxnet",
@@ -541,7 +541,7 @@ def fake_docker(tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_DOCKER_LOG", str(log))
     monkeypatch.setenv("ROSETTA_DATA_DIR", str(tmp_path / "cache"))
     selftest.install_kernel(tmp_path, monkeypatch)
-    monkeypatch.setattr(environments, "unavailable_reason",
+    monkeypatch.setattr(kernels, "unavailable_reason",
                         lambda framework: pytest.fail("a docker run must not ask for the venv"))
 
     def calls():

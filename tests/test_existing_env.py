@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from common import record
-from harness import cli, environments, report, runner
+from harness import cli, kernels, report, runner
 from harness.frameworks import FRAMEWORKS
 
 pytestmark = pytest.mark.kernel
@@ -33,7 +33,7 @@ def existing_python(tmp_path_factory) -> str:
 def kernels(tmp_path, monkeypatch) -> Path:
     """Kernels registered under the test's folder, where papermill finds them first."""
     prefix = tmp_path / "harness-prefix"
-    monkeypatch.setattr(environments, "kernels_prefix", lambda: prefix)
+    monkeypatch.setattr(kernels, "kernels_prefix", lambda: prefix)
     monkeypatch.setenv("JUPYTER_PATH", str(prefix / "share" / "jupyter"))
     monkeypatch.delenv("ROSETTA_EXISTING_PYTHON", raising=False)
     monkeypatch.delenv("ROSETTA_WHEELHOUSE", raising=False)
@@ -62,7 +62,7 @@ def test_what_is_missing_is_one_clear_error_with_the_command_that_installs_it(ex
     assert f"`{existing_python} -m pip install 'keras==3.15.1' ipykernel`" in errors  # the spec's pin
     assert "installs nothing into an existing environment" in errors
     for name in ("pytorch", "keras-torch"):  # its runs will say why
-        assert "has no" in environments.unavailable_reason(FRAMEWORKS[name])
+        assert "has no" in kernels.unavailable_reason(FRAMEWORKS[name])
     assert snapshot(existing_python) == before
 
 

@@ -8,7 +8,7 @@ import pytest
 import selftest
 
 from common import record
-from harness import environments, report, runner
+from harness import kernels, report, runner
 from harness.frameworks import Framework
 
 WRITE_OK = """
@@ -23,7 +23,7 @@ record.write(record_path, record.build(
 @pytest.fixture
 def selftest_kernel(tmp_path, monkeypatch):
     selftest.install_kernel(tmp_path, monkeypatch)
-    monkeypatch.setattr(environments, "unavailable_reason", lambda framework: None)
+    monkeypatch.setattr(kernels, "unavailable_reason", lambda framework: None)
 
 
 def _framework(tmp_path, body: str, name="selftest") -> Framework:
