@@ -38,11 +38,9 @@ from pygments.lexers import PythonLexer
 
 from common import REPOSITORY
 from harness import report
+from harness.notebooks import STEPS, cell_steps
 from harness.frameworks import BENCHMARKS, FRAMEWORKS, Framework, select
 
-# The ten steps of the notebook contract; a notebook has each of them (in any order).
-STEPS = ("parameters", "imports", "environment", "data", "model", "optimiser", "parity", "train",
-         "predict", "evaluate")
 STYLE = "default"
 
 
@@ -69,17 +67,13 @@ class Row:
     right_differs: list
 
 
-def _step_tags(cell) -> list[str]:
-    return [tag[5:] for tag in cell.metadata.get("tags", []) if tag.startswith("step:")]
-
-
 def read_notebook(path: Path) -> Notebook:
     """The title and steps of one notebook; a ValueError naming the file where a step is
     missing, unknown, or given twice on one cell."""
     notebook = nbformat.read(path, as_version=4)
     title, steps = [], {}
     for index, cell in enumerate(notebook.cells):
-        tags = _step_tags(cell)
+        tags = cell_steps(cell)
         if len(tags) > 1:
             raise ValueError(f"{path}: cell {index} has more than one step tag ({', '.join(tags)})")
         if not tags:

@@ -19,24 +19,19 @@ import nbformat
 from common import canonical, parity, record
 from harness import docker, kernels, runner
 from harness.frameworks import Framework
-
-PARITY_STEPS = ("parameters", "imports", "environment", "model", "optimiser", "parity")
+from harness.notebooks import PARITY_STEPS, cell_steps
 
 
 def parity_dir(results: Path) -> Path:
     return results / "parity"
 
 
-def _steps(cell) -> list[str]:
-    return [tag[5:] for tag in cell.metadata.get("tags", []) if tag.startswith("step:")]
-
-
 def parity_notebook(source: Path, target: Path) -> Path:
     """A copy of ``source`` holding only the parity steps (and the untagged title)."""
     notebook = nbformat.read(source, as_version=4)
-    if not any("parity" in _steps(cell) for cell in notebook.cells):
+    if not any("parity" in cell_steps(cell) for cell in notebook.cells):
         raise ValueError(f"{source} has no cell tagged step:parity; it cannot run in parity mode.")
-    notebook.cells = [c for c in notebook.cells if not _steps(c) or set(_steps(c)) & set(PARITY_STEPS)]
+    notebook.cells = [c for c in notebook.cells if not cell_steps(c) or set(cell_steps(c)) & set(PARITY_STEPS)]
     nbformat.write(notebook, target)
     return target
 

@@ -9,17 +9,14 @@ from common import canonical
 from conftest import REAL_RUNS, TINY_RUNS
 from harness import report
 from harness.frameworks import FRAMEWORKS
-
-STEPS = ["parameters", "imports", "environment", "data", "model", "optimiser", "parity", "train", "predict",
-         "evaluate"]
+from harness.notebooks import STEPS, cell_steps
 NOTEBOOKS = [(f, b) for f in FRAMEWORKS.values() for b in f.notebooks]
 IDS = [f"{f.name}-{b}" for f, b in NOTEBOOKS]
 
 
 def _steps(path: Path) -> list[str]:
     notebook = nbformat.read(path, as_version=4)
-    return [tag[5:] for cell in notebook.cells if cell.cell_type == "code"
-            for tag in cell.metadata.get("tags", []) if tag.startswith("step:")]
+    return [step for cell in notebook.cells if cell.cell_type == "code" for step in cell_steps(cell)]
 
 
 @pytest.mark.parametrize("framework, benchmark", NOTEBOOKS, ids=IDS)
@@ -27,7 +24,7 @@ def test_notebook_follows_the_contract(framework, benchmark):
     path = framework.notebook(benchmark)
     notebook = nbformat.read(path, as_version=4)
     nbformat.validate(notebook)
-    assert _steps(path) == STEPS, f"{path}: steps out of order"
+    assert _steps(path) == list(STEPS), f"{path}: steps out of order"
     parameters = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(parameters) == 1 and parameters[0].metadata["tags"] == ["step:parameters", "parameters"]
     for name in ("epochs", "train_samples", "test_samples", "seed", "device", "record_path", "data_source",
