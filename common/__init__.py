@@ -4,6 +4,7 @@ NumPy, pooch and the standard library only, so that it installs into every
 framework's environment. One module, one job:
 
     params       the shared hyper-parameters (docs/design.md's values, one place)
+    benchmarks   the benchmarks: each one's model, layout, title and sizes
     data         download, verify, cache and parse CIFAR-10 and IMDB
     iterator     the seeded minibatch order every framework trains on
     timing       the training timer, synchronising the device at its ends

@@ -23,9 +23,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import REPOSITORY, data, machine, params
+from common import REPOSITORY, data, machine
+from common.benchmarks import BENCHMARKS
 from harness import compare, existing, kernels, parity_runs, report, runner, venvs
-from harness.frameworks import BENCHMARKS, FRAMEWORKS, select
+from harness.frameworks import FRAMEWORKS, select
 
 SEED_LIMIT = 2**32  # every framework's generator takes a seed in [0, 2**32)
 
@@ -69,7 +70,7 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("frameworks", nargs="*", metavar="NAME", help="frameworks to run (default: all)")
-    parser.add_argument("--benchmark", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
+    parser.add_argument("--benchmark", nargs="+", choices=list(BENCHMARKS), default=list(BENCHMARKS))
     parser.add_argument("--epochs", type=_positive, help="override the benchmark's epochs (a subset run)")
     parser.add_argument("--batch-size", type=_positive)
     parser.add_argument("--train-samples", type=_positive, help="train on the first N samples only")
@@ -110,7 +111,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     _add_run_options(commands.add_parser("run", help="run notebooks and write their records"))
     checking = commands.add_parser("parity", help="check each model against the NumPy reference")
     checking.add_argument("frameworks", nargs="*", metavar="NAME", help="frameworks (default: all)")
-    checking.add_argument("--benchmark", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
+    checking.add_argument("--benchmark", nargs="+", choices=list(BENCHMARKS), default=list(BENCHMARKS))
     checking.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                           help="where the parity step runs (default cpu: GPUs may use TF32)")
     checking.add_argument("--results", type=Path, default=REPOSITORY / "results")
@@ -125,7 +126,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     comparing.add_argument("frameworks", nargs="*", metavar="NAME",
                            help="the two frameworks (with --all: those to pair, default all)")
     comparing.add_argument("--all", action="store_true", help="every pair, and an index page linking them")
-    comparing.add_argument("--benchmark", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
+    comparing.add_argument("--benchmark", nargs="+", choices=list(BENCHMARKS), default=list(BENCHMARKS))
     comparing.add_argument("--out", type=Path, default=REPOSITORY / "results" / "compare",
                            help="where the pages go (default %(default)s)")
     comparing.add_argument("--results", type=Path, default=REPOSITORY / "results",
@@ -184,14 +185,14 @@ def validate_run(args: argparse.Namespace) -> None:
     if downloads and args.data_dir:
         _writable_folder(Path(args.data_dir), args.origins.get("data_dir", "--data-dir"), "the data cache")
     for benchmark in args.benchmark:
-        spec = params.BENCHMARKS[benchmark]
-        batch = args.batch_size or spec["batch"]
-        train = args.train_samples or spec["train"]
-        if args.train_samples and args.train_samples > spec["train"]:
-            raise ValueError(f"--train-samples {args.train_samples}: {benchmark} has {spec['train']} "
+        spec = BENCHMARKS[benchmark]
+        batch = args.batch_size or spec.batch
+        train = args.train_samples or spec.train
+        if args.train_samples and args.train_samples > spec.train:
+            raise ValueError(f"--train-samples {args.train_samples}: {benchmark} has {spec.train} "
                              "training samples; expected at most that many.")
-        if args.test_samples and args.test_samples > spec["test"]:
-            raise ValueError(f"--test-samples {args.test_samples}: {benchmark} has {spec['test']} "
+        if args.test_samples and args.test_samples > spec.test:
+            raise ValueError(f"--test-samples {args.test_samples}: {benchmark} has {spec.test} "
                              "test samples; expected at most that many.")
         if train < batch:
             given = f"--train-samples {args.train_samples}" if args.train_samples else f"--batch-size {batch}"

@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 
 from common import REPOSITORY
 
-BENCHMARKS = ("cifar", "imdb")
-
 
 @dataclass(frozen=True)
 class Framework:

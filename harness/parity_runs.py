@@ -16,7 +16,8 @@ from pathlib import Path
 
 import nbformat
 
-from common import canonical, parity, record
+from common import parity, record
+from common.benchmarks import BENCHMARKS
 from harness import docker, kernels, runner
 from harness.frameworks import Framework
 from harness.notebooks import PARITY_STEPS, cell_steps
@@ -42,7 +43,7 @@ def check(framework: Framework, benchmark: str, results: Path, device: str = "cp
 
     ``in_docker`` runs it in the framework's image rather than its venv.
     """
-    model = canonical.MODELS[benchmark]
+    model = BENCHMARKS[benchmark].layout
     folder = parity_dir(results)
     folder.mkdir(parents=True, exist_ok=True)
     stem = runner.new_stem(folder, f"{framework.name}-{benchmark}")

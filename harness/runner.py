@@ -36,6 +36,7 @@ from typing import Callable
 import nbformat
 
 from common import REPOSITORY, data, machine, params, record
+from common.benchmarks import BENCHMARKS
 from harness import docker, kernels, venvs
 from harness.frameworks import Framework
 
@@ -519,11 +520,11 @@ def _write_failure(record_path: Path, framework: Framework, benchmark: str, sett
                    status: str, message: str, executed: Path | None) -> dict:
     """The record of a run that did not get as far as writing its own: the machine it was
     meant for (so that the report files it under that device) and where its kernel came from."""
-    spec = params.BENCHMARKS[benchmark]
+    spec = BENCHMARKS[benchmark]
     result = record.build(
         framework=framework.label, api=framework.api, benchmark=benchmark, status=status, error=message,
-        epochs=settings.epochs or spec["epochs"], batch_size=settings.batch_size or spec["batch"],
-        train_samples=settings.train_samples or spec["train"], test_samples=settings.test_samples or spec["test"],
+        epochs=settings.epochs or spec.epochs, batch_size=settings.batch_size or spec.batch,
+        train_samples=settings.train_samples or spec.train, test_samples=settings.test_samples or spec.test,
         seed=settings.seed, notebook=str(executed.relative_to(record_path.parent.parent))
         if executed is not None and executed.is_file() else None,
         environment=machine.capture(device=target_device(settings), versions={}),
@@ -560,10 +561,10 @@ def finished_runs(frameworks: list[Framework], benchmarks: list[str], settings: 
         benchmark = done["benchmark"]
         if done["framework"] not in labels or benchmark not in benchmarks or done["status"] != "ok":
             continue
-        spec = params.BENCHMARKS[benchmark]
-        wanted = {"epochs": settings.epochs or spec["epochs"], "batch_size": settings.batch_size or spec["batch"],
-                  "train_samples": settings.train_samples or spec["train"],
-                  "test_samples": settings.test_samples or spec["test"], "seed": settings.seed, "variant": "fp32"}
+        spec = BENCHMARKS[benchmark]
+        wanted = {"epochs": settings.epochs or spec.epochs, "batch_size": settings.batch_size or spec.batch,
+                  "train_samples": settings.train_samples or spec.train,
+                  "test_samples": settings.test_samples or spec.test, "seed": settings.seed, "variant": "fp32"}
         env = done.get("environment") or {}
         if (all(done.get(key) == value for key, value in wanted.items())
                 and _same_data(done.get("data"), provenances.get(benchmark))

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from common import REPOSITORY, params, record
+from common import REPOSITORY, record
+from common.benchmarks import BENCHMARKS
 from harness import cli, runner
 from harness.frameworks import FRAMEWORKS, select
 
@@ -185,10 +186,10 @@ def test_a_data_error_fails_that_benchmarks_runs_and_the_other_benchmark_still_r
 
 
 def _ok_record(results, name, benchmark, commit="abc123", **changes):
-    spec = params.BENCHMARKS[benchmark]
+    spec = BENCHMARKS[benchmark]
     fields = dict(framework="PyTorch", api="nn.Module", benchmark=benchmark, accuracy=0.5,
-                  timing={"train_seconds": 3.0}, epochs=1, batch_size=spec["batch"],
-                  train_samples=2000, test_samples=spec["test"], seed=42,
+                  timing={"train_seconds": 3.0}, epochs=1, batch_size=spec.batch,
+                  train_samples=2000, test_samples=spec.test, seed=42,
                   environment={"device": "cpu", "cpu": "Test CPU", "threads": 2, "git_commit": commit},
                   data={"source": "official", "checksum": f"{benchmark}-hash"})
     fields.update(changes)

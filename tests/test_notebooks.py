@@ -6,6 +6,7 @@ import nbformat
 import pytest
 
 from common import canonical
+from common.benchmarks import BENCHMARKS
 from conftest import REAL_RUNS, TINY_RUNS
 from harness import report
 from harness.frameworks import FRAMEWORKS
@@ -95,5 +96,5 @@ def test_parameter_counts_agree_across_frameworks(short_runs):
         for result in short_runs(framework)[1]:
             counts[result["benchmark"]][framework.label] = result.get("parameters")
     for benchmark, found in counts.items():
-        expected = canonical.parameter_count(canonical.MODELS[benchmark])  # summed from the layout's shapes
+        expected = canonical.parameter_count(BENCHMARKS[benchmark].layout)  # summed from the layout's shapes
         assert found and set(found.values()) == {expected}, f"{benchmark}: {found}"
