@@ -212,7 +212,7 @@ def load_data(args: argparse.Namespace, benchmarks) -> tuple[dict, dict]:
     for benchmark in benchmarks:
         try:
             if benchmark == "cifar":
-                x_train, x_test, _, _, provenance = data.load_cifar10(args.cifar10, args.data_dir)
+                x_train, _, x_test, _, provenance = data.load_cifar10(args.cifar10, args.data_dir)
                 print(f"CIFAR-10: {len(x_train)} + {len(x_test)} images, {provenance['source']} "
                       f"{provenance['path']}")
             else:
@@ -264,7 +264,7 @@ def cmd_envs(args) -> int:
 def cmd_data(args, benchmarks=BENCHMARKS) -> int:
     """Fetches and verifies what the benchmarks need before any notebook starts."""
     if "cifar" in benchmarks:
-        x_train, x_test, _, _, provenance = data.load_cifar10(args.cifar10, args.data_dir)
+        x_train, _, x_test, _, provenance = data.load_cifar10(args.cifar10, args.data_dir)
         print(f"CIFAR-10: {len(x_train)} + {len(x_test)} images, {provenance['source']} {provenance['path']}")
     if "imdb" in benchmarks:
         x_train, _, x_test, _, provenance = data.load_imdb(args.imdb, args.data_dir)
