@@ -21,7 +21,6 @@ is used here: ``make docker`` runs this module on any Python 3.9 or newer.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shlex
@@ -33,6 +32,7 @@ from typing import Iterable, Sequence
 
 from common import REPOSITORY
 from harness.frameworks import Framework, select
+from harness.notebooks import papermill_arguments
 
 DOCKER_DIR = REPOSITORY / "docker"
 IMAGE_PREFIX = "dl-rosetta"
@@ -166,10 +166,9 @@ def run_command(framework: Framework, notebook: Path, executed: Path, parameters
             host = Path(str(inside[key])).expanduser().resolve()
             mounts.ensure(host, writable)
             inside[key] = str(mounts.container_path(host))
-    papermill = ["python", "-m", "papermill", str(mounts.container_path(notebook)),
-                 str(mounts.container_path(executed)), "--kernel", framework.kernel,
-                 "--cwd", str(WORKSPACE), "--parameters_yaml", json.dumps(inside),
-                 "--log-output", "--no-progress-bar"]
+    papermill = ["python", "-m", "papermill",
+                 *papermill_arguments(mounts.container_path(notebook), mounts.container_path(executed),
+                                      framework.kernel, WORKSPACE, inside)]
     command = [*docker_executable(), "run", "--rm", "--name", name,
                *(["--gpus", gpus] if gpus else []), "--shm-size", "4g",
                *_user_options(), "-e", "PYTHONUNBUFFERED=1", *mounts.volume_options(),

@@ -63,14 +63,9 @@ def check(framework: Framework, benchmark: str, results: Path, device: str = "cp
             notebook = parity_notebook(framework.notebook(benchmark), scratch / f"{framework.name}-parity.ipynb")
             executed = stem.parent / (stem.name + ".ipynb")
             parameters = {"device": device, "parity_inputs": str(inputs), "parity_outputs": str(outputs)}
-            command, on_timeout = None, None
-            if in_docker:  # the scratch folder is outside the repository: docker.run_command mounts it
-                name = docker.container_name(executed)
-                command, _ = docker.run_command(framework, notebook, executed, parameters, results, name,
-                                                gpus=None if device == "cpu" else "all")
-                on_timeout = lambda: docker.stop(name)  # noqa: E731
-            outcome = runner.papermill(notebook, executed, framework.kernel, parameters, timeout, prefix,
-                                       command=command, on_timeout=on_timeout)
+            # in docker the scratch folder, outside the repository, is mounted (docker.run_command)
+            outcome = runner.launch(framework, notebook, executed, parameters, results, timeout, prefix,
+                                    in_docker=in_docker, device=device)
             result["notebook"] = executed.name if executed.is_file() else None
             if outcome.status == "ok" and outputs.is_file():
                 comparison = parity.compare(model, inputs, outputs)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import glob
-import json
 import math
 import os
 import re
@@ -39,6 +38,7 @@ from common import REPOSITORY, data, machine, params, record
 from common.benchmarks import BENCHMARKS
 from harness import docker, kernels, venvs
 from harness.frameworks import Framework
+from harness.notebooks import papermill_arguments
 
 
 @dataclass
@@ -187,14 +187,13 @@ def execute(framework: Framework, benchmark: str, settings: RunSettings, results
         print(prefix + f"unavailable: {reason}")
         return _write_failure(record_path, framework, benchmark, settings, "unavailable", reason, None)
 
-    parameters = settings.notebook_parameters(benchmark, record_path)
-    command, on_timeout = None, None
+    parameters, data_dir = settings.notebook_parameters(benchmark, record_path), None
     if settings.docker:
-        command, on_timeout = docker_command(framework, benchmark, executed, parameters, settings, results)
-        print(prefix + "$ " + shlex.join(command), flush=True)
+        parameters, data_dir = docker_data(benchmark, parameters)
     try:
-        outcome = papermill(framework.notebook(benchmark), executed, framework.kernel, parameters,
-                            settings.timeout, prefix, command=command, on_timeout=on_timeout)
+        outcome = launch(framework, framework.notebook(benchmark), executed, parameters, results,
+                         settings.timeout, prefix, in_docker=settings.docker, device=settings.device,
+                         data_dir=data_dir)
     except Interrupted as interrupt:  # papermill and the kernel are stopped: record it, then stop
         with interrupts_held():
             message = f"{interrupt.describe()}; the run was stopped"
@@ -218,13 +217,41 @@ def execute(framework: Framework, benchmark: str, settings: RunSettings, results
     return _write_failure(record_path, framework, benchmark, settings, status, message, executed)
 
 
-def docker_command(framework: Framework, benchmark: str, executed: Path, parameters: dict,
-                   settings: RunSettings, results: Path) -> tuple[list[str], Callable[[], None]]:
-    """The ``docker run`` of one notebook, and how to stop its container after a timeout.
+def launch(framework: Framework, notebook: Path, executed: Path, parameters: dict, results: Path,
+           timeout: float, prefix: str, in_docker: bool = False, device: str = "auto",
+           data_dir: Path | None = None) -> Outcome:
+    """Runs ``notebook`` into ``executed`` with ``parameters`` through papermill, in the framework's
+    kernel or (``in_docker``) in its image, echoing its output, within ``timeout``: how every
+    notebook is run, a benchmark run (``execute``) or a parity run (``harness.parity_runs``)."""
+    command, on_timeout = launch_command(framework, notebook, executed, parameters, results,
+                                         in_docker=in_docker, device=device, data_dir=data_dir)
+    if in_docker:
+        print(prefix + "$ " + shlex.join(command), flush=True)
+    return papermill(notebook, executed, framework.kernel, timeout, prefix, command, on_timeout)
+
+
+def launch_command(framework: Framework, notebook: Path, executed: Path, parameters: dict, results: Path,
+                   in_docker: bool = False, device: str = "auto", data_dir: Path | None = None,
+                   ) -> tuple[list[str], Callable[[], None] | None]:
+    """The command that runs a notebook, and what to do once a timeout has stopped it: papermill run
+    by the harness's own Python in the framework's registered kernel (nothing more to do), or
+    ``docker run`` of the framework's image with the paths translated and ``results`` and ``data_dir``
+    mounted (its container stopped: a stopped docker client leaves it running). ``device`` "cpu"
+    gives a container no GPU."""
+    if not in_docker:
+        return papermill_command(notebook, executed, framework.kernel, parameters), None
+    name = docker.container_name(executed)
+    command, _ = docker.run_command(framework, notebook, executed, parameters, results, name, data_dir=data_dir,
+                                    gpus=None if device == "cpu" else "all")
+    return command, lambda: docker.stop(name)
+
+
+def docker_data(benchmark: str, parameters: dict) -> tuple[dict, Path]:
+    """A run's parameters for a container, and the data cache to mount there.
 
     In a local run the kernel finds the data where the harness found it (the data
     cache, ``$ROSETTA_CIFAR10``...); a container sees neither the host's
-    environment nor its cache, so both are named explicitly here and mounted.
+    environment nor its cache, so both are named explicitly here.
     """
     parameters = dict(parameters)
     remote = data.CIFAR10 if benchmark == "cifar" else data.IMDB
@@ -232,11 +259,7 @@ def docker_command(framework: Framework, benchmark: str, executed: Path, paramet
     cache = data.cache_dir(parameters.get("data_dir"))
     cache.mkdir(parents=True, exist_ok=True)  # else docker would create it, owned by root
     parameters["data_dir"] = str(cache)
-    name = docker.container_name(executed)
-    command, _ = docker.run_command(framework, framework.notebook(benchmark), executed, parameters,
-                                    results, name, data_dir=cache,
-                                    gpus=None if settings.device == "cpu" else "all")
-    return command, lambda: docker.stop(name)
+    return parameters, cache
 
 
 @dataclass
@@ -276,21 +299,16 @@ def kernel_log(executed: Path) -> Path:
 
 def papermill_command(notebook: Path, executed: Path, kernel: str, parameters: dict) -> list[str]:
     """papermill run by the harness's own Python, in the framework's registered kernel."""
-    return [sys.executable, "-c", PAPERMILL_LAUNCHER, str(kernel_log(executed)), str(notebook), str(executed),
-            "--kernel", kernel, "--cwd", str(REPOSITORY),
-            "--parameters_yaml", json.dumps(parameters), "--log-output", "--no-progress-bar"]
+    return [sys.executable, "-c", PAPERMILL_LAUNCHER, str(kernel_log(executed)),
+            *papermill_arguments(notebook, executed, kernel, REPOSITORY, parameters)]
 
 
-def papermill(notebook: Path, executed: Path, kernel: str, parameters: dict, timeout: float,
-              prefix: str, command: list[str] | None = None,
+def papermill(notebook: Path, executed: Path, kernel: str, timeout: float, prefix: str, command: list[str],
               on_timeout: Callable[[], None] | None = None) -> Outcome:
-    """Executes ``notebook`` into ``executed`` in ``kernel``, echoing its output, within ``timeout``.
-
-    ``command`` replaces the local papermill command (``docker run ...`` for a run in
-    an image); ``on_timeout`` runs after a timeout has stopped it (to stop the container).
+    """Runs ``command`` (``launch_command``'s: papermill executing ``notebook`` into ``executed`` in
+    ``kernel``), echoing its output, within ``timeout``; ``on_timeout`` runs after a timeout or an
+    interrupt has stopped it (to stop the container).
     """
-    if command is None:
-        command = papermill_command(notebook, executed, kernel, parameters)
     where = f"kernel {kernel}" if command[0] == sys.executable else f"kernel {kernel} via {command[0]} {command[1]}"
     if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}.")

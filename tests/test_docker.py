@@ -395,6 +395,13 @@ def no_docker_override(monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
+def docker_run_command(framework, benchmark, executed, record_path, settings, results):
+    """The ``docker run`` command of one run, and what stops its container, as ``runner.execute`` builds them."""
+    parameters, cache = runner.docker_data(benchmark, settings.notebook_parameters(benchmark, record_path))
+    return runner.launch_command(framework, framework.notebook(benchmark), executed, parameters, results,
+                                 in_docker=True, device=settings.device, data_dir=cache)
+
+
 def test_docker_run_command_runs_the_notebook_in_its_image_with_the_gpu(tmp_path, no_docker_override):
     framework = FRAMEWORKS["pytorch"]
     results = tmp_path / "results"  # outside the repository: mounted at /results
@@ -404,8 +411,7 @@ def test_docker_run_command_runs_the_notebook_in_its_image_with_the_gpu(tmp_path
     cifar.write_bytes(b"not read here")
     settings = runner.RunSettings(epochs=1, train_samples=500, data_dir=str(tmp_path / "cache"),
                                   cifar_source=str(cifar), docker=True)
-    command, stop = runner.docker_command(framework, "cifar", executed, settings.notebook_parameters(
-        "cifar", record_path), settings, results)
+    command, stop = docker_run_command(framework, "cifar", executed, record_path, settings, results)
 
     assert command[:3] == ["docker", "run", "--rm"] and callable(stop)
     assert option(command, "--gpus") == "all"
@@ -442,9 +448,7 @@ def test_results_inside_the_repository_need_no_extra_mount(tmp_path, no_docker_o
     stem = runner.records_dir(REPOSITORY / "results") / "20260101-000000-pytorch-imdb"  # not reserved there:
     record_path, executed = stem.with_name(stem.name + ".json"), stem.with_name(stem.name + ".ipynb")  # no run
     settings = runner.RunSettings(device="cpu", data_dir=str(tmp_path / "cache"), docker=True)
-    command, _ = runner.docker_command(framework, "imdb", executed,
-                                       settings.notebook_parameters("imdb", record_path), settings,
-                                       REPOSITORY / "results")
+    command, _ = docker_run_command(framework, "imdb", executed, record_path, settings, REPOSITORY / "results")
     assert str(docker.RESULTS) not in volumes(command)
     assert "--gpus" not in command  # --device cpu asks for no GPU
     parameters = json.loads(option(papermill_part(command, "dl-rosetta/pytorch"), "--parameters_yaml"))
@@ -461,9 +465,7 @@ def test_environment_variables_of_the_host_reach_the_container_as_parameters(tmp
     framework = FRAMEWORKS["pytorch"]
     record_path, executed = runner.run_paths(tmp_path / "results", framework, "imdb")
     settings = runner.RunSettings(docker=True)
-    command, _ = runner.docker_command(framework, "imdb", executed,
-                                       settings.notebook_parameters("imdb", record_path), settings,
-                                       tmp_path / "results")
+    command, _ = docker_run_command(framework, "imdb", executed, record_path, settings, tmp_path / "results")
     parameters = json.loads(option(papermill_part(command, "dl-rosetta/pytorch"), "--parameters_yaml"))
     assert to_host(command, parameters["data_source"]) == imdb.resolve()
     assert to_host(command, parameters["data_dir"]) == (tmp_path / "cache-from-env").resolve()
