@@ -17,133 +17,20 @@ import subprocess
 import sys
 from pathlib import Path, PurePosixPath
 
+import helpers
 import nbformat
 import pytest
 import selftest
+from helpers.docker_run import option, papermill_part, to_host, volumes
+from helpers.dockerfile import (arguments, base_cuda, base_image, commands, copied_to, cuda_of_suffix,
+                                environment_variables, instructions, pip_installs, requirement_files)
 
 from common import REPOSITORY
 from harness import cli, docker, kernels, parity_runs, runner, venvs
 from harness.frameworks import FRAMEWORKS, Framework
 
 ENVIRONMENTS = docker.env_names(FRAMEWORKS.values())
-CUDA_TAG = re.compile(r"^(?:[\w.-]+/)*cuda:(\d+)\.(\d+)")        # nvidia/cuda:11.2.2-cudnn8-...
 CUDA_PACKAGE = re.compile(r"^([A-Za-z0-9_.]+(?:-[A-Za-z0-9_.]+)*?)-cu(?:da)?(\d+)(x?)\b", re.I)
-
-
-# --- reading a Dockerfile -------------------------------------------------------------------
-
-def instructions(path: Path) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) per logical line: continuations joined, comments dropped."""
-    found, pending = [], []
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if line.startswith("#") or not line:  # Docker drops comment lines inside continuations too
-            continue
-        if line.endswith("\\"):
-            pending.append(line[:-1].strip())
-            continue
-        text = " ".join([*pending, line])
-        pending = []
-        keyword, _, rest = text.partition(" ")
-        found.append((keyword.upper(), rest.strip()))
-    assert not pending, f"{path}: the last instruction ends in a continuation"
-    return found
-
-
-def arguments(steps: list[tuple[str, str]]) -> dict[str, str]:
-    """The default of every ARG (Dockerfile build arguments)."""
-    defaults = {}
-    for keyword, rest in steps:
-        if keyword == "ARG" and "=" in rest:
-            name, _, value = rest.partition("=")
-            defaults[name.strip()] = value.strip().strip('"')
-    return defaults
-
-
-def substitute(text: str, defaults: dict[str, str]) -> str:
-    return re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: defaults.get(m.group(1) or m.group(2), m.group(0)), text)
-
-
-def environment_variables(steps) -> dict[str, str]:
-    variables = {}
-    for keyword, rest in steps:
-        if keyword == "ENV":
-            for word in shlex.split(rest):
-                if "=" in word:
-                    name, _, value = word.partition("=")
-                    variables[name] = value
-    return variables
-
-
-def commands(steps, defaults) -> list[list[str]]:
-    """Every shell command of every RUN, split at && and ;, as words, in order."""
-    found = []
-    for keyword, rest in steps:
-        if keyword != "RUN":
-            continue
-        lexer = shlex.shlex(substitute(rest, defaults), posix=True, punctuation_chars=True)
-        lexer.whitespace_split = True
-        words = []
-        for token in lexer:
-            if token in ("&&", ";", "||", "|"):
-                found.append(words)
-                words = []
-            else:
-                words.append(token)
-        found.append(words)
-    return [words for words in found if words]
-
-
-def pip_installs(steps, defaults) -> list[list[str]]:
-    return [words for words in commands(steps, defaults)
-            if "pip" in words and "install" in words[words.index("pip"):]]
-
-
-def requirement_files(words: list[str]) -> list[str]:
-    return [words[i + 1] for i, w in enumerate(words[:-1]) if w in ("-r", "--requirement")] + \
-           [w.split("=", 1)[1] for w in words if w.startswith("--requirement=")]
-
-
-def copied_to(steps, source: str) -> str | None:
-    """Where a COPY from the build context (the repository) puts ``source``, or None."""
-    for keyword, rest in steps:
-        if keyword != "COPY":
-            continue
-        words = shlex.split(rest)
-        if any(w.startswith("--from") for w in words):
-            continue
-        words = [w for w in words if not w.startswith("--")]
-        sources, target = words[:-1], words[-1]
-        if source in sources:
-            return target.rstrip("/") + "/" + Path(source).name if target.endswith("/") or len(sources) > 1 \
-                else target
-    return None
-
-
-def base_image(steps) -> str:
-    defaults = arguments(steps)
-    froms = [substitute(rest, defaults).split()[0] for keyword, rest in steps if keyword == "FROM"]
-    assert froms, "no FROM"
-    return froms[-1]
-
-
-def base_cuda(steps) -> tuple[int, int] | None:
-    """The CUDA the image provides: an nvidia/cuda tag's, else its ENV CUDA_VERSION."""
-    tag = CUDA_TAG.match(base_image(steps))
-    if tag:
-        return int(tag.group(1)), int(tag.group(2))
-    version = environment_variables(steps).get("CUDA_VERSION")
-    if version:
-        major, minor = version.split(".")[:2]
-        return int(major), int(minor)
-    return None
-
-
-def cuda_of_suffix(digits: str, x: str) -> tuple[int, int | None]:
-    """The CUDA a package suffix names: cu112 11.2, cu92 9.2, cuda11x and cu11 (nvidia-*-cu11) 11.x."""
-    if x or (len(digits) == 2 and digits[0] == "1"):
-        return int(digits), None
-    return int(digits[:-1]), int(digits[-1])
 
 
 def notebook_kernels(env: str) -> set[str]:
@@ -359,35 +246,6 @@ def test_make_bench_docker_builds_the_images_then_runs_in_them():
 
 # --- the docker run command ------------------------------------------------------------------
 
-def volumes(command: list[str]) -> dict[str, str]:
-    """container path -> host path, from the -v options."""
-    found = {}
-    for i, word in enumerate(command):
-        if word == "-v":
-            host, inside = command[i + 1].split(":")[:2]
-            found[inside] = host
-    return found
-
-
-def to_host(command: list[str], path: str) -> Path:
-    """The host path behind a container path, by the command's own -v options."""
-    binds = volumes(command)
-    for inside in sorted(binds, key=len, reverse=True):
-        if path == inside or path.startswith(inside + "/"):
-            return Path(binds[inside] + path[len(inside):])
-    raise AssertionError(f"{path} is not under any mount of {binds}")
-
-
-def option(command: list[str], name: str) -> str:
-    return command[command.index(name) + 1]
-
-
-def papermill_part(command: list[str], image: str) -> list[str]:
-    at = command.index(image)
-    assert command[at + 1:at + 4] == ["python", "-m", "papermill"], command[at:]
-    return command[at + 4:]
-
-
 @pytest.fixture
 def no_docker_override(monkeypatch):
     monkeypatch.delenv("ROSETTA_DOCKER", raising=False)
@@ -483,42 +341,6 @@ def test_a_path_outside_every_mount_is_an_error_not_a_host_path(tmp_path):
 
 # --- rosetta run --docker end to end, through a stand-in docker --------------------------------
 
-FAKE_DOCKER = r'''#!{python}
-"""A stand-in for docker: logs its arguments; `run` executes papermill here, paths translated back."""
-import json, os, sys
-args = sys.argv[1:]
-with open(os.environ["FAKE_DOCKER_LOG"], "a") as log:
-    log.write(json.dumps(args) + "\n")
-if args[:2] == ["image", "inspect"]:
-    if os.environ.get("FAKE_DOCKER_NO_IMAGE"):
-        sys.stderr.write("Error: No such image: " + args[-1] + "\n")
-        sys.exit(1)
-    sys.exit(0)
-if args[0] == "kill":
-    sys.exit(0)
-assert args[0] == "run", args
-with_value = {{"--name", "--gpus", "--shm-size", "--user", "-e", "-v", "-w"}}
-binds, i = [], 1
-while args[i].startswith("-"):
-    if args[i] == "-v":
-        host, inside = args[i + 1].split(":")[:2]
-        binds.append((inside, host))
-    i += 2 if args[i] in with_value else 1
-command = args[i + 1:]
-def host(value):
-    for inside, outside in sorted(binds, key=lambda b: -len(b[0])):
-        if value == inside or value.startswith(inside + "/"):
-            return outside + value[len(inside):]
-    if value.startswith("/"):  # a host path: a real container would not find it
-        sys.exit("fake docker: " + value + " is not mounted in the container")
-    return value
-translated = [host(a) for a in command]
-k = command.index("--parameters_yaml")
-parameters = json.loads(command[k + 1])
-translated[k + 1] = json.dumps({{key: host(v) if isinstance(v, str) else v for key, v in parameters.items()}})
-assert translated[:3] == ["python", "-m", "papermill"], translated
-os.execv(sys.executable, [sys.executable] + translated[1:])
-'''
 
 WRITE_OK = """
 import os
@@ -533,10 +355,12 @@ record.write(record_path, record.build(
 
 @pytest.fixture
 def fake_docker(tmp_path, monkeypatch):
-    """ROSETTA_DOCKER names the stand-in; a kernel rosetta-selftest on this Python; returns the log."""
+    """ROSETTA_DOCKER names the stand-in (helpers/fake_docker.py); a kernel rosetta-selftest on this
+    Python; returns the log."""
     script = tmp_path / "bin" / "docker"
     script.parent.mkdir()
-    script.write_text(FAKE_DOCKER.format(python=sys.executable))
+    program = (Path(helpers.__file__).parent / "fake_docker.py").read_text()
+    script.write_text(f"#!{sys.executable}\n" + program.split("\n", 1)[1])  # run by this Python
     script.chmod(0o755)
     log = tmp_path / "docker.log"
     monkeypatch.setenv("ROSETTA_DOCKER", str(script))
