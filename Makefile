@@ -1,13 +1,15 @@
 # dl-rosetta. On a fresh clone:
 #   make bench     build what is needed, run every framework's notebooks, write results/README.md
 #   make test      build what is needed, run the test suite (CPU only)
+#   make test-fast the tests that need no framework environment (no kernels, no real data): a
+#                  minute or two on 2 cores, no `rosetta envs`; it builds only the harness's .venv
 #   make compare A=pytorch B=jax   two notebooks side by side: results/compare/pytorch-vs-jax-cifar.html
 #
 # Overrides, without editing files:
 #   make bench FRAMEWORKS="pytorch" EPOCHS=1 TRAIN_SAMPLES=2000 TEST_SAMPLES=1000
 #   make bench FLAVOUR=cpu DEVICE=cpu TIMEOUT=3600 CIFAR10=/path/cifar-10-python.tar.gz IMDB=/path/imdb.npz
 #   make bench RESUME=1     continue an interrupted suite: skip what already has an ok record
-#   make test PYTEST_ARGS="-k data"
+#   make test PYTEST_ARGS="-k data"       (make test-fast takes PYTEST_ARGS too)
 #
 # Frameworks already installed (a vendor container, a cloud image, a conda environment):
 #   make bench EXISTING_PYTHON=/opt/venv/bin/python3            that interpreter for every framework
@@ -52,7 +54,7 @@ ENV_FLAGS = $(foreach entry,$(EXISTING_PYTHON),--python $(entry))
 # RESUME=1 (or yes, true): skip each run that already has an ok record with the same settings, data and commit.
 RUN_FLAGS += $(if $(filter 1 yes true,$(RESUME)),--resume)
 
-.PHONY: bench smoke test envs data report list clean openmpi docker wheels compare chromium
+.PHONY: bench smoke test test-fast envs data report list clean openmpi docker wheels compare chromium
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 9))' 2>/dev/null || { \
@@ -95,6 +97,12 @@ chromium:
 test: $(VENV)/.installed openmpi chromium
 	$(VENV)/bin/rosetta envs $(TEST_FRAMEWORKS) --flavour cpu || echo "some environments could not be built (see above)"
 	@$(VENV)/bin/python -m pytest $(PYTEST_ARGS); status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; exit 1; fi; exit $$status
+
+# The tests that run no notebook in a framework's kernel and need no real data: nothing is built
+# beyond the harness's own venv. The browser test runs where chromium is (`make chromium`).
+test-fast: $(VENV)/.installed
+	@$(VENV)/bin/python -m pytest -m "not kernel and not realdata" $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; exit 1; fi; exit $$status
 
 envs: $(VENV)/.installed openmpi

@@ -4,12 +4,17 @@ NumPy, pooch and the standard library only, so that it installs into every
 framework's environment. One module, one job:
 
     params       the shared hyper-parameters (docs/design.md's values, one place)
+    benchmarks   the benchmarks: each one's model, layout, title and sizes
     data         download, verify, cache and parse CIFAR-10 and IMDB
     iterator     the seeded minibatch order every framework trains on
     timing       the training timer, synchronising the device at its ends
-    environment  what the run ran on: device, drivers, versions
+    machine      what the run ran on: device, drivers, versions, git commit
     record       the JSON result record
     canonical    the canonical weight layout of each model, and seeded initial weights
-    reference    the NumPy float64 reference: forward, gradient, one optimiser step
+    layouts      the conversions between the canonical layout and each framework's own
+    reference    the NumPy float64 reference: forward, gradient, optimiser steps
     parity       the parity check: its inputs, the notebooks' outputs, the comparison
 """
+from pathlib import Path
+
+REPOSITORY = Path(__file__).resolve().parent.parent  # this clone: notebooks/, results/, envs/

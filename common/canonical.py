@@ -61,7 +61,6 @@ LAYOUTS: Dict[str, Dict[str, Tuple[int, ...]]] = {
         "fc.weight": (params.GRU_HIDDEN, params.GRU_CLASSES), "fc.bias": (params.GRU_CLASSES,),
     },
 }
-MODELS = {"cifar": "cnn", "imdb": "gru"}
 GATES = ("reset", "update", "new")
 
 

@@ -1,8 +1,11 @@
 """CIFAR-10 and IMDB: download, verify, cache, parse, and convert for a framework.
 
     from common import data
-    x_train, x_test, y_train, y_test, provenance = data.cifar_for_library(channels_first=True)
-    x_train, x_test, y_train, y_test, provenance = data.imdb_for_library()
+    x_train, y_train, x_test, y_test, provenance = data.cifar_for_library(channels_first=True)
+    x_train, y_train, x_test, y_test, provenance = data.imdb_for_library()
+
+Every loader returns the same five: training inputs and labels, test inputs and labels, and
+where the data came from.
 
 Where the data comes from, first match wins:
 1. a local copy named by the ``source`` argument, or by the environment variable
@@ -218,7 +221,8 @@ def _cifar_batches(path: Path, local: bool = False) -> Tuple[dict, Path]:
 
 
 def load_cifar10(source=None, cache=None):
-    """Raw CIFAR-10: uint8 images (N, 3, 32, 32), int64 labels, and provenance."""
+    """Raw CIFAR-10: (x_train, y_train, x_test, y_test, provenance), uint8 images (N, 3, 32, 32)
+    and int64 labels."""
     path, provenance = _resolve(CIFAR10, source, cache)
     batches, path = _cifar_batches(path, provenance["source"] == "local copy")
     provenance["path"] = str(path.resolve())
@@ -228,7 +232,7 @@ def load_cifar10(source=None, cache=None):
     x_train = np.concatenate([batches[n][0] for n in CIFAR_TRAIN_BATCHES])
     y_train = np.concatenate([batches[n][1] for n in CIFAR_TRAIN_BATCHES])
     x_test, y_test = batches[CIFAR_TEST_BATCH]
-    return x_train, x_test, y_train, y_test, provenance
+    return x_train, y_train, x_test, y_test, provenance
 
 
 def _combined_sha256(files: List[Path]) -> str:
@@ -250,7 +254,7 @@ def cifar_for_library(channels_first: bool = True, one_hot_labels: bool = False,
     ``channels_first`` gives (N, 3, 32, 32), else (N, 32, 32, 3); labels are
     int64 class numbers, or float32 one-hot rows with ``one_hot_labels``.
     """
-    x_train, x_test, y_train, y_test, provenance = load_cifar10(source, cache)
+    x_train, y_train, x_test, y_test, provenance = load_cifar10(source, cache)
     x_train = x_train.astype(np.float32) / 255.0
     x_test = x_test.astype(np.float32) / 255.0
     if not channels_first:
@@ -259,7 +263,7 @@ def cifar_for_library(channels_first: bool = True, one_hot_labels: bool = False,
     if one_hot_labels:
         y_train = one_hot(y_train, params.CNN_CLASSES)
         y_test = one_hot(y_test, params.CNN_CLASSES)
-    return x_train, x_test, y_train, y_test, provenance
+    return x_train, y_train, x_test, y_test, provenance
 
 
 # --- IMDB ---------------------------------------------------------------------------
@@ -275,7 +279,8 @@ def _alias_numpy_core() -> None:
 
 
 def load_imdb(source=None, cache=None):
-    """The raw ``imdb.npz`` arrays (object arrays of word-index lists) and provenance."""
+    """The raw ``imdb.npz`` arrays, (x_train, y_train, x_test, y_test, provenance): object arrays of
+    word-index lists and their labels."""
     if not hasattr(np, "_core"):
         _alias_numpy_core()
     path, provenance = _resolve(IMDB, source, cache)
@@ -336,8 +341,8 @@ def imdb_for_library(vocab: int = params.IMDB_VOCAB, seq_len: int = params.IMDB_
     order = np.arange(len(x_test))
     rng.shuffle(order)
     x_test, y_test = x_test[order], y_test[order]
-    return (number_reviews(x_train, vocab, seq_len), number_reviews(x_test, vocab, seq_len),
-            np.asarray(y_train, dtype=np.int64), np.asarray(y_test, dtype=np.int64), provenance)
+    return (number_reviews(x_train, vocab, seq_len), np.asarray(y_train, dtype=np.int64),
+            number_reviews(x_test, vocab, seq_len), np.asarray(y_test, dtype=np.int64), provenance)
 
 
 # --- subsets ------------------------------------------------------------------------

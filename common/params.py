@@ -35,10 +35,3 @@ GRU_PARAMETERS = 3_818_302
 
 CIFAR_TRAIN, CIFAR_TEST = 50_000, 10_000
 IMDB_TRAIN, IMDB_TEST = 25_000, 25_000
-
-BENCHMARKS = {
-    "cifar": {"model": "CNN", "batch": CNN_BATCH, "epochs": CNN_EPOCHS,
-              "train": CIFAR_TRAIN, "test": CIFAR_TEST, "unit": "images"},
-    "imdb": {"model": "GRU", "batch": GRU_BATCH, "epochs": GRU_EPOCHS,
-             "train": IMDB_TRAIN, "test": IMDB_TEST, "unit": "reviews"},
-}

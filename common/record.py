@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import List, Optional, Union
 
-from common import params
+from common.benchmarks import BENCHMARKS
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "failed", "timeout", "diverged", "unavailable", "interrupted")
@@ -41,16 +41,16 @@ def check_loss(loss: float, epoch: int) -> float:
 def differs_from_benchmark(benchmark: str, epochs: int, batch_size: int,
                            train_samples: int, test_samples: int) -> List[str]:
     """How a run's size differs from docs/design.md's benchmark ([] for a full run)."""
-    spec = params.BENCHMARKS[benchmark]
+    spec = BENCHMARKS[benchmark]
     differences = []
-    if epochs != spec["epochs"]:
-        differences.append(f"{epochs} epochs, not {spec['epochs']}")
-    if batch_size != spec["batch"]:
-        differences.append(f"batch {batch_size}, not {spec['batch']}")
-    if train_samples != spec["train"]:
-        differences.append(f"{train_samples} of {spec['train']} training samples")
-    if test_samples != spec["test"]:
-        differences.append(f"{test_samples} of {spec['test']} test samples")
+    if epochs != spec.epochs:
+        differences.append(f"{epochs} epochs, not {spec.epochs}")
+    if batch_size != spec.batch:
+        differences.append(f"batch {batch_size}, not {spec.batch}")
+    if train_samples != spec.train:
+        differences.append(f"{train_samples} of {spec.train} training samples")
+    if test_samples != spec.test:
+        differences.append(f"{test_samples} of {spec.test} test samples")
     return differences
 
 
@@ -60,8 +60,8 @@ def build(*, framework: str, api: str, benchmark: str, epochs: int, batch_size: 
           environment: Optional[dict] = None, data: Optional[dict] = None, error: Optional[str] = None,
           **extra) -> dict:
     """A complete record; ``extra`` keys (for example ``final_loss``) are kept as given."""
-    if benchmark not in params.BENCHMARKS:
-        raise ValueError(f"benchmark must be one of {sorted(params.BENCHMARKS)}, got {benchmark!r}.")
+    if benchmark not in BENCHMARKS:
+        raise ValueError(f"benchmark must be one of {sorted(BENCHMARKS)}, got {benchmark!r}.")
     if status not in STATUSES:
         raise ValueError(f"status must be one of {STATUSES}, got {status!r}.")
     differences = differs_from_benchmark(benchmark, epochs, batch_size, train_samples, test_samples)
@@ -70,7 +70,7 @@ def build(*, framework: str, api: str, benchmark: str, epochs: int, batch_size: 
         "framework": framework,
         "api": api,
         "benchmark": benchmark,
-        "model": params.BENCHMARKS[benchmark]["model"],
+        "model": BENCHMARKS[benchmark].model,
         "variant": variant,
         "status": status,
         "error": error,

@@ -23,9 +23,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import data, environment, params
-from harness import REPOSITORY, compare, environments, existing, parity, report, runner
-from harness.frameworks import BENCHMARKS, FRAMEWORKS, select
+from common import REPOSITORY, data, machine
+from common.benchmarks import BENCHMARKS
+from harness import compare, existing, kernels, parity_runs, report, runner, venvs
+from harness.frameworks import FRAMEWORKS, select
 
 SEED_LIMIT = 2**32  # every framework's generator takes a seed in [0, 2**32)
 
@@ -69,7 +70,7 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("frameworks", nargs="*", metavar="NAME", help="frameworks to run (default: all)")
-    parser.add_argument("--benchmark", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
+    parser.add_argument("--benchmark", nargs="+", choices=list(BENCHMARKS), default=list(BENCHMARKS))
     parser.add_argument("--epochs", type=_positive, help="override the benchmark's epochs (a subset run)")
     parser.add_argument("--batch-size", type=_positive)
     parser.add_argument("--train-samples", type=_positive, help="train on the first N samples only")
@@ -91,7 +92,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
 def _add_env_options(parser: argparse.ArgumentParser, with_names: bool = True) -> None:
     if with_names:
         parser.add_argument("frameworks", nargs="*", metavar="NAME", help="frameworks (default: all)")
-    parser.add_argument("--flavour", choices=environments.FLAVOURS,
+    parser.add_argument("--flavour", choices=venvs.FLAVOURS,
                         help="cpu or cuda builds (default: cuda where nvidia-smi sees a GPU)")
     parser.add_argument("--force", action="store_true", help="rebuild even when up to date")
     parser.add_argument("--python", action="append", metavar="[NAME=]PATH", default=None,
@@ -110,7 +111,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     _add_run_options(commands.add_parser("run", help="run notebooks and write their records"))
     checking = commands.add_parser("parity", help="check each model against the NumPy reference")
     checking.add_argument("frameworks", nargs="*", metavar="NAME", help="frameworks (default: all)")
-    checking.add_argument("--benchmark", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
+    checking.add_argument("--benchmark", nargs="+", choices=list(BENCHMARKS), default=list(BENCHMARKS))
     checking.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                           help="where the parity step runs (default cpu: GPUs may use TF32)")
     checking.add_argument("--results", type=Path, default=REPOSITORY / "results")
@@ -125,7 +126,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     comparing.add_argument("frameworks", nargs="*", metavar="NAME",
                            help="the two frameworks (with --all: those to pair, default all)")
     comparing.add_argument("--all", action="store_true", help="every pair, and an index page linking them")
-    comparing.add_argument("--benchmark", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
+    comparing.add_argument("--benchmark", nargs="+", choices=list(BENCHMARKS), default=list(BENCHMARKS))
     comparing.add_argument("--out", type=Path, default=REPOSITORY / "results" / "compare",
                            help="where the pages go (default %(default)s)")
     comparing.add_argument("--results", type=Path, default=REPOSITORY / "results",
@@ -184,21 +185,21 @@ def validate_run(args: argparse.Namespace) -> None:
     if downloads and args.data_dir:
         _writable_folder(Path(args.data_dir), args.origins.get("data_dir", "--data-dir"), "the data cache")
     for benchmark in args.benchmark:
-        spec = params.BENCHMARKS[benchmark]
-        batch = args.batch_size or spec["batch"]
-        train = args.train_samples or spec["train"]
-        if args.train_samples and args.train_samples > spec["train"]:
-            raise ValueError(f"--train-samples {args.train_samples}: {benchmark} has {spec['train']} "
+        spec = BENCHMARKS[benchmark]
+        batch = args.batch_size or spec.batch
+        train = args.train_samples or spec.train
+        if args.train_samples and args.train_samples > spec.train:
+            raise ValueError(f"--train-samples {args.train_samples}: {benchmark} has {spec.train} "
                              "training samples; expected at most that many.")
-        if args.test_samples and args.test_samples > spec["test"]:
-            raise ValueError(f"--test-samples {args.test_samples}: {benchmark} has {spec['test']} "
+        if args.test_samples and args.test_samples > spec.test:
+            raise ValueError(f"--test-samples {args.test_samples}: {benchmark} has {spec.test} "
                              "test samples; expected at most that many.")
         if train < batch:
             given = f"--train-samples {args.train_samples}" if args.train_samples else f"--batch-size {batch}"
             raise ValueError(f"{given}: {train} training samples make no complete batch of {batch} for "
                              f"{benchmark}; training uses complete batches only, so expected "
                              "--train-samples at least --batch-size.")
-    if args.device == "cuda" and not args.docker and environments.default_flavour() == "cpu":
+    if args.device == "cuda" and not args.docker and venvs.default_flavour() == "cpu":
         raise ValueError("--device cuda: no NVIDIA GPU found (nvidia-smi lists none); expected "
                          "--device auto or cpu on this machine.")
     _writable_folder(args.results, "--results")
@@ -211,7 +212,7 @@ def load_data(args: argparse.Namespace, benchmarks) -> tuple[dict, dict]:
     for benchmark in benchmarks:
         try:
             if benchmark == "cifar":
-                x_train, x_test, _, _, provenance = data.load_cifar10(args.cifar10, args.data_dir)
+                x_train, _, x_test, _, provenance = data.load_cifar10(args.cifar10, args.data_dir)
                 print(f"CIFAR-10: {len(x_train)} + {len(x_test)} images, {provenance['source']} "
                       f"{provenance['path']}")
             else:
@@ -231,16 +232,16 @@ def cmd_envs(args) -> int:
     chosen = existing.existing_interpreters(
         args.python if args.python is not None else existing.from_variable(), frameworks)
     needs_build = any(framework.env not in chosen for framework in frameworks)
-    flavour = args.flavour or (environments.default_flavour() if needs_build else "cpu")
+    flavour = args.flavour or (venvs.default_flavour() if needs_build else "cpu")
     failures = []
     for framework in frameworks:
         python = chosen.get(framework.env)
         try:
             if python is None:
-                environments.create(framework, flavour, force=args.force)
+                kernels.create(framework, flavour, force=args.force)
                 continue
             probe = existing.use_existing(framework, python)
-        except environments.EnvironmentBuildError as error:
+        except venvs.EnvironmentBuildError as error:
             print(f"{framework.label}: {error}", file=sys.stderr)
             failures.append(framework.label)
             continue
@@ -263,7 +264,7 @@ def cmd_envs(args) -> int:
 def cmd_data(args, benchmarks=BENCHMARKS) -> int:
     """Fetches and verifies what the benchmarks need before any notebook starts."""
     if "cifar" in benchmarks:
-        x_train, x_test, _, _, provenance = data.load_cifar10(args.cifar10, args.data_dir)
+        x_train, _, x_test, _, provenance = data.load_cifar10(args.cifar10, args.data_dir)
         print(f"CIFAR-10: {len(x_train)} + {len(x_test)} images, {provenance['source']} {provenance['path']}")
     if "imdb" in benchmarks:
         x_train, _, x_test, _, provenance = data.load_imdb(args.imdb, args.data_dir)
@@ -278,14 +279,14 @@ def cmd_run(args) -> int:
         epochs=args.epochs, batch_size=args.batch_size, train_samples=args.train_samples,
         test_samples=args.test_samples, seed=args.seed, device=args.device, timeout=args.timeout,
         data_dir=args.data_dir, cifar_source=args.cifar10, imdb_source=args.imdb, docker=args.docker)
-    if settings.device != "cpu" and environments.default_flavour() == "cpu":
+    if settings.device != "cpu" and venvs.default_flavour() == "cpu":
         print("note: no NVIDIA GPU found; " + ("`--docker` runs ask docker for one (--gpus all), so they "
               "will fail: add --device cpu to run the images on the CPU." if settings.docker else
               "every notebook trains on the CPU, and the table says so."))
     skip = {}
     if args.resume:
         skip = runner.finished_runs(frameworks, args.benchmark, settings, args.results, provenances,
-                                    environment.git_commit())
+                                    machine.git_commit())
     try:
         done = runner.run_all(frameworks, args.benchmark, settings, args.results, skip=skip,
                               data_errors=data_errors)
@@ -303,7 +304,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_parity(args) -> int:
-    done = parity.check_all(select(args.frameworks), args.benchmark, args.results, args.device)
+    done = parity_runs.check_all(select(args.frameworks), args.benchmark, args.results, args.device)
     print(f"report: {report.render(args.results)}")
     differing = [f"{r['framework']} {r['benchmark']}: {r['message']}" for r in done if not r["equivalent"]]
     for line in differing:
@@ -320,8 +321,8 @@ def cmd_list(args) -> int:
     frameworks = list(FRAMEWORKS.values())
     name_w, label_w, api_w = (max(len(getattr(f, field)) for f in frameworks) for field in ("name", "label", "api"))
     for framework in frameworks:
-        reason = environments.unavailable_reason(framework)
-        source = environments.provenance(framework) or {}
+        reason = kernels.unavailable_reason(framework)
+        source = kernels.provenance(framework) or {}
         kind = f"existing {source['python']}" if source.get("kind") == "existing" else source.get("flavour")
         state = reason or f"ready ({kind})"
         print(f"{framework.name:{name_w}}  {framework.label:{label_w}}  {framework.api:{api_w}}  "
@@ -371,9 +372,9 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 cmd_envs(args)
             if not args.skip_parity:
-                parity.check_all(select(args.frameworks), args.benchmark, args.results, in_docker=args.docker)
+                parity_runs.check_all(select(args.frameworks), args.benchmark, args.results, in_docker=args.docker)
             return cmd_run(args)
-    except (ValueError, data.DataError, environments.EnvironmentBuildError) as error:
+    except (ValueError, data.DataError, venvs.EnvironmentBuildError) as error:
         print(f"rosetta: {error}", file=sys.stderr)
         return 2
     except runner.Interrupted as interrupt:  # outside a notebook run: building environments, parity

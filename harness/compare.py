@@ -36,12 +36,12 @@ from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import PythonLexer
 
-from harness import REPOSITORY, report
-from harness.frameworks import BENCHMARKS, FRAMEWORKS, Framework, select
+from common import REPOSITORY
+from common.benchmarks import BENCHMARKS
+from harness import report
+from harness.frameworks import FRAMEWORKS, Framework, select
+from harness.notebooks import STEPS, cell_steps
 
-# The ten steps of the notebook contract; a notebook has each of them (in any order).
-STEPS = ("parameters", "imports", "environment", "data", "model", "optimiser", "train", "predict",
-         "evaluate", "parity")
 STYLE = "default"
 
 
@@ -68,17 +68,13 @@ class Row:
     right_differs: list
 
 
-def _step_tags(cell) -> list[str]:
-    return [tag[5:] for tag in cell.metadata.get("tags", []) if tag.startswith("step:")]
-
-
 def read_notebook(path: Path) -> Notebook:
     """The title and steps of one notebook; a ValueError naming the file where a step is
     missing, unknown, or given twice on one cell."""
     notebook = nbformat.read(path, as_version=4)
     title, steps = [], {}
     for index, cell in enumerate(notebook.cells):
-        tags = _step_tags(cell)
+        tags = cell_steps(cell)
         if len(tags) > 1:
             raise ValueError(f"{path}: cell {index} has more than one step tag ({', '.join(tags)})")
         if not tags:
@@ -315,7 +311,7 @@ def page(left: Framework, right: Framework, benchmark: str, results: Path, out: 
                          f'{code_html(step.code, differs)}</td>')
         body.append(f'<tr class="step" id="step-{row.step}" data-step="{row.step}">{"".join(cells)}</tr>')
     titles = "".join(f'<td class="side">{markdown_html(n.title, n.path.parent, out)}</td>' for n in notebooks)
-    title = f"{left.label} and {right.label}: {report.TITLES[benchmark]}"
+    title = f"{left.label} and {right.label}: {BENCHMARKS[benchmark].title}"
     headers = "".join(_header(f, n, out) for f, n in zip((left, right), notebooks))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
@@ -326,7 +322,7 @@ def page(left: Framework, right: Framework, benchmark: str, results: Path, out: 
 <span class="legend"><span class="differs">Marked lines</span> have no counterpart in the other column.</span></p>
 <h2>Latest results</h2>
 <table class="results"><thead><tr><th>Framework</th><th>Status</th><th>Test accuracy</th>
-<th>Training time (s)</th><th>Steady {report.UNITS[benchmark]}/s</th><th>Data</th><th>Device</th>
+<th>Training time (s)</th><th>Steady {BENCHMARKS[benchmark].unit}/s</th><th>Data</th><th>Device</th>
 <th>When (UTC)</th><th>Run</th></tr></thead>
 <tbody>{results_html(left, benchmark, results, out, frame)}{results_html(right, benchmark, results, out, frame)}</tbody></table>
 <table class="steps"><thead><tr>{headers}</tr></thead>
@@ -362,7 +358,7 @@ def write_all(chosen: list[Framework] | None, benchmarks, results: Path, out: Pa
     chosen = chosen or list(FRAMEWORKS.values())
     frame, rows = records_frame(results), []
     for left, right in itertools.combinations(chosen, 2):
-        links = [f'<td><a href="{write_page(left, right, b, results, out, frame).name}">{report.TITLES[b]}</a></td>'
+        links = [f'<td><a href="{write_page(left, right, b, results, out, frame).name}">{BENCHMARKS[b].title}</a></td>'
                  for b in benchmarks]
         rows.append(f"<tr><th>{html.escape(left.label)}</th><th>{html.escape(right.label)}</th>{''.join(links)}</tr>")
     index = out / "index.html"

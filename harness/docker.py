@@ -21,7 +21,6 @@ is used here: ``make docker`` runs this module on any Python 3.9 or newer.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shlex
@@ -31,8 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Iterable, Sequence
 
-from harness import REPOSITORY
+from common import REPOSITORY
 from harness.frameworks import Framework, select
+from harness.notebooks import papermill_arguments
 
 DOCKER_DIR = REPOSITORY / "docker"
 IMAGE_PREFIX = "dl-rosetta"
@@ -61,8 +61,9 @@ def dockerfile(env: str) -> Path:
     return DOCKER_DIR / env / "Dockerfile"
 
 
-def environments(frameworks: Iterable[Framework]) -> list[str]:
-    """The environments of ``frameworks``, each once, in order (gluon and mxnet share one)."""
+def env_names(frameworks: Iterable[Framework]) -> list[str]:
+    """The names of the environments of ``frameworks`` (one image each), each once, in order (gluon and
+    mxnet share one)."""
     return list(dict.fromkeys(f.env for f in frameworks))
 
 
@@ -165,10 +166,9 @@ def run_command(framework: Framework, notebook: Path, executed: Path, parameters
             host = Path(str(inside[key])).expanduser().resolve()
             mounts.ensure(host, writable)
             inside[key] = str(mounts.container_path(host))
-    papermill = ["python", "-m", "papermill", str(mounts.container_path(notebook)),
-                 str(mounts.container_path(executed)), "--kernel", framework.kernel,
-                 "--cwd", str(WORKSPACE), "--parameters_yaml", json.dumps(inside),
-                 "--log-output", "--no-progress-bar"]
+    papermill = ["python", "-m", "papermill",
+                 *papermill_arguments(mounts.container_path(notebook), mounts.container_path(executed),
+                                      framework.kernel, WORKSPACE, inside)]
     command = [*docker_executable(), "run", "--rm", "--name", name,
                *(["--gpus", gpus] if gpus else []), "--shm-size", "4g",
                *_user_options(), "-e", "PYTHONUNBUFFERED=1", *mounts.volume_options(),
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     args = parser.parse_args(argv)
     try:
-        envs = environments(select(args.frameworks))
+        envs = env_names(select(args.frameworks))
     except ValueError as error:
         print(f"harness.docker: {error}", file=sys.stderr)
         return 2

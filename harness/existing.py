@@ -6,7 +6,7 @@
 
 Each framework is probed in the interpreter (its import and versions, a CUDA build or not,
 ipykernel, numpy); the interpreter is then registered as the kernel of the framework's
-environment, with the probes in the kernel's metadata, which ``environments`` reads to say
+environment, with the probes in the kernel's metadata, which ``harness.kernels`` reads to say
 whether the framework can run and every record repeats. Nothing is installed into that
 interpreter, changed or removed: probes and kernels run there without writing bytecode,
 and what is missing is an error naming the interpreter, the package and the command that
@@ -20,7 +20,7 @@ import re
 import shutil
 import subprocess
 
-from harness import environments
+from harness import kernels, venvs
 from harness.frameworks import FRAMEWORKS, Framework
 from harness.wheels import normalise
 
@@ -57,8 +57,8 @@ def missing_module(stderr: str) -> str | None:
 def pinned_requirement(framework: Framework, module: str) -> str:
     """The requirement to install ``module`` with: the spec's own line where it pins it."""
     package = PIP_NAMES.get(module, module)
-    for flavour in environments.FLAVOURS:
-        path = environments.SPECS / f"{framework.env}-{flavour}.txt"
+    for flavour in venvs.FLAVOURS:
+        path = venvs.SPECS / f"{framework.env}-{flavour}.txt"
         if not path.is_file():
             continue
         for line in path.read_text().splitlines():
@@ -71,7 +71,7 @@ def pinned_requirement(framework: Framework, module: str) -> str:
 
 def install_hint(python: str, requirements: list[str]) -> str:
     """The command that would install ``requirements`` into ``python`` (from the wheelhouse where set)."""
-    words = [python, "-m", "pip", "install", *environments.pip_source_flags(), *requirements]
+    words = [python, "-m", "pip", "install", *venvs.pip_source_flags(), *requirements]
     return " ".join(f"'{w}'" if any(c in w for c in "<>=! ") else w for w in words)
 
 
@@ -79,7 +79,7 @@ def probe_existing(framework: Framework, python: str) -> dict:
     """What an existing interpreter offers the framework: {"ok", "versions", "cuda_build",
     "python_version", "error", ...}; "error" names the interpreter, what is missing and the
     command that would install it. Nothing is written into that interpreter's environment."""
-    environment = environments.filled_environment(environments.kernel_variables(framework, [], existing=True))
+    environment = kernels.filled_environment(kernels.kernel_variables(framework, [], existing=True))
     arguments = json.dumps([[m for m, _ in KERNEL_NEEDS], [m for m, _ in KERNEL_WANTS]])
     try:
         done = subprocess.run([python, "-c", PROBE, arguments], capture_output=True, text=True,
@@ -126,15 +126,15 @@ def use_existing(framework: Framework, python: str) -> dict:
     environment; returns the probe. The kernel is registered even where the probe failed, so
     that the framework's runs say why it cannot run (``unavailable_reason``); the probes of other
     frameworks of that environment made before with the same interpreter are kept."""
-    previous = environments.kernel_info(framework) or {}
+    previous = kernels.kernel_info(framework) or {}
     same = previous.get("kind") == "existing" and previous.get("python") == python
     probes = dict(previous.get("probes", {})) if same else {}
     probes[framework.name] = probe = probe_existing(framework, python)
     site_packages = next((p["site_packages"] for p in probes.values() if p.get("site_packages")), [])
-    folders = environments.library_folders(framework, site_packages)
+    folders = kernels.library_folders(framework, site_packages)
     info = {"kind": "existing", "python": python, "probes": probes, "library_folders": folders}
-    environments.write_kernel(framework, python, info,
-                              environments.kernel_variables(framework, folders, existing=True))
+    kernels.write_kernel(framework, python, info,
+                              kernels.kernel_variables(framework, folders, existing=True))
     return probe
 
 

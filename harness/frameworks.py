@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from harness import REPOSITORY
-
-BENCHMARKS = ("cifar", "imdb")
+from common import REPOSITORY
 
 
 @dataclass(frozen=True)

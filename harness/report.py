@@ -19,11 +19,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from common import environment, params, record
-from harness import REPOSITORY, parity
+from common import REPOSITORY, machine, record
+from common.benchmarks import BENCHMARKS
+from harness import parity_runs
 
-UNITS = {name: spec["unit"] for name, spec in params.BENCHMARKS.items()}
-TITLES = {"cifar": "CNN on CIFAR-10", "imdb": "GRU on IMDB"}
 
 
 def load_records(results: Path) -> list[dict]:
@@ -40,7 +39,7 @@ def load_records(results: Path) -> list[dict]:
 
 def _device(row: dict) -> str:
     env = row.get("environment")
-    return environment.describe(env) if env else ""
+    return machine.describe(env) if env else ""
 
 
 def device_group(row: dict) -> str:
@@ -171,7 +170,7 @@ def benchmark_table(frame: pd.DataFrame, benchmark: str, checks: dict | None = N
     rows["_ok"] = rows["status"] == "ok"
     rows = rows.sort_values(["_ok", "train_seconds"], ascending=[False, True], na_position="last")
     fastest = rows.loc[rows["_ok"], "train_seconds"].min()
-    unit = UNITS[benchmark]
+    unit = BENCHMARKS[benchmark].unit
     header = ["Framework", "API", "Variant", "Status", "Equivalent", "Test accuracy", "Training time (s)", "vs fastest",
               "First epoch (s)", f"Steady {unit}/s", "Data", "Device", "Version"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -221,7 +220,7 @@ def plot(frame: pd.DataFrame, benchmark: str, path: Path, device: str = "") -> P
                   f"  {accuracy * 100:.1f} % accuracy{note}", va="center", fontsize=9)
     axes.set_xlabel("training time (s), lower is better")
     subset = " (subset runs)" if rows["subset"].fillna(False).astype(bool).any() else ""
-    axes.set_title(f"{TITLES[benchmark]} on {device or 'one device'}{subset}\ntraining time and test accuracy",
+    axes.set_title(f"{BENCHMARKS[benchmark].title} on {device or 'one device'}{subset}\ntraining time and test accuracy",
                    fontsize=10)
     axes.set_xlim(0, rows["train_seconds"].max() * 1.5)
     figure.tight_layout()
@@ -263,7 +262,7 @@ def where_and_when(rows: pd.DataFrame) -> str:
         parts.append(machine)
     if commits:
         parts.append("commit " + ", ".join(commits))
-    for benchmark, title in TITLES.items():
+    for benchmark, title in ((b.name, b.title) for b in BENCHMARKS.values()):
         sizes = sorted({str(d) for d in rows.loc[rows["benchmark"] == benchmark, "data"].dropna()})
         if sizes:
             parts.append(f"{title.split(' on ')[0]}: {' / '.join(sizes)}")
@@ -297,7 +296,7 @@ def render(results: Path, readme: Path | None = None) -> Path:
     """
     records = load_records(results)
     frame = to_frame(records)
-    checks = parity.latest(results)
+    checks = parity_runs.latest(results)
     frame.to_csv(results / "results.csv", index=False)
     for old in results.glob("*.png"):  # plots of devices or benchmarks no longer shown
         old.unlink()
@@ -317,22 +316,22 @@ def render(results: Path, readme: Path | None = None) -> Path:
     summary = []
     for device in found:
         shown = frame[frame["device_group"] == device]
-        described = where_and_when(pd.concat([shown_rows(shown, b) for b in params.BENCHMARKS]))
+        described = where_and_when(pd.concat([shown_rows(shown, b) for b in BENCHMARKS]))
         parts.append(f"- [{device}](#{anchor(device)}): {described}")
         summary.append(f"- [{device}](results/README.md#{anchor(device)}): {described}")
     parts.append("")
     for device in found:
         shown = frame[frame["device_group"] == device]
         parts += [f"## {device}", ""]
-        for benchmark in params.BENCHMARKS:
-            parts += [f"### {TITLES[benchmark]}", ""]
+        for benchmark in BENCHMARKS:
+            parts += [f"### {BENCHMARKS[benchmark].title}", ""]
             if (shown["benchmark"] == benchmark).sum() == 0:
                 parts += ["No runs on this device.", ""]
                 continue
             parts += [benchmark_table(shown, benchmark, checks), ""]
             image = plot(shown, benchmark, results / f"{benchmark}-{slug(device)}.png", device)
             if image:
-                parts += [f"![{TITLES[benchmark]} on {device}]({image.name})", ""]
+                parts += [f"![{BENCHMARKS[benchmark].title} on {device}]({image.name})", ""]
         if device.startswith("CPU: "):
             parts += ["These runs are on a CPU: they show that every notebook trains and how the "
                       "frameworks compare there, not how fast they are on a GPU.", ""]

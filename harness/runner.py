@@ -19,7 +19,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import glob
-import json
 import math
 import os
 import re
@@ -35,9 +34,11 @@ from typing import Callable
 
 import nbformat
 
-from common import data, environment, params, record
-from harness import REPOSITORY, docker, environments
+from common import REPOSITORY, data, machine, params, record
+from common.benchmarks import BENCHMARKS
+from harness import docker, kernels, venvs
 from harness.frameworks import Framework
+from harness.notebooks import papermill_arguments
 
 
 @dataclass
@@ -181,19 +182,18 @@ def execute(framework: Framework, benchmark: str, settings: RunSettings, results
     record_path, executed = run_paths(results, framework, benchmark)
     record_path.parent.mkdir(parents=True, exist_ok=True)
     prefix = f"[{framework.name}/{benchmark}] "
-    reason = (docker.unavailable_reason if settings.docker else environments.unavailable_reason)(framework)
+    reason = (docker.unavailable_reason if settings.docker else kernels.unavailable_reason)(framework)
     if reason:
         print(prefix + f"unavailable: {reason}")
         return _write_failure(record_path, framework, benchmark, settings, "unavailable", reason, None)
 
-    parameters = settings.notebook_parameters(benchmark, record_path)
-    command, on_timeout = None, None
+    parameters, data_dir = settings.notebook_parameters(benchmark, record_path), None
     if settings.docker:
-        command, on_timeout = docker_command(framework, benchmark, executed, parameters, settings, results)
-        print(prefix + "$ " + shlex.join(command), flush=True)
+        parameters, data_dir = docker_data(benchmark, parameters)
     try:
-        outcome = papermill(framework.notebook(benchmark), executed, framework.kernel, parameters,
-                            settings.timeout, prefix, command=command, on_timeout=on_timeout)
+        outcome = launch(framework, framework.notebook(benchmark), executed, parameters, results,
+                         settings.timeout, prefix, in_docker=settings.docker, device=settings.device,
+                         data_dir=data_dir)
     except Interrupted as interrupt:  # papermill and the kernel are stopped: record it, then stop
         with interrupts_held():
             message = f"{interrupt.describe()}; the run was stopped"
@@ -217,13 +217,41 @@ def execute(framework: Framework, benchmark: str, settings: RunSettings, results
     return _write_failure(record_path, framework, benchmark, settings, status, message, executed)
 
 
-def docker_command(framework: Framework, benchmark: str, executed: Path, parameters: dict,
-                   settings: RunSettings, results: Path) -> tuple[list[str], Callable[[], None]]:
-    """The ``docker run`` of one notebook, and how to stop its container after a timeout.
+def launch(framework: Framework, notebook: Path, executed: Path, parameters: dict, results: Path,
+           timeout: float, prefix: str, in_docker: bool = False, device: str = "auto",
+           data_dir: Path | None = None) -> Outcome:
+    """Runs ``notebook`` into ``executed`` with ``parameters`` through papermill, in the framework's
+    kernel or (``in_docker``) in its image, echoing its output, within ``timeout``: how every
+    notebook is run, a benchmark run (``execute``) or a parity run (``harness.parity_runs``)."""
+    command, on_timeout = launch_command(framework, notebook, executed, parameters, results,
+                                         in_docker=in_docker, device=device, data_dir=data_dir)
+    if in_docker:
+        print(prefix + "$ " + shlex.join(command), flush=True)
+    return papermill(notebook, executed, framework.kernel, timeout, prefix, command, on_timeout)
+
+
+def launch_command(framework: Framework, notebook: Path, executed: Path, parameters: dict, results: Path,
+                   in_docker: bool = False, device: str = "auto", data_dir: Path | None = None,
+                   ) -> tuple[list[str], Callable[[], None] | None]:
+    """The command that runs a notebook, and what to do once a timeout has stopped it: papermill run
+    by the harness's own Python in the framework's registered kernel (nothing more to do), or
+    ``docker run`` of the framework's image with the paths translated and ``results`` and ``data_dir``
+    mounted (its container stopped: a stopped docker client leaves it running). ``device`` "cpu"
+    gives a container no GPU."""
+    if not in_docker:
+        return papermill_command(notebook, executed, framework.kernel, parameters), None
+    name = docker.container_name(executed)
+    command, _ = docker.run_command(framework, notebook, executed, parameters, results, name, data_dir=data_dir,
+                                    gpus=None if device == "cpu" else "all")
+    return command, lambda: docker.stop(name)
+
+
+def docker_data(benchmark: str, parameters: dict) -> tuple[dict, Path]:
+    """A run's parameters for a container, and the data cache to mount there.
 
     In a local run the kernel finds the data where the harness found it (the data
     cache, ``$ROSETTA_CIFAR10``...); a container sees neither the host's
-    environment nor its cache, so both are named explicitly here and mounted.
+    environment nor its cache, so both are named explicitly here.
     """
     parameters = dict(parameters)
     remote = data.CIFAR10 if benchmark == "cifar" else data.IMDB
@@ -231,11 +259,7 @@ def docker_command(framework: Framework, benchmark: str, executed: Path, paramet
     cache = data.cache_dir(parameters.get("data_dir"))
     cache.mkdir(parents=True, exist_ok=True)  # else docker would create it, owned by root
     parameters["data_dir"] = str(cache)
-    name = docker.container_name(executed)
-    command, _ = docker.run_command(framework, framework.notebook(benchmark), executed, parameters,
-                                    results, name, data_dir=cache,
-                                    gpus=None if settings.device == "cpu" else "all")
-    return command, lambda: docker.stop(name)
+    return parameters, cache
 
 
 @dataclass
@@ -275,21 +299,16 @@ def kernel_log(executed: Path) -> Path:
 
 def papermill_command(notebook: Path, executed: Path, kernel: str, parameters: dict) -> list[str]:
     """papermill run by the harness's own Python, in the framework's registered kernel."""
-    return [sys.executable, "-c", PAPERMILL_LAUNCHER, str(kernel_log(executed)), str(notebook), str(executed),
-            "--kernel", kernel, "--cwd", str(REPOSITORY),
-            "--parameters_yaml", json.dumps(parameters), "--log-output", "--no-progress-bar"]
+    return [sys.executable, "-c", PAPERMILL_LAUNCHER, str(kernel_log(executed)),
+            *papermill_arguments(notebook, executed, kernel, REPOSITORY, parameters)]
 
 
-def papermill(notebook: Path, executed: Path, kernel: str, parameters: dict, timeout: float,
-              prefix: str, command: list[str] | None = None,
+def papermill(notebook: Path, executed: Path, kernel: str, timeout: float, prefix: str, command: list[str],
               on_timeout: Callable[[], None] | None = None) -> Outcome:
-    """Executes ``notebook`` into ``executed`` in ``kernel``, echoing its output, within ``timeout``.
-
-    ``command`` replaces the local papermill command (``docker run ...`` for a run in
-    an image); ``on_timeout`` runs after a timeout has stopped it (to stop the container).
+    """Runs ``command`` (``launch_command``'s: papermill executing ``notebook`` into ``executed`` in
+    ``kernel``), echoing its output, within ``timeout``; ``on_timeout`` runs after a timeout or an
+    interrupt has stopped it (to stop the container).
     """
-    if command is None:
-        command = papermill_command(notebook, executed, kernel, parameters)
     where = f"kernel {kernel}" if command[0] == sys.executable else f"kernel {kernel} via {command[0]} {command[1]}"
     if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}.")
@@ -501,32 +520,32 @@ def _stop_tree(process: subprocess.Popen, watch: KernelWatch | None = None, grac
 
 
 def kernel_provenance(framework: Framework, settings: RunSettings) -> dict | None:
-    """Where the kernel of a run came from: its docker image, or what ``environments.provenance``
+    """Where the kernel of a run came from: its docker image, or what ``kernels.provenance``
     says (an environment built from its spec, or an existing interpreter and the versions found)."""
     if settings.docker:
         return {"kind": "docker", "image": docker.image(framework)}
-    return environments.provenance(framework)
+    return kernels.provenance(framework)
 
 
 def target_device(settings: RunSettings) -> str:
     """The device a run was meant for: what ``--device`` says, or the GPU where one is seen."""
     if settings.device in ("cpu", "cuda"):
         return settings.device
-    return "cuda" if environments.default_flavour() == "cuda" else "cpu"
+    return "cuda" if venvs.default_flavour() == "cuda" else "cpu"
 
 
 def _write_failure(record_path: Path, framework: Framework, benchmark: str, settings: RunSettings,
                    status: str, message: str, executed: Path | None) -> dict:
     """The record of a run that did not get as far as writing its own: the machine it was
     meant for (so that the report files it under that device) and where its kernel came from."""
-    spec = params.BENCHMARKS[benchmark]
+    spec = BENCHMARKS[benchmark]
     result = record.build(
         framework=framework.label, api=framework.api, benchmark=benchmark, status=status, error=message,
-        epochs=settings.epochs or spec["epochs"], batch_size=settings.batch_size or spec["batch"],
-        train_samples=settings.train_samples or spec["train"], test_samples=settings.test_samples or spec["test"],
+        epochs=settings.epochs or spec.epochs, batch_size=settings.batch_size or spec.batch,
+        train_samples=settings.train_samples or spec.train, test_samples=settings.test_samples or spec.test,
         seed=settings.seed, notebook=str(executed.relative_to(record_path.parent.parent))
         if executed is not None and executed.is_file() else None,
-        environment=environment.capture(device=target_device(settings), versions={}),
+        environment=machine.capture(device=target_device(settings), versions={}),
         kernel_environment=kernel_provenance(framework, settings),
     )
     record.write(record_path, result)
@@ -549,7 +568,7 @@ def finished_runs(frameworks: list[Framework], benchmarks: list[str], settings: 
         print("resume: nothing skipped, as the code version is not a clean git commit "
               f"({commit or 'no git'}); every selected notebook runs.")
         return {}
-    device = settings.device if settings.device != "auto" else environments.default_flavour()
+    device = settings.device if settings.device != "auto" else venvs.default_flavour()
     labels = {framework.label: framework.name for framework in frameworks}
     found: dict[tuple[str, str], str] = {}
     for path in sorted(records_dir(results).glob("*.json")):
@@ -560,10 +579,10 @@ def finished_runs(frameworks: list[Framework], benchmarks: list[str], settings: 
         benchmark = done["benchmark"]
         if done["framework"] not in labels or benchmark not in benchmarks or done["status"] != "ok":
             continue
-        spec = params.BENCHMARKS[benchmark]
-        wanted = {"epochs": settings.epochs or spec["epochs"], "batch_size": settings.batch_size or spec["batch"],
-                  "train_samples": settings.train_samples or spec["train"],
-                  "test_samples": settings.test_samples or spec["test"], "seed": settings.seed, "variant": "fp32"}
+        spec = BENCHMARKS[benchmark]
+        wanted = {"epochs": settings.epochs or spec.epochs, "batch_size": settings.batch_size or spec.batch,
+                  "train_samples": settings.train_samples or spec.train,
+                  "test_samples": settings.test_samples or spec.test, "seed": settings.seed, "variant": "fp32"}
         env = done.get("environment") or {}
         if (all(done.get(key) == value for key, value in wanted.items())
                 and _same_data(done.get("data"), provenances.get(benchmark))

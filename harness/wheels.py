@@ -26,8 +26,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness import REPOSITORY
-from harness.environments import COMMON_REQUIREMENTS, SPECS
+from common import REPOSITORY
+from harness.venvs import COMMON_REQUIREMENTS, SPECS
 
 # What the Keras rows add to an existing PyTorch, TensorFlow or JAX interpreter.
 KERAS_SPEC = SPECS / "pytorch-cpu.txt"

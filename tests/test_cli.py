@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from common import params, record
-from harness import REPOSITORY, cli, runner
+from common import REPOSITORY, record
+from common.benchmarks import BENCHMARKS
+from harness import cli, runner
 from harness.frameworks import FRAMEWORKS, select
 
 
@@ -77,7 +78,7 @@ def started(monkeypatch):
     """What would have started: environments, parity checks, data loading, notebook runs."""
     calls = []
     monkeypatch.setattr(cli, "cmd_envs", lambda args: calls.append("envs") or 0)
-    monkeypatch.setattr(cli.parity, "check_all", lambda *a, **k: calls.append("parity") or [])
+    monkeypatch.setattr(cli.parity_runs, "check_all", lambda *a, **k: calls.append("parity") or [])
     monkeypatch.setattr(cli, "cmd_data", lambda args, benchmarks=None: calls.append("data") or 0)
     monkeypatch.setattr(cli, "load_data", lambda args, benchmarks: calls.append("data") or ({}, {}),
                         raising=False)
@@ -111,7 +112,7 @@ def test_run_arguments_are_checked_before_anything_starts(command, arguments, ex
 
 
 def test_device_cuda_without_a_gpu_is_refused_before_anything_starts(started, monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(cli.environments, "default_flavour", lambda: "cpu")
+    monkeypatch.setattr(cli.venvs, "default_flavour", lambda: "cpu")
     assert cli.main(["bench", "pytorch", "--device", "cuda", "--results", str(tmp_path)]) == 2
     assert "--device cuda: no NVIDIA GPU found" in capsys.readouterr().err
     assert started == []
@@ -185,10 +186,10 @@ def test_a_data_error_fails_that_benchmarks_runs_and_the_other_benchmark_still_r
 
 
 def _ok_record(results, name, benchmark, commit="abc123", **changes):
-    spec = params.BENCHMARKS[benchmark]
+    spec = BENCHMARKS[benchmark]
     fields = dict(framework="PyTorch", api="nn.Module", benchmark=benchmark, accuracy=0.5,
-                  timing={"train_seconds": 3.0}, epochs=1, batch_size=spec["batch"],
-                  train_samples=2000, test_samples=spec["test"], seed=42,
+                  timing={"train_seconds": 3.0}, epochs=1, batch_size=spec.batch,
+                  train_samples=2000, test_samples=spec.test, seed=42,
                   environment={"device": "cpu", "cpu": "Test CPU", "threads": 2, "git_commit": commit},
                   data={"source": "official", "checksum": f"{benchmark}-hash"})
     fields.update(changes)
@@ -202,7 +203,7 @@ def test_resume_skips_what_already_has_an_ok_record_with_the_same_settings(monke
     _ok_record(tmp_path, "2-imdb", "imdb", seed=7)            # another seed: runs again
     provenances = {b: {"source": "official", "checksum": f"{b}-hash"} for b in ("cifar", "imdb")}
     monkeypatch.setattr(cli, "load_data", lambda args, benchmarks: (provenances, {}))
-    monkeypatch.setattr(cli.environment, "git_commit", lambda: commit)
+    monkeypatch.setattr(cli.machine, "git_commit", lambda: commit)
     ran = []
     monkeypatch.setattr(runner, "execute", lambda framework, benchmark, settings, results:
                         ran.append(benchmark) or {"status": "ok"})
@@ -227,7 +228,7 @@ def test_resume_reruns_what_differs_in_settings_data_code_or_device(monkeypatch,
     _ok_record(tmp_path, "1-cifar", "cifar", **change)
     provenances = {"cifar": {"source": "official", "checksum": "cifar-hash"}}
     monkeypatch.setattr(cli, "load_data", lambda args, benchmarks: (provenances, {}))
-    monkeypatch.setattr(cli.environment, "git_commit", lambda: "abc123")
+    monkeypatch.setattr(cli.machine, "git_commit", lambda: "abc123")
     ran = []
     monkeypatch.setattr(runner, "execute", lambda framework, benchmark, settings, results:
                         ran.append(benchmark) or {"status": "ok"})
@@ -254,7 +255,7 @@ def test_bench_interrupted_before_its_runs_exits_130_and_still_writes_the_report
     def interrupted(*arguments, **options):
         raise runner.Interrupted(signal.SIGTERM)
 
-    monkeypatch.setattr(cli.parity, "check_all", interrupted)
+    monkeypatch.setattr(cli.parity_runs, "check_all", interrupted)
     assert cli.main(["bench", "pytorch", "--results", str(tmp_path)]) == 143
     assert "interrupted by SIGTERM" in capsys.readouterr().err
     assert (tmp_path / "README.md").is_file() and "run" not in started

@@ -12,25 +12,9 @@ from pathlib import Path
 import pytest
 import selftest
 
-from common import record
-from harness import REPOSITORY
+from common import REPOSITORY, record
 
-TESTS = Path(__file__).parent
-
-DRIVER = """
-import sys
-from pathlib import Path
-sys.path.insert(0, {tests!r})
-import selftest
-from harness import cli, environments, frameworks
-
-framework = selftest.framework(Path({notebook!r}), {body!r})
-frameworks.FRAMEWORKS[framework.name] = framework
-environments.unavailable_reason = lambda framework: None
-cli.load_data = lambda args, benchmarks: ({{}}, {{}})  # no data: the notebook reads none
-cli.cmd_data = lambda args, benchmarks=None: 0
-sys.exit(cli.main(["run", "selftest", "--benchmark", "cifar", "--device", "cpu"] + sys.argv[1:]))
-"""
+DRIVER = Path(__file__).parent / "helpers" / "rosetta_run.py"  # `rosetta run` of a selftest notebook
 
 SLEEPER = """
 import json, os, subprocess
@@ -44,10 +28,9 @@ child.wait()
 def start_run(tmp_path, monkeypatch, body: str, *arguments: str) -> subprocess.Popen:
     """`rosetta run` of a selftest notebook, as its own process started from ``tmp_path``."""
     selftest.install_kernel(tmp_path, monkeypatch)
-    driver = tmp_path / "driver.py"
-    driver.write_text(DRIVER.format(tests=str(TESTS), notebook=str(tmp_path / "selftest.ipynb"), body=body))
-    environment = {**os.environ, "PYTHONPATH": str(REPOSITORY)}
-    return subprocess.Popen([sys.executable, str(driver), *arguments], cwd=tmp_path, env=environment,
+    environment = {**os.environ, "PYTHONPATH": str(REPOSITORY),
+                   "ROSETTA_TEST_NOTEBOOK": str(tmp_path / "selftest.ipynb"), "ROSETTA_TEST_BODY": body}
+    return subprocess.Popen([sys.executable, str(DRIVER), *arguments], cwd=tmp_path, env=environment,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

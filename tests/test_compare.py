@@ -2,17 +2,12 @@
 and the page as a real browser lays it out."""
 from __future__ import annotations
 
-import html
-import json
 import os
-import re
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 import nbformat
 import pytest
+from helpers.browser import MEASURE, browse, chromium, layout
 
 from common import record
 from harness import cli, compare
@@ -130,41 +125,6 @@ def test_all_writes_a_page_per_pair_and_an_index_linking_them(tmp_path):
 
 # --- the page in a real browser -------------------------------------------------------------
 
-CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-# Appended to a copy of a page: writes every step cell's box, as the browser laid it out, into the
-# DOM, with the page it belongs to (the enclosing section.page, where pages are put one after another).
-MEASURE = """<script>
-const boxes = [...document.querySelectorAll("td.side[data-step]")].map(cell => {
-  const r = cell.getBoundingClientRect(), section = cell.closest("section.page");
-  return {page: section ? section.dataset.page : "", step: cell.dataset.step, framework: cell.dataset.framework,
-          top: r.top, left: r.left, right: r.right, height: r.height};
-});
-const out = document.createElement("pre"); out.id = "layout"; out.textContent = JSON.stringify(boxes);
-document.body.appendChild(out);
-</script>"""
-
-
-def chromium() -> str | None:
-    found = os.environ.get("ROSETTA_CHROMIUM")
-    return found or next(filter(None, map(shutil.which, CHROMIUM_NAMES)), None)
-
-
-def _browse(browser: str, page: Path, *flags: str) -> subprocess.CompletedProcess:
-    with tempfile.TemporaryDirectory() as profile:
-        return subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *flags, page.as_uri()],
-                              capture_output=True, text=True, timeout=60)
-
-
-def _layout(browser: str, page: Path) -> list:
-    """The boxes MEASURE writes, from chromium's DOM once ``page`` has loaded."""
-    dumped = _browse(browser, page, "--window-size=1400,1000", "--dump-dom")
-    found = re.search(r'<pre id="layout">(.*?)</pre>', dumped.stdout, re.S)
-    assert found, f"chromium gave no layout of {page}: {dumped.stderr[-2000:]}"
-    return json.loads(html.unescape(found[1]))
-
-
 def _check_rows(boxes: list, left, right, benchmark: str, where: str = "") -> None:
     """Every step of both notebooks on one row, the left one's cell left of the right one's,
     the rows in the order of the left notebook's tags."""
@@ -197,10 +157,10 @@ def test_every_step_is_on_one_row_in_headless_chromium(browser, tmp_path):
     page = compare.write_page(left, right, "cifar", results, tmp_path / "compare")
     measured = page.with_name("measured.html")
     measured.write_text(page.read_text().replace("</body>", MEASURE + "</body>"))
-    _check_rows(_layout(browser, measured), left, right, "cifar")
+    _check_rows(layout(browser, measured), left, right, "cifar")
 
     shot = tmp_path / "compare.png"
-    taken = _browse(browser, page, "--window-size=1400,2400", f"--screenshot={shot}")
+    taken = browse(browser, page, "--window-size=1400,2400", f"--screenshot={shot}")
     assert shot.is_file() and shot.stat().st_size > 10_000, taken.stderr[-2000:]
 
 
@@ -216,7 +176,7 @@ def test_every_pair_lays_out_step_for_step_in_headless_chromium(browser, tmp_pat
               + "</section>" for p in pages]
     combined = out / "all-pages.html"
     combined.write_text(head + "<body>" + "".join(bodies) + MEASURE + "</body></html>")
-    boxes = _layout(browser, combined)
+    boxes = layout(browser, combined)
     for page in pages:
         left, right = (FRAMEWORKS[name] for name in page.stem.rsplit("-", 1)[0].split("-vs-"))
         _check_rows([b for b in boxes if b["page"] == page.stem], left, right, page.stem.rsplit("-", 1)[1],

@@ -63,7 +63,7 @@ def expected_cifar(per_batch=40, test=100, seed=0):
     images = lambda names: np.concatenate([batches[n][b"data"] for n in names]).reshape(-1, 3, 32, 32)
     labels = lambda names: np.concatenate([batches[n][b"labels"] for n in names])
     train = fakedata.CIFAR_TRAIN_BATCHES
-    return images(train), images(["test_batch"]), labels(train), labels(["test_batch"])
+    return images(train), labels(train), images(["test_batch"]), labels(["test_batch"])
 
 
 def cut(source: Path, destination: Path, keep: int) -> Path:
@@ -135,7 +135,7 @@ def make_again(tiny_cifar: Path) -> bytes:
 
 
 def test_fake_cifar_classes_are_learnable(tiny_cifar):
-    x_train, x_test, y_train, y_test, _ = data.load_cifar10(source=tiny_cifar)
+    x_train, y_train, x_test, y_test, _ = data.load_cifar10(source=tiny_cifar)
     colour = lambda x: x.reshape(len(x), 3, -1).mean(axis=2)
     means = np.stack([colour(x_train[y_train == c]).mean(axis=0) for c in range(10)])
     distances = ((colour(x_test)[:, None, :] - means[None]) ** 2).sum(axis=2)
@@ -183,7 +183,7 @@ def test_cifar_download_parses(tiny_cifar, http_server, tmp_path, monkeypatch):
     monkeypatch.setattr(data, "CIFAR10", remote)
     cache = tmp_path / "cache"
 
-    x_train, x_test, y_train, y_test, provenance = data.load_cifar10(cache=cache)
+    x_train, y_train, x_test, y_test, provenance = data.load_cifar10(cache=cache)
 
     assert x_train.dtype == np.uint8 and x_train.shape == (200, 3, 32, 32)
     assert x_test.dtype == np.uint8 and x_test.shape == (100, 3, 32, 32)
@@ -191,7 +191,7 @@ def test_cifar_download_parses(tiny_cifar, http_server, tmp_path, monkeypatch):
     assert y_test.dtype == np.int64 and y_test.shape == (100,)
     assert set(np.unique(y_train)) == set(range(10))
     expected = expected_cifar()
-    for got, want in zip((x_train, x_test, y_train, y_test), expected):
+    for got, want in zip((x_train, y_train, x_test, y_test), expected):
         assert np.array_equal(got, want)
     assert provenance == {"source": "official", "url": remote.url,
                           "path": str((cache / "cifar-10-python.tar.gz").resolve()),
@@ -202,10 +202,10 @@ def test_cifar_for_library_formats(tiny_cifar, http_server, tmp_path, monkeypatc
     served = serve_copy(http_server, tiny_cifar, data.CIFAR10.filename)
     monkeypatch.setattr(data, "CIFAR10", remote_like(data.CIFAR10, http_server, served))
     cache = tmp_path / "cache"
-    raw_train, raw_test, raw_y_train, raw_y_test, _ = data.load_cifar10(cache=cache)
+    raw_train, raw_y_train, raw_test, raw_y_test, _ = data.load_cifar10(cache=cache)
 
     first = data.cifar_for_library(channels_first=True, cache=cache)
-    x_train, x_test, y_train, y_test, provenance = first
+    x_train, y_train, x_test, y_test, provenance = first
     assert x_train.dtype == np.float32 and x_train.shape == (200, 3, 32, 32)
     assert x_test.dtype == np.float32 and x_test.shape == (100, 3, 32, 32)
     assert 0.0 <= x_train.min() and x_train.max() <= 1.0
@@ -215,7 +215,7 @@ def test_cifar_for_library_formats(tiny_cifar, http_server, tmp_path, monkeypatc
     assert np.array_equal(y_train, raw_y_train) and y_train.dtype == np.int64
     assert provenance["source"] == "official"
 
-    last_x_train, last_x_test, *_ = data.cifar_for_library(channels_first=False, cache=cache)
+    last_x_train, _, last_x_test, *_ = data.cifar_for_library(channels_first=False, cache=cache)
     assert last_x_train.shape == (200, 32, 32, 3) and last_x_test.shape == (100, 32, 32, 3)
     assert last_x_train.dtype == np.float32 and last_x_train.flags["C_CONTIGUOUS"]
     assert np.array_equal(last_x_train, x_train.transpose(0, 2, 3, 1))
@@ -224,7 +224,7 @@ def test_cifar_for_library_formats(tiny_cifar, http_server, tmp_path, monkeypatc
     flat = expected_cifar()[0].reshape(200, 3072)
     assert np.array_equal(np.rint(last_x_train[0, 2, 5] * 255), flat[0, [69, 1024 + 69, 2048 + 69]])
 
-    *_, hot_train, hot_test, _ = data.cifar_for_library(one_hot_labels=True, cache=cache)
+    _, hot_train, _, hot_test, _ = data.cifar_for_library(one_hot_labels=True, cache=cache)
     assert hot_train.dtype == np.float32 and hot_train.shape == (200, 10)
     assert hot_test.shape == (100, 10)
     assert np.array_equal(hot_train.argmax(axis=1), raw_y_train)
@@ -246,7 +246,7 @@ def test_imdb_download_parses(tiny_imdb, http_server, tmp_path, monkeypatch):
     assert provenance == {"source": "official", "url": remote.url,
                           "path": str((cache / "imdb.npz").resolve()), "checksum": remote.known_hash}
 
-    tokens_train, tokens_test, labels_train, labels_test, _ = data.imdb_for_library(cache=cache)
+    tokens_train, labels_train, tokens_test, labels_test, _ = data.imdb_for_library(cache=cache)
     assert tokens_train.dtype == np.int32 and tokens_train.shape == (200, 150)
     assert tokens_test.dtype == np.int32 and tokens_test.shape == (200, 150)
     assert labels_train.dtype == np.int64 and labels_train.shape == (200,)
@@ -661,7 +661,7 @@ def test_imdb_for_library_uses_keras_order(tiny_imdb):
         raw = [archive[k] for k in ("x_train", "y_train", "x_test", "y_test")]
     x_train, y_train, x_test, y_test = keras_shuffle(*raw)
 
-    tokens_train, tokens_test, labels_train, labels_test, _ = data.imdb_for_library(source=tiny_imdb)
+    tokens_train, labels_train, tokens_test, labels_test, _ = data.imdb_for_library(source=tiny_imdb)
 
     assert np.array_equal(tokens_train, last_tokens_padded_right(keras_numbering(x_train)))
     assert np.array_equal(tokens_test, last_tokens_padded_right(keras_numbering(x_test)))
@@ -707,7 +707,7 @@ def test_subset_too_many_names_what_is_available():
 def test_real_imdb_local_copy():
     if not REAL_IMDB.is_file():
         pytest.skip(f"no real IMDB copy at {REAL_IMDB} (only some machines have ../shared/data)")
-    x_train, x_test, y_train, y_test, provenance = data.imdb_for_library(source=REAL_IMDB)
+    x_train, y_train, x_test, y_test, provenance = data.imdb_for_library(source=REAL_IMDB)
     assert x_train.shape == (25_000, 150) and x_test.shape == (25_000, 150)
     assert x_train.dtype == np.int32 and x_test.dtype == np.int32
     assert max(x_train.max(), x_test.max()) < 30_000

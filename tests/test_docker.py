@@ -17,132 +17,20 @@ import subprocess
 import sys
 from pathlib import Path, PurePosixPath
 
+import helpers
 import nbformat
 import pytest
 import selftest
+from helpers.docker_run import option, papermill_part, to_host, volumes
+from helpers.dockerfile import (arguments, base_cuda, base_image, commands, copied_to, cuda_of_suffix,
+                                environment_variables, instructions, pip_installs, requirement_files)
 
-from harness import REPOSITORY, cli, docker, environments, parity, runner
+from common import REPOSITORY
+from harness import cli, docker, kernels, parity_runs, runner, venvs
 from harness.frameworks import FRAMEWORKS, Framework
 
-ENVIRONMENTS = docker.environments(FRAMEWORKS.values())
-CUDA_TAG = re.compile(r"^(?:[\w.-]+/)*cuda:(\d+)\.(\d+)")        # nvidia/cuda:11.2.2-cudnn8-...
+ENVIRONMENTS = docker.env_names(FRAMEWORKS.values())
 CUDA_PACKAGE = re.compile(r"^([A-Za-z0-9_.]+(?:-[A-Za-z0-9_.]+)*?)-cu(?:da)?(\d+)(x?)\b", re.I)
-
-
-# --- reading a Dockerfile -------------------------------------------------------------------
-
-def instructions(path: Path) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) per logical line: continuations joined, comments dropped."""
-    found, pending = [], []
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if line.startswith("#") or not line:  # Docker drops comment lines inside continuations too
-            continue
-        if line.endswith("\\"):
-            pending.append(line[:-1].strip())
-            continue
-        text = " ".join([*pending, line])
-        pending = []
-        keyword, _, rest = text.partition(" ")
-        found.append((keyword.upper(), rest.strip()))
-    assert not pending, f"{path}: the last instruction ends in a continuation"
-    return found
-
-
-def arguments(steps: list[tuple[str, str]]) -> dict[str, str]:
-    """The default of every ARG (Dockerfile build arguments)."""
-    defaults = {}
-    for keyword, rest in steps:
-        if keyword == "ARG" and "=" in rest:
-            name, _, value = rest.partition("=")
-            defaults[name.strip()] = value.strip().strip('"')
-    return defaults
-
-
-def substitute(text: str, defaults: dict[str, str]) -> str:
-    return re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: defaults.get(m.group(1) or m.group(2), m.group(0)), text)
-
-
-def environment_variables(steps) -> dict[str, str]:
-    variables = {}
-    for keyword, rest in steps:
-        if keyword == "ENV":
-            for word in shlex.split(rest):
-                if "=" in word:
-                    name, _, value = word.partition("=")
-                    variables[name] = value
-    return variables
-
-
-def commands(steps, defaults) -> list[list[str]]:
-    """Every shell command of every RUN, split at && and ;, as words, in order."""
-    found = []
-    for keyword, rest in steps:
-        if keyword != "RUN":
-            continue
-        lexer = shlex.shlex(substitute(rest, defaults), posix=True, punctuation_chars=True)
-        lexer.whitespace_split = True
-        words = []
-        for token in lexer:
-            if token in ("&&", ";", "||", "|"):
-                found.append(words)
-                words = []
-            else:
-                words.append(token)
-        found.append(words)
-    return [words for words in found if words]
-
-
-def pip_installs(steps, defaults) -> list[list[str]]:
-    return [words for words in commands(steps, defaults)
-            if "pip" in words and "install" in words[words.index("pip"):]]
-
-
-def requirement_files(words: list[str]) -> list[str]:
-    return [words[i + 1] for i, w in enumerate(words[:-1]) if w in ("-r", "--requirement")] + \
-           [w.split("=", 1)[1] for w in words if w.startswith("--requirement=")]
-
-
-def copied_to(steps, source: str) -> str | None:
-    """Where a COPY from the build context (the repository) puts ``source``, or None."""
-    for keyword, rest in steps:
-        if keyword != "COPY":
-            continue
-        words = shlex.split(rest)
-        if any(w.startswith("--from") for w in words):
-            continue
-        words = [w for w in words if not w.startswith("--")]
-        sources, target = words[:-1], words[-1]
-        if source in sources:
-            return target.rstrip("/") + "/" + Path(source).name if target.endswith("/") or len(sources) > 1 \
-                else target
-    return None
-
-
-def base_image(steps) -> str:
-    defaults = arguments(steps)
-    froms = [substitute(rest, defaults).split()[0] for keyword, rest in steps if keyword == "FROM"]
-    assert froms, "no FROM"
-    return froms[-1]
-
-
-def base_cuda(steps) -> tuple[int, int] | None:
-    """The CUDA the image provides: an nvidia/cuda tag's, else its ENV CUDA_VERSION."""
-    tag = CUDA_TAG.match(base_image(steps))
-    if tag:
-        return int(tag.group(1)), int(tag.group(2))
-    version = environment_variables(steps).get("CUDA_VERSION")
-    if version:
-        major, minor = version.split(".")[:2]
-        return int(major), int(minor)
-    return None
-
-
-def cuda_of_suffix(digits: str, x: str) -> tuple[int, int | None]:
-    """The CUDA a package suffix names: cu112 11.2, cu92 9.2, cuda11x and cu11 (nvidia-*-cu11) 11.x."""
-    if x or (len(digits) == 2 and digits[0] == "1"):
-        return int(digits), None
-    return int(digits[:-1]), int(digits[-1])
 
 
 def notebook_kernels(env: str) -> set[str]:
@@ -192,7 +80,7 @@ def test_dockerfile_installs_the_spec_from_the_repository(env):
     spec_installs = [i for i, words in enumerate(installs) if inside in requirement_files(words)]
     assert spec_installs, f"{env}: no `pip install -r {inside}`"
     words = installs[spec_installs[0]]
-    everything = set(environments.COMMON_REQUIREMENTS) | {"papermill"}
+    everything = set(venvs.COMMON_REQUIREMENTS) | {"papermill"}
     assert everything <= set(words), f"{env}: the spec's install lacks {sorted(everything - set(words))}"
     if any(f.build_first for f in frameworks_of(env)):
         build = f"harness/envs/{env}-build.txt"
@@ -322,7 +210,7 @@ def test_the_dockerfile_parser_reads_continuations_arguments_and_copies(tmp_path
 
 def test_build_command_builds_each_environment_once_from_the_repository(monkeypatch):
     monkeypatch.delenv("ROSETTA_DOCKER", raising=False)
-    envs = docker.environments([FRAMEWORKS["gluon"], FRAMEWORKS["mxnet"], FRAMEWORKS["pytorch"]])
+    envs = docker.env_names([FRAMEWORKS["gluon"], FRAMEWORKS["mxnet"], FRAMEWORKS["pytorch"]])
     assert envs == ["mxnet", "pytorch"]
     assert docker.build_command("mxnet", ["BASE_IMAGE=x:1"]) == [
         "docker", "build", "-f", "docker/mxnet/Dockerfile", "-t", "dl-rosetta/mxnet",
@@ -358,40 +246,18 @@ def test_make_bench_docker_builds_the_images_then_runs_in_them():
 
 # --- the docker run command ------------------------------------------------------------------
 
-def volumes(command: list[str]) -> dict[str, str]:
-    """container path -> host path, from the -v options."""
-    found = {}
-    for i, word in enumerate(command):
-        if word == "-v":
-            host, inside = command[i + 1].split(":")[:2]
-            found[inside] = host
-    return found
-
-
-def to_host(command: list[str], path: str) -> Path:
-    """The host path behind a container path, by the command's own -v options."""
-    binds = volumes(command)
-    for inside in sorted(binds, key=len, reverse=True):
-        if path == inside or path.startswith(inside + "/"):
-            return Path(binds[inside] + path[len(inside):])
-    raise AssertionError(f"{path} is not under any mount of {binds}")
-
-
-def option(command: list[str], name: str) -> str:
-    return command[command.index(name) + 1]
-
-
-def papermill_part(command: list[str], image: str) -> list[str]:
-    at = command.index(image)
-    assert command[at + 1:at + 4] == ["python", "-m", "papermill"], command[at:]
-    return command[at + 4:]
-
-
 @pytest.fixture
 def no_docker_override(monkeypatch):
     monkeypatch.delenv("ROSETTA_DOCKER", raising=False)
     for name in ("ROSETTA_CIFAR10", "ROSETTA_IMDB", "ROSETTA_DATA_DIR"):
         monkeypatch.delenv(name, raising=False)
+
+
+def docker_run_command(framework, benchmark, executed, record_path, settings, results):
+    """The ``docker run`` command of one run, and what stops its container, as ``runner.execute`` builds them."""
+    parameters, cache = runner.docker_data(benchmark, settings.notebook_parameters(benchmark, record_path))
+    return runner.launch_command(framework, framework.notebook(benchmark), executed, parameters, results,
+                                 in_docker=True, device=settings.device, data_dir=cache)
 
 
 def test_docker_run_command_runs_the_notebook_in_its_image_with_the_gpu(tmp_path, no_docker_override):
@@ -403,8 +269,7 @@ def test_docker_run_command_runs_the_notebook_in_its_image_with_the_gpu(tmp_path
     cifar.write_bytes(b"not read here")
     settings = runner.RunSettings(epochs=1, train_samples=500, data_dir=str(tmp_path / "cache"),
                                   cifar_source=str(cifar), docker=True)
-    command, stop = runner.docker_command(framework, "cifar", executed, settings.notebook_parameters(
-        "cifar", record_path), settings, results)
+    command, stop = docker_run_command(framework, "cifar", executed, record_path, settings, results)
 
     assert command[:3] == ["docker", "run", "--rm"] and callable(stop)
     assert option(command, "--gpus") == "all"
@@ -441,9 +306,7 @@ def test_results_inside_the_repository_need_no_extra_mount(tmp_path, no_docker_o
     stem = runner.records_dir(REPOSITORY / "results") / "20260101-000000-pytorch-imdb"  # not reserved there:
     record_path, executed = stem.with_name(stem.name + ".json"), stem.with_name(stem.name + ".ipynb")  # no run
     settings = runner.RunSettings(device="cpu", data_dir=str(tmp_path / "cache"), docker=True)
-    command, _ = runner.docker_command(framework, "imdb", executed,
-                                       settings.notebook_parameters("imdb", record_path), settings,
-                                       REPOSITORY / "results")
+    command, _ = docker_run_command(framework, "imdb", executed, record_path, settings, REPOSITORY / "results")
     assert str(docker.RESULTS) not in volumes(command)
     assert "--gpus" not in command  # --device cpu asks for no GPU
     parameters = json.loads(option(papermill_part(command, "dl-rosetta/pytorch"), "--parameters_yaml"))
@@ -460,9 +323,7 @@ def test_environment_variables_of_the_host_reach_the_container_as_parameters(tmp
     framework = FRAMEWORKS["pytorch"]
     record_path, executed = runner.run_paths(tmp_path / "results", framework, "imdb")
     settings = runner.RunSettings(docker=True)
-    command, _ = runner.docker_command(framework, "imdb", executed,
-                                       settings.notebook_parameters("imdb", record_path), settings,
-                                       tmp_path / "results")
+    command, _ = docker_run_command(framework, "imdb", executed, record_path, settings, tmp_path / "results")
     parameters = json.loads(option(papermill_part(command, "dl-rosetta/pytorch"), "--parameters_yaml"))
     assert to_host(command, parameters["data_source"]) == imdb.resolve()
     assert to_host(command, parameters["data_dir"]) == (tmp_path / "cache-from-env").resolve()
@@ -480,42 +341,6 @@ def test_a_path_outside_every_mount_is_an_error_not_a_host_path(tmp_path):
 
 # --- rosetta run --docker end to end, through a stand-in docker --------------------------------
 
-FAKE_DOCKER = r'''#!{python}
-"""A stand-in for docker: logs its arguments; `run` executes papermill here, paths translated back."""
-import json, os, sys
-args = sys.argv[1:]
-with open(os.environ["FAKE_DOCKER_LOG"], "a") as log:
-    log.write(json.dumps(args) + "\n")
-if args[:2] == ["image", "inspect"]:
-    if os.environ.get("FAKE_DOCKER_NO_IMAGE"):
-        sys.stderr.write("Error: No such image: " + args[-1] + "\n")
-        sys.exit(1)
-    sys.exit(0)
-if args[0] == "kill":
-    sys.exit(0)
-assert args[0] == "run", args
-with_value = {{"--name", "--gpus", "--shm-size", "--user", "-e", "-v", "-w"}}
-binds, i = [], 1
-while args[i].startswith("-"):
-    if args[i] == "-v":
-        host, inside = args[i + 1].split(":")[:2]
-        binds.append((inside, host))
-    i += 2 if args[i] in with_value else 1
-command = args[i + 1:]
-def host(value):
-    for inside, outside in sorted(binds, key=lambda b: -len(b[0])):
-        if value == inside or value.startswith(inside + "/"):
-            return outside + value[len(inside):]
-    if value.startswith("/"):  # a host path: a real container would not find it
-        sys.exit("fake docker: " + value + " is not mounted in the container")
-    return value
-translated = [host(a) for a in command]
-k = command.index("--parameters_yaml")
-parameters = json.loads(command[k + 1])
-translated[k + 1] = json.dumps({{key: host(v) if isinstance(v, str) else v for key, v in parameters.items()}})
-assert translated[:3] == ["python", "-m", "papermill"], translated
-os.execv(sys.executable, [sys.executable] + translated[1:])
-'''
 
 WRITE_OK = """
 import os
@@ -530,17 +355,19 @@ record.write(record_path, record.build(
 
 @pytest.fixture
 def fake_docker(tmp_path, monkeypatch):
-    """ROSETTA_DOCKER names the stand-in; a kernel rosetta-selftest on this Python; returns the log."""
+    """ROSETTA_DOCKER names the stand-in (helpers/fake_docker.py); a kernel rosetta-selftest on this
+    Python; returns the log."""
     script = tmp_path / "bin" / "docker"
     script.parent.mkdir()
-    script.write_text(FAKE_DOCKER.format(python=sys.executable))
+    program = (Path(helpers.__file__).parent / "fake_docker.py").read_text()
+    script.write_text(f"#!{sys.executable}\n" + program.split("\n", 1)[1])  # run by this Python
     script.chmod(0o755)
     log = tmp_path / "docker.log"
     monkeypatch.setenv("ROSETTA_DOCKER", str(script))
     monkeypatch.setenv("FAKE_DOCKER_LOG", str(log))
     monkeypatch.setenv("ROSETTA_DATA_DIR", str(tmp_path / "cache"))
     selftest.install_kernel(tmp_path, monkeypatch)
-    monkeypatch.setattr(environments, "unavailable_reason",
+    monkeypatch.setattr(kernels, "unavailable_reason",
                         lambda framework: pytest.fail("a docker run must not ask for the venv"))
 
     def calls():
@@ -613,7 +440,7 @@ def test_run_docker_reaches_the_runner(monkeypatch, tmp_path):
 def test_bench_docker_builds_no_venvs_and_checks_parity_in_the_images(monkeypatch, tmp_path):
     monkeypatch.setattr(cli, "cmd_envs", lambda args: pytest.fail("bench --docker built venvs"))
     checked = []
-    monkeypatch.setattr(parity, "check_all", lambda *a, **k: checked.append(k.get("in_docker")) or [])
+    monkeypatch.setattr(parity_runs, "check_all", lambda *a, **k: checked.append(k.get("in_docker")) or [])
     ran = []
     monkeypatch.setattr(cli, "cmd_run", lambda args: ran.append(args.docker) or 0)
     assert cli.main(["bench", "pytorch", "--docker", "--results", str(tmp_path)]) == 0
@@ -636,7 +463,7 @@ def test_parity_runs_in_the_image_with_its_scratch_files_mounted(tmp_path, fake_
     notebook = nbformat.read(framework.notebook("cifar"), as_version=4)
     notebook.cells[1].metadata["tags"] = ["step:parity"]
     nbformat.write(notebook, framework.notebook("cifar"))
-    result = parity.check(framework, "cifar", tmp_path / "results", in_docker=True)
+    result = parity_runs.check(framework, "cifar", tmp_path / "results", in_docker=True)
     assert result["status"] == "ok" and result["equivalent"], result["message"]
     run = [c for c in fake_docker() if c[0] == "run"]
     assert len(run) == 1 and "dl-rosetta/selftest" in run[0]

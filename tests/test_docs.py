@@ -5,8 +5,7 @@ import subprocess
 import nbformat
 import pytest
 
-from common import params
-from harness import REPOSITORY
+from common import REPOSITORY, params
 from harness.frameworks import FRAMEWORKS
 
 DESIGN = REPOSITORY / "docs" / "design.md"

@@ -6,19 +6,20 @@ import sys
 
 import pytest
 
-from harness import REPOSITORY, environments, existing
+from common import REPOSITORY
+from harness import existing, interpreters, kernels, venvs
 from harness.frameworks import FRAMEWORKS, Framework
 
 
 def test_python_version_asks_the_interpreter(tmp_path):
-    assert environments.python_version(sys.executable) == "%d.%d" % sys.version_info[:2]
-    assert environments.python_version(str(tmp_path / "no-python")) is None
+    assert interpreters.python_version(sys.executable) == "%d.%d" % sys.version_info[:2]
+    assert interpreters.python_version(str(tmp_path / "no-python")) is None
 
 
 def test_old_interpreters_get_the_last_pip_they_run():
-    assert environments.newest_pip(sys.executable) == environments.LAST_PIP.get(
+    assert interpreters.newest_pip(sys.executable) == interpreters.LAST_PIP.get(
         "%d.%d" % sys.version_info[:2], "pip")
-    assert environments.LAST_PIP["3.6"] == "pip<22"
+    assert interpreters.LAST_PIP["3.6"] == "pip<22"
 
 
 def test_system_libraries_are_linked_under_the_names_a_framework_needs(tmp_path, monkeypatch, capsys):
@@ -28,13 +29,13 @@ def test_system_libraries_are_linked_under_the_names_a_framework_needs(tmp_path,
     framework = Framework(name="old", label="Old", api="t", env="old",
                           sonames={"libz.so.0": "libz.so.", "libnothing.so.7": "libnothing-at-all.so."},
                           sonames_hint="install nothing")
-    environments.link_sonames(framework)
-    link = environments.sonames_dir(framework) / "libz.so.0"
+    kernels.link_sonames(framework)
+    link = kernels.sonames_dir(framework) / "libz.so.0"
     assert link.is_symlink() and link.resolve().name.startswith("libz.so.")
     assert "no libnothing-at-all.so.* found; Old needs it: install nothing" in capsys.readouterr().out
-    assert environments.library_folders(framework) == [str(environments.sonames_dir(framework))]
-    path = environments.kernel_environment(framework)["LD_LIBRARY_PATH"]
-    assert path.split(":")[0] == str(environments.sonames_dir(framework))
+    assert kernels.library_folders(framework) == [str(kernels.sonames_dir(framework))]
+    path = kernels.kernel_environment(framework)["LD_LIBRARY_PATH"]
+    assert path.split(":")[0] == str(kernels.sonames_dir(framework))
 
 
 def test_a_shared_environment_is_registered_in_a_second_clone_and_never_rebuilt(tmp_path, monkeypatch, capsys):
@@ -44,19 +45,19 @@ def test_a_shared_environment_is_registered_in_a_second_clone_and_never_rebuilt(
 
     framework = FRAMEWORKS["mxnet"]
     monkeypatch.setenv("ROSETTA_ENVS_DIR", str(tmp_path / "shared-envs"))
-    env = environments.env_path(framework)
+    env = venvs.env_path(framework)
     (env / "bin").mkdir(parents=True)
     (env / "bin" / "python").symlink_to(sys.executable)
-    (env / environments.MARKER).write_text(json.dumps(environments._fingerprint(framework, "cpu")))
+    (env / venvs.MARKER).write_text(json.dumps(venvs._fingerprint(framework, "cpu")))
     (env / "built-by-the-first-clone").write_text("")
     second = tmp_path / "second-clone" / ".venv"
-    monkeypatch.setattr(environments, "kernels_prefix", lambda: second)
-    assert "not registered here: run `rosetta envs mxnet`" in environments.unavailable_reason(framework)
+    monkeypatch.setattr(kernels, "kernels_prefix", lambda: second)
+    assert "not registered here: run `rosetta envs mxnet`" in kernels.unavailable_reason(framework)
 
     def no_build(command, what):
         raise AssertionError(f"the shared environment was rebuilt: {command}")
 
-    monkeypatch.setattr(environments, "_run", no_build)
+    monkeypatch.setattr(venvs, "_run", no_build)
     assert cli.main(["envs", "mxnet", "--flavour", "cpu"]) == 0
     assert "registered its kernel rosetta-mxnet here" in capsys.readouterr().out
     assert (env / "built-by-the-first-clone").exists()
@@ -64,7 +65,7 @@ def test_a_shared_environment_is_registered_in_a_second_clone_and_never_rebuilt(
     assert spec["argv"][0] == str(env / "bin" / "python")
     assert spec["env"]["PYTHONPATH"].split(":")[0] == str(REPOSITORY)  # this clone's code, not the first's
     assert spec["metadata"]["rosetta"]["kind"] == "built"
-    assert environments.unavailable_reason(framework) is None
+    assert kernels.unavailable_reason(framework) is None
 
 
 def test_existing_interpreters_are_named_per_framework_environment_or_for_all(tmp_path, monkeypatch):
@@ -89,9 +90,9 @@ def test_existing_interpreters_are_named_per_framework_environment_or_for_all(tm
 
 def test_a_wheelhouse_turns_every_install_offline(tmp_path, monkeypatch):
     monkeypatch.delenv("ROSETTA_WHEELHOUSE", raising=False)
-    assert environments.pip_source_flags() == []
+    assert venvs.pip_source_flags() == []
     monkeypatch.setenv("ROSETTA_WHEELHOUSE", str(tmp_path))
-    assert environments.pip_source_flags() == ["--no-index", "--find-links", str(tmp_path)]
+    assert venvs.pip_source_flags() == ["--no-index", "--find-links", str(tmp_path)]
     monkeypatch.setenv("ROSETTA_WHEELHOUSE", str(tmp_path / "missing"))
-    with pytest.raises(environments.EnvironmentBuildError, match="missing, which is not a folder"):
-        environments.pip_source_flags()
+    with pytest.raises(venvs.EnvironmentBuildError, match="missing, which is not a folder"):
+        venvs.pip_source_flags()

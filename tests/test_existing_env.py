@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from common import record
-from harness import cli, environments, report, runner
+from harness import cli, kernels, report, runner
 from harness.frameworks import FRAMEWORKS
 
 pytestmark = pytest.mark.kernel
@@ -30,10 +30,10 @@ def existing_python(tmp_path_factory) -> str:
 
 
 @pytest.fixture
-def kernels(tmp_path, monkeypatch) -> Path:
+def kernel_prefix(tmp_path, monkeypatch) -> Path:
     """Kernels registered under the test's folder, where papermill finds them first."""
     prefix = tmp_path / "harness-prefix"
-    monkeypatch.setattr(environments, "kernels_prefix", lambda: prefix)
+    monkeypatch.setattr(kernels, "kernels_prefix", lambda: prefix)
     monkeypatch.setenv("JUPYTER_PATH", str(prefix / "share" / "jupyter"))
     monkeypatch.delenv("ROSETTA_EXISTING_PYTHON", raising=False)
     monkeypatch.delenv("ROSETTA_WHEELHOUSE", raising=False)
@@ -52,7 +52,7 @@ def snapshot(python: str) -> dict:
     return found
 
 
-def test_what_is_missing_is_one_clear_error_with_the_command_that_installs_it(existing_python, kernels, capsys):
+def test_what_is_missing_is_one_clear_error_with_the_command_that_installs_it(existing_python, kernel_prefix, capsys):
     before = snapshot(existing_python)
     assert cli.main(["envs", "pytorch", "keras-torch", "--python", existing_python]) == 1
     errors = capsys.readouterr().err
@@ -62,11 +62,11 @@ def test_what_is_missing_is_one_clear_error_with_the_command_that_installs_it(ex
     assert f"`{existing_python} -m pip install 'keras==3.15.1' ipykernel`" in errors  # the spec's pin
     assert "installs nothing into an existing environment" in errors
     for name in ("pytorch", "keras-torch"):  # its runs will say why
-        assert "has no" in environments.unavailable_reason(FRAMEWORKS[name])
+        assert "has no" in kernels.unavailable_reason(FRAMEWORKS[name])
     assert snapshot(existing_python) == before
 
 
-def test_an_existing_interpreter_runs_a_notebook_and_is_left_as_it_was(existing_python, kernels, tiny_cifar,
+def test_an_existing_interpreter_runs_a_notebook_and_is_left_as_it_was(existing_python, kernel_prefix, tiny_cifar,
                                                                         tmp_path, capsys):
     # What the error of the test above told the user to do: install ipykernel themselves.
     done = subprocess.run([existing_python, "-m", "pip", "install", "-q", "ipykernel"], capture_output=True, text=True)
@@ -78,7 +78,7 @@ def test_an_existing_interpreter_runs_a_notebook_and_is_left_as_it_was(existing_
     assert f"PyTorch: existing environment {existing_python} (Python " in out
     assert "torch 2.13.0" in out and "a CPU build" in out and "nothing is installed into it" in out
     assert "has no pooch: only downloads need it" in out  # a note, not an error
-    kernel = kernels / "share" / "jupyter" / "kernels" / "rosetta-pytorch" / "kernel.json"
+    kernel = kernel_prefix / "share" / "jupyter" / "kernels" / "rosetta-pytorch" / "kernel.json"
     assert kernel.is_file()
 
     settings = runner.RunSettings(device="cpu", epochs=1, batch_size=32, cifar_source=str(tiny_cifar))

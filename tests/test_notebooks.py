@@ -7,20 +7,18 @@ import nbformat
 import pytest
 
 from common import canonical
+from common.benchmarks import BENCHMARKS
 from conftest import REAL_RUNS, TINY_RUNS
 from harness import report
 from harness.frameworks import FRAMEWORKS
-
-STEPS = ["parameters", "imports", "environment", "data", "model", "optimiser", "train", "predict", "evaluate",
-         "parity"]
+from harness.notebooks import STEPS, cell_steps
 NOTEBOOKS = [(f, b) for f in FRAMEWORKS.values() for b in f.notebooks]
 IDS = [f"{f.name}-{b}" for f, b in NOTEBOOKS]
 
 
 def _steps(path: Path) -> list[str]:
     notebook = nbformat.read(path, as_version=4)
-    return [tag[5:] for cell in notebook.cells if cell.cell_type == "code"
-            for tag in cell.metadata.get("tags", []) if tag.startswith("step:")]
+    return [step for cell in notebook.cells if cell.cell_type == "code" for step in cell_steps(cell)]
 
 
 @pytest.mark.parametrize("framework, benchmark", NOTEBOOKS, ids=IDS)
@@ -28,7 +26,7 @@ def test_notebook_follows_the_contract(framework, benchmark):
     path = framework.notebook(benchmark)
     notebook = nbformat.read(path, as_version=4)
     nbformat.validate(notebook)
-    assert _steps(path) == STEPS, f"{path}: steps out of order"
+    assert _steps(path) == list(STEPS), f"{path}: steps out of order"
     parameters = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(parameters) == 1 and parameters[0].metadata["tags"] == ["step:parameters", "parameters"]
     for name in ("epochs", "train_samples", "test_samples", "seed", "device", "record_path", "data_source",
@@ -99,7 +97,7 @@ def test_parameter_counts_agree_across_frameworks(short_runs):
         for result in short_runs(framework)[1]:
             counts[result["benchmark"]][framework.label] = result.get("parameters")
     for benchmark, found in counts.items():
-        expected = canonical.parameter_count(canonical.MODELS[benchmark])  # summed from the layout's shapes
+        expected = canonical.parameter_count(BENCHMARKS[benchmark].layout)  # summed from the layout's shapes
         assert found and set(found.values()) == {expected}, f"{benchmark}: {found}"
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import selftest
 
-from harness import REPOSITORY, environments, runner, wheels
+from common import REPOSITORY
+from harness import kernels, runner, venvs, wheels
 from harness.frameworks import Framework
 
 pytestmark = pytest.mark.kernel
@@ -74,17 +75,17 @@ def test_a_kernel_environment_is_built_from_the_folder_with_no_index(wheelhouse,
     specs = tmp_path / "specs"
     specs.mkdir()
     (specs / "tiny-cpu.txt").write_text("numpy\n")
-    monkeypatch.setattr(environments, "SPECS", specs)
+    monkeypatch.setattr(venvs, "SPECS", specs)
     monkeypatch.setenv("ROSETTA_ENVS_DIR", str(tmp_path / "envs"))
     monkeypatch.setenv("ROSETTA_WHEELHOUSE", str(wheelhouse))
     prefix = tmp_path / "harness-prefix"
-    monkeypatch.setattr(environments, "kernels_prefix", lambda: prefix)
+    monkeypatch.setattr(kernels, "kernels_prefix", lambda: prefix)
     monkeypatch.setenv("JUPYTER_PATH", str(prefix / "share" / "jupyter"))
     notebook = tmp_path / "tiny.ipynb"
     selftest.framework(notebook, WRITE_RECORD)  # the notebook; its framework is the one below
     framework = Framework(name="tiny", label="Tiny", api="test", env="tiny", notebooks={"cifar": str(notebook)},
                           versions_probe="import numpy; print('numpy', numpy.__version__)")
-    environments.create(framework, "cpu")
+    kernels.create(framework, "cpu")
     kernel = json.loads((prefix / "share" / "jupyter" / "kernels" / "rosetta-tiny" / "kernel.json").read_text())
     assert kernel["argv"][0] == str(tmp_path / "envs" / "tiny" / "bin" / "python")
     result = runner.execute(framework, "cifar", runner.RunSettings(), tmp_path / "results")

@@ -8,7 +8,7 @@ import pytest
 import selftest
 
 from common import record
-from harness import environments, report, runner
+from harness import kernels, report, runner
 from harness.frameworks import Framework
 
 WRITE_OK = """
@@ -23,7 +23,7 @@ record.write(record_path, record.build(
 @pytest.fixture
 def selftest_kernel(tmp_path, monkeypatch):
     selftest.install_kernel(tmp_path, monkeypatch)
-    monkeypatch.setattr(environments, "unavailable_reason", lambda framework: None)
+    monkeypatch.setattr(kernels, "unavailable_reason", lambda framework: None)
 
 
 def _framework(tmp_path, body: str, name="selftest") -> Framework:
@@ -62,10 +62,11 @@ def test_nan_loss_is_recorded_as_diverged(tmp_path, selftest_kernel):
 
 def test_hanging_notebook_times_out_and_is_stopped(tmp_path, selftest_kernel):
     body = "import time\nopen(record_path + '.started', 'w').close()\ntime.sleep(600)"
-    settings = runner.RunSettings(timeout=20)
+    settings = runner.RunSettings(timeout=8)
     result = runner.execute(_framework(tmp_path, body), "cifar", settings, tmp_path / "results")
     assert result["status"] == "timeout"
-    assert "20 s" in result["error"]
+    assert "8 s" in result["error"]
+    assert list((tmp_path / "results" / "records").glob("*.started")), "stopped before the notebook hung"
 
 
 def test_notebook_without_record_is_a_failure(tmp_path, selftest_kernel):

@@ -16,27 +16,23 @@ from pathlib import Path
 
 import nbformat
 
-from common import canonical, parity, record
-from harness import docker, environments, runner
+from common import parity, record
+from common.benchmarks import BENCHMARKS
+from harness import docker, kernels, runner
 from harness.frameworks import Framework
-
-PARITY_STEPS = ("parameters", "imports", "environment", "model", "optimiser", "parity")
+from harness.notebooks import PARITY_STEPS, cell_steps
 
 
 def parity_dir(results: Path) -> Path:
     return results / "parity"
 
 
-def _steps(cell) -> list[str]:
-    return [tag[5:] for tag in cell.metadata.get("tags", []) if tag.startswith("step:")]
-
-
 def parity_notebook(source: Path, target: Path) -> Path:
     """A copy of ``source`` holding only the parity steps (and the untagged title)."""
     notebook = nbformat.read(source, as_version=4)
-    if not any("parity" in _steps(cell) for cell in notebook.cells):
+    if not any("parity" in cell_steps(cell) for cell in notebook.cells):
         raise ValueError(f"{source} has no cell tagged step:parity; it cannot run in parity mode.")
-    notebook.cells = [c for c in notebook.cells if not _steps(c) or set(_steps(c)) & set(PARITY_STEPS)]
+    notebook.cells = [c for c in notebook.cells if not cell_steps(c) or set(cell_steps(c)) & set(PARITY_STEPS)]
     nbformat.write(notebook, target)
     return target
 
@@ -47,7 +43,7 @@ def check(framework: Framework, benchmark: str, results: Path, device: str = "cp
 
     ``in_docker`` runs it in the framework's image rather than its venv.
     """
-    model = canonical.MODELS[benchmark]
+    model = BENCHMARKS[benchmark].layout
     folder = parity_dir(results)
     folder.mkdir(parents=True, exist_ok=True)
     stem = runner.new_stem(folder, f"{framework.name}-{benchmark}")
@@ -56,7 +52,7 @@ def check(framework: Framework, benchmark: str, results: Path, device: str = "cp
               "tolerances": parity.TOLERANCES, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "kernel_environment": runner.kernel_provenance(framework, runner.RunSettings(docker=in_docker))}
     prefix = f"[{framework.name}/{benchmark} parity] "
-    reason = (docker.unavailable_reason if in_docker else environments.unavailable_reason)(framework)
+    reason = (docker.unavailable_reason if in_docker else kernels.unavailable_reason)(framework)
     if reason:
         result.update(status="unavailable", equivalent=None, message=reason)
     else:
@@ -67,14 +63,9 @@ def check(framework: Framework, benchmark: str, results: Path, device: str = "cp
             notebook = parity_notebook(framework.notebook(benchmark), scratch / f"{framework.name}-parity.ipynb")
             executed = stem.parent / (stem.name + ".ipynb")
             parameters = {"device": device, "parity_inputs": str(inputs), "parity_outputs": str(outputs)}
-            command, on_timeout = None, None
-            if in_docker:  # the scratch folder is outside the repository: docker.run_command mounts it
-                name = docker.container_name(executed)
-                command, _ = docker.run_command(framework, notebook, executed, parameters, results, name,
-                                                gpus=None if device == "cpu" else "all")
-                on_timeout = lambda: docker.stop(name)  # noqa: E731
-            outcome = runner.papermill(notebook, executed, framework.kernel, parameters, timeout, prefix,
-                                       command=command, on_timeout=on_timeout)
+            # in docker the scratch folder, outside the repository, is mounted (docker.run_command)
+            outcome = runner.launch(framework, notebook, executed, parameters, results, timeout, prefix,
+                                    in_docker=in_docker, device=device)
             result["notebook"] = executed.name if executed.is_file() else None
             if outcome.status == "ok" and outputs.is_file():
                 comparison = parity.compare(model, inputs, outputs)

@@ -1,9 +1,9 @@
 """What a run ran on: the device, its drivers, the Python and framework versions.
 
-    env = environment.capture(device="cuda", versions={"torch": torch.__version__},
-                              cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(),
-                              threads=torch.get_num_threads())
-    print(environment.describe(env))
+    env = machine.capture(device="cuda", versions={"torch": torch.__version__},
+                          cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(),
+                          threads=torch.get_num_threads())
+    machine.print_summary(env)    # or print(machine.describe(env)): one line
 
 The GPU's name and driver come from ``nvidia-smi``; CUDA and cuDNN are the
 versions the framework was built with and loaded, which only it can tell.
@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 from typing import Dict, List, Optional, Union
 
-REPOSITORY = Path(__file__).resolve().parent.parent
+from common import REPOSITORY
 
 
 def _run(command: List[str]) -> Optional[str]:
@@ -97,7 +97,8 @@ def describe(info: dict) -> str:
     return f"CPU: {info['cpu']} ({info.get('threads') or info.get('cpu_count')} threads)"
 
 
-def print_environment(info: dict) -> None:
+def print_summary(info: dict) -> None:
+    """The printout of a notebook's environment step: device, Python, versions, commit."""
     print("Device:   ", describe(info))
     if info["device"] != "cuda":
         print("          no GPU in use: this run trains on the CPU, and its record says so.")

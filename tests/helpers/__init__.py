@@ -1,0 +1,1 @@
+"""What the tests share beyond conftest's fixtures: parsers, readers and stand-in programs."""
