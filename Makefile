@@ -4,6 +4,7 @@
 #   make test-fast the tests that need no framework environment (no kernels, no real data): a
 #                  minute or two on 2 cores, no `rosetta envs`; it builds only the harness's .venv
 #   make compare A=pytorch B=jax   two notebooks side by side: results/compare/pytorch-vs-jax-cifar.html
+#   make agree     every framework with 5 seeds on a short GRU run: results/agreement/README.md
 #
 # Overrides, without editing files:
 #   make bench FRAMEWORKS="pytorch" EPOCHS=1 TRAIN_SAMPLES=2000 TEST_SAMPLES=1000
@@ -54,7 +55,7 @@ ENV_FLAGS = $(foreach entry,$(EXISTING_PYTHON),--python $(entry))
 # RESUME=1 (or yes, true): skip each run that already has an ok record with the same settings, data and commit.
 RUN_FLAGS += $(if $(filter 1 yes true,$(RESUME)),--resume)
 
-.PHONY: bench smoke test test-fast envs data report list clean openmpi docker wheels compare chromium
+.PHONY: bench smoke test test-fast envs data report list clean openmpi docker wheels compare chromium agree
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 9))' 2>/dev/null || { \
@@ -116,6 +117,13 @@ report: $(VENV)/.installed
 
 list: $(VENV)/.installed
 	$(VENV)/bin/rosetta list
+
+# Every framework once per seed on one short configuration (default: the GRU, 2 epochs on 4,000 reviews,
+# on the CPU, 5 seeds): results/agreement/README.md, each mean and range of accuracy beside PyTorch's.
+#   make agree [SEEDS=5] [FRAMEWORKS="pytorch mxnet"] [BENCHMARK=cifar] [EPOCHS=.. TRAIN_SAMPLES=.. DEVICE=..]
+agree: envs
+	$(VENV)/bin/rosetta agree $(FRAMEWORKS) $(call option,--seeds,$(SEEDS)) $(call option,--benchmark,$(BENCHMARK)) \
+		$(RUN_FLAGS)
 
 # Two frameworks' notebooks side by side: make compare A=pytorch B=jax [BENCHMARK=cifar] [OUT=dir];
 # without A and B, every pair and an index page (results/compare/index.html).

@@ -19,13 +19,15 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shlex
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from common import REPOSITORY, data, machine
 from common.benchmarks import BENCHMARKS
-from harness import compare, existing, kernels, parity_runs, report, runner, venvs
+from harness import agreement, compare, existing, kernels, parity_runs, report, runner, venvs
 from harness.frameworks import FRAMEWORKS, select
 
 SEED_LIMIT = 2**32  # every framework's generator takes a seed in [0, 2**32)
@@ -121,6 +123,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     _add_run_options(bench)
     bench.add_argument("--skip-parity", action="store_true", help="leave the parity check out")
     _add_env_options(bench, with_names=False)
+    agreeing = commands.add_parser(
+        "agree", help="every framework with several seeds on one configuration: accuracies beside PyTorch's",
+        description="Runs every selected framework once per seed (--seed, --seed + 1, ...) on one "
+                    "configuration, into RESULTS/agreement/, and writes RESULTS/agreement/README.md: each "
+                    "framework's mean and range of test accuracy beside PyTorch's, flagged past 2 points. "
+                    "Runs that already have an ok record of the same settings, data and commit are kept.")
+    _add_run_options(agreeing)
+    agreeing.add_argument("--seeds", type=_positive, default=agreement.DEFAULT_SEEDS,
+                          help="how many seeds (default %(default)s, at least 2)")
+    agreeing.set_defaults(benchmark=["imdb"], epochs=2, train_samples=4000, test_samples=2000, device="cpu")
     commands.add_parser("list", help="the frameworks, their notebooks and environments")
     comparing = commands.add_parser("compare", help="an HTML page of two frameworks' notebooks side by side")
     comparing.add_argument("frameworks", nargs="*", metavar="NAME",
@@ -303,6 +315,46 @@ def cmd_run(args) -> int:
     return 1 if failed else 0
 
 
+def cmd_agree(args) -> int:
+    """Every framework once per seed, then the agreement table (also after an interruption)."""
+    frameworks = select(args.frameworks)
+    wanted = agreement.seeds(args.seeds, args.seed)
+    folder = agreement.agreement_dir(args.results)
+    provenances, data_errors = load_data(args, args.benchmark)
+    started, status = time.monotonic(), 0
+    try:
+        for number, seed in enumerate(wanted, start=1):
+            print(f"##### seed {seed} ({number} of {len(wanted)}) #####", flush=True)
+            settings = runner.RunSettings(
+                epochs=args.epochs, batch_size=args.batch_size, train_samples=args.train_samples,
+                test_samples=args.test_samples, seed=seed, device=args.device, timeout=args.timeout,
+                data_dir=args.data_dir, cifar_source=args.cifar10, imdb_source=args.imdb, docker=args.docker)
+            skip = runner.finished_runs(frameworks, args.benchmark, settings, folder, provenances,
+                                        machine.git_commit())
+            runner.run_all(frameworks, args.benchmark, settings, folder, skip=skip, data_errors=data_errors)
+    except runner.Interrupted as interrupt:
+        with runner.interrupts_held():
+            print(f"rosetta: {interrupt.describe()}: the table shows the runs done so far.", file=sys.stderr)
+        status = interrupt.exit_code
+    records = report.load_records(folder)
+    configurations = [agreement.Configuration(
+        benchmark=b, epochs=args.epochs or BENCHMARKS[b].epochs, train_samples=args.train_samples or BENCHMARKS[b].train,
+        test_samples=args.test_samples or BENCHMARKS[b].test,
+        device=args.device if args.device != "auto" else venvs.default_flavour(), title=BENCHMARKS[b].title)
+        for b in args.benchmark]
+    environment = next((r.get("environment") for r in reversed(records) if r.get("environment")), None)
+    where = machine.describe(environment) if environment else "this machine"
+    how = (f"Made by `rosetta {' '.join(shlex.quote(a) for a in args.argv)}` on {where}, at commit "
+           f"{machine.git_commit() or 'unknown'}; this call took {time.monotonic() - started:.0f} s. The records "
+           "and executed notebooks are in this folder.")
+    try:
+        print(f"agreement: {agreement.write(args.results, records, configurations, wanted, how)}")
+    except ValueError as error:  # no reference run to compare with
+        print(f"rosetta: no agreement table: {error}", file=sys.stderr)
+        return status or 1
+    return status
+
+
 def cmd_parity(args) -> int:
     done = parity_runs.check_all(select(args.frameworks), args.benchmark, args.results, args.device)
     print(f"report: {report.render(args.results)}")
@@ -348,6 +400,7 @@ def cmd_compare(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = resolve_paths(parse(argv))
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
     handlers = runner.raise_on_interrupts()  # SIGINT and SIGTERM raise runner.Interrupted
     try:
         _validate(args)
@@ -363,6 +416,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_list(args)
         if args.command == "parity":
             return cmd_parity(args)
+        if args.command == "agree":
+            return cmd_agree(args)
         if args.command == "compare":
             return cmd_compare(args)
         if args.command == "bench":
@@ -390,8 +445,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _validate(args: argparse.Namespace) -> None:
     """What can be checked before anything starts."""
-    if args.command in ("run", "bench"):
+    if args.command in ("run", "bench", "agree"):
         validate_run(args)
+    if args.command == "agree":
+        agreement.seeds(args.seeds, args.seed)  # at least two
+        if args.seed + args.seeds > SEED_LIMIT:
+            raise ValueError(f"--seed {args.seed} --seeds {args.seeds}: the last seed would be "
+                             f"{args.seed + args.seeds - 1}; expected seeds below {SEED_LIMIT}.")
     elif args.command == "parity":
         _writable_folder(args.results, "--results")
     elif args.command == "report" and not args.results.is_dir():

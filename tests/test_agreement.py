@@ -3,7 +3,8 @@ import pytest
 
 from harness import agreement
 
-CONFIG = agreement.Configuration(benchmark="imdb", epochs=2, train_samples=4000, test_samples=2000, device="cpu")
+CONFIG = agreement.Configuration(benchmark="imdb", epochs=2, train_samples=4000, test_samples=2000, device="cpu",
+                                 title="GRU on IMDB")
 SEEDS = agreement.seeds(5)
 
 
@@ -41,15 +42,52 @@ def test_a_row_more_than_two_points_from_pytorch_is_flagged_and_one_within_is_no
 def test_the_table_shows_means_ranges_differences_flags_and_the_runs_missing(tmp_path):
     records = ([_record("PyTorch", s, 0.80) for s in SEEDS] + [_record("MXNet", s, 0.70) for s in SEEDS[:4]]
                + [_record("MXNet", 46, None, status="failed", error="Traceback\nValueError: diverged")])
-    path = agreement.write(tmp_path, records, CONFIG, SEEDS, "Made by test.")
+    path = agreement.write(tmp_path, records, [CONFIG], SEEDS, "Made by test.")
     text = path.read_text()
     assert path == tmp_path / "agreement" / "README.md"
     assert "| PyTorch | 5 | 80.0 | 80.0 – 80.0 | – |  |" in text
     assert "| MXNet | 4 | 70.0 | 70.0 – 70.0 | -10.0 | **differs** |" in text
     assert "- MXNet, seed 46: failed: ValueError: diverged" in text
     assert "Flagged: MXNet" in text and "Made by test." in text and "42, 43, 44, 45, 46" in text
+    assert "## GRU on IMDB" in text and "2 epoch(s) on the first 4,000 training samples" in text
 
 
 def test_without_a_reference_run_there_is_no_table():
     with pytest.raises(ValueError, match="no ok run of PyTorch"):
         agreement.summary({"MXNet": {42: 0.7}})
+
+
+def test_rosetta_agree_runs_each_seed_and_writes_the_table(monkeypatch, tmp_path, capsys):
+    from common import record
+    from harness import cli, runner
+
+    ran = []
+
+    def fake_run_all(frameworks, benchmarks, settings, results, **options):  # what a run would record
+        ran.append((settings.seed, settings.epochs, settings.train_samples, settings.device, results))
+        for framework in frameworks:
+            accuracy = 0.80 if framework.name == "pytorch" else 0.70 + 0.01 * (settings.seed - 42)
+            record.write(results / "records" / f"{settings.seed}-{framework.name}.json", record.build(
+                framework=framework.label, api="x", benchmark="imdb", accuracy=accuracy, epochs=settings.epochs,
+                batch_size=64, train_samples=settings.train_samples, test_samples=settings.test_samples,
+                seed=settings.seed, timing={"train_seconds": 5.0},
+                environment={"device": "cpu", "cpu": "Test CPU", "versions": {}}))
+        return []
+
+    monkeypatch.setattr(runner, "run_all", fake_run_all)
+    monkeypatch.setattr(cli, "load_data", lambda args, benchmarks: ({}, {}))
+    assert cli.main(["agree", "pytorch", "mxnet", "--seeds", "3", "--results", str(tmp_path)]) == 0
+    folder = tmp_path / "agreement"
+    assert ran == [(seed, 2, 4000, "cpu", folder) for seed in (42, 43, 44)]  # the defaults: a short GRU run
+    text = (folder / "README.md").read_text()
+    assert "| MXNet | 3 | 71.0 | 70.0 – 72.0 | -9.0 | **differs** |" in text
+    assert "Made by `rosetta agree pytorch mxnet --seeds 3 --results" in text and "42, 43, 44" in text
+    assert "agreement:" in capsys.readouterr().out
+
+
+def test_rosetta_agree_refuses_one_seed_before_anything_runs(monkeypatch, tmp_path, capsys):
+    from harness import cli, runner
+
+    monkeypatch.setattr(runner, "run_all", lambda *a, **k: pytest.fail("ran"))
+    assert cli.main(["agree", "--seeds", "1", "--results", str(tmp_path)]) == 2
+    assert "--seeds must be 2 or more" in capsys.readouterr().err
