@@ -69,12 +69,13 @@ MUTANTS = {  # name: (benchmark, old, new, words in the message, checks that sti
         "cifar",
         "x = self.dropout3(F.relu(self.fc1(torch.flatten(x, 1))))",
         "x = F.dropout(F.relu(self.fc1(torch.flatten(x, 1))), params.CNN_DROPOUT[2], training=True)",
-        ["logits differ by", "loss differs by", "weights after step 1 differ by"], ("initial",), "pytorch"),
+        ["logits differ by", "loss differs by", "weights after step 1 differ by",
+         "the dropout differs: the rates in training mode are [0.25, 0.25]"], ("initial",), "pytorch"),
     "padding-valid": (
         "cifar",
         "self.conv1 = nn.Conv2d(3, 50, kernel_size=3, padding=1)",
         "self.conv1 = nn.Conv2d(3, 50, kernel_size=3, padding=0)",
-        ["not equivalent: the parity run failed", "16x4900 and 6400x512"], (), "pytorch"),
+        ["not equivalent: the parity run failed", "x4900 and 6400x512"], (), "pytorch"),
     "gates-swapped": (
         "imdb",
         "variable.copy_(torch.from_numpy(conversion.to_framework(weights[name])))",
@@ -134,7 +135,7 @@ def test_one_deliberate_difference_fails_parity(name, tmp_path):
         failing = [c for c in result["checks"] if not c["ok"]]
         assert failing and all(c["max_abs_difference"] > c["bound"] for c in failing)
         for check in failing:
-            if check["output"] != "initial":
+            if check["output"] not in ("initial", "dropout"):  # these name what differs, not a size
                 assert f"by {check['max_abs_difference']:.3g}" in result["message"]
         passing = {c["output"] for c in result["checks"] if c["ok"]}
         assert set(still_passing) <= passing, f"{name}: {set(still_passing) - passing} failed too"
