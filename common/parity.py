@@ -173,9 +173,9 @@ def compare(model: str, inputs_path: Union[str, os.PathLike], outputs_path: Unio
     if losses.shape != (steps,):
         raise ValueError(f"{outputs_path}: {losses.size} losses, expected one for each of the {steps} steps.")
     logits_ref = reference.forward(model, weights, xs[0])
-    losses_ref, after_ref = reference.train(model, weights, xs, labels)
-    first = {n: float(np.max(np.abs(outputs["first"][n] - after_ref[0][n]))) for n in after_ref[0]}
-    final = {n: float(np.max(np.abs(outputs["final"][n] - after_ref[-1][n]))) for n in after_ref[-1]}
+    losses_ref, first_ref, final_ref = reference.train(model, weights, xs, labels)
+    first = {n: float(np.max(np.abs(outputs["first"][n] - first_ref[n]))) for n in first_ref}
+    final = {n: float(np.max(np.abs(outputs["final"][n] - final_ref[n]))) for n in final_ref}
     relative = np.abs(losses - losses_ref) / np.abs(losses_ref)
     # the loss at step t is held to t times the step-1 tolerance: the bound on the worst ratio
     worst_step = int(np.argmax(relative / np.arange(1, steps + 1)))

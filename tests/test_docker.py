@@ -451,8 +451,8 @@ PARITY_BODY = """
 from common import canonical, parity, reference
 if parity_inputs:
     weights, xs, labels = parity.read_inputs(parity_inputs, "cnn")
-    losses, after = reference.train("cnn", weights, xs, labels)
-    first, final = ({k: v.astype("float32") for k, v in w.items()} for w in (after[0], after[-1]))
+    losses, first, final = reference.train("cnn", weights, xs, labels)
+    first, final = ({k: v.astype("float32") for k, v in w.items()} for w in (first, final))
     parity.write_outputs(parity_outputs, "cnn", reference.forward("cnn", weights, xs[0]), losses, first, final,
                          canonical.initial_weights("cnn", 0), parity.DROPOUT["cnn"])
 """

@@ -14,13 +14,13 @@ def _outputs(tmp_path, model, optimiser=None, initial=None, dropout=None):
     if optimiser:
         reference.OPTIMISERS[model] = optimiser
     try:
-        losses, after = reference.train(model, weights, xs, labels)
+        losses, first, final = reference.train(model, weights, xs, labels)
     finally:
         reference.OPTIMISERS[model] = saved
     f32 = lambda w: {n: v.astype(np.float32) for n, v in w.items()}  # noqa: E731
     initial = initial if initial is not None else canonical.initial_weights(model, seed=3)
     outputs = parity.write_outputs(tmp_path / "outputs.npz", model, reference.forward(model, weights, xs[0]),
-                                   losses, f32(after[0]), f32(after[-1]), initial,
+                                   losses, f32(first), f32(final), initial,
                                    parity.DROPOUT[model] if dropout is None else dropout, versions={})
     return inputs, outputs
 

@@ -124,8 +124,11 @@ def test_later_steps_carry_the_optimiser_state():
 
 def test_train_takes_one_step_per_batch_and_its_first_is_one_step():
     inputs = parity.make_inputs("gru")
-    losses, after = reference.train("gru", inputs["weights"], inputs["x"][:3], inputs["labels"][:3])
+    losses, after = zip(*reference.steps("gru", inputs["weights"], inputs["x"][:3], inputs["labels"][:3]))
     assert len(losses) == len(after) == 3
+    kept = reference.train("gru", inputs["weights"], inputs["x"][:3], inputs["labels"][:3])
+    assert kept[0] == list(losses)
+    assert all(np.array_equal(kept[1][n], after[0][n]) and np.array_equal(kept[2][n], after[-1][n]) for n in after[0])
     _, loss, updated = reference.one_step("gru", inputs["weights"], inputs["x"][0], inputs["labels"][0])
     assert losses[0] == pytest.approx(loss, rel=1e-12)
     assert all(np.array_equal(after[0][n], updated[n]) for n in updated)
@@ -136,8 +139,8 @@ def test_compare_accepts_the_reference_in_float32_and_names_a_difference(tmp_pat
     inputs = parity.write_inputs(tmp_path / "in.npz", "cnn")
     weights, xs, labels = parity.read_inputs(inputs, "cnn")
     logits = reference.forward("cnn", weights, xs[0])
-    losses, after = reference.train("cnn", weights, xs, labels)
-    first, final = ({k: v.astype(np.float32) for k, v in w.items()} for w in (after[0], after[-1]))
+    losses, first, final = reference.train("cnn", weights, xs, labels)
+    first, final = ({k: v.astype(np.float32) for k, v in w.items()} for w in (first, final))
     initial = canonical.initial_weights("cnn", 1)
     good = parity.write_outputs(tmp_path / "good.npz", "cnn", logits, losses, first, final, initial, parity.DROPOUT["cnn"])
     verdict = parity.compare("cnn", inputs, good)
