@@ -154,11 +154,10 @@ def check_dropout(model: str, rates) -> dict:
     expected = list(DROPOUT[model])
     same_sites = len(applied) == len(expected)
     difference = max((abs(a - b) for a, b in zip(applied, expected)), default=0.0) if same_sites else float("inf")
-    ok = same_sites and difference <= 1e-7
-    return {"output": "dropout", "max_abs_difference": float(difference), "bound": 1e-7, "tolerance": 1e-7,
-            "kind": "absolute", "worst": None, "ok": ok,
-            "problems": [] if ok else [f"the rates in training mode are {applied or 'none'}, the design's "
-                                       f"{expected or 'none'}"]}
+    check = _check("dropout", difference, 1.0)
+    check["problems"] = [] if check["ok"] else [f"the rates in training mode are {applied or 'none'}, the "
+                                                f"design's {expected or 'none'}"]
+    return check
 
 
 def compare(model: str, inputs_path: Union[str, os.PathLike], outputs_path: Union[str, os.PathLike]) -> dict:
