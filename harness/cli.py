@@ -284,13 +284,19 @@ def cmd_data(args, benchmarks=BENCHMARKS) -> int:
     return 0
 
 
+def run_settings(args, seed: int | None = None) -> runner.RunSettings:
+    """What the run options ask every notebook for; ``seed`` in place of ``--seed``."""
+    return runner.RunSettings(
+        epochs=args.epochs, batch_size=args.batch_size, train_samples=args.train_samples,
+        test_samples=args.test_samples, seed=args.seed if seed is None else seed, device=args.device,
+        timeout=args.timeout, data_dir=args.data_dir, cifar_source=args.cifar10, imdb_source=args.imdb,
+        docker=args.docker)
+
+
 def cmd_run(args) -> int:
     frameworks = select(args.frameworks)
     provenances, data_errors = load_data(args, args.benchmark)
-    settings = runner.RunSettings(
-        epochs=args.epochs, batch_size=args.batch_size, train_samples=args.train_samples,
-        test_samples=args.test_samples, seed=args.seed, device=args.device, timeout=args.timeout,
-        data_dir=args.data_dir, cifar_source=args.cifar10, imdb_source=args.imdb, docker=args.docker)
+    settings = run_settings(args)
     if settings.device != "cpu" and venvs.default_flavour() == "cpu":
         print("note: no NVIDIA GPU found; " + ("`--docker` runs ask docker for one (--gpus all), so they "
               "will fail: add --device cpu to run the images on the CPU." if settings.docker else
@@ -325,10 +331,7 @@ def cmd_agree(args) -> int:
     try:
         for number, seed in enumerate(wanted, start=1):
             print(f"##### seed {seed} ({number} of {len(wanted)}) #####", flush=True)
-            settings = runner.RunSettings(
-                epochs=args.epochs, batch_size=args.batch_size, train_samples=args.train_samples,
-                test_samples=args.test_samples, seed=seed, device=args.device, timeout=args.timeout,
-                data_dir=args.data_dir, cifar_source=args.cifar10, imdb_source=args.imdb, docker=args.docker)
+            settings = run_settings(args, seed)
             skip = runner.finished_runs(frameworks, args.benchmark, settings, folder, provenances,
                                         machine.git_commit())
             runner.run_all(frameworks, args.benchmark, settings, folder, skip=skip, data_errors=data_errors)
@@ -337,11 +340,14 @@ def cmd_agree(args) -> int:
             print(f"rosetta: {interrupt.describe()}: the table shows the runs done so far.", file=sys.stderr)
         status = interrupt.exit_code
     records = report.load_records(folder)
-    configurations = [agreement.Configuration(
-        benchmark=b, epochs=args.epochs or BENCHMARKS[b].epochs, train_samples=args.train_samples or BENCHMARKS[b].train,
-        test_samples=args.test_samples or BENCHMARKS[b].test,
-        device=args.device if args.device != "auto" else venvs.default_flavour(), title=BENCHMARKS[b].title)
-        for b in args.benchmark]
+    settings = run_settings(args)
+    configurations = []
+    for benchmark in args.benchmark:
+        sizes = settings.sizes(benchmark)
+        configurations.append(agreement.Configuration(
+            benchmark=benchmark, epochs=sizes["epochs"], train_samples=sizes["train_samples"],
+            test_samples=sizes["test_samples"], device=runner.target_device(settings),
+            title=BENCHMARKS[benchmark].title))
     environment = next((r.get("environment") for r in reversed(records) if r.get("environment")), None)
     where = machine.describe(environment) if environment else "this machine"
     how = (f"Made by `rosetta {' '.join(shlex.quote(a) for a in args.argv)}` on {where}, at commit "

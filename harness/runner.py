@@ -57,6 +57,13 @@ class RunSettings:
     timeout: float = 4 * 3600.0
     docker: bool = False  # run in the framework's image dl-rosetta/ENV instead of its venv
 
+    def sizes(self, benchmark: str) -> dict:
+        """The epochs, batch size and sample counts a run of ``benchmark`` uses: these settings,
+        or the benchmark's own where they keep its default."""
+        spec = BENCHMARKS[benchmark]
+        return {"epochs": self.epochs or spec.epochs, "batch_size": self.batch_size or spec.batch,
+                "train_samples": self.train_samples or spec.train, "test_samples": self.test_samples or spec.test}
+
     def notebook_parameters(self, benchmark: str, record_path: Path) -> dict:
         return {
             "epochs": self.epochs,
@@ -538,12 +545,9 @@ def _write_failure(record_path: Path, framework: Framework, benchmark: str, sett
                    status: str, message: str, executed: Path | None) -> dict:
     """The record of a run that did not get as far as writing its own: the machine it was
     meant for (so that the report files it under that device) and where its kernel came from."""
-    spec = BENCHMARKS[benchmark]
     result = record.build(
         framework=framework.label, api=framework.api, benchmark=benchmark, status=status, error=message,
-        epochs=settings.epochs or spec.epochs, batch_size=settings.batch_size or spec.batch,
-        train_samples=settings.train_samples or spec.train, test_samples=settings.test_samples or spec.test,
-        seed=settings.seed, notebook=str(executed.relative_to(record_path.parent.parent))
+        **settings.sizes(benchmark), seed=settings.seed, notebook=str(executed.relative_to(record_path.parent.parent))
         if executed is not None and executed.is_file() else None,
         environment=machine.capture(device=target_device(settings), versions={}),
         kernel_environment=kernel_provenance(framework, settings),
@@ -568,7 +572,7 @@ def finished_runs(frameworks: list[Framework], benchmarks: list[str], settings: 
         print("resume: nothing skipped, as the code version is not a clean git commit "
               f"({commit or 'no git'}); every selected notebook runs.")
         return {}
-    device = settings.device if settings.device != "auto" else venvs.default_flavour()
+    device = target_device(settings)
     labels = {framework.label: framework.name for framework in frameworks}
     found: dict[tuple[str, str], str] = {}
     for path in sorted(records_dir(results).glob("*.json")):
@@ -579,10 +583,7 @@ def finished_runs(frameworks: list[Framework], benchmarks: list[str], settings: 
         benchmark = done["benchmark"]
         if done["framework"] not in labels or benchmark not in benchmarks or done["status"] != "ok":
             continue
-        spec = BENCHMARKS[benchmark]
-        wanted = {"epochs": settings.epochs or spec.epochs, "batch_size": settings.batch_size or spec.batch,
-                  "train_samples": settings.train_samples or spec.train,
-                  "test_samples": settings.test_samples or spec.test, "seed": settings.seed, "variant": "fp32"}
+        wanted = {**settings.sizes(benchmark), "seed": settings.seed, "variant": "fp32"}
         env = done.get("environment") or {}
         if (all(done.get(key) == value for key, value in wanted.items())
                 and _same_data(done.get("data"), provenances.get(benchmark))
