@@ -12,6 +12,7 @@ from conftest import REAL_RUNS, TINY_RUNS
 from harness import report
 from harness.frameworks import FRAMEWORKS
 from harness.notebooks import STEPS, cell_steps
+
 NOTEBOOKS = [(f, b) for f in FRAMEWORKS.values() for b in f.notebooks]
 IDS = [f"{f.name}-{b}" for f, b in NOTEBOOKS]
 
@@ -105,7 +106,7 @@ def _cells(path: Path) -> dict:
     """{(step, cell type): source} of a notebook; the untagged title as ("title", "markdown")."""
     cells = {}
     for cell in nbformat.read(path, as_version=4).cells:
-        steps = [tag[5:] for tag in cell.metadata.get("tags", []) if tag.startswith("step:")] or ["title"]
+        steps = cell_steps(cell) or ["title"]
         cells[(steps[0], cell.cell_type)] = cell.source
     return cells
 
