@@ -24,7 +24,6 @@ from common.benchmarks import BENCHMARKS
 from harness import parity_runs
 
 
-
 def load_records(results: Path) -> list[dict]:
     """Every readable record under ``results/records``; one that cannot be read (not JSON, not a
     record, another schema) is skipped with a warning naming its file, so the report always renders."""

@@ -1,4 +1,5 @@
 """docs/design.md: every reference to the design points there, and its figures are the code's."""
+import functools
 import re
 import subprocess
 
@@ -64,7 +65,9 @@ def _without_code(text: str) -> str:
     return re.sub(r"`[^`\n]*`", "", text)
 
 
+@functools.lru_cache(maxsize=None)
 def _anchors(path) -> set:
+    """The anchors of one file, read once however many links point there."""
     from harness.report import anchor
 
     text = path.read_text()
