@@ -52,9 +52,9 @@ class Configuration:
                 f"first {self.test_samples:,}, on the {self.device.upper()}")
 
 
-def collect(records: list[dict], configuration: Configuration, wanted_seeds: list[int]) -> dict:
-    """{framework label: {seed: test accuracy}} from the ok records of this configuration and
-    these seeds; where a seed ran more than once, its latest record (by timestamp) counts."""
+def _latest(records: list[dict], configuration: Configuration, wanted_seeds: list[int]) -> dict:
+    """{(framework label, seed): record}: the ok records of this configuration and these seeds;
+    where a seed ran more than once, its latest record (by timestamp)."""
     latest: dict[tuple[str, int], dict] = {}
     for found in records:
         if found.get("status") != "ok" or not configuration.matches(found) or found.get("seed") not in wanted_seeds:
@@ -62,10 +62,24 @@ def collect(records: list[dict], configuration: Configuration, wanted_seeds: lis
         key = (found["framework"], found["seed"])
         if key not in latest or str(found.get("timestamp", "")) >= str(latest[key].get("timestamp", "")):
             latest[key] = found
+    return latest
+
+
+def collect(records: list[dict], configuration: Configuration, wanted_seeds: list[int]) -> dict:
+    """{framework label: {seed: test accuracy}} from the ok records of this configuration and
+    these seeds; where a seed ran more than once, its latest record (by timestamp) counts."""
     collected: dict[str, dict[int, float]] = {}
-    for (framework, seed), found in sorted(latest.items()):
+    for (framework, seed), found in sorted(_latest(records, configuration, wanted_seeds).items()):
         collected.setdefault(framework, {})[seed] = float(found["test_accuracy"])
     return collected
+
+
+def commits(records: list[dict], configuration: Configuration, wanted_seeds: list[int]) -> dict:
+    """{framework label: the sorted commits its counted runs were made at} (unknown: '?')."""
+    found_at: dict[str, set] = {}
+    for (framework, _), found in _latest(records, configuration, wanted_seeds).items():
+        found_at.setdefault(framework, set()).add((found.get("environment") or {}).get("git_commit") or "?")
+    return {framework: sorted(at) for framework, at in found_at.items()}
 
 
 def failures(records: list[dict], configuration: Configuration, wanted_seeds: list[int], collected: dict) -> list[str]:
@@ -89,21 +103,30 @@ def summary(collected: dict, reference: str = REFERENCE, threshold: float = THRE
     for framework, accuracies in collected.items():
         values = list(accuracies.values())
         mean = statistics.mean(values)
-        rows.append({"framework": framework, "seeds": len(values), "mean": mean, "min": min(values),
+        rows.append({"framework": framework, "seeds": len(values), "per_seed": dict(sorted(accuracies.items())),
+                     "mean": mean, "min": min(values),
                      "max": max(values), "difference": mean - base,
                      "flagged": framework != reference and abs(mean - base) > threshold})
     return sorted(rows, key=lambda row: (row["framework"] != reference, row["framework"]))
 
 
 def render_section(rows: list[dict], configuration: Configuration, missing: list[str],
-                   reference: str = REFERENCE) -> list[str]:
+                   reference: str = REFERENCE, made_at: dict | None = None, commit: str | None = None) -> list[str]:
+    """The section's table; ``made_at`` ({framework: commits}) names the rows whose runs were
+    made at another commit than ``commit``, this call's."""
     lines = [f"## {configuration.title or configuration.benchmark}", "", configuration.describe() + ".", "",
-             f"| Framework | Seeds | Mean | Range | vs {reference} (points) | |", "|---|---|---|---|---|---|"]
+             f"| Framework | Seeds | Mean | Range | vs {reference} (points) | | Per seed |",
+             "|---|---|---|---|---|---|---|"]
     for row in rows:
         flag = "**differs**" if row["flagged"] else ""
         versus = "–" if row["framework"] == reference else f"{row['difference'] * 100:+.1f}"
+        per_seed = " · ".join(f"{accuracy * 100:.1f}" for accuracy in row["per_seed"].values())
         lines.append(f"| {row['framework']} | {row['seeds']} | {row['mean'] * 100:.1f} | "
-                     f"{row['min'] * 100:.1f} – {row['max'] * 100:.1f} | {versus} | {flag} |")
+                     f"{row['min'] * 100:.1f} – {row['max'] * 100:.1f} | {versus} | {flag} | {per_seed} |")
+    elsewhere = {framework: at for framework, at in (made_at or {}).items() if at != [commit]}
+    if elsewhere:
+        lines += ["", "Rows whose runs were made at another commit than this call's:", ""] + [
+            f"- {framework}: {', '.join(c[:12] for c in at)}" for framework, at in sorted(elsewhere.items())]
     if missing:
         lines += ["", "Runs without an ok record (not in the table):", ""] + [f"- {m}" for m in missing]
     flagged = [row["framework"] for row in rows if row["flagged"]]
@@ -118,7 +141,8 @@ def render(sections: list[list[str]], wanted_seeds: list[int], how: str, referen
     lines = ["# Agreement across seeds", "",
              "Generated by `rosetta agree`; do not edit by hand. Every framework on one configuration, once "
              f"for each of the seeds {', '.join(map(str, wanted_seeds))}: the seed sets the shared iterator's "
-             "order and each framework's initial weights and dropout masks. Test accuracy in percent; a row "
+             "order and each framework's initial weights and dropout masks. Test accuracy in percent (per seed "
+             "in seed order); a row "
              f"is flagged where its mean differs from {reference}'s by more than {threshold * 100:g} points.",
              "", how, ""]
     for section in sections:
@@ -127,13 +151,15 @@ def render(sections: list[list[str]], wanted_seeds: list[int], how: str, referen
 
 
 def write(results: Path, records: list[dict], configurations: list[Configuration], wanted_seeds: list[int],
-          how: str) -> Path:
-    """results/agreement/README.md: one section per configuration (benchmark)."""
+          how: str, commit: str | None = None) -> Path:
+    """results/agreement/README.md: one section per configuration (benchmark); ``commit`` is
+    this call's, against which each row's runs are compared."""
     sections = []
     for configuration in configurations:
         collected = collect(records, configuration, wanted_seeds)
         missing = failures(records, configuration, wanted_seeds, collected)
-        sections.append(render_section(summary(collected), configuration, missing))
+        sections.append(render_section(summary(collected), configuration, missing,
+                                       made_at=commits(records, configuration, wanted_seeds), commit=commit))
     path = agreement_dir(results) / "README.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render(sections, wanted_seeds, how))

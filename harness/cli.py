@@ -354,7 +354,7 @@ def cmd_agree(args) -> int:
            f"{machine.git_commit() or 'unknown'}; this call took {time.monotonic() - started:.0f} s. The records "
            "and executed notebooks are in this folder.")
     try:
-        print(f"agreement: {agreement.write(args.results, records, configurations, wanted, how)}")
+        print(f"agreement: {agreement.write(args.results, records, configurations, wanted, how, machine.git_commit())}")
     except ValueError as error:  # no reference run to compare with
         print(f"rosetta: no agreement table: {error}", file=sys.stderr)
         return status or 1

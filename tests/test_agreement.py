@@ -45,11 +45,22 @@ def test_the_table_shows_means_ranges_differences_flags_and_the_runs_missing(tmp
     path = agreement.write(tmp_path, records, [CONFIG], SEEDS, "Made by test.")
     text = path.read_text()
     assert path == tmp_path / "agreement" / "README.md"
-    assert "| PyTorch | 5 | 80.0 | 80.0 – 80.0 | – |  |" in text
-    assert "| MXNet | 4 | 70.0 | 70.0 – 70.0 | -10.0 | **differs** |" in text
+    assert "| PyTorch | 5 | 80.0 | 80.0 – 80.0 | – |  | 80.0 · 80.0 · 80.0 · 80.0 · 80.0 |" in text
+    assert "| MXNet | 4 | 70.0 | 70.0 – 70.0 | -10.0 | **differs** | 70.0 · 70.0 · 70.0 · 70.0 |" in text
     assert "- MXNet, seed 46: failed: ValueError: diverged" in text
     assert "Flagged: MXNet" in text and "Made by test." in text and "42, 43, 44, 45, 46" in text
     assert "## GRU on IMDB" in text and "2 epoch(s) on the first 4,000 training samples" in text
+
+
+def test_rows_whose_runs_were_made_at_another_commit_are_named(tmp_path):
+    at = lambda commit: {"device": "cpu", "git_commit": commit}  # noqa: E731
+    records = ([_record("PyTorch", s, 0.80, environment=at("a" * 40)) for s in SEEDS]
+               + [_record("CNTK", s, 0.79, environment=at("b" * 40)) for s in SEEDS[:2]]
+               + [_record("CNTK", s, 0.79, environment=at("a" * 40)) for s in SEEDS[2:]])
+    text = agreement.write(tmp_path, records, [CONFIG], SEEDS, "Made by test.", commit="a" * 40).read_text()
+    assert f"- CNTK: {'a' * 12}, {'b' * 12}" in text and "- PyTorch" not in text
+    text = agreement.write(tmp_path, records[:5], [CONFIG], SEEDS, "Made by test.", commit="a" * 40).read_text()
+    assert "another commit" not in text
 
 
 def test_without_a_reference_run_there_is_no_table():
@@ -80,7 +91,7 @@ def test_rosetta_agree_runs_each_seed_and_writes_the_table(monkeypatch, tmp_path
     folder = tmp_path / "agreement"
     assert ran == [(seed, 2, 4000, "cpu", folder) for seed in (42, 43, 44)]  # the defaults: a short GRU run
     text = (folder / "README.md").read_text()
-    assert "| MXNet | 3 | 71.0 | 70.0 – 72.0 | -9.0 | **differs** |" in text
+    assert "| MXNet | 3 | 71.0 | 70.0 – 72.0 | -9.0 | **differs** | 70.0 · 71.0 · 72.0 |" in text
     assert "Made by `rosetta agree pytorch mxnet --seeds 3 --results" in text and "42, 43, 44" in text
     assert "agreement:" in capsys.readouterr().out
 

@@ -16,9 +16,7 @@ pytestmark = pytest.mark.kernel
 
 # Outputs a framework is known to get wrong, each explained in docs/parity.md; the test fails
 # as soon as the framework gets them right (or others wrong), so that this list stays true.
-KNOWN_DIFFERENCES = {
-    ("cntk", "imdb"): {"final_weights"},  # its Adam takes one constant epsilon (docs/parity.md#cntk-adam)
-}
+KNOWN_DIFFERENCES: dict = {}  # (framework name, benchmark): {output}; none today
 
 
 @pytest.mark.parametrize("benchmark", ["cifar", "imdb"])
