@@ -14,6 +14,7 @@ framework's environment. One module, one job:
     layouts      the conversions between the canonical layout and each framework's own
     reference    the NumPy float64 reference: forward, gradient, optimiser steps
     parity       the parity check: its inputs, the notebooks' outputs, the comparison
+    flops        the FLOPs of a prediction and of a training step per sample; GPU peak rates
 """
 from pathlib import Path
 
