@@ -36,7 +36,7 @@ import nbformat
 
 from common import REPOSITORY, data, machine, params, record
 from common.benchmarks import BENCHMARKS
-from harness import docker, kernels, venvs
+from harness import docker, kernels, phases, venvs
 from harness.frameworks import Framework
 from harness.notebooks import papermill_arguments
 
@@ -211,6 +211,7 @@ def execute(framework: Framework, benchmark: str, settings: RunSettings, results
         result = record.read(record_path)
         result["notebook"] = str(executed.relative_to(results)) if executed.is_file() else None
         result["kernel_environment"] = kernel_provenance(framework, settings)
+        result["phases"] = phases.from_notebook(executed, outcome.seconds)
         record.write(record_path, result)
         print(prefix + f"ok in {outcome.seconds:.0f} s: accuracy {result['test_accuracy']:.4f}, "
               f"training {result['train_seconds']:.1f} s")
