@@ -2,7 +2,7 @@
 
     rosetta envs [NAME ...] [--flavour cpu|cuda] [--force] [--python [NAME=]PATH ...]
     rosetta data [--data-dir DIR] [--cifar10 PATH] [--imdb PATH]
-    rosetta run [NAME ...] [--benchmark cifar imdb] [--epochs N] [--train-samples N] ... [--docker] [--resume]
+    rosetta run [NAME ...] [--benchmark cifar imdb] [--epochs N] [--train-samples N] ... [--repeats N] [--docker] [--resume]
     rosetta parity [NAME ...] [--benchmark cifar imdb] [--device cpu]
     rosetta report [--results DIR]
     rosetta bench [NAME ...] [run options]    # envs, data, parity, run and report in one go
@@ -91,6 +91,12 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     _add_data_options(parser)
 
 
+def _add_repeats_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--repeats", type=_positive, default=1,
+                        help="run every notebook N times, repeat i with seed --seed + i; the table shows "
+                             "medians with their spread (default %(default)s)")
+
+
 def _add_env_options(parser: argparse.ArgumentParser, with_names: bool = True) -> None:
     if with_names:
         parser.add_argument("frameworks", nargs="*", metavar="NAME", help="frameworks (default: all)")
@@ -110,7 +116,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     commands = parser.add_subparsers(dest="command", required=True)
     _add_env_options(commands.add_parser("envs", help="build framework environments and kernels"))
     _add_data_options(commands.add_parser("data", help="download and verify the data sets"))
-    _add_run_options(commands.add_parser("run", help="run notebooks and write their records"))
+    running = commands.add_parser("run", help="run notebooks and write their records")
+    _add_run_options(running)
+    _add_repeats_option(running)
     checking = commands.add_parser("parity", help="check each model against the NumPy reference")
     checking.add_argument("frameworks", nargs="*", metavar="NAME", help="frameworks (default: all)")
     checking.add_argument("--benchmark", nargs="+", choices=list(BENCHMARKS), default=list(BENCHMARKS))
@@ -121,6 +129,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     reporting.add_argument("--results", type=Path, default=REPOSITORY / "results")
     bench = commands.add_parser("bench", help="envs, data, parity, run and report in one go")
     _add_run_options(bench)
+    _add_repeats_option(bench)
     bench.add_argument("--skip-parity", action="store_true", help="leave the parity check out")
     _add_env_options(bench, with_names=False)
     agreeing = commands.add_parser(
@@ -294,6 +303,9 @@ def run_settings(args, seed: int | None = None) -> runner.RunSettings:
 
 
 def cmd_run(args) -> int:
+    """Every selected notebook, ``--repeats`` times: repeat i (from 0) with seed ``--seed`` + i,
+    every framework in each repeat before the next, so that a disturbance of the machine falls
+    on one repeat of several frameworks rather than on every repeat of one."""
     frameworks = select(args.frameworks)
     provenances, data_errors = load_data(args, args.benchmark)
     settings = run_settings(args)
@@ -301,13 +313,18 @@ def cmd_run(args) -> int:
         print("note: no NVIDIA GPU found; " + ("`--docker` runs ask docker for one (--gpus all), so they "
               "will fail: add --device cpu to run the images on the CPU." if settings.docker else
               "every notebook trains on the CPU, and the table says so."))
-    skip = {}
-    if args.resume:
-        skip = runner.finished_runs(frameworks, args.benchmark, settings, args.results, provenances,
-                                    machine.git_commit())
+    repeats, done = getattr(args, "repeats", 1), []
     try:
-        done = runner.run_all(frameworks, args.benchmark, settings, args.results, skip=skip,
-                              data_errors=data_errors)
+        for repeat in range(repeats):
+            settings = run_settings(args, args.seed + repeat)
+            if repeats > 1:
+                print(f"##### repeat {repeat + 1} of {repeats}: seed {settings.seed} #####", flush=True)
+            skip = {}
+            if args.resume:
+                skip = runner.finished_runs(frameworks, args.benchmark, settings, args.results, provenances,
+                                            machine.git_commit())
+            done += runner.run_all(frameworks, args.benchmark, settings, args.results, skip=skip,
+                                   data_errors=data_errors)
     except runner.Interrupted as interrupt:
         with runner.interrupts_held():
             print(f"rosetta: {interrupt.describe()}: the run in progress is recorded as interrupted.",

@@ -259,3 +259,27 @@ def test_bench_interrupted_before_its_runs_exits_130_and_still_writes_the_report
     assert cli.main(["bench", "pytorch", "--results", str(tmp_path)]) == 143
     assert "interrupted by SIGTERM" in capsys.readouterr().err
     assert (tmp_path / "README.md").is_file() and "run" not in started
+
+
+def test_repeats_run_every_framework_once_per_seed_repeat_by_repeat(monkeypatch, tmp_path, capsys):
+    ran = []
+
+    def fake_run_all(frameworks, benchmarks, settings, results, **options):
+        ran.extend((settings.seed, f.name) for f in frameworks)
+        return []
+
+    monkeypatch.setattr(runner, "run_all", fake_run_all)
+    monkeypatch.setattr(cli, "load_data", lambda args, benchmarks: ({}, {}))
+    assert cli.main(["run", "pytorch", "jax", "--repeats", "3", "--seed", "7", "--results", str(tmp_path)]) == 0
+    assert ran == [(7, "pytorch"), (7, "jax"), (8, "pytorch"), (8, "jax"), (9, "pytorch"), (9, "jax")]
+    assert "repeat 2 of 3: seed 8" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli.parse(["run", "--repeats", "0"])
+    assert "--repeats: expected a positive whole number, got 0" in capsys.readouterr().err
+
+
+def test_make_bench_repeats_passes_the_option():
+    done = subprocess.run(["make", "-n", "bench", "FRAMEWORKS=pytorch", "REPEATS=3"], cwd=REPOSITORY,
+                          capture_output=True, text=True)
+    line = next(line.split() for line in done.stdout.splitlines() if "rosetta bench" in line)
+    assert line[line.index("--repeats") + 1] == "3"

@@ -42,6 +42,9 @@ def test_ok_run_keeps_record_and_executed_notebook(tmp_path, selftest_kernel):
     executed = tmp_path / "results" / result["notebook"]
     assert executed.suffix == ".ipynb" and executed.with_suffix(".json") == records[0]
     assert nbformat.read(executed, as_version=4).cells[1]["source"].startswith("# Parameters")
+    parts = result["phases"]  # where the time went, from papermill's stamps
+    assert parts["harness"] > parts["kernel_start"] > 0
+    assert sum(v for k, v in parts.items() if k != "harness") == pytest.approx(parts["harness"], abs=0.01)
 
 
 def test_failing_notebook_is_recorded_as_failed_with_its_error(tmp_path, selftest_kernel):
