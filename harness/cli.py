@@ -81,6 +81,9 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     parser.add_argument("--timeout", type=_seconds, default=runner.RunSettings.timeout,
                         help="seconds one notebook may run (default %(default).0f)")
+    parser.add_argument("--threads", type=_positive, metavar="N",
+                        help="CPU threads for every framework, each set the way it takes them "
+                             f"(default: every core, here {machine.cores()}; the CNTK GRU's own default is 1)")
     parser.add_argument("--results", type=Path, default=REPOSITORY / "results")
     parser.add_argument("--resume", action="store_true",
                         help="skip each framework and benchmark that already has an ok record with the "
@@ -299,7 +302,7 @@ def run_settings(args, seed: int | None = None) -> runner.RunSettings:
         epochs=args.epochs, batch_size=args.batch_size, train_samples=args.train_samples,
         test_samples=args.test_samples, seed=args.seed if seed is None else seed, device=args.device,
         timeout=args.timeout, data_dir=args.data_dir, cifar_source=args.cifar10, imdb_source=args.imdb,
-        docker=args.docker)
+        docker=args.docker, threads=args.threads)
 
 
 def cmd_run(args) -> int:

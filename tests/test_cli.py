@@ -41,6 +41,22 @@ def test_overrides_reach_the_notebook_parameters(monkeypatch, tmp_path):
     assert parameters["epochs"] == 1 and parameters["train_samples"] == 2000
     assert parameters["data_source"] == str(tmp_path / "imdb.npz") and parameters["test_samples"] is None
     assert (tmp_path / "README.md").is_file()
+    assert parameters["threads"] is None  # every core
+
+
+@pytest.mark.parametrize("command", ["run", "bench", "agree"])
+def test_threads_reach_the_settings_and_the_notebook_parameters(command):
+    settings = cli.run_settings(cli.parse([command, "pytorch", "--threads", "3"]))
+    assert settings.threads == 3
+    assert settings.notebook_parameters("imdb", Path("r.json"))["threads"] == 3
+    assert cli.run_settings(cli.parse([command])).threads is None
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "all"])
+def test_threads_must_be_a_positive_number(value, capsys):
+    with pytest.raises(SystemExit):
+        cli.parse(["run", "--threads", value])
+    assert value in capsys.readouterr().err
 
 
 def test_select_defaults_to_every_framework():
