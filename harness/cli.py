@@ -144,7 +144,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     _add_run_options(agreeing)
     agreeing.add_argument("--seeds", type=_positive, default=agreement.DEFAULT_SEEDS,
                           help="how many seeds (default %(default)s, at least 2)")
-    agreeing.set_defaults(benchmark=["imdb"], epochs=2, train_samples=4000, test_samples=2000, device="cpu")
+    agreeing.set_defaults(benchmark=["imdb"], epochs=2, train_samples=8000, test_samples=2000, device="cpu")
     commands.add_parser("list", help="the frameworks, their notebooks and environments")
     comparing = commands.add_parser("compare", help="an HTML page of two frameworks' notebooks side by side")
     comparing.add_argument("frameworks", nargs="*", metavar="NAME",

@@ -89,7 +89,7 @@ def test_rosetta_agree_runs_each_seed_and_writes_the_table(monkeypatch, tmp_path
     monkeypatch.setattr(cli, "load_data", lambda args, benchmarks: ({}, {}))
     assert cli.main(["agree", "pytorch", "mxnet", "--seeds", "3", "--results", str(tmp_path)]) == 0
     folder = tmp_path / "agreement"
-    assert ran == [(seed, 2, 4000, "cpu", folder) for seed in (42, 43, 44)]  # the defaults: a short GRU run
+    assert ran == [(seed, 2, 8000, "cpu", folder) for seed in (42, 43, 44)]  # the defaults: a short GRU run
     text = (folder / "README.md").read_text()
     assert "| MXNet | 3 | 71.0 | 70.0 – 72.0 | -9.0 | **differs** | 70.0 · 71.0 · 72.0 |" in text
     assert "Made by `rosetta agree pytorch mxnet --seeds 3 --results" in text and "42, 43, 44" in text
