@@ -9,7 +9,9 @@
 # Overrides, without editing files:
 #   make bench FRAMEWORKS="pytorch" EPOCHS=1 TRAIN_SAMPLES=2000 TEST_SAMPLES=1000
 #   make bench FLAVOUR=cpu DEVICE=cpu TIMEOUT=3600 CIFAR10=/path/cifar-10-python.tar.gz IMDB=/path/imdb.npz
+#   make bench THREADS=4    CPU threads for every framework (default: every core)
 #   make bench RESUME=1     continue an interrupted suite: skip what already has an ok record
+#   make bench REPEATS=3    every notebook 3 times (seeds SEED, SEED+1, SEED+2): medians and spread
 #   make test PYTEST_ARGS="-k data"       (make test-fast takes PYTEST_ARGS too)
 #
 # Frameworks already installed (a vendor container, a cloud image, a conda environment):
@@ -47,13 +49,14 @@ RUN_FLAGS = $(call option,--epochs,$(EPOCHS)) $(call option,--train-samples,$(TR
 	$(call option,--test-samples,$(TEST_SAMPLES)) $(call option,--batch-size,$(BATCH_SIZE)) \
 	$(call option,--seed,$(SEED)) $(call option,--device,$(DEVICE)) $(call option,--timeout,$(TIMEOUT)) \
 	$(call option,--flavour,$(FLAVOUR)) $(call option,--data-dir,$(DATA_DIR)) \
-	$(call option,--cifar10,$(CIFAR10)) $(call option,--imdb,$(IMDB))
+	$(call option,--cifar10,$(CIFAR10)) $(call option,--imdb,$(IMDB)) $(call option,--threads,$(THREADS))
 # DOCKER=1 (or yes, true): run the notebooks in the docker images instead of the venvs.
 USE_DOCKER = $(filter 1 yes true,$(DOCKER))
 RUN_FLAGS += $(if $(USE_DOCKER),--docker)
 ENV_FLAGS = $(foreach entry,$(EXISTING_PYTHON),--python $(entry))
 # RESUME=1 (or yes, true): skip each run that already has an ok record with the same settings, data and commit.
 RUN_FLAGS += $(if $(filter 1 yes true,$(RESUME)),--resume)
+RUN_FLAGS += $(call option,--repeats,$(REPEATS))
 
 .PHONY: bench smoke test test-fast envs data report list clean openmpi docker wheels compare chromium agree
 

@@ -2,8 +2,13 @@
 
     env = machine.capture(device="cuda", versions={"torch": torch.__version__},
                           cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(),
-                          threads=torch.get_num_threads())
+                          threads=torch.get_num_threads(), threads_requested=threads)
     machine.print_summary(env)    # or print(machine.describe(env)): one line
+
+``threads`` is the CPU thread count in effect, as the framework reports it where it can;
+``threads_requested`` the notebook's ``threads`` parameter (None: not set, every core).
+``cpu_threads`` resolves that parameter, ``thread_variables`` are the environment variables
+the harness sets for it before a kernel starts (OpenMP and the BLAS libraries read them once).
 
 The GPU's name and driver come from ``nvidia-smi``; CUDA and cuDNN are the
 versions the framework was built with and loaded, which only it can tell.
@@ -60,17 +65,55 @@ def git_commit() -> Optional[str]:
     return commit + ("-dirty" if dirty else "")
 
 
+def cores() -> int:
+    """The cores this process may run on (its CPU affinity), where the system says; else every CPU."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def cpu_threads(threads: Optional[int] = None) -> int:
+    """The CPU thread count a run asks for: ``threads``, or with None every core this process may use."""
+    if threads is None:
+        return cores()
+    if isinstance(threads, bool) or int(threads) != threads or threads < 1:
+        raise ValueError("threads must be a positive whole number or None (every core), got {!r}".format(threads))
+    return int(threads)
+
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def thread_variables(threads: Optional[int] = None) -> Dict[str, str]:
+    """The environment variables that set ``cpu_threads(threads)`` for OpenMP, MKL and OpenBLAS,
+    and for XLA's CPU backend at one thread its single-threaded Eigen (XLA_FLAGS, added to any
+    flags already there). Each library reads them once, as it loads."""
+    count = cpu_threads(threads)
+    found = {name: str(count) for name in THREAD_VARIABLES}
+    flags = os.environ.get("XLA_FLAGS", "").split()
+    flags = [flag for flag in flags if not flag.startswith("--xla_cpu_multi_thread_eigen")]
+    if count == 1:
+        flags.append("--xla_cpu_multi_thread_eigen=false")
+    if flags or "XLA_FLAGS" in os.environ:
+        found["XLA_FLAGS"] = " ".join(flags)
+    return found
+
+
 def capture(device: str, versions: Dict[str, str], cuda: Optional[str] = None,
-            cudnn: Optional[Union[str, int]] = None, threads: Optional[int] = None) -> dict:
+            cudnn: Optional[Union[str, int]] = None, threads: Optional[int] = None,
+            threads_requested: Optional[int] = None) -> dict:
     """The environment block of a result record.
 
-    ``device`` is "cuda" or "cpu", as the notebook actually placed the model.
+    ``device`` is "cuda" or "cpu", as the notebook actually placed the model; ``threads`` the
+    CPU threads in effect, ``threads_requested`` what the notebook's ``threads`` asked (None: not set).
     """
     info = {
         "device": device,
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "threads": threads,
+        "threads_requested": threads_requested,
         "python": platform.python_version(),
         "platform": platform.platform(),
         "versions": dict(versions),

@@ -2,7 +2,7 @@
 
     rosetta envs [NAME ...] [--flavour cpu|cuda] [--force] [--python [NAME=]PATH ...]
     rosetta data [--data-dir DIR] [--cifar10 PATH] [--imdb PATH]
-    rosetta run [NAME ...] [--benchmark cifar imdb] [--epochs N] [--train-samples N] ... [--docker] [--resume]
+    rosetta run [NAME ...] [--benchmark cifar imdb] [--epochs N] [--train-samples N] ... [--repeats N] [--docker] [--resume]
     rosetta parity [NAME ...] [--benchmark cifar imdb] [--device cpu]
     rosetta report [--results DIR]
     rosetta bench [NAME ...] [run options]    # envs, data, parity, run and report in one go
@@ -81,6 +81,9 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     parser.add_argument("--timeout", type=_seconds, default=runner.RunSettings.timeout,
                         help="seconds one notebook may run (default %(default).0f)")
+    parser.add_argument("--threads", type=_positive, metavar="N",
+                        help="CPU threads for every framework, each set the way it takes them "
+                             f"(default: every core, here {machine.cores()}; the CNTK GRU's own default is 1)")
     parser.add_argument("--results", type=Path, default=REPOSITORY / "results")
     parser.add_argument("--resume", action="store_true",
                         help="skip each framework and benchmark that already has an ok record with the "
@@ -89,6 +92,12 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                         help="run each notebook in its docker image dl-rosetta/ENV with the GPU "
                              "(build them with `make docker`) instead of its venv")
     _add_data_options(parser)
+
+
+def _add_repeats_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--repeats", type=_positive, default=1,
+                        help="run every notebook N times, repeat i with seed --seed + i; the table shows "
+                             "medians with their spread (default %(default)s)")
 
 
 def _add_env_options(parser: argparse.ArgumentParser, with_names: bool = True) -> None:
@@ -110,7 +119,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     commands = parser.add_subparsers(dest="command", required=True)
     _add_env_options(commands.add_parser("envs", help="build framework environments and kernels"))
     _add_data_options(commands.add_parser("data", help="download and verify the data sets"))
-    _add_run_options(commands.add_parser("run", help="run notebooks and write their records"))
+    running = commands.add_parser("run", help="run notebooks and write their records")
+    _add_run_options(running)
+    _add_repeats_option(running)
     checking = commands.add_parser("parity", help="check each model against the NumPy reference")
     checking.add_argument("frameworks", nargs="*", metavar="NAME", help="frameworks (default: all)")
     checking.add_argument("--benchmark", nargs="+", choices=list(BENCHMARKS), default=list(BENCHMARKS))
@@ -121,6 +132,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     reporting.add_argument("--results", type=Path, default=REPOSITORY / "results")
     bench = commands.add_parser("bench", help="envs, data, parity, run and report in one go")
     _add_run_options(bench)
+    _add_repeats_option(bench)
     bench.add_argument("--skip-parity", action="store_true", help="leave the parity check out")
     _add_env_options(bench, with_names=False)
     agreeing = commands.add_parser(
@@ -290,10 +302,13 @@ def run_settings(args, seed: int | None = None) -> runner.RunSettings:
         epochs=args.epochs, batch_size=args.batch_size, train_samples=args.train_samples,
         test_samples=args.test_samples, seed=args.seed if seed is None else seed, device=args.device,
         timeout=args.timeout, data_dir=args.data_dir, cifar_source=args.cifar10, imdb_source=args.imdb,
-        docker=args.docker)
+        docker=args.docker, threads=args.threads)
 
 
 def cmd_run(args) -> int:
+    """Every selected notebook, ``--repeats`` times: repeat i (from 0) with seed ``--seed`` + i,
+    every framework in each repeat before the next, so that a disturbance of the machine falls
+    on one repeat of several frameworks rather than on every repeat of one."""
     frameworks = select(args.frameworks)
     provenances, data_errors = load_data(args, args.benchmark)
     settings = run_settings(args)
@@ -301,13 +316,18 @@ def cmd_run(args) -> int:
         print("note: no NVIDIA GPU found; " + ("`--docker` runs ask docker for one (--gpus all), so they "
               "will fail: add --device cpu to run the images on the CPU." if settings.docker else
               "every notebook trains on the CPU, and the table says so."))
-    skip = {}
-    if args.resume:
-        skip = runner.finished_runs(frameworks, args.benchmark, settings, args.results, provenances,
-                                    machine.git_commit())
+    repeats, done = getattr(args, "repeats", 1), []
     try:
-        done = runner.run_all(frameworks, args.benchmark, settings, args.results, skip=skip,
-                              data_errors=data_errors)
+        for repeat in range(repeats):
+            settings = run_settings(args, args.seed + repeat)
+            if repeats > 1:
+                print(f"##### repeat {repeat + 1} of {repeats}: seed {settings.seed} #####", flush=True)
+            skip = {}
+            if args.resume:
+                skip = runner.finished_runs(frameworks, args.benchmark, settings, args.results, provenances,
+                                            machine.git_commit())
+            done += runner.run_all(frameworks, args.benchmark, settings, args.results, skip=skip,
+                                   data_errors=data_errors)
     except runner.Interrupted as interrupt:
         with runner.interrupts_held():
             print(f"rosetta: {interrupt.describe()}: the run in progress is recorded as interrupted.",

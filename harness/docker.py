@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Iterable, Sequence
 
-from common import REPOSITORY
+from common import REPOSITORY, machine
 from harness.frameworks import Framework, select
 from harness.notebooks import papermill_arguments
 
@@ -171,9 +171,16 @@ def run_command(framework: Framework, notebook: Path, executed: Path, parameters
                                       framework.kernel, WORKSPACE, inside)]
     command = [*docker_executable(), "run", "--rm", "--name", name,
                *(["--gpus", gpus] if gpus else []), "--shm-size", "4g",
-               *_user_options(), "-e", "PYTHONUNBUFFERED=1", *mounts.volume_options(),
+               *_user_options(), "-e", "PYTHONUNBUFFERED=1", *_thread_options(inside.get("threads")),
+               *mounts.volume_options(),
                "-w", str(WORKSPACE), image(framework), *papermill]
     return command, mounts
+
+
+def _thread_options(threads) -> list[str]:
+    """The thread variables of ``runner.kernel_environment``, for the container (``-e NAME=VALUE``)."""
+    return [option for name, value in machine.thread_variables(threads).items()
+            for option in ("-e", f"{name}={value}")]
 
 
 def stop(name: str) -> None:

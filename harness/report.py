@@ -21,7 +21,8 @@ import pandas as pd
 
 from common import REPOSITORY, machine, record
 from common.benchmarks import BENCHMARKS
-from harness import parity_runs
+from common import flops
+from harness import parity_runs, phases
 
 
 def load_records(results: Path) -> list[dict]:
@@ -104,6 +105,10 @@ def to_frame(records: list[dict]) -> pd.DataFrame:
             "python": (r.get("environment") or {}).get("python"),
             "git_commit": (r.get("environment") or {}).get("git_commit"),
             "timestamp": r["timestamp"], "notebook": r.get("notebook"),
+            "feeding_share": r.get("feeding_share"),
+            "gpu": (r.get("environment") or {}).get("gpu"),
+            "threads": (r.get("environment") or {}).get("threads"),
+            **{f"phase_{part}": (r.get("phases") or {}).get(part) for part in phases.PARTS + ("harness", "other")},
         })
     columns = ["framework", "api", "benchmark", "variant", "status", "timestamp"]
     frame = pd.DataFrame(rows, columns=list(rows[0]) if rows else columns)
@@ -115,32 +120,104 @@ def latest(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.groupby(["framework", "benchmark", "variant"], sort=False).tail(1)
 
 
-def shown_rows(frame: pd.DataFrame, benchmark: str) -> pd.DataFrame:
-    """The rows that the table (and the plot) of ``benchmark`` show: for each framework and variant
-    its latest ok run, or its latest run where none is ok.
+SERIES = ["epochs", "batch_size", "train_samples", "test_samples", "git_commit"]
 
-    ``later`` says when runs after the shown ok one did not end ok, naming the latest of them
-    (its status, timestamp and error); it is None otherwise.
+
+def series(runs: pd.DataFrame) -> pd.DataFrame:
+    """The repeats that count for one framework and variant: the ok runs with the sizes and
+    commit of its latest ok run, the latest of each seed (``--repeats N`` runs seeds s to
+    s + N - 1), oldest first."""
+    ok = runs[runs["status"] == "ok"]
+    if ok.empty:
+        return ok
+    newest = ok.iloc[-1]
+    same = ok[[all(_same(row[key], newest[key]) for key in SERIES) for _, row in ok.iterrows()]]
+    return same.groupby("seed", sort=False).tail(1).sort_values("timestamp", kind="stable")
+
+
+def _same(a, b) -> bool:
+    missing = lambda v: v is None or (isinstance(v, float) and math.isnan(v))  # noqa: E731
+    return (missing(a) and missing(b)) or a == b
+
+
+def _spread(values) -> tuple:
+    values = pd.to_numeric(pd.Series(list(values)), errors="coerce").dropna()
+    if values.empty:
+        return (None, None, None)
+    return (float(values.median()), float(values.min()), float(values.max()))
+
+
+def shown_rows(frame: pd.DataFrame, benchmark: str) -> pd.DataFrame:
+    """One row per framework and variant of ``benchmark``: its latest ok series of repeats
+    (``series``), as medians with their min and max, or its latest run where none is ok.
+
+    ``later`` says when runs after the shown ones did not end ok, naming the latest of them
+    (its status, timestamp and error); it is None otherwise. ``runs`` is the number of
+    repeats shown, ``members`` their rows of ``frame``.
     """
     rows = frame[frame["benchmark"] == benchmark]
     shown = []
     for _, runs in rows.groupby(["framework", "benchmark", "variant"], sort=False):
-        ok = runs[runs["status"] == "ok"]
-        row = (ok if len(ok) else runs).iloc[-1].copy()
-        after = runs.loc[runs.index > ok.index[-1]] if len(ok) else runs.iloc[0:0]
+        repeats = series(runs)
+        row = (repeats if len(repeats) else runs).iloc[-1].copy()
+        last_ok = runs.index[runs["status"] == "ok"]
+        after = runs.loc[runs.index > last_ok[-1]] if len(last_ok) else runs.iloc[0:0]
         row["later"] = None
         if len(after):
             last = after.iloc[-1]
             row["later"] = f"a later run ({last['timestamp']}) {last['status']}: {_cell(last['error'])}"
+        row["runs"] = len(repeats)
+        row["members"] = list(repeats.index) if len(repeats) else [runs.index[-1]]
+        for column in ("test_accuracy", "train_seconds", "first_epoch_seconds", "throughput_per_second",
+                       "feeding_share"):
+            row[column], row[column + "_min"], row[column + "_max"] = _spread(repeats[column]) if len(repeats) \
+                else (None, None, None)
         shown.append(row)
-    columns = list(frame.columns) + ["later"]
-    return pd.DataFrame(shown, columns=columns)
+    extra = ["later", "runs", "members"] + [f"{c}_{end}" for c in ("test_accuracy", "train_seconds",
+                                            "first_epoch_seconds", "throughput_per_second", "feeding_share")
+                                            for end in ("min", "max")]
+    return pd.DataFrame(shown, columns=list(frame.columns) + extra)
 
 
 def _number(value, digits: int, suffix: str = "") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     return f"{value:,.{digits}f}{suffix}"
+
+
+def _with_range(row, column: str, digits: int, scale: float = 1.0, suffix: str = "") -> str:
+    """'median' for one run, 'median (min–max)' for repeats."""
+    median = row[column]
+    if median is None or (isinstance(median, float) and math.isnan(median)):
+        return "–"
+    text = _number(median * scale, digits, suffix)
+    if row["runs"] > 1:
+        text += f" ({_number(row[column + '_min'] * scale, digits)}–{_number(row[column + '_max'] * scale, digits)})"
+    return text
+
+
+def _rate(flop_per_second: float | None) -> str:
+    if flop_per_second is None or (isinstance(flop_per_second, float) and math.isnan(flop_per_second)):
+        return "–"
+    for unit, size in (("PFLOP/s", 1e15), ("TFLOP/s", 1e12), ("GFLOP/s", 1e9)):
+        if flop_per_second >= size:
+            return f"{flop_per_second / size:.2f} {unit}"
+    return f"{flop_per_second / 1e6:.2f} MFLOP/s"
+
+
+def achieved(row, benchmark: str) -> str:
+    """The steady training rate in FLOP/s (common.flops), and on a GPU whose peak is known its
+    share of the dense FP32 peak."""
+    throughput = row["throughput_per_second"]
+    if throughput is None or (isinstance(throughput, float) and math.isnan(throughput)):
+        return "–"
+    rate = flops.achieved(flops.per_sample(benchmark, training=True), throughput, 1.0)
+    text = _rate(rate)
+    gpu = row.get("gpu")
+    share = flops.share_of_peak(rate, gpu, "fp32") if isinstance(gpu, str) and gpu else None
+    if share is not None:
+        text += f" ({share * 100:.1f} % of FP32 peak)"
+    return text
 
 
 def equivalence(checks: dict, framework: str, benchmark: str) -> str:
@@ -159,35 +236,71 @@ def equivalence(checks: dict, framework: str, benchmark: str) -> str:
     return f"**no**: {_cell(found.get('message'))}"
 
 
+def _ordered(rows: pd.DataFrame) -> pd.DataFrame:
+    rows = rows.copy()
+    rows["_ok"] = rows["runs"] > 0
+    return rows.sort_values(["_ok", "train_seconds"], ascending=[False, True], na_position="last")
+
+
 def benchmark_table(frame: pd.DataFrame, benchmark: str, checks: dict | None = None) -> str:
-    """The markdown table of one benchmark, fastest ok run first, the others after.
+    """The markdown table of one benchmark, fastest ok series first (by median training time),
+    the others after; then the setup table (API, variant, device, versions) of the same rows.
 
     ``checks`` holds the latest parity record of each (framework, benchmark).
     """
     checks = checks or {}
-    rows = shown_rows(frame, benchmark)
-    rows["_ok"] = rows["status"] == "ok"
-    rows = rows.sort_values(["_ok", "train_seconds"], ascending=[False, True], na_position="last")
+    rows = _ordered(shown_rows(frame, benchmark))
     fastest = rows.loc[rows["_ok"], "train_seconds"].min()
     unit = BENCHMARKS[benchmark].unit
-    header = ["Framework", "API", "Variant", "Status", "Equivalent", "Test accuracy", "Training time (s)", "vs fastest",
-              "First epoch (s)", f"Steady {unit}/s", "Data", "Device", "Version"]
+    repeats = int(rows["runs"].max()) if len(rows) else 0
+    spread = " (min–max)" if repeats > 1 else ""
+    header = ["Framework", "Runs", f"Test accuracy{spread}", f"Training time, s{spread}", "vs fastest",
+              f"Steady {unit}/s", "Achieved FLOP/s", "Feeding", "Equivalent", "Notes"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, r in rows.iterrows():
-        ok = r["status"] == "ok"
-        status = "ok" if ok else f"**{r['status']}**: {_cell(r['error'])}"
-        if ok and r["later"]:
-            status += f" (**{_cell(r['later'])}**)"
-        lines.append("| " + " | ".join([
-            r["framework"], r["api"], r["variant"], status, equivalence(checks, r["framework"], benchmark),
-            _number(r["test_accuracy"] * 100, 1, " %") if ok else "–",
-            _number(r["train_seconds"], 1) if ok else "–",
-            _number(r["train_seconds"] / fastest, 2, "×") if ok and fastest else "–",
-            _number(r["first_epoch_seconds"], 1) if ok else "–",
-            _number(r["throughput_per_second"], 0) if ok else "–",
-            _cell(r["data"]), _cell(r["device"]), _cell(r["versions"]),
-        ]) + " |")
+        ok = r["runs"] > 0
+        name = r["framework"] if r["variant"] == "fp32" else f"{r['framework']} ({r['variant']})"
+        if ok:
+            note = f"**{_cell(r['later'])}**" if r["later"] else ""
+            seeds = sorted(int(frame.loc[i, "seed"]) for i in r["members"])
+            runs = str(r["runs"]) if r["runs"] == 1 else f"{r['runs']} (seeds {seeds[0]}–{seeds[-1]})"
+            cells = [runs, _with_range(r, "test_accuracy", 1, 100, " %"), _with_range(r, "train_seconds", 1),
+                     _number(r["train_seconds"] / fastest, 2, "×") if fastest else "–",
+                     _number(r["throughput_per_second"], 0), achieved(r, benchmark),
+                     _number(r["feeding_share"] * 100 if r["feeding_share"] is not None else None, 1, " %")]
+        else:
+            note = f"**{r['status']}**: {_cell(r['error'])}"
+            cells = ["0"] + ["–"] * 6
+        lines.append("| " + " | ".join([name] + cells + [equivalence(checks, r["framework"], benchmark), note]) + " |")
+    lines += ["", f"| Framework | API | Variant | First epoch, s{spread} | Device | Versions |",
+              "|---|---|---|---|---|---|"]
+    for _, r in rows.iterrows():
+        first = _with_range(r, "first_epoch_seconds", 1) if r["runs"] > 0 else "–"
+        lines.append("| " + " | ".join([r["framework"], r["api"], r["variant"], first, _cell(r["device"]),
+                                        _cell(r["versions"])]) + " |")
+    data = sorted({str(frame.loc[i, "data"]) for members in rows["members"] for i in members})
+    lines += ["", "Data: " + " / ".join(data) + "."]
     return "\n".join(lines)
+
+
+def overhead_line(frame: pd.DataFrame, shown: pd.DataFrame) -> str | None:
+    """The harness's overhead (everything but training and prediction) as a share of the wall
+    time of the runs shown, from their records' phase times; None where no record has them."""
+    members = [i for group in shown["members"] for i in group]
+    runs = frame.loc[members]
+    runs = runs[runs["phase_harness"].notna()] if "phase_harness" in runs else runs.iloc[0:0]
+    if runs.empty:
+        return None
+    wall = float(runs["phase_harness"].sum())
+    work = float(runs[[f"phase_{part}" for part in phases.WORK]].fillna(0).sum().sum())
+    parts = {"kernel start": ["kernel_start"], "imports": ["imports", "environment"], "data": ["data"],
+             "model build": ["model", "optimiser"], "evaluation and parity": ["evaluate", "parity"],
+             "the rest": ["other"]}
+    named = ", ".join(f"{name} {runs[[f'phase_{c}' for c in columns]].fillna(0).sum().sum():,.0f} s"
+                      for name, columns in parts.items())
+    return (f"Where the time went: the {len(runs)} run(s) with phase times took {wall:,.0f} s in the harness, "
+            f"{work:,.0f} s of it training and prediction; the overhead is {(wall - work) / wall * 100:.0f} % "
+            f"({named}).") if wall > 0 else None
 
 
 def _cell(text) -> str:
@@ -198,30 +311,50 @@ def _cell(text) -> str:
     return text if len(text) <= 300 else text[:100] + " ... " + text[-195:]
 
 
+def _subset_title(rows: pd.DataFrame, benchmark: str) -> str:
+    """The subset the rows ran on, briefly ("subset: 2 of 10 epochs, 4,000 of 50,000 samples"), or ""."""
+    subset = rows[rows["subset"].fillna(False).astype(bool)]
+    if subset.empty:
+        return ""
+    spec = BENCHMARKS[benchmark]
+    parts = []
+    for column, full, what in (("epochs", spec.epochs, "epochs"), ("train_samples", spec.train, "training samples"),
+                               ("test_samples", spec.test, "test samples")):
+        values = sorted({int(v) for v in subset[column].dropna()})
+        if values and values != [full]:
+            parts.append(f"{'/'.join(f'{v:,}' for v in values)} of {full:,} {what}")
+    return "subset: " + ", ".join(parts) if parts else "subset"
+
+
 def plot(frame: pd.DataFrame, benchmark: str, path: Path, device: str = "") -> Path | None:
-    """Training time by framework (bars), with each one's test accuracy written beside it."""
+    """Median training time by framework (bars, with the min-max of the repeats as error bars),
+    each one's median test accuracy written beside it; the title names the device and subset."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = shown_rows(frame, benchmark)
-    rows = rows[rows["status"] == "ok"]  # the table's rows that have a time
+    rows = rows[rows["runs"] > 0]  # the table's rows that have a time
     if rows.empty:
         return None
     rows = rows.sort_values("train_seconds", ascending=False)
     labels = [f"{f} ({v})" if v != "fp32" else f for f, v in zip(rows["framework"], rows["variant"])]
-    figure, axes = plt.subplots(figsize=(8, 1.2 + 0.5 * len(rows)))
-    bars = axes.barh(labels, rows["train_seconds"], color="#4c72b0")
-    for bar, accuracy, later in zip(bars, rows["test_accuracy"], rows["later"]):
+    figure, axes = plt.subplots(figsize=(8, 1.5 + 0.5 * len(rows)))
+    low = (rows["train_seconds"] - rows["train_seconds_min"]).fillna(0).clip(lower=0)
+    high = (rows["train_seconds_max"] - rows["train_seconds"]).fillna(0).clip(lower=0)
+    bars = axes.barh(labels, rows["train_seconds"], color="#4c72b0", xerr=[low, high], capsize=3)
+    for bar, accuracy, later, top in zip(bars, rows["test_accuracy"], rows["later"], rows["train_seconds_max"]):
         note = " (a later run did not end ok)" if later else ""
-        axes.text(bar.get_width(), bar.get_y() + bar.get_height() / 2,
+        axes.text(max(bar.get_width(), top if top == top else 0), bar.get_y() + bar.get_height() / 2,
                   f"  {accuracy * 100:.1f} % accuracy{note}", va="center", fontsize=9)
-    axes.set_xlabel("training time (s), lower is better")
-    subset = " (subset runs)" if rows["subset"].fillna(False).astype(bool).any() else ""
-    axes.set_title(f"{BENCHMARKS[benchmark].title} on {device or 'one device'}{subset}\ntraining time and test accuracy",
-                   fontsize=10)
-    axes.set_xlim(0, rows["train_seconds"].max() * 1.5)
+    repeats = int(rows["runs"].max())
+    axes.set_xlabel("training time (s), lower is better" + (
+        f"; median of up to {repeats} repeats, bars from min to max" if repeats > 1 else ""))
+    subset = _subset_title(rows, benchmark)
+    axes.set_title(f"{BENCHMARKS[benchmark].title} on {device or 'one device'}"
+                   + (f"\n{subset}" if subset else "") + "\ntraining time and test accuracy", fontsize=10)
+    axes.set_xlim(0, rows["train_seconds_max"].fillna(rows["train_seconds"]).max() * 1.5)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
@@ -302,10 +435,14 @@ def render(results: Path, readme: Path | None = None) -> Path:
     parts = ["# Results", "",
              f"Generated by `rosetta report` from the {len(records)} JSON record(s) in `records/`; "
              "do not edit by hand. Each device has its own tables, one per benchmark, with the "
-             "latest ok run of every framework on that device, fastest first, and a note beside it "
-             "when a later run failed or was interrupted (a framework without an ok run shows its "
-             "latest run); the plot shows the same runs. Runs on different devices are never "
-             "ranked together. `results.csv` holds every run. \"Equivalent\" is "
+             "latest ok series of every framework on that device (its latest ok run and the repeats "
+             "of it, the other seeds of `--repeats`, at the same sizes and commit: medians, with min "
+             "and max where there are several), fastest first, and a note beside it when a later run "
+             "failed or was interrupted (a framework without an ok run shows its latest run); the "
+             "plot shows the same runs. Runs on different devices are never ranked together. "
+             "`results.csv` holds every run. \"Achieved FLOP/s\" is the steady rate times the FLOPs "
+             "of a training step per sample (docs/measurements.md); \"Feeding\" the share of "
+             "training spent waiting for the shared iterator's batches. \"Equivalent\" is "
              "the latest `rosetta parity` check of that notebook's model against the NumPy "
              "reference, with the largest weight difference after its first step and after its "
              "last (see docs/parity.md).", ""]
@@ -315,13 +452,17 @@ def render(results: Path, readme: Path | None = None) -> Path:
     summary = []
     for device in found:
         shown = frame[frame["device_group"] == device]
-        described = where_and_when(pd.concat([shown_rows(shown, b) for b in BENCHMARKS]))
+        described = where_and_when(shown.loc[[i for b in BENCHMARKS for group in shown_rows(shown, b)["members"]
+                                              for i in group]])
         parts.append(f"- [{device}](#{anchor(device)}): {described}")
         summary.append(f"- [{device}](results/README.md#{anchor(device)}): {described}")
     parts.append("")
     for device in found:
         shown = frame[frame["device_group"] == device]
         parts += [f"## {device}", ""]
+        overhead = overhead_line(shown, pd.concat([shown_rows(shown, b) for b in BENCHMARKS]))
+        if overhead:
+            parts += [overhead, ""]
         for benchmark in BENCHMARKS:
             parts += [f"### {BENCHMARKS[benchmark].title}", ""]
             if (shown["benchmark"] == benchmark).sum() == 0:

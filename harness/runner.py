@@ -36,7 +36,7 @@ import nbformat
 
 from common import REPOSITORY, data, machine, params, record
 from common.benchmarks import BENCHMARKS
-from harness import docker, kernels, venvs
+from harness import docker, kernels, phases, venvs
 from harness.frameworks import Framework
 from harness.notebooks import papermill_arguments
 
@@ -56,6 +56,7 @@ class RunSettings:
     imdb_source: str | None = None
     timeout: float = 4 * 3600.0
     docker: bool = False  # run in the framework's image dl-rosetta/ENV instead of its venv
+    threads: int | None = None  # CPU threads for every framework; None: every core (the CNTK GRU: 1)
 
     def sizes(self, benchmark: str) -> dict:
         """The epochs, batch size and sample counts a run of ``benchmark`` uses: these settings,
@@ -75,6 +76,7 @@ class RunSettings:
             "data_source": self.cifar_source if benchmark == "cifar" else self.imdb_source,
             "data_dir": self.data_dir,
             "record_path": str(record_path),
+            "threads": self.threads,
         }
 
 
@@ -200,7 +202,7 @@ def execute(framework: Framework, benchmark: str, settings: RunSettings, results
     try:
         outcome = launch(framework, framework.notebook(benchmark), executed, parameters, results,
                          settings.timeout, prefix, in_docker=settings.docker, device=settings.device,
-                         data_dir=data_dir)
+                         data_dir=data_dir, threads=settings.threads)
     except Interrupted as interrupt:  # papermill and the kernel are stopped: record it, then stop
         with interrupts_held():
             message = f"{interrupt.describe()}; the run was stopped"
@@ -211,6 +213,7 @@ def execute(framework: Framework, benchmark: str, settings: RunSettings, results
         result = record.read(record_path)
         result["notebook"] = str(executed.relative_to(results)) if executed.is_file() else None
         result["kernel_environment"] = kernel_provenance(framework, settings)
+        result["phases"] = phases.from_notebook(executed, outcome.seconds)
         record.write(record_path, result)
         print(prefix + f"ok in {outcome.seconds:.0f} s: accuracy {result['test_accuracy']:.4f}, "
               f"training {result['train_seconds']:.1f} s")
@@ -226,15 +229,17 @@ def execute(framework: Framework, benchmark: str, settings: RunSettings, results
 
 def launch(framework: Framework, notebook: Path, executed: Path, parameters: dict, results: Path,
            timeout: float, prefix: str, in_docker: bool = False, device: str = "auto",
-           data_dir: Path | None = None) -> Outcome:
+           data_dir: Path | None = None, threads: int | None = None) -> Outcome:
     """Runs ``notebook`` into ``executed`` with ``parameters`` through papermill, in the framework's
     kernel or (``in_docker``) in its image, echoing its output, within ``timeout``: how every
-    notebook is run, a benchmark run (``execute``) or a parity run (``harness.parity_runs``)."""
+    notebook is run, a benchmark run (``execute``) or a parity run (``harness.parity_runs``).
+    ``threads`` sets the kernel's thread variables (``kernel_environment``; None: every core)."""
     command, on_timeout = launch_command(framework, notebook, executed, parameters, results,
                                          in_docker=in_docker, device=device, data_dir=data_dir)
     if in_docker:
         print(prefix + "$ " + shlex.join(command), flush=True)
-    return papermill(notebook, executed, framework.kernel, timeout, prefix, command, on_timeout)
+    return papermill(notebook, executed, framework.kernel, timeout, prefix, command, on_timeout,
+                     environment=kernel_environment(threads))
 
 
 def launch_command(framework: Framework, notebook: Path, executed: Path, parameters: dict, results: Path,
@@ -311,10 +316,11 @@ def papermill_command(notebook: Path, executed: Path, kernel: str, parameters: d
 
 
 def papermill(notebook: Path, executed: Path, kernel: str, timeout: float, prefix: str, command: list[str],
-              on_timeout: Callable[[], None] | None = None) -> Outcome:
+              on_timeout: Callable[[], None] | None = None, environment: dict | None = None) -> Outcome:
     """Runs ``command`` (``launch_command``'s: papermill executing ``notebook`` into ``executed`` in
     ``kernel``), echoing its output, within ``timeout``; ``on_timeout`` runs after a timeout or an
-    interrupt has stopped it (to stop the container).
+    interrupt has stopped it (to stop the container). ``environment``: papermill's and the kernel's
+    (default ``kernel_environment()``).
     """
     where = f"kernel {kernel}" if command[0] == sys.executable else f"kernel {kernel} via {command[0]} {command[1]}"
     if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
@@ -322,7 +328,7 @@ def papermill(notebook: Path, executed: Path, kernel: str, timeout: float, prefi
     print(prefix + f"running {_shown(notebook)} in {where} (timeout {timeout:.0f} s)", flush=True)
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               start_new_session=True, env=kernel_environment())
+                               start_new_session=True, env=environment or kernel_environment())
     watch = KernelWatch(process.pid)
     tail: collections.deque = collections.deque(maxlen=40)
     reader = threading.Thread(target=_stream, args=(process, tail, prefix), daemon=True)
@@ -367,10 +373,12 @@ def papermill(notebook: Path, executed: Path, kernel: str, timeout: float, prefi
                    returncode, seconds)
 
 
-def kernel_environment() -> dict:
-    """The environment of papermill and the kernel it starts: unbuffered output, and TensorFlow's
-    C++ notices off before TensorFlow loads (a notebook's own setting comes too late for some)."""
-    environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def kernel_environment(threads: int | None = None) -> dict:
+    """The environment of papermill and the kernel it starts: unbuffered output, TensorFlow's
+    C++ notices off before TensorFlow loads (a notebook's own setting comes too late for some),
+    and ``threads`` CPU threads (None: every core this process may use) for the libraries that
+    read their count once, as they load (``machine.thread_variables``: OpenMP, MKL, OpenBLAS, XLA)."""
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1", **machine.thread_variables(threads)}
     environment.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return environment
 

@@ -3,7 +3,7 @@
     tiny_cifar        Path to a small cifar-10-python.tar.gz (session-wide; do not modify it)
     tiny_imdb         Path to a small imdb.npz (session-wide; do not modify it)
     real_data         the real CIFAR-10 and IMDB of ../shared/data, or None where they are absent
-    short_runs        short_runs(framework): its two notebooks run once per session on the CPU
+    short_runs        short_runs(framework): its two notebooks run once per session on the CPU, 1 thread
     http_server       base URL (a str) of a server for the folder ``http_server.directory``
     truncated_server  the same, but every body stops halfway short of its Content-Length
     closed_port_url   base URL of a loopback port that refuses connections
@@ -214,7 +214,7 @@ def short_runs(request, real_data, tiny_cifar, tiny_imdb, tmp_path_factory):
         if framework.name not in folders:
             folders[framework.name] = tmp_path_factory.mktemp(f"results-{framework.name}")
         settings = runner.RunSettings(device="cpu", timeout=900, cifar_source=str(sources["cifar"]),
-                                      imdb_source=str(sources["imdb"]), **sizes[benchmark])
+                                      imdb_source=str(sources["imdb"]), threads=1, **sizes[benchmark])
         return framework, benchmark, settings, folders[framework.name]
 
     pool = ShortRuns([job(framework, benchmark)

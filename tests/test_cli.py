@@ -41,6 +41,22 @@ def test_overrides_reach_the_notebook_parameters(monkeypatch, tmp_path):
     assert parameters["epochs"] == 1 and parameters["train_samples"] == 2000
     assert parameters["data_source"] == str(tmp_path / "imdb.npz") and parameters["test_samples"] is None
     assert (tmp_path / "README.md").is_file()
+    assert parameters["threads"] is None  # every core
+
+
+@pytest.mark.parametrize("command", ["run", "bench", "agree"])
+def test_threads_reach_the_settings_and_the_notebook_parameters(command):
+    settings = cli.run_settings(cli.parse([command, "pytorch", "--threads", "3"]))
+    assert settings.threads == 3
+    assert settings.notebook_parameters("imdb", Path("r.json"))["threads"] == 3
+    assert cli.run_settings(cli.parse([command])).threads is None
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "all"])
+def test_threads_must_be_a_positive_number(value, capsys):
+    with pytest.raises(SystemExit):
+        cli.parse(["run", "--threads", value])
+    assert value in capsys.readouterr().err
 
 
 def test_select_defaults_to_every_framework():
@@ -259,3 +275,27 @@ def test_bench_interrupted_before_its_runs_exits_130_and_still_writes_the_report
     assert cli.main(["bench", "pytorch", "--results", str(tmp_path)]) == 143
     assert "interrupted by SIGTERM" in capsys.readouterr().err
     assert (tmp_path / "README.md").is_file() and "run" not in started
+
+
+def test_repeats_run_every_framework_once_per_seed_repeat_by_repeat(monkeypatch, tmp_path, capsys):
+    ran = []
+
+    def fake_run_all(frameworks, benchmarks, settings, results, **options):
+        ran.extend((settings.seed, f.name) for f in frameworks)
+        return []
+
+    monkeypatch.setattr(runner, "run_all", fake_run_all)
+    monkeypatch.setattr(cli, "load_data", lambda args, benchmarks: ({}, {}))
+    assert cli.main(["run", "pytorch", "jax", "--repeats", "3", "--seed", "7", "--results", str(tmp_path)]) == 0
+    assert ran == [(7, "pytorch"), (7, "jax"), (8, "pytorch"), (8, "jax"), (9, "pytorch"), (9, "jax")]
+    assert "repeat 2 of 3: seed 8" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli.parse(["run", "--repeats", "0"])
+    assert "--repeats: expected a positive whole number, got 0" in capsys.readouterr().err
+
+
+def test_make_bench_repeats_passes_the_option():
+    done = subprocess.run(["make", "-n", "bench", "FRAMEWORKS=pytorch", "REPEATS=3"], cwd=REPOSITORY,
+                          capture_output=True, text=True)
+    line = next(line.split() for line in done.stdout.splitlines() if "rosetta bench" in line)
+    assert line[line.index("--repeats") + 1] == "3"

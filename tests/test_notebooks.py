@@ -30,8 +30,8 @@ def test_notebook_follows_the_contract(framework, benchmark):
     assert _steps(path) == list(STEPS), f"{path}: steps out of order"
     parameters = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(parameters) == 1 and parameters[0].metadata["tags"] == ["step:parameters", "parameters"]
-    for name in ("epochs", "train_samples", "test_samples", "seed", "device", "record_path", "data_source",
-                 "parity_inputs", "parity_outputs"):
+    for name in ("epochs", "train_samples", "test_samples", "seed", "device", "threads", "record_path",
+                 "data_source", "parity_inputs", "parity_outputs"):
         assert f"\n{name} = " in "\n" + parameters[0].source, f"{path}: no parameter {name}"
     assert notebook.metadata.kernelspec["name"] == framework.kernel
     assert notebook.metadata.kernelspec["language"] == "python"
@@ -79,6 +79,8 @@ def test_notebooks_run_in_their_kernel(framework, short_runs):
         assert result["train_seconds"] > 0 and result["epochs"] == epochs and result["subset"]
         assert result["data"]["source"] == "local copy"
         assert result["environment"]["device"] == "cpu"
+        assert result["environment"]["threads"] == 1 and result["environment"]["threads_requested"] == 1, \
+            f"{framework.label} {result['benchmark']}: threads {result['environment']['threads']}"  # as asked
         assert (results / result["notebook"]).is_file()
     cifar, imdb = done
     readme = report.render(results).read_text()

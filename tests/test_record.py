@@ -108,3 +108,25 @@ def test_interrupted_is_a_status_and_needs_its_error():
     assert record.validate(r)["status"] == "interrupted"
     with pytest.raises(ValueError, match="needs its error"):
         record.validate(_ok(status="interrupted", accuracy=None))
+
+
+def test_the_timers_feeding_fields_reach_the_record(tmp_path):
+    from common import timing
+
+    timer = timing.Timer()
+    timer.start()
+    timer.epoch_done()
+    summary = timer.summary(50_000)
+    assert {"feeding_seconds", "feeding_share"} <= set(summary)
+    path = record.write(tmp_path / "r.json", _ok(timing=summary))
+    loaded = record.read(path)
+    assert loaded["feeding_seconds"] == summary["feeding_seconds"]
+    assert loaded["feeding_share"] == summary["feeding_share"]
+    assert loaded["epoch_seconds"] == summary["epoch_seconds"]
+
+
+def test_a_record_from_before_the_feeding_fields_still_reads(tmp_path):
+    # the fields are optional additions, so records already written keep schema version 1
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(_ok()))
+    assert "feeding_share" not in record.read(path) and record.SCHEMA_VERSION == 1

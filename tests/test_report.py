@@ -33,32 +33,46 @@ def results(tmp_path):
 
 
 def _section(readme: str, device: str, benchmark: str) -> str:
-    """The text of one device's table for one benchmark."""
+    """The text of one device's tables for one benchmark."""
     part = readme.split(f"\n## {device}\n")[1].split("\n## ")[0]
     title = {"cifar": "### CNN on CIFAR-10", "imdb": "### GRU on IMDB"}[benchmark]
     return part.split(title)[1].split("\n### ")[0]
 
 
+def _tables(section: str) -> tuple:
+    """The main table's rows and the setup table's rows of a section, each {framework: line}."""
+    tables, current = [], None
+    for line in section.splitlines():
+        if line.startswith("| Framework"):
+            current = {}
+            tables.append(current)
+        elif line.startswith("| ") and current is not None and not line.startswith("|---"):
+            current[line.split(" | ")[0][2:]] = line
+        elif not line.startswith("|"):
+            current = None
+    return tuple(tables)
+
+
 def test_tables_come_from_the_latest_records(results):
     readme = report.render(results).read_text()
     cifar = _section(readme, "Test GPU", "cifar")
-    rows = [line for line in cifar.splitlines() if line.startswith("| ") and "Framework" not in line]
-    assert [row.split(" | ")[0] for row in rows] == ["| Fastest", "| PyTorch", "| Broken"]  # fastest first
-    fastest, pytorch, broken = rows
-    assert "77.3 %" in pytorch and "123.5" in pytorch and "20.5" in pytorch and "4,321" in pytorch
+    main, setup = _tables(cifar)
+    assert list(main) == ["Fastest", "PyTorch", "Broken"] == list(setup)  # fastest first
+    fastest, pytorch, broken = main.values()
+    assert "| 77.3 % | 123.5 |" in pytorch and "4,321" in pytorch and "| 1 |" in pytorch
     assert "2.00×" in pytorch and "1.00×" in fastest  # 123.456 / 61.7
     assert "888" not in readme  # the older PyTorch record is not the one shown
-    assert "Test GPU (driver 555, CUDA 12.4, cuDNN 90100)" in pytorch
-    assert "**failed**: ImportError: no module x" in broken
-    assert "| full |" in pytorch
+    assert "| 20.5 | Test GPU (driver 555, CUDA 12.4, cuDNN 90100) |" in setup["PyTorch"]
+    assert "**failed**: ImportError: no module x" in broken and "| 0 |" in broken
+    assert "Data: full." in cifar
 
 
 def test_subset_cpu_and_local_copy_runs_are_marked(results):
     readme = report.render(results).read_text()
     imdb = _section(readme, "CPU: Test CPU", "imdb")
-    assert "subset: 1 epochs, not 3; 2000 of 25000 training samples" in imdb
+    assert "Data: subset: 1 epochs, not 3; 2000 of 25000 training samples" in imdb
     assert "local copy imdb.npz" in imdb
-    assert "CPU: Test CPU (2 threads)" in imdb
+    assert "CPU: Test CPU (2 threads)" in _tables(imdb)[1]["PyTorch"]
 
 
 def test_csv_holds_every_record_and_plots_are_drawn(results):
@@ -91,9 +105,7 @@ SAME_GPU = {"device": "cuda", "gpu": "Test GPU", "driver": "555", "cuda": "12.4"
 
 
 def _cifar_rows(readme: str) -> dict:
-    cifar = readme.split("## CNN on CIFAR-10")[1].split("## GRU on IMDB")[0]
-    return {line.split(" | ")[0][2:]: line for line in cifar.splitlines()
-            if line.startswith("| ") and "Framework" not in line}
+    return _tables(readme.split("## CNN on CIFAR-10")[1].split("## GRU on IMDB")[0])[0]
 
 
 @pytest.mark.parametrize("status", ["failed", "interrupted"])
@@ -119,7 +131,7 @@ def test_the_plot_shows_exactly_the_rows_the_table_shows(results, monkeypatch):
     monkeypatch.setattr(matplotlib.axes.Axes, "barh", spy)
     _write(results, "7-nonsense", status="failed", error="ValueError: nonsense parameters", environment=SAME_GPU)
     rows = _cifar_rows(report.render(results).read_text())
-    timed = {name: float(row.split(" | ")[6]) for name, row in rows.items() if row.split(" | ")[6] != "–"}
+    timed = {name: float(row.split(" | ")[3]) for name, row in rows.items() if row.split(" | ")[3] != "–"}
     assert timed == {"Fastest": 61.7, "PyTorch": 123.5}
     bars = next(iter(drawn.values()))
     assert {name: round(seconds, 1) for name, seconds in bars.items()} == timed
@@ -143,8 +155,7 @@ def test_a_framework_failing_parity_is_flagged_in_its_row(results):
         (results / "parity" / f"{stamp}-{framework}-cifar.json").write_text(json.dumps({
             "framework": framework, "benchmark": "cifar", "status": "ok", "equivalent": equivalent,
             "message": message}))
-    cifar = _section(report.render(results).read_text(), "Test GPU", "cifar")
-    rows = {line.split(" | ")[0][2:]: line for line in cifar.splitlines() if line.startswith("| ")}
+    rows = _tables(_section(report.render(results).read_text(), "Test GPU", "cifar"))[0]
     assert "| **no**: not equivalent: logits differ by 0.3 |" in rows["PyTorch"]
     assert "| yes |" in rows["Fastest"]  # a one-step record: no steps to show
     assert "**no**: not equivalent: weights differ by 0.2" in rows["Broken"]  # the latest parity run counts
@@ -167,7 +178,7 @@ def test_each_device_has_tables_of_its_own_and_is_never_ranked_with_another(resu
     readme = report.render(results).read_text()
     gpu, cpu = _section(readme, "Test GPU", "cifar"), _section(readme, "CPU: Test CPU", "cifar")
     assert "999" not in gpu and "123.5" in gpu  # the CPU run is not in the GPU table
-    cpu_rows = [line for line in cpu.splitlines() if line.startswith("| ") and "Framework" not in line]
+    cpu_rows = list(_tables(cpu)[0].values())
     assert len(cpu_rows) == 1 and "999.0" in cpu_rows[0] and "1.00×" in cpu_rows[0]  # fastest on its own device
     assert "No runs on this device." in _section(readme, "Test GPU", "imdb")
     # GPUs come first, and the list at the top says when and where each device was measured
@@ -200,3 +211,63 @@ def test_an_existing_environment_is_named_in_the_version_column(tmp_path):
     table = _section(report.render(tmp_path).read_text(), "G", "cifar")
     assert "torch 2.11.0 (existing environment /opt/venv/bin/python3)" in table
     assert "(built from pytorch-cuda.txt)" in table
+
+
+def _repeats(results, framework, seconds, accuracies, environment, **fields):
+    for i, (time, accuracy) in enumerate(zip(seconds, accuracies)):
+        _write(results, f"9-{framework}-{i}", framework=framework, seed=42 + i, accuracy=accuracy,
+               timing={"train_seconds": time, "first_epoch_seconds": time / 4, "throughput_per_second": 1000.0,
+                       "feeding_seconds": [0.01 * time], "feeding_share": 0.01 * (i + 1)},
+               environment=environment, **fields)
+
+
+H200 = {"device": "cuda", "gpu": "NVIDIA H200", "driver": "580", "cuda": "13.0", "cudnn": "91000",
+        "versions": {}, "python": "3.12", "git_commit": "a" * 40}
+
+
+def test_repeats_show_the_median_and_the_spread_and_the_plot_draws_it(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    drawn = {}
+    original = matplotlib.axes.Axes.barh
+
+    def spy(self, labels, widths, **kwargs):
+        drawn.update(dict(zip(labels, zip(widths, kwargs["xerr"][0], kwargs["xerr"][1]))))
+        return original(self, labels, widths, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "barh", spy)
+    _repeats(tmp_path, "PyTorch", [10.0, 14.0, 11.0], [0.70, 0.74, 0.71], H200)
+    _repeats(tmp_path, "JAX", [20.0, 21.0, 26.0], [0.72, 0.69, 0.73], H200)
+    _write(tmp_path, "0-other-sizes", framework="JAX", seed=44, accuracy=0.1, epochs=1,  # an older series
+           timing={"train_seconds": 1.0}, environment=H200)
+    main, setup = _tables(_section(report.render(tmp_path).read_text(), "NVIDIA H200", "cifar"))
+    assert "| 3 (seeds 42–44) | 71.0 % (70.0–74.0) | 11.0 (10.0–14.0) | 1.00× |" in main["PyTorch"]
+    assert "| 3 (seeds 42–44) | 72.0 % (69.0–73.0) | 21.0 (20.0–26.0) | 1.91× |" in main["JAX"]
+    assert "| 2.0 % |" in main["PyTorch"]  # the median feeding share
+    assert "| 2.8 (2.5–3.5) |" in setup["PyTorch"]  # the first epoch, also as median and spread
+    assert drawn["PyTorch"] == (11.0, 1.0, 3.0) and drawn["JAX"] == (21.0, 1.0, 5.0)
+
+
+def test_the_steady_rate_is_shown_in_flops_and_as_a_share_of_a_known_gpus_peak(tmp_path):
+    from common import flops
+
+    _repeats(tmp_path, "PyTorch", [10.0], [0.7], H200)
+    _repeats(tmp_path, "Other", [10.0], [0.7], {**H200, "gpu": "Unknown GPU 9000"})
+    rows = _cifar_rows(report.render(tmp_path).read_text())
+    rate = 1000.0 * flops.per_sample("cifar", training=True)  # 1,000 images/s
+    share = flops.share_of_peak(rate, "NVIDIA H200", "fp32")
+    assert f"| {rate / 1e9:.2f} GFLOP/s ({share * 100:.1f} % of FP32 peak) |" in rows["PyTorch"]
+    other = _tables(report.render(tmp_path).read_text().split("## Unknown GPU 9000")[1])[0]["Other"]
+    assert f"| {rate / 1e9:.2f} GFLOP/s |" in other  # no peak known: the rate alone
+
+
+def test_the_harness_overhead_is_stated_as_a_share_of_the_wall_time(tmp_path):
+    parts = {"kernel_start": 2.0, "imports": 3.0, "environment": 0.0, "data": 4.0, "model": 1.0, "optimiser": 0.0,
+             "train": 60.0, "predict": 20.0, "evaluate": 0.0, "parity": 0.0, "harness": 100.0, "other": 10.0}
+    _write(tmp_path, "1-a", accuracy=0.7, timing={"train_seconds": 58.0}, environment=H200, phases=parts)
+    _write(tmp_path, "2-b", framework="B", accuracy=0.7, timing={"train_seconds": 58.0}, environment=H200,
+           phases={**parts, "harness": 300.0, "other": 210.0})
+    readme = report.render(tmp_path).read_text()
+    assert ("the 2 run(s) with phase times took 400 s in the harness, 160 s of it training and prediction; "
+            "the overhead is 60 % (kernel start 4 s, imports 6 s, data 8 s, model build 2 s, "
+            "evaluation and parity 0 s, the rest 220 s).") in readme

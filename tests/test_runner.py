@@ -42,6 +42,9 @@ def test_ok_run_keeps_record_and_executed_notebook(tmp_path, selftest_kernel):
     executed = tmp_path / "results" / result["notebook"]
     assert executed.suffix == ".ipynb" and executed.with_suffix(".json") == records[0]
     assert nbformat.read(executed, as_version=4).cells[1]["source"].startswith("# Parameters")
+    parts = result["phases"]  # where the time went, from papermill's stamps
+    assert parts["harness"] > parts["kernel_start"] > 0
+    assert sum(v for k, v in parts.items() if k != "harness") == pytest.approx(parts["harness"], abs=0.01)
 
 
 def test_failing_notebook_is_recorded_as_failed_with_its_error(tmp_path, selftest_kernel):
@@ -196,3 +199,29 @@ def test_kernels_start_with_tensorflows_cpp_notices_off(tmp_path, selftest_kerne
     assert next((tmp_path / "results" / "records").glob("*.env")).read_text() == "2"  # before TensorFlow loads
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")  # the user's own setting wins
     assert runner.kernel_environment()["TF_CPP_MIN_LOG_LEVEL"] == "0"
+
+
+def test_the_kernel_environment_sets_the_thread_variables(monkeypatch):
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    environment = runner.kernel_environment(3)
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        assert environment[name] == "3"
+    assert "XLA_FLAGS" not in environment  # XLA takes no count; one thread is its single-threaded Eigen
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x --xla_cpu_multi_thread_eigen=true")
+    assert runner.kernel_environment(1)["XLA_FLAGS"] == "--xla_dump_to=/tmp/x --xla_cpu_multi_thread_eigen=false"
+    assert runner.kernel_environment()["OMP_NUM_THREADS"] == str(len(os.sched_getaffinity(0)))  # every core
+
+
+def test_threads_reach_the_kernel_environment_and_the_parameters(tmp_path, selftest_kernel):
+    body = ("import os\nopen(record_path + '.env', 'w').write("
+            "os.environ['OMP_NUM_THREADS'] + ' ' + os.environ['OPENBLAS_NUM_THREADS'] + ' ' + str(threads))")
+    runner.execute(_framework(tmp_path, body), "cifar", runner.RunSettings(threads=3), tmp_path / "results")
+    assert next((tmp_path / "results" / "records").glob("*.env")).read_text() == "3 3 3"
+
+
+def test_the_docker_command_carries_the_thread_variables(tmp_path):
+    from harness import docker
+    from harness.frameworks import FRAMEWORKS
+    command, _ = docker.run_command(FRAMEWORKS["pytorch"], tmp_path / "a.ipynb", tmp_path / "b.ipynb",
+                                    {"threads": 2}, tmp_path, "name")
+    assert "OMP_NUM_THREADS=2" in command and command[command.index("OMP_NUM_THREADS=2") - 1] == "-e"
