@@ -369,7 +369,11 @@ def cmd_agree(args) -> int:
             test_samples=sizes["test_samples"], device=runner.target_device(settings),
             title=BENCHMARKS[benchmark].title))
     environment = next((r.get("environment") for r in reversed(records) if r.get("environment")), None)
-    where = machine.describe(environment) if environment else "this machine"
+    where = "this machine"
+    if environment and environment.get("device") == "cuda":
+        where = machine.describe(environment)
+    elif environment:  # each record gives its own threads; the machine's cores are what they share
+        where = f"CPU: {environment.get('cpu') or 'unknown model'} ({environment.get('cpu_count')} cores)"
     how = (f"Made by `rosetta {' '.join(shlex.quote(a) for a in args.argv)}` on {where}, at commit "
            f"{machine.git_commit() or 'unknown'}; this call took {time.monotonic() - started:.0f} s. The records "
            "and executed notebooks are in this folder.")

@@ -82,7 +82,7 @@ def test_rosetta_agree_runs_each_seed_and_writes_the_table(monkeypatch, tmp_path
                 framework=framework.label, api="x", benchmark="imdb", accuracy=accuracy, epochs=settings.epochs,
                 batch_size=64, train_samples=settings.train_samples, test_samples=settings.test_samples,
                 seed=settings.seed, timing={"train_seconds": 5.0},
-                environment={"device": "cpu", "cpu": "Test CPU", "versions": {}}))
+                environment={"device": "cpu", "cpu": "Test CPU", "cpu_count": 2, "threads": 1, "versions": {}}))
         return []
 
     monkeypatch.setattr(runner, "run_all", fake_run_all)
@@ -93,6 +93,7 @@ def test_rosetta_agree_runs_each_seed_and_writes_the_table(monkeypatch, tmp_path
     text = (folder / "README.md").read_text()
     assert "| MXNet | 3 | 71.0 | 70.0 – 72.0 | -9.0 | **differs** | 70.0 · 71.0 · 72.0 |" in text
     assert "Made by `rosetta agree pytorch mxnet --seeds 3 --results" in text and "42, 43, 44" in text
+    assert "on CPU: Test CPU (2 cores)" in text  # the machine, not one record's threads
     assert "agreement:" in capsys.readouterr().out
 
 
