@@ -242,14 +242,15 @@ def _ordered(rows: pd.DataFrame) -> pd.DataFrame:
     return rows.sort_values(["_ok", "train_seconds"], ascending=[False, True], na_position="last")
 
 
-def benchmark_table(frame: pd.DataFrame, benchmark: str, checks: dict | None = None) -> str:
+def benchmark_table(frame: pd.DataFrame, benchmark: str, checks: dict | None = None,
+                    shown: pd.DataFrame | None = None) -> str:
     """The markdown table of one benchmark, fastest ok series first (by median training time),
     the others after; then the setup table (API, variant, device, versions) of the same rows.
 
     ``checks`` holds the latest parity record of each (framework, benchmark).
     """
     checks = checks or {}
-    rows = _ordered(shown_rows(frame, benchmark))
+    rows = _ordered(shown_rows(frame, benchmark) if shown is None else shown)
     fastest = rows.loc[rows["_ok"], "train_seconds"].min()
     unit = BENCHMARKS[benchmark].unit
     repeats = int(rows["runs"].max()) if len(rows) else 0
@@ -326,7 +327,8 @@ def _subset_title(rows: pd.DataFrame, benchmark: str) -> str:
     return "subset: " + ", ".join(parts) if parts else "subset"
 
 
-def plot(frame: pd.DataFrame, benchmark: str, path: Path, device: str = "") -> Path | None:
+def plot(frame: pd.DataFrame, benchmark: str, path: Path, device: str = "",
+         shown: pd.DataFrame | None = None) -> Path | None:
     """Median training time by framework (bars, with the min-max of the repeats as error bars),
     each one's median test accuracy written beside it; the title names the device and subset."""
     import matplotlib
@@ -334,7 +336,7 @@ def plot(frame: pd.DataFrame, benchmark: str, path: Path, device: str = "") -> P
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = shown_rows(frame, benchmark)
+    rows = shown_rows(frame, benchmark) if shown is None else shown
     rows = rows[rows["runs"] > 0]  # the table's rows that have a time
     if rows.empty:
         return None
@@ -449,10 +451,11 @@ def render(results: Path, readme: Path | None = None) -> Path:
     found = devices(frame)
     if not found:
         parts += ["No runs yet.", ""]
-    summary = []
+    summary, tables = [], {}
     for device in found:
         shown = frame[frame["device_group"] == device]
-        described = where_and_when(shown.loc[[i for b in BENCHMARKS for group in shown_rows(shown, b)["members"]
+        tables[device] = {b: shown_rows(shown, b) for b in BENCHMARKS}  # each once, for every use below
+        described = where_and_when(shown.loc[[i for rows in tables[device].values() for group in rows["members"]
                                               for i in group]])
         parts.append(f"- [{device}](#{anchor(device)}): {described}")
         summary.append(f"- [{device}](results/README.md#{anchor(device)}): {described}")
@@ -460,7 +463,7 @@ def render(results: Path, readme: Path | None = None) -> Path:
     for device in found:
         shown = frame[frame["device_group"] == device]
         parts += [f"## {device}", ""]
-        overhead = overhead_line(shown, pd.concat([shown_rows(shown, b) for b in BENCHMARKS]))
+        overhead = overhead_line(shown, pd.concat(list(tables[device].values())))
         if overhead:
             parts += [overhead, ""]
         for benchmark in BENCHMARKS:
@@ -468,8 +471,9 @@ def render(results: Path, readme: Path | None = None) -> Path:
             if (shown["benchmark"] == benchmark).sum() == 0:
                 parts += ["No runs on this device.", ""]
                 continue
-            parts += [benchmark_table(shown, benchmark, checks), ""]
-            image = plot(shown, benchmark, results / f"{benchmark}-{slug(device)}.png", device)
+            parts += [benchmark_table(shown, benchmark, checks, tables[device][benchmark]), ""]
+            image = plot(shown, benchmark, results / f"{benchmark}-{slug(device)}.png", device,
+                         tables[device][benchmark])
             if image:
                 parts += [f"![{BENCHMARKS[benchmark].title} on {device}]({image.name})", ""]
         if device.startswith("CPU: "):
