@@ -18,7 +18,6 @@ their order are the same as gathering each one when asked. ``feeding_seconds()``
 counts the seconds consumers have spent waiting inside ``train_batches`` for a
 batch, which ``common/timing.py``'s ``Timer`` reports per epoch.
 """
-import contextlib
 import os
 import threading
 import time
@@ -38,17 +37,6 @@ def feeding_seconds() -> float:
     """Seconds spent so far in this process inside ``train_batches`` between a consumer's
     ``next()`` and the batch it gets back (the epoch's permutation included)."""
     return _feeding
-
-
-@contextlib.contextmanager
-def feeding():
-    """Counts the seconds inside it as feeding: for a notebook's own copy of a batch to the
-    device, where it makes one (``with iterator.feeding(): x = to_device(x)``)."""
-    started = time.perf_counter()
-    try:
-        yield
-    finally:
-        _fed(time.perf_counter() - started)
 
 
 def _fed(seconds: float) -> None:

@@ -13,10 +13,18 @@ The first epoch (compilation, autotuning, warm-up) is reported apart from the
 median of the others, which gives the steady throughput. At every mark the timer
 also reads ``common/iterator.py``'s feeding counter, so the summary says how much
 of each epoch the loop spent waiting for its next batch.
+
+A notebook that copies each batch to the device itself times that copy apart, after
+training (``timer.measure_copy(to_device, x_train, y_train, batch_size, seed)``): the
+device is synchronised before and after each copy, which the training loop must not do,
+since on an asynchronous engine (MXNet, CUDA) a copy inside the loop waits for the queued
+step and a clock around it would count that step as feeding.
 """
 import statistics
 import time
 from typing import Callable, List, Optional
+
+import numpy as np
 
 from common import iterator
 
@@ -28,6 +36,8 @@ class Timer:
         self.marks: List[float] = []
         self.fed_at_start = 0.0
         self.fed_marks: List[float] = []
+        self.copy_seconds_per_batch: Optional[float] = None
+        self.copy_batch_size: Optional[int] = None
 
     def _now(self) -> float:
         self.sync()
@@ -59,14 +69,42 @@ class Timer:
         edges = [self.fed_at_start] + self.fed_marks
         return [b - a for a, b in zip(edges, edges[1:])]
 
+    def measure_copy(self, copy: Callable[[np.ndarray, np.ndarray], object], x: np.ndarray,
+                     y: np.ndarray, batch_size: int, seed: int, batches: int = 16) -> None:
+        """Times ``copy(x_batch, y_batch)``, the notebook's own copy of a batch to the device,
+        on the first ``batches`` batches of epoch 0 with the device synchronised before and
+        after each; keeps the median seconds per batch for ``summary``."""
+        if batches < 1:
+            raise ValueError(f"measure_copy needs at least 1 batch, got {batches}.")
+        order = iterator.epoch_order(len(x), seed, 0)
+        count = min(batches, iterator.batches_per_epoch(len(x), batch_size))
+        if count < 1:
+            raise ValueError(f"{len(x)} samples make no batch of {batch_size}.")
+        seconds = []
+        for number in range(count):
+            index = order[number * batch_size:(number + 1) * batch_size]
+            x_batch, y_batch = x[index], y[index]
+            started = self._now()
+            copied = copy(x_batch, y_batch)
+            seconds.append(self._now() - started)
+            del copied
+        self.copy_seconds_per_batch = statistics.median(seconds)
+        self.copy_batch_size = batch_size
+
     def summary(self, samples_per_epoch: int) -> dict:
-        """Training time, first epoch, median of the others, steady throughput, and feeding."""
+        """Training time, first epoch, median of the others, steady throughput, and feeding:
+        the waits for batches inside the loop plus, where ``measure_copy`` ran, its copy
+        time per batch times the batches of every epoch."""
         epochs = self.epoch_seconds
         if not epochs:
             raise RuntimeError("no epoch was timed.")
         steady = statistics.median(epochs[1:]) if len(epochs) > 1 else epochs[0]
         train_seconds = self.marks[-1] - self.started
         feeding = self.feeding_seconds
+        copy_per_epoch = None
+        if self.copy_seconds_per_batch is not None:
+            copy_per_epoch = self.copy_seconds_per_batch * (samples_per_epoch // self.copy_batch_size)
+        fed = sum(feeding) + (copy_per_epoch or 0.0) * len(epochs)
         return {
             "train_seconds": train_seconds,
             "first_epoch_seconds": epochs[0],
@@ -74,5 +112,7 @@ class Timer:
             "epoch_seconds": epochs,
             "throughput_per_second": samples_per_epoch / steady if steady > 0 else None,
             "feeding_seconds": feeding,
-            "feeding_share": sum(feeding) / train_seconds if train_seconds > 0 else None,
+            "copy_seconds_per_batch": self.copy_seconds_per_batch,
+            "copy_seconds_per_epoch": copy_per_epoch,
+            "feeding_share": fed / train_seconds if train_seconds > 0 else None,
         }

@@ -169,17 +169,3 @@ def test_a_failing_gather_is_raised_in_the_consumer(monkeypatch, ahead):
         for xb, _ in iterator.train_batches(x, np.arange(100), 10, 0, 0):
             got.append(xb)
     assert len(got) == 2
-
-
-def test_a_notebooks_own_copy_to_the_device_counts_as_feeding():
-    import time
-
-    before = iterator.feeding_seconds()
-    with iterator.feeding():
-        time.sleep(0.05)
-    assert 0.05 <= iterator.feeding_seconds() - before < 1.0
-    with pytest.raises(RuntimeError):  # counted also when the copy fails
-        with iterator.feeding():
-            time.sleep(0.02)
-            raise RuntimeError("copy failed")
-    assert iterator.feeding_seconds() - before >= 0.07
