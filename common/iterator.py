@@ -54,6 +54,13 @@ def batches_per_epoch(samples: int, batch_size: int) -> int:
     return samples // batch_size
 
 
+def gather(x: np.ndarray, y: np.ndarray, order: np.ndarray, number: int,
+           batch_size: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Batch ``number`` of an epoch in ``order``: the samples ``order[number * batch_size:...]``."""
+    index = order[number * batch_size:(number + 1) * batch_size]
+    return x[index], y[index]
+
+
 def train_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int,
                   epoch: int) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
     """Complete batches of ``(x, y)`` in this epoch's seeded order."""
@@ -93,8 +100,7 @@ class _Ahead:
         self.thread = None
 
     def gather(self, number: int):
-        index = self.order[number * self.size:(number + 1) * self.size]
-        return self.x[index], self.y[index]
+        return gather(self.x, self.y, self.order, number, self.size)
 
     def take(self, number: int):
         with self.changed:

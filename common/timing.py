@@ -82,8 +82,7 @@ class Timer:
             raise ValueError(f"{len(x)} samples make no batch of {batch_size}.")
         seconds = []
         for number in range(count):
-            index = order[number * batch_size:(number + 1) * batch_size]
-            x_batch, y_batch = x[index], y[index]
+            x_batch, y_batch = iterator.gather(x, y, order, number, batch_size)
             started = self._now()
             copied = copy(x_batch, y_batch)
             seconds.append(self._now() - started)
