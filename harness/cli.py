@@ -4,6 +4,7 @@
     rosetta data [--data-dir DIR] [--cifar10 PATH] [--imdb PATH]
     rosetta run [NAME ...] [--benchmark cifar imdb] [--epochs N] [--train-samples N] ... [--repeats N] [--docker] [--resume]
     rosetta parity [NAME ...] [--benchmark cifar imdb] [--device cpu]
+    rosetta onnx [NAME ...] [--benchmark cifar imdb]   # each latest run's ONNX export checked and timed
     rosetta report [--results DIR]
     rosetta bench [NAME ...] [run options]    # envs, data, parity, run and report in one go
     rosetta compare A B [--benchmark cifar imdb] [--out DIR]   # two notebooks side by side, as HTML
@@ -27,7 +28,7 @@ from pathlib import Path
 
 from common import REPOSITORY, data, machine
 from common.benchmarks import BENCHMARKS
-from harness import agreement, compare, existing, kernels, parity_runs, report, runner, venvs
+from harness import agreement, compare, existing, kernels, onnx_runs, parity_runs, report, runner, venvs
 from harness.frameworks import FRAMEWORKS, select
 
 SEED_LIMIT = 2**32  # every framework's generator takes a seed in [0, 2**32)
@@ -91,6 +92,13 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--docker", action="store_true",
                         help="run each notebook in its docker image dl-rosetta/ENV with the GPU "
                              "(build them with `make docker`) instead of its venv")
+    parser.add_argument("--no-export", dest="export", action="store_false",
+                        help="leave out the notebooks' export to ONNX (by default the first repeat exports)")
+    parser.add_argument("--export-batch-sizes", type=_positive, nargs="+", metavar="N",
+                        help="batch sizes at which the framework's and ONNX Runtime's prediction are timed "
+                             "(default 1 64 1024)")
+    parser.add_argument("--export-runs", type=_positive, metavar="N",
+                        help="timed runs per batch size, after 5 warm-up runs (default 30)")
     _add_data_options(parser)
 
 
@@ -128,6 +136,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     checking.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                           help="where the parity step runs (default cpu: GPUs may use TF32)")
     checking.add_argument("--results", type=Path, default=REPOSITORY / "results")
+    onnx = commands.add_parser("onnx", help="check and time each latest run's ONNX export in ONNX Runtime")
+    onnx.add_argument("frameworks", nargs="*", metavar="NAME", help="frameworks (default: all)")
+    onnx.add_argument("--benchmark", nargs="+", choices=list(BENCHMARKS), default=list(BENCHMARKS))
+    onnx.add_argument("--flavour", choices=venvs.FLAVOURS,
+                      help="onnxruntime (cpu) or onnxruntime-gpu (cuda) (default: cuda where nvidia-smi sees a GPU)")
+    onnx.add_argument("--results", type=Path, default=REPOSITORY / "results")
     reporting = commands.add_parser("report", help="render results/README.md, results.csv and plots")
     reporting.add_argument("--results", type=Path, default=REPOSITORY / "results")
     bench = commands.add_parser("bench", help="envs, data, parity, run and report in one go")
@@ -144,7 +158,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     _add_run_options(agreeing)
     agreeing.add_argument("--seeds", type=_positive, default=agreement.DEFAULT_SEEDS,
                           help="how many seeds (default %(default)s, at least 2)")
-    agreeing.set_defaults(benchmark=["imdb"], epochs=2, train_samples=8000, test_samples=2000, device="cpu")
+    agreeing.set_defaults(benchmark=["imdb"], epochs=2, train_samples=8000, test_samples=2000, device="cpu",
+                          export=False)
     commands.add_parser("list", help="the frameworks, their notebooks and environments")
     comparing = commands.add_parser("compare", help="an HTML page of two frameworks' notebooks side by side")
     comparing.add_argument("frameworks", nargs="*", metavar="NAME",
@@ -302,7 +317,8 @@ def run_settings(args, seed: int | None = None) -> runner.RunSettings:
         epochs=args.epochs, batch_size=args.batch_size, train_samples=args.train_samples,
         test_samples=args.test_samples, seed=args.seed if seed is None else seed, device=args.device,
         timeout=args.timeout, data_dir=args.data_dir, cifar_source=args.cifar10, imdb_source=args.imdb,
-        docker=args.docker, threads=args.threads)
+        docker=args.docker, threads=args.threads, export=getattr(args, "export", False),
+        export_batch_sizes=getattr(args, "export_batch_sizes", None), export_runs=getattr(args, "export_runs", None))
 
 
 def cmd_run(args) -> int:
@@ -320,6 +336,7 @@ def cmd_run(args) -> int:
     try:
         for repeat in range(repeats):
             settings = run_settings(args, args.seed + repeat)
+            settings.export = settings.export and repeat == 0  # one export per framework and benchmark
             if repeats > 1:
                 print(f"##### repeat {repeat + 1} of {repeats}: seed {settings.seed} #####", flush=True)
             skip = {}
@@ -394,6 +411,16 @@ def cmd_parity(args) -> int:
     return 1 if differing else 0
 
 
+def cmd_onnx(args) -> int:
+    done = onnx_runs.check_all(args.results, select(args.frameworks), args.benchmark, args.flavour)
+    print(f"report: {report.render(args.results)}")
+    failing = [f"{r['framework']} {r['benchmark']}: {r['message']}" for r in done
+               if not r.get("ok") and r.get("status") != "no exporter"]
+    for line in failing:
+        print("not ok:", line)
+    return 1 if failing else 0
+
+
 def cmd_report(args) -> int:
     print(report.render(args.results).read_text())
     return 0
@@ -446,6 +473,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_list(args)
         if args.command == "parity":
             return cmd_parity(args)
+        if args.command == "onnx":
+            return cmd_onnx(args)
         if args.command == "agree":
             return cmd_agree(args)
         if args.command == "compare":
@@ -458,7 +487,11 @@ def main(argv: list[str] | None = None) -> int:
                 cmd_envs(args)
             if not args.skip_parity:
                 parity_runs.check_all(select(args.frameworks), args.benchmark, args.results, in_docker=args.docker)
-            return cmd_run(args)
+            status = cmd_run(args)
+            if args.export and not args.docker:
+                onnx_runs.check_all(args.results, select(args.frameworks), args.benchmark, args.flavour)
+                print(f"report: {report.render(args.results)}")
+            return status
     except (ValueError, data.DataError, venvs.EnvironmentBuildError) as error:
         print(f"rosetta: {error}", file=sys.stderr)
         return 2
@@ -482,7 +515,7 @@ def _validate(args: argparse.Namespace) -> None:
         if args.seed + args.seeds > SEED_LIMIT:
             raise ValueError(f"--seed {args.seed} --seeds {args.seeds}: the last seed would be "
                              f"{args.seed + args.seeds - 1}; expected seeds below {SEED_LIMIT}.")
-    elif args.command == "parity":
+    elif args.command in ("parity", "onnx"):
         _writable_folder(args.results, "--results")
     elif args.command == "report" and not args.results.is_dir():
         raise ValueError(f"--results {args.results}: no such folder; expected the folder a run wrote "

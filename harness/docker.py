@@ -43,7 +43,7 @@ EXTRA = PurePosixPath("/mnt/rosetta")    # anything else a run names (a local da
 
 # Notebook parameters that hold host paths, and whether the notebook writes there.
 PATH_PARAMETERS = {"record_path": True, "data_dir": True, "data_source": False,
-                   "parity_inputs": False, "parity_outputs": True}
+                   "parity_inputs": False, "parity_outputs": True, "export_dir": True}
 
 
 def docker_executable() -> list[str]:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 
 STEPS = ("parameters", "imports", "environment", "data", "model", "optimiser", "train", "predict", "evaluate",
-         "parity")
-PARITY_STEPS = tuple(step for step in STEPS if step not in ("data", "train", "predict", "evaluate"))
+         "parity", "export")
+PARITY_STEPS = tuple(step for step in STEPS if step not in ("data", "train", "predict", "evaluate", "export"))
 
 
 def cell_steps(cell) -> list[str]:

@@ -22,7 +22,7 @@ import pandas as pd
 from common import REPOSITORY, machine, record
 from common.benchmarks import BENCHMARKS
 from common import flops
-from harness import parity_runs, phases
+from harness import onnx_runs, parity_runs, phases
 
 
 def load_records(results: Path) -> list[dict]:
@@ -295,13 +295,76 @@ def overhead_line(frame: pd.DataFrame, shown: pd.DataFrame) -> str | None:
     wall = float(runs["phase_harness"].sum())
     work = float(runs[[f"phase_{part}" for part in phases.WORK]].fillna(0).sum().sum())
     parts = {"kernel start": ["kernel_start"], "imports": ["imports", "environment"], "data": ["data"],
-             "model build": ["model", "optimiser"], "evaluation and parity": ["evaluate", "parity"],
+             "model build": ["model", "optimiser"], "evaluation, parity and export": ["evaluate", "parity", "export"],
              "the rest": ["other"]}
     named = ", ".join(f"{name} {runs[[f'phase_{c}' for c in columns]].fillna(0).sum().sum():,.0f} s"
                       for name, columns in parts.items())
     return (f"Where the time went: the {len(runs)} run(s) with phase times took {wall:,.0f} s in the harness, "
             f"{work:,.0f} s of it training and prediction; the overhead is {(wall - work) / wall * 100:.0f} % "
             f"({named}).") if wall > 0 else None
+
+
+def _milliseconds(entry: dict | None) -> str:
+    if not entry:
+        return "–"
+    return f"{entry['median_seconds'] * 1e3:.3g} ({entry['p90_seconds'] * 1e3:.3g})"
+
+
+def _exporter(check: dict) -> str:
+    versions = ", ".join(f"{k} {v}" for k, v in (check.get("exporter_versions") or {}).items())
+    text = f"{check.get('exporter')} ({versions})" if versions else str(check.get("exporter") or "–")
+    return text + (f"; export-only forward: {check['export_forward']}" if check.get("export_forward") else "")
+
+
+def _graph(check: dict) -> str:
+    graph = check.get("graph")
+    if not graph:
+        return "–"
+    text = f"opset {graph['opset']}, {graph['bytes'] / 2**20:.1f} MiB"
+    return text + (f", GRU: {graph['gru_form']}" if graph.get("gru_form") else "")
+
+
+def onnx_tables(checks: list[dict]) -> str:
+    """The ONNX tables of one device: each export's three checks, then the framework's prediction
+    against ONNX Runtime's at each batch size (median latency, 90th percentile in brackets)."""
+    order = {name: i for i, name in enumerate(BENCHMARKS)}
+    checks = sorted(checks, key=lambda c: (order.get(c["benchmark"], 9), c["framework"]))
+    lines = ["| Framework | Model | Exporter | Graph | ONNX equivalent | Agrees with the framework | Notes |",
+             "|---|---|---|---|---|---|---|"]
+    for c in checks:
+        model = BENCHMARKS[c["benchmark"]].model if c["benchmark"] in BENCHMARKS else c["benchmark"]
+        by_name = {k["check"]: k for k in c.get("checks", [])}
+        if not by_name:
+            lines.append(f"| {c['framework']} | {model} | – | – | – | – | **{c.get('status')}**: "
+                         f"{_cell(c.get('message'))} |")
+            continue
+        reference, framework, classes = by_name["reference"], by_name["framework"], by_name["classes"]
+        equivalent = ("yes" if reference["ok"] else "**no**") + f": {reference['max_abs_difference']:.0e}"
+        agrees = ("yes" if framework["ok"] and classes["ok"] else "**no**") + (
+            f": logits {framework['max_abs_difference']:.0e}, classes {classes['agree'] + classes['ties']}/"
+            f"{classes['samples']}")
+        note = "" if c.get("ok") else f"**failed**: {_cell(c.get('message'))}"
+        lines.append(f"| {c['framework']} | {model} | {_cell(_exporter(c))} | {_graph(c)} | {equivalent} | {agrees} "
+                     f"| {note} |")
+    timed = [c for c in checks if c.get("onnxruntime_latencies")]
+    if timed:
+        sizes = sorted({e["batch_size"] for c in timed for e in c["framework_latencies"]})
+        threads = sorted({str(c.get("threads")) for c in timed})
+        lines += ["", f"Prediction, milliseconds per batch: median (90th percentile) of "
+                      f"{timed[0]['framework_latencies'][0]['runs']} timed runs after "
+                      f"{timed[0]['framework_latencies'][0]['warmup']} warm-up runs, the framework's own "
+                      f"prediction then ONNX Runtime {timed[0].get('onnxruntime')} on the same device with the "
+                      f"same threads ({', '.join(threads)}); samples per second at batch {sizes[-1]}.", "",
+                  "| Framework | Model | " + " | ".join(f"Batch {b}: framework | Batch {b}: ONNX Runtime" for b in sizes)
+                  + f" | Samples/s at {sizes[-1]}: framework | Samples/s: ONNX Runtime |",
+                  "|---|---|" + "---|---|" * len(sizes) + "---|---|"]
+        for c in timed:
+            ours = {e["batch_size"]: e for e in c["framework_latencies"]}
+            theirs = {e["batch_size"]: e for e in c["onnxruntime_latencies"]}
+            cells = [cell for b in sizes for cell in (_milliseconds(ours.get(b)), _milliseconds(theirs.get(b)))]
+            rates = [_number((d.get(sizes[-1]) or {}).get("samples_per_second"), 0) for d in (ours, theirs)]
+            lines.append(f"| {c['framework']} | {BENCHMARKS[c['benchmark']].model} | " + " | ".join(cells + rates) + " |")
+    return "\n".join(lines)
 
 
 def _cell(text) -> str:
@@ -431,6 +494,7 @@ def render(results: Path, readme: Path | None = None) -> Path:
     records = load_records(results)
     frame = to_frame(records)
     checks = parity_runs.latest(results)
+    onnx = onnx_runs.latest(results)
     frame.to_csv(results / "results.csv", index=False)
     for old in results.glob("*.png"):  # plots of devices or benchmarks no longer shown
         old.unlink()
@@ -476,6 +540,12 @@ def render(results: Path, readme: Path | None = None) -> Path:
                          tables[device][benchmark])
             if image:
                 parts += [f"![{BENCHMARKS[benchmark].title} on {device}]({image.name})", ""]
+        exported = [c for c in onnx.values() if c.get("device_group") == device]
+        if exported:
+            parts += ["### Exported to ONNX", "", "Each latest run's export (`rosetta onnx`, docs/onnx.md): "
+                      "\"ONNX equivalent\" is ONNX Runtime's logits against the NumPy float64 reference on the "
+                      "trained weights; \"Agrees\" its logits against the framework's on 16 test samples and "
+                      "its classes over the whole test set.", "", onnx_tables(exported), ""]
         if device.startswith("CPU: "):
             parts += ["These runs are on a CPU: they show that every notebook trains and how the "
                       "frameworks compare there, not how fast they are on a GPU.", ""]

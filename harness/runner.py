@@ -57,6 +57,9 @@ class RunSettings:
     timeout: float = 4 * 3600.0
     docker: bool = False  # run in the framework's image dl-rosetta/ENV instead of its venv
     threads: int | None = None  # CPU threads for every framework; None: every core (the CNTK GRU: 1)
+    export: bool = False  # the notebook's export step: the model as ONNX into RESULTS/exports/STEM
+    export_batch_sizes: list | None = None  # the batch sizes its prediction is timed at (None: 1, 64, 1024)
+    export_runs: int | None = None  # timed runs per batch size (None: 30)
 
     def sizes(self, benchmark: str) -> dict:
         """The epochs, batch size and sample counts a run of ``benchmark`` uses: these settings,
@@ -77,6 +80,9 @@ class RunSettings:
             "data_dir": self.data_dir,
             "record_path": str(record_path),
             "threads": self.threads,
+            "export_dir": str(export_folder(record_path)) if self.export else None,
+            "export_batch_sizes": self.export_batch_sizes,
+            "export_runs": self.export_runs,
         }
 
 
@@ -130,6 +136,11 @@ def interrupts_held():
 
 def records_dir(results: Path) -> Path:
     return results / "records"
+
+
+def export_folder(record_path: Path) -> Path:
+    """Where a run's export step writes (``RESULTS/exports/STEM``, beside ``RESULTS/records``)."""
+    return record_path.parent.parent / "exports" / record_path.name[:-len(".json")]
 
 
 def new_stem(folder: Path, name: str) -> Path:
@@ -214,6 +225,9 @@ def execute(framework: Framework, benchmark: str, settings: RunSettings, results
         result["notebook"] = str(executed.relative_to(results)) if executed.is_file() else None
         result["kernel_environment"] = kernel_provenance(framework, settings)
         result["phases"] = phases.from_notebook(executed, outcome.seconds)
+        exported = export_folder(record_path)
+        if settings.export and exported.is_dir():
+            result["export"] = str(exported.relative_to(results))
         record.write(record_path, result)
         print(prefix + f"ok in {outcome.seconds:.0f} s: accuracy {result['test_accuracy']:.4f}, "
               f"training {result['train_seconds']:.1f} s")

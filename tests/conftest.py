@@ -177,6 +177,8 @@ def real_data(tmp_path_factory) -> dict | None:
 REAL_RUNS = {"cifar": {"epochs": 3, "train_samples": 3000, "test_samples": 1000},
              "imdb": {"epochs": 3, "train_samples": 5000, "test_samples": 2000}}
 TINY_RUNS = {"cifar": {"epochs": 1, "batch_size": 32}, "imdb": {"epochs": 1, "batch_size": 32}}
+# Every short run also exports its model to ONNX (tests/test_onnx.py checks it), timed briefly.
+SHORT_EXPORT = {"batch_sizes": [1, 8], "runs": 3}
 
 
 def frameworks_needing_short_runs(items) -> list:
@@ -214,7 +216,9 @@ def short_runs(request, real_data, tiny_cifar, tiny_imdb, tmp_path_factory):
         if framework.name not in folders:
             folders[framework.name] = tmp_path_factory.mktemp(f"results-{framework.name}")
         settings = runner.RunSettings(device="cpu", timeout=900, cifar_source=str(sources["cifar"]),
-                                      imdb_source=str(sources["imdb"]), threads=1, **sizes[benchmark])
+                                      imdb_source=str(sources["imdb"]), threads=1, export=True,
+                                      export_batch_sizes=SHORT_EXPORT["batch_sizes"],
+                                      export_runs=SHORT_EXPORT["runs"], **sizes[benchmark])
         return framework, benchmark, settings, folders[framework.name]
 
     pool = ShortRuns([job(framework, benchmark)

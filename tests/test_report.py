@@ -270,4 +270,4 @@ def test_the_harness_overhead_is_stated_as_a_share_of_the_wall_time(tmp_path):
     readme = report.render(tmp_path).read_text()
     assert ("the 2 run(s) with phase times took 400 s in the harness, 160 s of it training and prediction; "
             "the overhead is 60 % (kernel start 4 s, imports 6 s, data 8 s, model build 2 s, "
-            "evaluation and parity 0 s, the rest 220 s).") in readme
+            "evaluation, parity and export 0 s, the rest 220 s).") in readme

@@ -1,0 +1,180 @@
+"""The export step of every notebook: the trained model as ONNX, and what it is checked against.
+
+In a notebook (step 11, run when ``export_dir`` is set):
+
+    with export.step(export_dir, "PyTorch", "imdb", predict_logits, x_test, y_predicted,
+                     canonical_weights(), layout="NT", threads=threads,
+                     batch_sizes=export_batch_sizes, runs=export_runs, sync=None) as out:
+        torch.onnx.export(model, (torch.from_numpy(out.batch),), out.model_path, dynamo=True)
+        out.exporter("torch.onnx.export (dynamo)", {"onnxscript": onnxscript.__version__})
+
+``predict_logits(x)`` is the framework's own prediction (a batch in the notebook's layout in,
+NumPy logits out). Before the export, the step writes the first :data:`BATCH` test samples
+with the framework's logits for them, the whole test set with its predicted classes, the
+model's weights in the canonical layout, and times ``predict_logits`` at each batch size
+(:func:`latencies`). An export that raises is recorded as ``export failed`` with its error
+and does not fail the notebook: the run's training record stands. A framework that has no
+exporter calls :func:`no_exporter` instead.
+
+The folder then holds, for ``rosetta onnx`` (``common/onnx_check.py``):
+
+    model.onnx      the export (or model-bN.onnx for an exporter whose batch size is fixed)
+    export.json     status, framework, benchmark, exporter and versions, layout, latencies
+    arrays.npz      batch, logits (the framework's), x_test, predicted
+    weights.npz     the weights, canonical layout (common.canonical)
+
+NumPy and the standard library only; runs on Python 3.6 (CNTK's kernel).
+"""
+import contextlib
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from common import canonical
+
+BATCH = 16               # the batch whose logits are compared element by element
+BATCH_SIZES = (1, 64, 1024)
+RUNS = 30                # timed runs per batch size, after the warm-up
+WARMUP = 5
+LAYOUTS = {"cifar": ("NCHW", "NHWC"), "imdb": ("NT",)}  # N samples, C channels, H, W, T time steps
+MODELS = {"cifar": "cnn", "imdb": "gru"}
+SCHEMA_VERSION = 1
+
+
+def batch_of(x, size):
+    """``size`` samples of ``x``, cycling through it where it has fewer: every batch size can be timed."""
+    return np.ascontiguousarray(x[np.arange(size) % len(x)])
+
+
+def latencies(predict, x, batch_sizes=BATCH_SIZES, runs=RUNS, warmup=WARMUP, sync=None):
+    """Median and 90th-percentile seconds of ``predict`` on ``x`` at each batch size, and samples per
+    second at the median: ``warmup`` untimed calls, then ``runs`` timed ones, the device synchronised
+    (``sync``) before each start and each stop."""
+    found = []
+    for size in batch_sizes:
+        inputs = batch_of(x, size)
+        for _ in range(warmup):
+            predict(inputs)
+        seconds = []
+        for _ in range(runs):
+            if sync is not None:
+                sync()
+            started = time.perf_counter()
+            predict(inputs)
+            if sync is not None:
+                sync()
+            seconds.append(time.perf_counter() - started)
+        median = float(np.median(seconds))
+        found.append({"batch_size": int(size), "runs": int(runs), "warmup": int(warmup), "median_seconds": median,
+                      "p90_seconds": float(np.percentile(seconds, 90)),
+                      "samples_per_second": float(size / median) if median > 0 else None})
+    return found
+
+
+def _check_sizes(batch_sizes, runs):
+    """The batch sizes and runs a notebook was given (None: :data:`BATCH_SIZES`, :data:`RUNS`), checked."""
+    batch_sizes = BATCH_SIZES if batch_sizes is None else batch_sizes
+    runs = RUNS if runs is None else runs
+    sizes = [int(size) for size in batch_sizes]
+    if not sizes or any(size < 1 for size in sizes):
+        raise ValueError("export_batch_sizes must be positive whole numbers, got {!r}".format(batch_sizes))
+    if int(runs) < 1:
+        raise ValueError("export_runs must be a positive whole number, got {!r}".format(runs))
+    return sizes, int(runs)
+
+
+class Export:
+    """The folder of one export; what the notebook's export code uses of it."""
+
+    def __init__(self, folder, benchmark, batch):
+        self.folder = Path(folder)
+        self.benchmark = benchmark
+        self.batch = batch                              # the first BATCH test samples, the notebook's layout
+        self.model_path = str(self.folder / "model.onnx")
+        self.info = {}
+
+    def fixed_batch_path(self, size):
+        """Where an exporter whose batch size is fixed writes the model for ``size`` samples."""
+        return str(self.folder / "model-b{}.onnx".format(int(size)))
+
+    def exporter(self, name, versions, **notes):
+        """Names the exporter and its versions (package -> version); ``notes`` are kept as they are,
+        for example ``export_forward="..."`` where the export is not the benchmark's own model."""
+        self.info.update(exporter=name, exporter_versions={k: str(v) for k, v in versions.items()}, **notes)
+
+
+def _write_json(path, data):
+    path = Path(path)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(data, indent=2, sort_keys=True))
+    os.replace(str(temporary), str(path))
+
+
+def _header(framework, benchmark, layout, threads):
+    if benchmark not in MODELS:
+        raise ValueError("benchmark must be one of {}, got {!r}".format(", ".join(MODELS), benchmark))
+    if layout not in LAYOUTS[benchmark]:
+        raise ValueError("layout for {} must be one of {}, got {!r}".format(benchmark, ", ".join(LAYOUTS[benchmark]),
+                                                                           layout))
+    return {"schema_version": SCHEMA_VERSION, "framework": framework, "benchmark": benchmark,
+            "model": MODELS[benchmark], "layout": layout, "threads": threads,
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def no_exporter(export_dir, framework, benchmark, layout, reason, threads=None):
+    """Records that this framework's model cannot be exported, and why."""
+    folder = Path(export_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    info = _header(framework, benchmark, layout, threads)
+    info.update(status="no exporter", error=reason)
+    _write_json(folder / "export.json", info)
+    print("export: no exporter: " + reason)
+    return info
+
+
+@contextlib.contextmanager
+def step(export_dir, framework, benchmark, predict, x_test, predicted, weights, layout, threads=None,
+         batch_sizes=BATCH_SIZES, runs=RUNS, sync=None):
+    """The export step (see the module's docstring); yields the :class:`Export` to write into."""
+    folder = Path(export_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    info = _header(framework, benchmark, layout, threads)
+    sizes, runs = _check_sizes(batch_sizes, runs)
+    batch = batch_of(x_test, min(BATCH, len(x_test)))
+    logits = np.asarray(predict(batch), np.float32)
+    np.savez(str(folder / "arrays.npz"), batch=batch, logits=logits, x_test=np.asarray(x_test),
+             predicted=np.asarray(predicted, np.int64))
+    canonical.save(folder / "weights.npz", MODELS[benchmark], weights)
+    info["framework_latencies"] = latencies(predict, x_test, sizes, runs, sync=sync)
+    out = Export(folder, benchmark, batch)
+    started = time.perf_counter()
+    try:
+        yield out
+        made = sorted(path.name for path in folder.glob("model*.onnx"))
+        if not made:
+            raise RuntimeError("the export code wrote no model.onnx (nor model-bN.onnx) into " + str(folder))
+        info.update(status="exported", models=made)
+    except Exception as error:  # the training record stands; the failure is recorded and shown
+        info.update(status="export failed", error="{}: {}".format(type(error).__name__, error),
+                    traceback=traceback.format_exc()[-4000:])
+        print("export failed: {}: {}".format(type(error).__name__, error), file=sys.stderr)
+    info["export_seconds"] = time.perf_counter() - started
+    info.update(out.info)
+    _write_json(folder / "export.json", info)
+    if info["status"] == "exported":
+        print("export: {} in {:.1f} s by {}".format(", ".join(info["models"]), info["export_seconds"],
+                                                   info.get("exporter", "an unnamed exporter")))
+
+
+def read(export_dir):
+    """export.json of an export folder, with a ValueError naming the file where it is missing or unreadable."""
+    path = Path(export_dir) / "export.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError("{}: not an export record ({})".format(path, error))
