@@ -57,8 +57,10 @@ ENV_FLAGS = $(foreach entry,$(EXISTING_PYTHON),--python $(entry))
 # RESUME=1 (or yes, true): skip each run that already has an ok record with the same settings, data and commit.
 RUN_FLAGS += $(if $(filter 1 yes true,$(RESUME)),--resume)
 RUN_FLAGS += $(call option,--repeats,$(REPEATS))
+# EXPORT=0 (or no, false): leave out the notebooks' export to ONNX and its checks.
+RUN_FLAGS += $(if $(filter 0 no false,$(EXPORT)),--no-export)
 
-.PHONY: bench smoke test test-fast envs data report list clean openmpi docker wheels compare chromium agree
+.PHONY: bench smoke test test-fast envs data report list clean openmpi docker wheels compare chromium agree onnx
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 9))' 2>/dev/null || { \
@@ -117,6 +119,10 @@ data: $(VENV)/.installed
 
 report: $(VENV)/.installed
 	$(VENV)/bin/rosetta report
+
+# Each latest run's ONNX export checked and timed in ONNX Runtime again (make bench does it after its runs).
+onnx: $(VENV)/.installed
+	$(VENV)/bin/rosetta onnx $(FRAMEWORKS) $(call option,--flavour,$(FLAVOUR))
 
 list: $(VENV)/.installed
 	$(VENV)/bin/rosetta list

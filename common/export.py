@@ -171,6 +171,22 @@ def step(export_dir, framework, benchmark, predict, x_test, predicted, weights, 
                                                    info.get("exporter", "an unnamed exporter")))
 
 
+def restamp_opset(path, version):
+    """Sets an exported model's opset stamp to ``version``, the one its operators follow, for an
+    exporter that stamps another (MXNet 1.9.1's mx.onnx stamps the newest opset the installed onnx
+    knows); drops the weights it also lists as graph inputs (constants, not inputs to feed) and
+    runs onnx's full checker. Needs onnx in the kernel."""
+    import onnx
+
+    graph = onnx.load(str(path))
+    graph.opset_import[0].version = version
+    weights = {tensor.name for tensor in graph.graph.initializer}
+    for given in [given for given in graph.graph.input if given.name in weights]:
+        graph.graph.input.remove(given)
+    onnx.checker.check_model(graph, full_check=True)
+    onnx.save(graph, str(path))
+
+
 def read(export_dir):
     """export.json of an export folder, with a ValueError naming the file where it is missing or unreadable."""
     path = Path(export_dir) / "export.json"
