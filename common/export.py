@@ -187,6 +187,59 @@ def restamp_opset(path, version):
     onnx.save(graph, str(path))
 
 
+def max_pool_2d(model_path):
+    """Rewrites each MaxPool over four axes in ``model_path`` as a 2-D MaxPool, in place; returns how many.
+
+    jax2onnx (0.17) writes a max-pooling of an (N, H, W, C) or (N, C, H, W) array as
+    Unsqueeze, Unsqueeze, MaxPool over all four axes (kernel 1x2x2x1 or 1x1x2x2), Squeeze: a valid
+    ONNX graph that ONNX Runtime does not run (it pools 3 axes at most). Each such MaxPool becomes
+    Transpose (the unpooled axes first), MaxPool over the pooled axes, Transpose back: the same values.
+    Needs the onnx package (the export's environment has it)."""
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(model_path), load_external_data=False)  # weights kept in a .data file stay there
+    graph = model.graph
+    made_by = {name: node for node in graph.node for name in node.output}
+    used_by = {name: node for node in graph.node for name in node.input}
+    rewritten = set()
+    for pool in [node for node in graph.node if node.op_type == "MaxPool"]:
+        found = {a.name: helper.get_attribute_value(a) for a in pool.attribute}
+        kernel = list(found["kernel_shape"])
+        strides = list(found.get("strides", [1] * len(kernel)))
+        if len(kernel) != 4:
+            continue
+        if any(found.get("pads", [])) or any(d != 1 for d in found.get("dilations", [])) or len(pool.output) != 1:
+            raise ValueError("max_pool_2d: a 4-axis MaxPool with padding, dilations or indices: " + pool.name)
+        inner = made_by.get(pool.input[0])
+        outer = made_by.get(inner.input[0]) if inner is not None else None
+        squeeze = used_by.get(pool.output[0])
+        if not (outer and inner.op_type == outer.op_type == "Unsqueeze" and squeeze and squeeze.op_type == "Squeeze"):
+            raise ValueError("max_pool_2d: a 4-axis MaxPool not between two Unsqueezes and a Squeeze: " + pool.name)
+        pooled = [axis for axis in range(4) if kernel[axis] != 1 or strides[axis] != 1]
+        order = [axis for axis in range(4) if axis not in pooled] + pooled  # (N, C, pooled axes)
+        back = [order.index(axis) for axis in range(4)]
+        for node, op_type, attributes in ((outer, "Transpose", {"perm": order}), (inner, "Identity", {}),
+                                          (pool, "MaxPool", {"kernel_shape": [kernel[a] for a in pooled],
+                                                             "strides": [strides[a] for a in pooled]}),
+                                          (squeeze, "Transpose", {"perm": back})):
+            node.op_type = op_type
+            del node.input[1:]
+            del node.attribute[:]
+            node.attribute.extend(helper.make_attribute(k, v) for k, v in attributes.items())
+        rewritten.update([outer.output[0], inner.output[0], pool.output[0]])
+    kept = [info for info in graph.value_info if info.name not in rewritten]  # their old shapes no longer hold
+    del graph.value_info[:]
+    graph.value_info.extend(kept)
+    used = {name for node in graph.node for name in node.input}
+    kept = [tensor for tensor in graph.initializer if tensor.name in used]  # the Unsqueezes' axes
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    onnx.save(model, str(model_path))
+    onnx.checker.check_model(str(model_path))
+    return len(rewritten) // 3
+
+
 def read(export_dir):
     """export.json of an export folder, with a ValueError naming the file where it is missing or unreadable."""
     path = Path(export_dir) / "export.json"

@@ -488,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.skip_parity:
                 parity_runs.check_all(select(args.frameworks), args.benchmark, args.results, in_docker=args.docker)
             status = cmd_run(args)
-            if args.export and not args.docker:
+            if args.export:  # on the host, also for runs in docker: the exports are in --results
                 onnx_runs.check_all(args.results, select(args.frameworks), args.benchmark, args.flavour)
                 print(f"report: {report.render(args.results)}")
             return status

@@ -256,3 +256,47 @@ def test_the_other_gru_fails_the_check_with_the_difference_named(short_runs, onn
     assert "linear_before_reset=0" in check["message"]
     assert "the reset gate before the recurrent product" in check["message"]
     assert "differ from the float64 reference" in check["message"]
+
+
+POOL = """
+import sys
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+from common import export
+
+layout, path = sys.argv[1], sys.argv[2]
+kernel = [1, 2, 2, 1] if layout == "NHWC" else [1, 1, 2, 2]
+x = np.random.default_rng(0).standard_normal((3, 8, 6, 5) if layout == "NHWC" else (3, 5, 8, 6)).astype(np.float32)
+nodes = [helper.make_node("Unsqueeze", ["x", "axes0"], ["u0"]), helper.make_node("Unsqueeze", ["u0", "axes1"], ["u1"]),
+         helper.make_node("MaxPool", ["u1"], ["p"], kernel_shape=kernel, strides=kernel),
+         helper.make_node("Squeeze", ["p", "axes01"], ["y"])]  # what jax2onnx 0.17 writes for a 2x2 max-pooling
+axes = [numpy_helper.from_array(np.array(a, np.int64), name) for name, a in (("axes0", [0]), ("axes1", [1]),
+                                                                             ("axes01", [0, 1]))]
+graph = helper.make_graph(nodes, "pool", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch"] + list(x.shape[1:]))],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch"] + [s // k for s, k in
+                                                                                             zip(x.shape[1:], kernel[1:])])],
+                          axes)
+onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9), path)
+try:
+    ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    print("ONNX Runtime ran the 4-axis MaxPool")
+except Exception as error:
+    print("refused before:", type(error).__name__)
+print("rewritten:", export.max_pool_2d(path), export.max_pool_2d(path))
+(found,) = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})
+expected = x.reshape(3, 4, 2, 3, 2, 5).max(axis=(2, 4)) if layout == "NHWC" else x.reshape(3, 5, 4, 2, 3, 2).max(axis=(3, 5))
+print("same values:", bool(np.array_equal(found, expected)))
+"""
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+def test_a_four_axis_max_pool_becomes_one_onnx_runtime_runs(onnx_python, tmp_path, layout):
+    """jax2onnx's max-pooling (Keras on JAX), rewritten by export.max_pool_2d: the same values."""
+    done = subprocess.run([onnx_python, "-c", POOL, layout, str(tmp_path / "pool.onnx")], capture_output=True,
+                          text=True, cwd=REPOSITORY, env={"PYTHONPATH": str(REPOSITORY), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    assert "refused before:" in done.stdout
+    assert "rewritten: 1 0" in done.stdout and "same values: True" in done.stdout
