@@ -171,20 +171,49 @@ def step(export_dir, framework, benchmark, predict, x_test, predicted, weights, 
                                                    info.get("exporter", "an unnamed exporter")))
 
 
+def drop_weight_inputs(model):
+    """Removes from an ONNX model's graph inputs the weights it also holds as initializers, which some
+    exporters list in both places (mx.onnx, onnx_chainer, CNTK): ONNX Runtime then treats them as
+    constants, and the data is the first input. Returns the model (an onnx ModelProto)."""
+    weights = {tensor.name for tensor in model.graph.initializer}
+    kept = [given for given in model.graph.input if given.name not in weights]
+    del model.graph.input[:]
+    model.graph.input.extend(kept)
+    return model
+
+
 def restamp_opset(path, version):
     """Sets an exported model's opset stamp to ``version``, the one its operators follow, for an
     exporter that stamps another (MXNet 1.9.1's mx.onnx stamps the newest opset the installed onnx
-    knows); drops the weights it also lists as graph inputs (constants, not inputs to feed) and
-    runs onnx's full checker. Needs onnx in the kernel."""
+    knows); drops its weights from the graph inputs and runs onnx's full checker. Needs onnx."""
     import onnx
 
-    graph = onnx.load(str(path))
+    graph = drop_weight_inputs(onnx.load(str(path)))
     graph.opset_import[0].version = version
-    weights = {tensor.name for tensor in graph.graph.initializer}
-    for given in [given for given in graph.graph.input if given.name in weights]:
-        graph.graph.input.remove(given)
     onnx.checker.check_model(graph, full_check=True)
     onnx.save(graph, str(path))
+
+
+def free_batch_axis(path):
+    """CNTK 2.7 writes its batch axis as a fixed 1: makes it a free ``N`` in the input, the output and
+    the first dimension of every Reshape of the data (-1), drops the weights from the graph inputs and
+    the shapes inferred for a batch of 1, and runs onnx's checker. Needs onnx."""
+    import onnx
+    from onnx import numpy_helper
+
+    exported = drop_weight_inputs(onnx.load(str(path)))
+    graph = exported.graph
+    constants = {tensor.name: tensor for tensor in graph.initializer}
+    for value in list(graph.input) + list(graph.output):
+        value.type.tensor_type.shape.dim[0].dim_param = "N"
+    for node in graph.node:
+        if node.op_type == "Reshape" and node.input[0] not in constants:
+            shape = numpy_helper.to_array(constants[node.input[1]]).copy()
+            shape[0] = -1
+            constants[node.input[1]].CopyFrom(numpy_helper.from_array(shape, node.input[1]))
+    del graph.value_info[:]
+    onnx.checker.check_model(exported)
+    onnx.save(exported, str(path))
 
 
 def max_pool_2d(model_path):
