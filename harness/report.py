@@ -344,6 +344,8 @@ def onnx_tables(checks: list[dict]) -> str:
             f": logits {framework['max_abs_difference']:.0e}, classes {classes['agree'] + classes['ties']}/"
             f"{classes['samples']}")
         note = "" if c.get("ok") else f"**failed**: {_cell(c.get('message'))}"
+        if c.get("timing_skipped"):
+            note += f" not timed on {c.get('device')}: {_cell(c['timing_skipped'])}"
         lines.append(f"| {c['framework']} | {model} | {_cell(_exporter(c))} | {_graph(c)} | {equivalent} | {agrees} "
                      f"| {note} |")
     timed = [c for c in checks if c.get("onnxruntime_latencies")]

@@ -300,3 +300,20 @@ def test_a_four_axis_max_pool_becomes_one_onnx_runtime_runs(onnx_python, tmp_pat
     assert done.returncode == 0, done.stderr
     assert "refused before:" in done.stdout
     assert "rewritten: 1 0" in done.stdout and "same values: True" in done.stdout
+
+
+@pytest.mark.kernel
+def test_a_gpu_run_is_never_timed_on_the_cpu(short_runs, onnx_python, tmp_path):
+    """Where ONNX Runtime has no CUDA provider (here), a GPU run's export is still checked, on the CPU,
+    but gets no ONNX Runtime times, and the record says why."""
+    results, runs = short_runs(FRAMEWORKS["pytorch"])
+    run = next(r for r in runs if r["benchmark"] == "cifar")
+    out = tmp_path / "check.json"
+    done = subprocess.run([onnx_python, "-m", "common.onnx_check", str(results / run["export"]), "--device", "cuda",
+                           "--out", str(out)], cwd=REPOSITORY, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(REPOSITORY), "PATH": "/usr/bin:/bin"})
+    check = json.loads(out.read_text())
+    assert done.returncode == 0 and check["ok"], done.stdout + done.stderr
+    assert "onnxruntime_latencies" not in check and "CUDA provider" in check["timing_skipped"]
+    assert f"not timed on cuda: " in check["message"]
+    assert "not timed on cuda" in report.onnx_tables([{**check, "device_group": "x"}])
