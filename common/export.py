@@ -27,7 +27,6 @@ NumPy and the standard library only; runs on Python 3.6 (CNTK's kernel).
 """
 import contextlib
 import json
-import os
 import sys
 import time
 import traceback
@@ -35,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import canonical
+from common import canonical, record
 
 BATCH = 16               # the batch whose logits are compared element by element
 BATCH_SIZES = (1, 64, 1024)
@@ -108,13 +107,6 @@ class Export:
         self.info.update(exporter=name, exporter_versions={k: str(v) for k, v in versions.items()}, **notes)
 
 
-def _write_json(path, data):
-    path = Path(path)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(data, indent=2, sort_keys=True))
-    os.replace(str(temporary), str(path))
-
-
 def _header(framework, benchmark, layout, threads):
     if benchmark not in MODELS:
         raise ValueError("benchmark must be one of {}, got {!r}".format(", ".join(MODELS), benchmark))
@@ -132,7 +124,7 @@ def no_exporter(export_dir, framework, benchmark, layout, reason, threads=None):
     folder.mkdir(parents=True, exist_ok=True)
     info = _header(framework, benchmark, layout, threads)
     info.update(status="no exporter", error=reason)
-    _write_json(folder / "export.json", info)
+    record.write_json(folder / "export.json", info)
     print("export: no exporter: " + reason)
     return info
 
@@ -165,7 +157,7 @@ def step(export_dir, framework, benchmark, predict, x_test, predicted, weights, 
         print("export failed: {}: {}".format(type(error).__name__, error), file=sys.stderr)
     info["export_seconds"] = time.perf_counter() - started
     info.update(out.info)
-    _write_json(folder / "export.json", info)
+    record.write_json(folder / "export.json", info)
     if info["status"] == "exported":
         print("export: {} in {:.1f} s by {}".format(", ".join(info["models"]), info["export_seconds"],
                                                    info.get("exporter", "an unnamed exporter")))
