@@ -201,11 +201,46 @@ def free_batch_axis(path):
     for node in graph.node:
         if node.op_type == "Reshape" and node.input[0] not in constants:
             shape = numpy_helper.to_array(constants[node.input[1]]).copy()
-            shape[0] = -1
+            shape[0] = 0 if -1 in shape[1:] else -1  # 0: the input's own first dimension (one -1 at most)
             constants[node.input[1]].CopyFrom(numpy_helper.from_array(shape, node.input[1]))
     del graph.value_info[:]
     onnx.checker.check_model(exported)
     onnx.save(exported, str(path))
+
+
+def cntk_scan(path, output):
+    """Makes CNTK 2.7's export of a recurrence (a Scan, as Keras 2's CNTK backend writes a GRU) run
+    for any batch: keeps only the graph output ``output`` (CNTK adds the recurrence's state and a
+    bias as outputs); makes each slice that runs to the end of its axis (``[200:]``, which CNTK
+    writes with the end 0, an empty slice for ONNX) end at the largest int32, in subgraphs too; and
+    frees the batch axis (first) of each Scan body's inputs and outputs, written as 1. Run it before
+    :func:`free_batch_axis`. Returns how many slices it changed. Needs onnx."""
+    import onnx
+
+    exported, changed = onnx.load(str(path)), 0
+    kept = [value for value in exported.graph.output if value.name == output]
+    if not kept:
+        raise ValueError(f"{path} has no output {output!r}: {[v.name for v in exported.graph.output]}")
+    del exported.graph.output[:]
+    exported.graph.output.extend(kept)
+    graphs = [exported.graph]
+    while graphs:
+        graph = graphs.pop()
+        for node in graph.node:
+            for body in (a.g for a in node.attribute if a.type == onnx.AttributeProto.GRAPH):
+                graphs.append(body)
+                if node.op_type == "Scan":
+                    for value in list(body.input) + list(body.output):
+                        value.type.tensor_type.shape.dim[0].dim_param = "N"
+                    del body.value_info[:]  # the shapes CNTK inferred for a batch of 1
+            attributes = {attribute.name: attribute for attribute in node.attribute}
+            if node.op_type == "Slice" and "ends" in attributes:  # opset 9: starts and ends are attributes
+                ends, starts = attributes["ends"].ints, attributes["starts"].ints
+                for i, (start, end) in enumerate(zip(starts, ends)):
+                    if end == 0 and start != 0:
+                        ends[i], changed = 2 ** 31 - 1, changed + 1
+    onnx.save(exported, str(path))
+    return changed
 
 
 def max_pool_2d(model_path):

@@ -86,6 +86,12 @@ CONV_HWIO = Conversion("conv_hwio", lambda k: np.ascontiguousarray(np.asarray(k)
 CONV_FLIPPED = Conversion("conv_flipped", lambda k: np.ascontiguousarray(np.asarray(k)[:, :, ::-1, ::-1]),
                           lambda k: np.ascontiguousarray(np.asarray(k)[:, :, ::-1, ::-1]))
 
+# Both: a kernel stored rows x columns x in x out and applied as a true convolution (Keras 2 on
+# Theano, whose conv2d keeps Theano's filter flip).
+CONV_HWIO_FLIPPED = Conversion(
+    "conv_hwio_flipped", lambda k: CONV_HWIO.to_framework(CONV_FLIPPED.to_framework(k)),
+    lambda k: CONV_FLIPPED.to_canonical(CONV_HWIO.to_canonical(k)))
+
 # fc1's 6,400 rows in the order of a channels-last flatten, (row, column, channel), where the
 # canonical rows follow a channels-first one, (channel, row, column): Keras' Flatten, Flax.
 FC1_CHANNELS_LAST = Conversion("fc1_channels_last", _fc1_to_channels_last, _fc1_to_channels_first)
@@ -117,4 +123,5 @@ def gates_apart(conversion: Conversion = AS_IS) -> Conversion:
                       lambda values: np.concatenate([conversion.to_canonical(v) for v in values], axis=-1))
 
 
-CONVERSIONS = (AS_IS, TRANSPOSED, CONV_HWIO, CONV_FLIPPED, FC1_CHANNELS_LAST, GATES_UPDATE_FIRST)
+CONVERSIONS = (AS_IS, TRANSPOSED, CONV_HWIO, CONV_FLIPPED, CONV_HWIO_FLIPPED, FC1_CHANNELS_LAST,
+               GATES_UPDATE_FIRST)

@@ -140,6 +140,40 @@ FRAMEWORKS = {
         sonames={"libmpi.so.12": "libmpi.so.", "libmpi_cxx.so.1": "libmpi_cxx.so."},
         sonames_hint="install OpenMPI (Debian/Ubuntu: apt-get install libopenmpi3)",
     ),
+    "keras2-theano": Framework(
+        name="keras2-theano",
+        label="Keras 2 (Theano)",
+        api="Keras 2 fit_generator/predict",
+        env="theano",
+        notebooks={"cifar": "cifar/Keras2_Theano_CIFAR.ipynb", "imdb": "imdb/Keras2_Theano_IMDB.ipynb"},
+        versions_probe="import os; os.environ['KERAS_BACKEND'] = 'theano'; import keras, theano; "
+                       "print('keras', keras.__version__, 'theano', theano.__version__)",
+        python="3.9",  # the Theano environment's; Keras 2.3.1 is the last Keras with a Theano backend
+    ),
+    "keras2-cntk": Framework(
+        name="keras2-cntk",
+        label="Keras 2 (CNTK)",
+        api="Keras 2 fit_generator/predict",
+        env="cntk",
+        notebooks={"cifar": "cifar/Keras2_CNTK_CIFAR.ipynb", "imdb": "imdb/Keras2_CNTK_IMDB.ipynb"},
+        versions_probe="import os; os.environ['KERAS_BACKEND'] = 'cntk'; import keras, cntk; "
+                       "print('keras', keras.__version__, 'cntk', cntk.__version__)",
+        python="3.6",  # the CNTK environment's; Keras 2.3.1 is the last Keras with a CNTK backend
+        sonames={"libmpi.so.12": "libmpi.so.", "libmpi_cxx.so.1": "libmpi_cxx.so."},
+        sonames_hint="install OpenMPI (Debian/Ubuntu: apt-get install libopenmpi3)",
+    ),
+    "caffe2": Framework(
+        name="caffe2",
+        label="Caffe2",
+        api="model_helper + brew",
+        env="caffe2",
+        notebooks={"cifar": "cifar/Caffe2_CIFAR.ipynb", "imdb": "imdb/Caffe2_IMDB.ipynb"},
+        versions_probe="import torch; from caffe2.python import workspace; "
+                       "print('caffe2 (torch)', torch.__version__, 'cuda', torch.version.cuda)",
+        # No cpu_probe: PyPI's torch 1.10.2, the last wheel with Caffe2's operators, is a CUDA
+        # build only, and both flavours install it (harness/envs/caffe2-cpu.txt).
+        python="3.9",  # torch 1.10.2's newest wheels; 1.11 dropped Caffe2's operators
+    ),
 }
 
 

@@ -16,7 +16,8 @@ def _random(shape):
 # Every conversion, with the canonical arrays it is used on.
 CASES = [(layouts.AS_IS, CNN["fc2.weight"]), (layouts.TRANSPOSED, CNN["fc1.weight"]),
          (layouts.TRANSPOSED, GRU["gru.input_kernel"]), (layouts.CONV_HWIO, CNN["conv2.weight"]),
-         (layouts.CONV_FLIPPED, CNN["conv3.weight"]), (layouts.FC1_CHANNELS_LAST, CNN["fc1.weight"]),
+         (layouts.CONV_FLIPPED, CNN["conv3.weight"]), (layouts.CONV_HWIO_FLIPPED, CNN["conv4.weight"]),
+         (layouts.FC1_CHANNELS_LAST, CNN["fc1.weight"]),
          (layouts.GATES_UPDATE_FIRST, GRU["gru.recurrent_kernel"]), (layouts.GATES_UPDATE_FIRST, GRU["gru.input_bias"]),
          (layouts.gates_apart(layouts.TRANSPOSED), GRU["gru.input_kernel"]), (layouts.gates_apart(), GRU["gru.input_bias"])]
 

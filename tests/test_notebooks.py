@@ -162,17 +162,20 @@ def test_parity_step_uses_only_the_shared_conversions(framework, benchmark):
         "a conversion written in the notebook: it belongs in common/layouts.py"
 
 
-KERAS = {b: [f for f in FRAMEWORKS.values() if f.label.startswith("Keras (") and b in f.notebooks]
-         for b in ("cifar", "imdb")}
-# Where the three Keras notebooks of a benchmark may differ: the backend is named, chosen and
+# The Keras families, by the start of their labels, and how many backends each has: Keras 3 on
+# three, Keras 2 (2.3.1) on Theano and CNTK.
+KERAS_FAMILIES = {"Keras (": 3, "Keras 2 (": 2}
+KERAS = {(family, b): [f for f in FRAMEWORKS.values() if f.label.startswith(family) and b in f.notebooks]
+         for family in KERAS_FAMILIES for b in ("cifar", "imdb")}
+# Where the Keras notebooks of a family and benchmark may differ: the backend is named, chosen and
 # asked for its versions there (the title, the imports, the environment); the record names the row.
 KERAS_BACKEND_CELLS = {("title", "markdown"), ("imports", "markdown"), ("imports", "code"), ("environment", "code")}
 
 
-@pytest.mark.parametrize("benchmark", sorted(KERAS))
-def test_the_keras_notebooks_differ_only_in_their_backend_cells(benchmark):
-    assert len(KERAS[benchmark]) == 3
-    notebooks = {f.label: _cells(f.notebook(benchmark)) for f in KERAS[benchmark]}
+@pytest.mark.parametrize("family, benchmark", sorted(KERAS))
+def test_the_keras_notebooks_differ_only_in_their_backend_cells(family, benchmark):
+    assert len(KERAS[family, benchmark]) == KERAS_FAMILIES[family]
+    notebooks = {f.label: _cells(f.notebook(benchmark)) for f in KERAS[family, benchmark]}
     first_label, first = next(iter(notebooks.items()))
     for label, cells in notebooks.items():
         assert cells.keys() == first.keys()
@@ -180,9 +183,9 @@ def test_the_keras_notebooks_differ_only_in_their_backend_cells(benchmark):
             if key in KERAS_BACKEND_CELLS:
                 continue
             ours, theirs = cells[key], first[key]
-            if key in (("evaluate", "code"), ("export", "code")):  # the row's label, in the record
-                ours = ours.replace(f'framework="{label}"', "framework=...").replace(f'"{label}"', "...")
-                theirs = theirs.replace(f'framework="{first_label}"', "framework=...").replace(f'"{first_label}"', "...")
+            if key in (("evaluate", "code"), ("export", "code")):  # the rows' labels, in the record
+                for named in notebooks:
+                    ours, theirs = ours.replace(f'"{named}"', "..."), theirs.replace(f'"{named}"', "...")
             assert ours == theirs, f"{label} and {first_label} ({benchmark}) differ in their {key[0]} {key[1]} cell"
 
 
@@ -200,8 +203,8 @@ def _markdown_cells(path: Path) -> list[tuple[str, str]]:
 
 
 def _family(framework) -> str:
-    """Frameworks whose notebooks may share prose: the three Keras notebooks, whatever the backend."""
-    return "Keras" if framework.label.startswith("Keras (") else framework.label
+    """Frameworks whose notebooks may share prose: the Keras notebooks, Keras 3 or 2, whatever the backend."""
+    return "Keras" if framework.label.startswith(tuple(KERAS_FAMILIES)) else framework.label
 
 
 def _sentences(text: str) -> list[str]:

@@ -22,6 +22,7 @@ from harness.frameworks import FRAMEWORKS
 # What each framework's export comes to: "ok" (all three checks pass) or "no exporter".
 EXPECTED = {name: "ok" for name in FRAMEWORKS}
 EXPECTED["lasagne"] = "no exporter"
+EXPECTED["keras2-theano"] = "no exporter"  # Theano: the same reason as Lasagne's
 LATENCY_FIELDS = {"batch_size", "runs", "warmup", "median_seconds", "p90_seconds", "samples_per_second"}
 
 
