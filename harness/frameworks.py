@@ -60,6 +60,30 @@ def keras_on(backend: str, backend_label: str, env: str, cpu_probe: str) -> Fram
     )
 
 
+def keras2_on(backend: str, backend_label: str, env: str, python: str, sonames: dict | None = None,
+              sonames_hint: str = "") -> Framework:
+    """Keras 2.3.1, the last Keras with Theano and CNTK backends, on one of them (``backend``: KERAS_BACKEND's
+    value, also the backend's module), in that backend's environment and interpreter (``python``) and with
+    the system libraries it links; its notebooks are Keras2_<backend label>_<BENCHMARK>."""
+    return Framework(
+        name=f"keras2-{backend}",
+        label=f"Keras 2 ({backend_label})",
+        api="Keras 2 fit_generator/predict",
+        env=env,
+        notebooks={b: f"{b}/Keras2_{backend_label}_{b.upper()}.ipynb" for b in ("cifar", "imdb")},
+        versions_probe=f"import os; os.environ['KERAS_BACKEND'] = '{backend}'; import keras, {backend}; "
+                       f"print('keras', keras.__version__, '{backend}', {backend}.__version__)",
+        python=python,
+        sonames=sonames or {},
+        sonames_hint=sonames_hint,
+    )
+
+
+# CNTK 2.7 links OpenMPI 1.10 by its sonames; today's systems ship OpenMPI 3/4 (Debian's libopenmpi3:
+# libmpi.so.40, libmpi_cxx.so.40), which CNTK loads under the old names.
+OPENMPI_SONAMES = {"libmpi.so.12": "libmpi.so.", "libmpi_cxx.so.1": "libmpi_cxx.so."}
+OPENMPI_HINT = "install OpenMPI (Debian/Ubuntu: apt-get install libopenmpi3)"
+
 FRAMEWORKS = {
     "pytorch": Framework(
         name="pytorch",
@@ -135,33 +159,12 @@ FRAMEWORKS = {
         notebooks={"cifar": "cifar/CNTK_CIFAR.ipynb", "imdb": "imdb/CNTK_IMDB.ipynb"},
         versions_probe="import cntk; print('cntk', cntk.__version__)",
         python="3.6",
-        # CNTK 2.7 links OpenMPI 1.10 by its sonames; today's systems ship OpenMPI 3/4
-        # (Debian's libopenmpi3: libmpi.so.40, libmpi_cxx.so.40), which CNTK loads under the old names.
-        sonames={"libmpi.so.12": "libmpi.so.", "libmpi_cxx.so.1": "libmpi_cxx.so."},
-        sonames_hint="install OpenMPI (Debian/Ubuntu: apt-get install libopenmpi3)",
+        sonames=OPENMPI_SONAMES,
+        sonames_hint=OPENMPI_HINT,
     ),
-    "keras2-theano": Framework(
-        name="keras2-theano",
-        label="Keras 2 (Theano)",
-        api="Keras 2 fit_generator/predict",
-        env="theano",
-        notebooks={"cifar": "cifar/Keras2_Theano_CIFAR.ipynb", "imdb": "imdb/Keras2_Theano_IMDB.ipynb"},
-        versions_probe="import os; os.environ['KERAS_BACKEND'] = 'theano'; import keras, theano; "
-                       "print('keras', keras.__version__, 'theano', theano.__version__)",
-        python="3.9",  # the Theano environment's; Keras 2.3.1 is the last Keras with a Theano backend
-    ),
-    "keras2-cntk": Framework(
-        name="keras2-cntk",
-        label="Keras 2 (CNTK)",
-        api="Keras 2 fit_generator/predict",
-        env="cntk",
-        notebooks={"cifar": "cifar/Keras2_CNTK_CIFAR.ipynb", "imdb": "imdb/Keras2_CNTK_IMDB.ipynb"},
-        versions_probe="import os; os.environ['KERAS_BACKEND'] = 'cntk'; import keras, cntk; "
-                       "print('keras', keras.__version__, 'cntk', cntk.__version__)",
-        python="3.6",  # the CNTK environment's; Keras 2.3.1 is the last Keras with a CNTK backend
-        sonames={"libmpi.so.12": "libmpi.so.", "libmpi_cxx.so.1": "libmpi_cxx.so."},
-        sonames_hint="install OpenMPI (Debian/Ubuntu: apt-get install libopenmpi3)",
-    ),
+    "keras2-theano": keras2_on("theano", "Theano", env="theano", python="3.9"),
+    "keras2-cntk": keras2_on("cntk", "CNTK", env="cntk", python="3.6", sonames=OPENMPI_SONAMES,
+                             sonames_hint=OPENMPI_HINT),
     "caffe2": Framework(
         name="caffe2",
         label="Caffe2",
