@@ -35,13 +35,13 @@ from pathlib import Path
 import numpy as np
 
 from common import canonical, record
+from common.benchmarks import BENCHMARKS
 
 BATCH = 16               # the batch whose logits are compared element by element
 BATCH_SIZES = (1, 64, 1024)
 RUNS = 30                # timed runs per batch size, after the warm-up
 WARMUP = 5
 LAYOUTS = {"cifar": ("NCHW", "NHWC"), "imdb": ("NT",)}  # N samples, C channels, H, W, T time steps
-MODELS = {"cifar": "cnn", "imdb": "gru"}
 SCHEMA_VERSION = 1
 
 
@@ -108,13 +108,13 @@ class Export:
 
 
 def _header(framework, benchmark, layout, threads):
-    if benchmark not in MODELS:
-        raise ValueError("benchmark must be one of {}, got {!r}".format(", ".join(MODELS), benchmark))
+    if benchmark not in BENCHMARKS:
+        raise ValueError("benchmark must be one of {}, got {!r}".format(", ".join(BENCHMARKS), benchmark))
     if layout not in LAYOUTS[benchmark]:
         raise ValueError("layout for {} must be one of {}, got {!r}".format(benchmark, ", ".join(LAYOUTS[benchmark]),
                                                                            layout))
     return {"schema_version": SCHEMA_VERSION, "framework": framework, "benchmark": benchmark,
-            "model": MODELS[benchmark], "layout": layout, "threads": threads,
+            "model": BENCHMARKS[benchmark].layout, "layout": layout, "threads": threads,
             "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
@@ -141,7 +141,7 @@ def step(export_dir, framework, benchmark, predict, x_test, predicted, weights, 
     logits = np.asarray(predict(batch), np.float32)
     np.savez(str(folder / "arrays.npz"), batch=batch, logits=logits, x_test=np.asarray(x_test),
              predicted=np.asarray(predicted, np.int64))
-    canonical.save(folder / "weights.npz", MODELS[benchmark], weights)
+    canonical.save(folder / "weights.npz", BENCHMARKS[benchmark].layout, weights)
     info["framework_latencies"] = latencies(predict, x_test, sizes, runs, sync=sync)
     out = Export(folder, benchmark, batch)
     started = time.perf_counter()

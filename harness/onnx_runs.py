@@ -31,10 +31,6 @@ def onnx_dir(results: Path) -> Path:
     return results / "onnx"
 
 
-def exports_dir(results: Path) -> Path:
-    return results / "exports"
-
-
 def interpreter(flavour: str) -> tuple[str | None, str | None]:
     """The Python that runs the checks, and None; or None and why there is none. Builds the
     environment where it is not up to date (``$ROSETTA_ONNX_PYTHON`` instead names one)."""
