@@ -1,0 +1,275 @@
+"""The offline GPU machine, rehearsed: the README's steps, as written, on an imitation of its Python.
+
+The imitation is the rehearsal's image (tests/rehearsal_image.py: Python 3.12 with torch, jax,
+flax, optax, onnx, onnxruntime, numpy 2, pandas 3, matplotlib; no papermill, ipykernel, pooch,
+keras or jax2onnx), built once and kept. The steps are read from README.md ("Offline machines"):
+
+1. on the connected machine, with the index: the clone, and its wheelhouse (`make wheels ...
+   WHEELS_SKIP=...`);
+2. with no index reachable (``PIP_NO_INDEX=1``, pip's configuration files ignored, every proxy on a
+   closed loopback port): the user step (`$PY -m pip install --no-index --find-links wheels ...`),
+   then `make bench PYTHON=$PY VENV_BASE=$PY WHEELHOUSE=wheels EXISTING_PYTHON=$PY CIFAR10=... IMDB=...`
+   for PyTorch, Keras on PyTorch, JAX and Keras on JAX, one epoch on the tiny archives, with the
+   exports and their ONNX checks.
+
+The user step installs into the interpreter, so that the image stays as it was built, ``$PY`` is
+a copy of it made of hard links beside it (seconds, no space): pip replaces files rather than
+writing into them, and the test checks that the image itself is unchanged at the end. Every
+run, parity check and export must be ok, every record must name the existing interpreter and
+carry the commit, and `make bench` must have changed nothing under ``$PY``'s prefix.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import rehearsal_image
+
+from common import REPOSITORY
+
+pytestmark = pytest.mark.kernel
+
+FRAMEWORKS = ["pytorch", "keras-torch", "jax", "keras-jax"]
+LABELS = ["PyTorch", "Keras (PyTorch)", "JAX", "Keras (JAX)"]
+BENCHMARKS = ["cifar", "imdb"]
+# The run's size beyond the README's command: one epoch, batches of 32 on the tiny archives, the
+# exports timed briefly; one thread (the suite's other runs use the other core).
+SUBSET = {"FRAMEWORKS": " ".join(FRAMEWORKS), "EPOCHS": "1", "BATCH_SIZE": "32", "THREADS": "1",
+          "DEVICE": "cpu", "TIMEOUT": "900"}
+STEP_TIMEOUT = {"wheels": 600, "user": 300, "bench": 1800}
+
+
+# --- the README's commands -----------------------------------------------------------------
+
+def readme_commands(readme: Path = REPOSITORY / "README.md") -> list:
+    """The shell commands of the README's "Offline machines" section, continuation lines joined."""
+    text = readme.read_text()
+    if "### Offline machines" not in text:
+        raise AssertionError(f"{readme} has no section '### Offline machines'")
+    section = text.split("### Offline machines", 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
+    commands = []
+    for block in re.findall(r"```sh\n(.*?)```", section, re.S):
+        commands += [line.strip() for line in block.replace("\\\n", " ").splitlines() if line.strip()]
+    return commands
+
+
+def readme_step(commands: list, starts: str, *containing: str) -> str:
+    """The one command that starts with ``starts`` and holds every one of ``containing``."""
+    found = [c for c in commands if c.startswith(starts) and all(word in c for word in containing)]
+    if len(found) != 1:
+        raise AssertionError(f"README.md, 'Offline machines': expected one command starting {starts!r} with "
+                             f"{containing}, found {len(found)} among {commands}")
+    return found[0]
+
+
+def with_data(command: str, cifar: Path, imdb: Path) -> str:
+    """The README's bench command with the tiny archives for its CIFAR10= and IMDB=, and the subset."""
+    for name, value in (("CIFAR10", cifar), ("IMDB", imdb)):
+        command, count = re.subn(rf"\b{name}=\S+", f"{name}={value}", command)
+        assert count == 1, f"README.md's bench command names {name}= {count} times: {command}"
+    command = re.sub(r"\s+#.*$", "", command)  # a trailing comment
+    return command + "".join(f" {name}='{value}'" for name, value in SUBSET.items())
+
+
+def test_the_readme_steps_are_found_and_the_data_replaced():
+    commands = readme_commands()
+    bench = readme_step(commands, "make bench", "EXISTING_PYTHON=$PY", "VENV_BASE=$PY", "WHEELHOUSE=")
+    replaced = with_data(bench, Path("/t/c.tar.gz"), Path("/t/i.npz"))
+    assert "CIFAR10=/t/c.tar.gz" in replaced and "IMDB=/t/i.npz" in replaced and "/data/" not in replaced
+    assert "FRAMEWORKS='pytorch keras-torch jax keras-jax'" in replaced
+    assert readme_step(commands, "$PY -m pip install", "--no-index")
+    assert readme_step(commands, "make wheels", "WHEELS_SKIP=")
+    with pytest.raises(AssertionError, match="expected one command starting 'make nothing'"):
+        readme_step(commands, "make nothing")
+
+
+# --- environments --------------------------------------------------------------------------
+
+def clean_environment() -> dict:
+    """This process's variables less those of the test run, the harness and make."""
+    drop = ("ROSETTA_", "JUPYTER_", "MAKE", "MFLAGS", "VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")
+    return {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+
+
+def offline_environment(closed_port_url: str) -> dict:
+    """No index and no network: pip's index off, its configuration files ignored, proxies on a
+    closed loopback port (as the ``offline`` fixture of tests/test_offline.py)."""
+    env = {k: v for k, v in clean_environment().items()
+           if not k.upper().startswith("PIP_") and k.lower() not in ("no_proxy",)}
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+        env[name] = closed_port_url
+    env.update(PIP_NO_INDEX="1", PIP_CONFIG_FILE=os.devnull, PIP_DISABLE_PIP_VERSION_CHECK="1")
+    return env
+
+
+def run_step(name: str, command: str, cwd: Path, env: dict, logs: Path) -> str:
+    """Runs one step through bash; its output goes to ``logs/NAME.log``; fails with its tail."""
+    log = logs / f"{name}.log"
+    started = time.monotonic()
+    with log.open("w") as out:
+        out.write(f"$ {command}\n")
+        out.flush()
+        try:
+            done = subprocess.run(["bash", "-c", command], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                  timeout=STEP_TIMEOUT[name])
+            code = done.returncode
+        except subprocess.TimeoutExpired:
+            code = "timeout"
+    seconds = time.monotonic() - started
+    print(f"rehearsal: {name} took {seconds:.0f} s (exit {code}); log {log}")
+    output = log.read_text()
+    assert code == 0, f"{name} step failed ({code}): {command}\n...{output[-6000:]}"
+    return output
+
+
+def snapshot(prefix: Path) -> dict:
+    """Every file and link under ``prefix``: size, modification time and mode."""
+    found = {}
+    for root, folders, files in os.walk(prefix):
+        for name in folders + files:
+            path = Path(root) / name
+            info = path.lstat()
+            found[str(path.relative_to(prefix))] = (info.st_size, info.st_mtime_ns, info.st_mode)
+    return found
+
+
+def changes(before: dict, after: dict) -> list:
+    return sorted([f"added {p}" for p in after.keys() - before.keys()]
+                  + [f"removed {p}" for p in before.keys() - after.keys()]
+                  + [f"changed {p}" for p in before.keys() & after.keys() if before[p] != after[p]])
+
+
+def checkout_copy(destination: Path) -> Path:
+    """The working tree as a clone would have it (tracked and new files, none that git ignores)
+    without .git, and its commit in COMMIT."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPOSITORY,
+                            capture_output=True, text=True, check=True).stdout
+    for name in filter(None, listed.split("\0")):
+        source = REPOSITORY / name
+        if source.is_file():
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, destination / name)
+    return destination
+
+
+def git_commit() -> str:
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPOSITORY, capture_output=True, text=True,
+                            check=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"],
+                           cwd=REPOSITORY, capture_output=True, text=True, check=True).stdout.strip()
+    return commit + ("-dirty" if dirty else "")
+
+
+# --- the rehearsal -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def image() -> Path:
+    """The image's python, built first where needed (with the index)."""
+    try:
+        return rehearsal_image.ensure()
+    except rehearsal_image.ImageError as error:
+        pytest.fail(str(error))
+
+
+@pytest.fixture(scope="module")
+def closed_port():
+    """A loopback port that refuses connections, for the whole module (see conftest.closed_port_url)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@pytest.fixture(scope="module")
+def rehearsal(image, closed_port, tiny_cifar, tiny_imdb, tmp_path_factory):
+    """The README's steps; yields what the tests look at."""
+    started = time.monotonic()
+    work = tmp_path_factory.mktemp("rehearsal")
+    logs = work / "logs"
+    logs.mkdir()
+    image_prefix = image.parent.parent
+    image_before = snapshot(image_prefix)
+    commands = readme_commands()
+
+    # The connected machine: the clone and its wheelhouse.
+    checkout = checkout_copy(work / "dl-rosetta")
+    commit = git_commit()
+    (checkout / "COMMIT").write_text(commit + "\n")
+    old_results = {p.relative_to(checkout) for p in (checkout / "results").rglob("*")}
+    run_step("wheels", readme_step(commands, "make wheels", "WHEELS_SKIP="), checkout, clean_environment(), logs)
+
+    # The offline machine: PY is a copy of the image (hard links), where the user step installs.
+    user_python = Path(tempfile.mkdtemp(prefix=f"{rehearsal_image.NAME}-run-", dir=image_prefix.parent))
+    try:
+        linked = subprocess.run(["cp", "-a", "--link", f"{image_prefix}/.", str(user_python)], capture_output=True)
+        if linked.returncode != 0:  # another file system: a plain copy
+            subprocess.run(["cp", "-a", f"{image_prefix}/.", str(user_python)], check=True)
+        py = user_python / "bin" / "python"
+        env = offline_environment(closed_port) | {"PY": str(py)}
+        run_step("user", readme_step(commands, "$PY -m pip install", "--no-index"), checkout, env, logs)
+        before = snapshot(user_python)
+        bench = with_data(readme_step(commands, "make bench", "EXISTING_PYTHON=$PY", "VENV_BASE=$PY", "WHEELHOUSE="),
+                          tiny_cifar, tiny_imdb)
+        output = run_step("bench", bench, checkout, env, logs)
+        after = snapshot(user_python)
+        results = checkout / "results"
+        new = sorted(p for p in results.rglob("*.json") if p.relative_to(checkout) not in old_results)
+        print(f"rehearsal: {time.monotonic() - started:.0f} s in all")
+        yield {"py": str(py), "commit": commit, "output": output, "results": results, "new": new,
+               "bench_changes": changes(before, after), "image_changes": None, "logs": logs,
+               "image_check": lambda: changes(image_before, snapshot(image_prefix))}
+    finally:
+        shutil.rmtree(user_python, ignore_errors=True)
+
+
+def new_records(rehearsal, folder: str) -> list:
+    return [json.loads(p.read_text()) for p in rehearsal["new"] if p.parent.name == folder]
+
+
+def test_every_run_is_ok_in_the_existing_interpreter_and_carries_the_commit(rehearsal):
+    records = new_records(rehearsal, "records")
+    assert sorted((r["framework"], r["benchmark"]) for r in records) == \
+        sorted((label, benchmark) for label in LABELS for benchmark in BENCHMARKS), \
+        f"{[(r['framework'], r['benchmark'], r['status']) for r in records]}"
+    for run in records:
+        where = f"{run['framework']}/{run['benchmark']}"
+        assert run["status"] == "ok", f"{where}: {run['status']}: {run.get('error')}"
+        assert run["kernel_environment"]["kind"] == "existing", where
+        assert run["kernel_environment"]["python"] == rehearsal["py"], where
+        assert run["environment"]["python"].startswith("3.12"), where
+        assert run["environment"].get("git_commit") == rehearsal["commit"], where
+        assert run["export"], f"{where}: no export folder"
+
+
+def test_every_parity_check_is_equivalent(rehearsal):
+    checks = new_records(rehearsal, "parity")
+    assert sorted((c["framework"], c["benchmark"]) for c in checks) == \
+        sorted((label, benchmark) for label in LABELS for benchmark in BENCHMARKS)
+    for check in checks:
+        assert check["status"] == "ok" and check["equivalent"], f"{check['framework']}/{check['benchmark']}: " \
+                                                                f"{check.get('message')}"
+
+
+def test_every_export_passes_its_checks_in_onnx_runtime(rehearsal):
+    checks = new_records(rehearsal, "onnx")
+    assert sorted((c["framework"], c["benchmark"]) for c in checks) == \
+        sorted((label, benchmark) for label in LABELS for benchmark in BENCHMARKS)
+    for check in checks:
+        assert check["ok"] and check["status"] == "ok", f"{check['framework']}/{check['benchmark']}: " \
+                                                       f"{check['status']}: {check.get('message')}"
+
+
+def test_the_bench_wrote_nothing_under_the_interpreter_and_the_image_is_as_built(rehearsal):
+    assert not rehearsal["bench_changes"], f"make bench changed {rehearsal['py']}'s prefix: " \
+                                           f"{rehearsal['bench_changes'][:20]}"
+    changed = rehearsal["image_check"]()
+    assert not changed, f"the image {rehearsal_image.path()} changed: {changed[:20]}"
