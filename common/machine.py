@@ -59,10 +59,11 @@ def cpu_model() -> str:
 
 
 COMMIT_FILE = "COMMIT"  # at the repository's root, in a checkout carried without .git
+RESULTS_FOLDER = "results"  # what the harness writes: changes there do not make a tree dirty
 
 
 def git_commit() -> Optional[str]:
-    """The repository's commit, with ``-dirty`` when tracked files differ from it.
+    """The repository's commit, with ``-dirty`` when tracked files outside results/ differ from it.
 
     Git says first. Where it cannot (a checkout copied without ``.git``, or no git at all), the
     file ``COMMIT`` at the repository's root says: one line, the 40-hex commit, optionally
@@ -79,7 +80,9 @@ def _git_commit() -> Optional[str]:
     commit = _run(["git", "-C", str(REPOSITORY), "rev-parse", "HEAD"])
     if commit is None:
         return None
-    dirty = _run(["git", "-C", str(REPOSITORY), "status", "--porcelain", "--untracked-files=no"])
+    # the records, tables and plots the harness writes under results/ are its output, not its code
+    dirty = _run(["git", "-C", str(REPOSITORY), "status", "--porcelain", "--untracked-files=no",
+                  "--", ".", ":(exclude){}".format(RESULTS_FOLDER)])
     return commit + ("-dirty" if dirty or dirty is None else "")  # unknown: not known to be clean
 
 

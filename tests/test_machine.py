@@ -1,4 +1,4 @@
-"""The commit a record carries: git's, else the checkout's COMMIT file."""
+"""The commit a record carries: git's, else the checkout's COMMIT file; results/ never makes it dirty."""
 import subprocess
 
 import pytest
@@ -30,6 +30,13 @@ def repository(tmp_path, monkeypatch):
 
 
 def test_a_clean_tree_gives_the_commit(repository):
+    assert machine.git_commit() == _git(repository, "rev-parse", "HEAD")
+
+
+def test_changed_results_do_not_make_the_tree_dirty(repository):
+    (repository / "results" / "README.md").write_text("# Results\n\nrewritten by a report\n")
+    (repository / "results" / "records").mkdir()
+    (repository / "results" / "records" / "new.json").write_text("{}")  # untracked: never counted
     assert machine.git_commit() == _git(repository, "rev-parse", "HEAD")
 
 
