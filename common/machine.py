@@ -15,8 +15,10 @@ versions the framework was built with and loaded, which only it can tell.
 """
 import os
 import platform
+import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Union
 
@@ -56,13 +58,47 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+COMMIT_FILE = "COMMIT"  # at the repository's root, in a checkout carried without .git
+RESULTS_FOLDER = "results"  # what the harness writes: changes there do not make a tree dirty
+
+
 def git_commit() -> Optional[str]:
-    """The repository's commit, with ``-dirty`` when tracked files differ from it."""
+    """The repository's commit, with ``-dirty`` when tracked files outside results/ differ from it.
+
+    Git says first. Where it cannot (a checkout copied without ``.git``, or no git at all), the
+    file ``COMMIT`` at the repository's root says: one line, the 40-hex commit, optionally
+    followed by ``-dirty``. A malformed file is reported and not used (None: unknown).
+    """
+    commit = _git_commit()
+    return commit if commit is not None else _commit_file()
+
+
+def _git_commit() -> Optional[str]:
+    top = _run(["git", "-C", str(REPOSITORY), "rev-parse", "--show-toplevel"])
+    if top is None or Path(top).resolve() != REPOSITORY.resolve():
+        return None  # no git, no .git, or a repository around this copy rather than its own
     commit = _run(["git", "-C", str(REPOSITORY), "rev-parse", "HEAD"])
     if commit is None:
         return None
-    dirty = _run(["git", "-C", str(REPOSITORY), "status", "--porcelain", "--untracked-files=no"])
-    return commit + ("-dirty" if dirty else "")
+    # the records, tables and plots the harness writes under results/ are its output, not its code
+    dirty = _run(["git", "-C", str(REPOSITORY), "status", "--porcelain", "--untracked-files=no",
+                  "--", ".", ":(exclude){}".format(RESULTS_FOLDER)])
+    return commit + ("-dirty" if dirty or dirty is None else "")  # unknown: not known to be clean
+
+
+def _commit_file() -> Optional[str]:
+    path = REPOSITORY / COMMIT_FILE
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    value = text.strip()
+    if not re.fullmatch(r"[0-9a-f]{40}(-dirty)?", value):
+        print("{}: {!r} is not a commit; expected one line, 40 hexadecimal digits (lower case), optionally "
+              "followed by -dirty. Records of this checkout carry no commit.".format(path, text[:100]),
+              file=sys.stderr)
+        return None
+    return value
 
 
 def cores() -> int:
