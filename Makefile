@@ -69,6 +69,9 @@ RUN_FLAGS += $(if $(filter 1 yes true,$(RESUME)),--resume)
 RUN_FLAGS += $(call option,--repeats,$(REPEATS))
 # EXPORT=0 (or no, false): leave out the notebooks' export to ONNX and its checks.
 RUN_FLAGS += $(if $(filter 0 no false,$(EXPORT)),--no-export)
+# EXPORT_BATCH_SIZES="1 8", EXPORT_RUNS=3: the batch sizes and timed runs of each export's prediction
+# (default 1 64 1024, 30 runs).
+RUN_FLAGS += $(call option,--export-batch-sizes,$(EXPORT_BATCH_SIZES)) $(call option,--export-runs,$(EXPORT_RUNS))
 
 .PHONY: bench smoke test test-fast envs data report list clean openmpi docker wheels bundle compare chromium agree onnx
 
