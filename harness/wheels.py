@@ -49,10 +49,15 @@ from harness.venvs import COMMON_REQUIREMENTS, KERNEL_LIST, KERNEL_NO_DEPS, KERN
 
 # What the Keras rows add to an existing PyTorch, TensorFlow or JAX interpreter.
 KERAS_SPEC = SPECS / "pytorch-cpu.txt"
-# The JAX rows' exporter, as their spec pins it, and what it needs that an interpreter running
-# the JAX rows and the ONNX checks has already (the frameworks themselves, left out of the folder).
+# The exporters the notebooks import at their export step, each as its spec pins it: jax2onnx with
+# onnx-ir (the JAX rows) and onnxscript (torch.onnx.export(..., dynamo=True), the PyTorch rows; torch
+# does not require it, so an interpreter that has torch may lack it), and what they need that an
+# interpreter running those rows and the ONNX checks has already (the frameworks themselves, left
+# out of the folder).
 EXPORTER_SPEC = SPECS / "jax-cpu.txt"
 EXPORTERS = ("jax2onnx", "onnx-ir")
+TORCH_EXPORTER_SPEC = SPECS / "pytorch-cpu.txt"
+TORCH_EXPORTERS = ("onnxscript",)
 EXPORTER_LEAVES_OUT = ("jax", "jaxlib", "flax", "optax", "scipy", "tensorstore", "onnx", "onnxruntime")
 
 
@@ -94,9 +99,9 @@ def keras_requirement(spec: Path = KERAS_SPEC) -> str:
     return pinned(spec, "keras")
 
 
-def exporter_requirements(spec: Path = EXPORTER_SPEC) -> list[str]:
-    """jax2onnx and onnx-ir as the JAX spec pins them."""
-    return [pinned(spec, name) for name in EXPORTERS]
+def exporter_requirements(spec: Path = EXPORTER_SPEC, torch_spec: Path = TORCH_EXPORTER_SPEC) -> list[str]:
+    """jax2onnx and onnx-ir as the JAX spec pins them, onnxscript as the PyTorch spec does."""
+    return [*(pinned(spec, name) for name in EXPORTERS), *(pinned(torch_spec, name) for name in TORCH_EXPORTERS)]
 
 
 def requirements() -> list[str]:
