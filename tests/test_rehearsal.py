@@ -30,20 +30,21 @@ import tempfile
 import time
 from pathlib import Path
 
+import nbformat
 import pytest
 import rehearsal_image
 
 from common import REPOSITORY
-
-pytestmark = pytest.mark.kernel
+from harness import wheels
+from harness.frameworks import FRAMEWORKS as REGISTRY
 
 FRAMEWORKS = ["pytorch", "keras-torch", "jax", "keras-jax"]
 LABELS = ["PyTorch", "Keras (PyTorch)", "JAX", "Keras (JAX)"]
 BENCHMARKS = ["cifar", "imdb"]
 # The run's size beyond the README's command: one epoch, batches of 32 on the tiny archives, the
-# exports timed briefly; one thread (the suite's other runs use the other core).
-SUBSET = {"FRAMEWORKS": " ".join(FRAMEWORKS), "EPOCHS": "1", "BATCH_SIZE": "32", "THREADS": "1",
-          "DEVICE": "cpu", "TIMEOUT": "900"}
+# exports timed briefly.
+SUBSET = {"FRAMEWORKS": " ".join(FRAMEWORKS), "EPOCHS": "1", "BATCH_SIZE": "32", "DEVICE": "cpu",
+          "TIMEOUT": "900", "EXPORT_BATCH_SIZES": "1 8", "EXPORT_RUNS": "3"}
 STEP_TIMEOUT = {"wheels": 600, "user": 300, "bench": 1800}
 
 
@@ -70,6 +71,15 @@ def readme_step(commands: list, starts: str, *containing: str) -> str:
     return found[0]
 
 
+def readme_user_step(commands: list) -> str:
+    """The README's user step: its `$PY -m pip install --no-index ...` commands, one after the other."""
+    found = [c for c in commands if c.startswith("$PY -m pip install") and "--no-index" in c]
+    if not found:
+        raise AssertionError(f"README.md, 'Offline machines': no `$PY -m pip install --no-index` command among "
+                             f"{commands}")
+    return " && ".join(re.sub(r"\s+#.*$", "", c) for c in found)
+
+
 def with_data(command: str, cifar: Path, imdb: Path) -> str:
     """The README's bench command with the tiny archives for its CIFAR10= and IMDB=, and the subset."""
     for name, value in (("CIFAR10", cifar), ("IMDB", imdb)):
@@ -84,11 +94,27 @@ def test_the_readme_steps_are_found_and_the_data_replaced():
     bench = readme_step(commands, "make bench", "EXISTING_PYTHON=$PY", "VENV_BASE=$PY", "WHEELHOUSE=")
     replaced = with_data(bench, Path("/t/c.tar.gz"), Path("/t/i.npz"))
     assert "CIFAR10=/t/c.tar.gz" in replaced and "IMDB=/t/i.npz" in replaced and "/data/" not in replaced
-    assert "FRAMEWORKS='pytorch keras-torch jax keras-jax'" in replaced
-    assert readme_step(commands, "$PY -m pip install", "--no-index")
+    assert "FRAMEWORKS='pytorch keras-torch jax keras-jax'" in replaced and "EXPORT_RUNS='3'" in replaced
+    assert readme_user_step(commands).startswith("$PY -m pip install --no-index")
     assert readme_step(commands, "make wheels", "WHEELS_SKIP=")
     with pytest.raises(AssertionError, match="expected one command starting 'make nothing'"):
         readme_step(commands, "make nothing")
+
+
+def test_the_user_step_brings_every_exporter_the_notebooks_import():
+    """An interpreter that has the frameworks may lack their exporters (torch does not require
+    onnxscript): the README's user step must install each one the notebooks import."""
+    exporters = {"onnxscript", "jax2onnx", "onnx_ir"}
+    imported = set()
+    for name in FRAMEWORKS:
+        for benchmark in BENCHMARKS:
+            for cell in nbformat.read(REGISTRY[name].notebook(benchmark), as_version=4).cells:
+                if cell.cell_type == "code":
+                    imported |= set(re.findall(r"^\s*(?:import|from)\s+(\w+)", cell.source, re.M)) & exporters
+    assert {"onnxscript", "jax2onnx"} <= imported
+    installed = {wheels.normalise(re.match(r"[\w.-]+", r).group(0)) for r in wheels.exporter_requirements()}
+    assert {wheels.normalise(m) for m in imported} <= installed
+    assert all("==" in r for r in wheels.exporter_requirements())  # as the specs pin them
 
 
 # --- environments --------------------------------------------------------------------------
@@ -197,6 +223,8 @@ def rehearsal(image, closed_port, tiny_cifar, tiny_imdb, tmp_path_factory):
     logs = work / "logs"
     logs.mkdir()
     image_prefix = image.parent.parent
+    for stale in image_prefix.parent.glob(f"{rehearsal_image.NAME}-run-*"):  # left by an interrupted run
+        shutil.rmtree(stale, ignore_errors=True)
     image_before = snapshot(image_prefix)
     commands = readme_commands()
 
@@ -215,7 +243,7 @@ def rehearsal(image, closed_port, tiny_cifar, tiny_imdb, tmp_path_factory):
             subprocess.run(["cp", "-a", f"{image_prefix}/.", str(user_python)], check=True)
         py = user_python / "bin" / "python"
         env = offline_environment(closed_port) | {"PY": str(py)}
-        run_step("user", readme_step(commands, "$PY -m pip install", "--no-index"), checkout, env, logs)
+        run_step("user", readme_user_step(commands), checkout, env, logs)
         before = snapshot(user_python)
         bench = with_data(readme_step(commands, "make bench", "EXISTING_PYTHON=$PY", "VENV_BASE=$PY", "WHEELHOUSE="),
                           tiny_cifar, tiny_imdb)
@@ -235,6 +263,7 @@ def new_records(rehearsal, folder: str) -> list:
     return [json.loads(p.read_text()) for p in rehearsal["new"] if p.parent.name == folder]
 
 
+@pytest.mark.kernel
 def test_every_run_is_ok_in_the_existing_interpreter_and_carries_the_commit(rehearsal):
     records = new_records(rehearsal, "records")
     assert sorted((r["framework"], r["benchmark"]) for r in records) == \
@@ -250,6 +279,7 @@ def test_every_run_is_ok_in_the_existing_interpreter_and_carries_the_commit(rehe
         assert run["export"], f"{where}: no export folder"
 
 
+@pytest.mark.kernel
 def test_every_parity_check_is_equivalent(rehearsal):
     checks = new_records(rehearsal, "parity")
     assert sorted((c["framework"], c["benchmark"]) for c in checks) == \
@@ -259,6 +289,7 @@ def test_every_parity_check_is_equivalent(rehearsal):
                                                                 f"{check.get('message')}"
 
 
+@pytest.mark.kernel
 def test_every_export_passes_its_checks_in_onnx_runtime(rehearsal):
     checks = new_records(rehearsal, "onnx")
     assert sorted((c["framework"], c["benchmark"]) for c in checks) == \
@@ -268,6 +299,7 @@ def test_every_export_passes_its_checks_in_onnx_runtime(rehearsal):
                                                        f"{check['status']}: {check.get('message')}"
 
 
+@pytest.mark.kernel
 def test_the_bench_wrote_nothing_under_the_interpreter_and_the_image_is_as_built(rehearsal):
     assert not rehearsal["bench_changes"], f"make bench changed {rehearsal['py']}'s prefix: " \
                                            f"{rehearsal['bench_changes'][:20]}"
