@@ -39,7 +39,6 @@ from harness import wheels
 from harness.frameworks import FRAMEWORKS as REGISTRY
 
 FRAMEWORKS = ["pytorch", "keras-torch", "jax", "keras-jax"]
-LABELS = ["PyTorch", "Keras (PyTorch)", "JAX", "Keras (JAX)"]
 BENCHMARKS = ["cifar", "imdb"]
 # The run's size beyond the README's command: one epoch, batches of 32 on the tiny archives, the
 # exports timed briefly.
@@ -259,6 +258,10 @@ def rehearsal(image, closed_port, tiny_cifar, tiny_imdb, tmp_path_factory):
         shutil.rmtree(user_python, ignore_errors=True)
 
 
+def expected() -> list:
+    return sorted((REGISTRY[name].label, benchmark) for name in FRAMEWORKS for benchmark in BENCHMARKS)
+
+
 def new_records(rehearsal, folder: str) -> list:
     return [json.loads(p.read_text()) for p in rehearsal["new"] if p.parent.name == folder]
 
@@ -266,8 +269,7 @@ def new_records(rehearsal, folder: str) -> list:
 @pytest.mark.kernel
 def test_every_run_is_ok_in_the_existing_interpreter_and_carries_the_commit(rehearsal):
     records = new_records(rehearsal, "records")
-    assert sorted((r["framework"], r["benchmark"]) for r in records) == \
-        sorted((label, benchmark) for label in LABELS for benchmark in BENCHMARKS), \
+    assert sorted((r["framework"], r["benchmark"]) for r in records) == expected(), \
         f"{[(r['framework'], r['benchmark'], r['status']) for r in records]}"
     for run in records:
         where = f"{run['framework']}/{run['benchmark']}"
@@ -277,13 +279,21 @@ def test_every_run_is_ok_in_the_existing_interpreter_and_carries_the_commit(rehe
         assert run["environment"]["python"].startswith("3.12"), where
         assert run["environment"].get("git_commit") == rehearsal["commit"], where
         assert run["export"], f"{where}: no export folder"
+        # The image's own versions, its torch a CUDA build (PyPI's), its jaxlib a CPU one.
+        torch_row = run["framework"] in (REGISTRY["pytorch"].label, REGISTRY["keras-torch"].label)
+        assert run["kernel_environment"]["cuda_build"] is torch_row, where
+        assert ("torch 2.11.0" if torch_row else "jax 0.11.2") in run["kernel_environment"]["versions"], where
+        timed = json.loads((rehearsal["results"] / run["export"] / "export.json").read_text())["framework_latencies"]
+        assert [entry["batch_size"] for entry in timed] == [1, 8] and timed[0]["runs"] == 3, where  # EXPORT_*
+    table = (rehearsal["results"] / "README.md").read_text()
+    assert f"(existing environment {rehearsal['py']})" in table  # the Versions column names it
 
 
 @pytest.mark.kernel
 def test_every_parity_check_is_equivalent(rehearsal):
     checks = new_records(rehearsal, "parity")
     assert sorted((c["framework"], c["benchmark"]) for c in checks) == \
-        sorted((label, benchmark) for label in LABELS for benchmark in BENCHMARKS)
+        expected()
     for check in checks:
         assert check["status"] == "ok" and check["equivalent"], f"{check['framework']}/{check['benchmark']}: " \
                                                                 f"{check.get('message')}"
@@ -293,7 +303,7 @@ def test_every_parity_check_is_equivalent(rehearsal):
 def test_every_export_passes_its_checks_in_onnx_runtime(rehearsal):
     checks = new_records(rehearsal, "onnx")
     assert sorted((c["framework"], c["benchmark"]) for c in checks) == \
-        sorted((label, benchmark) for label in LABELS for benchmark in BENCHMARKS)
+        expected()
     for check in checks:
         assert check["ok"] and check["status"] == "ok", f"{check['framework']}/{check['benchmark']}: " \
                                                        f"{check['status']}: {check.get('message')}"
