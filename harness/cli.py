@@ -345,12 +345,13 @@ def cmd_run(args) -> int:
                                             machine.git_commit())
             done += runner.run_all(frameworks, args.benchmark, settings, args.results, skip=skip,
                                    data_errors=data_errors)
-    except runner.Interrupted as interrupt:
+    except runner.Interrupted as interrupt:  # the table of what finished; then on to main, which exits
         with runner.interrupts_held():
             print(f"rosetta: {interrupt.describe()}: the run in progress is recorded as interrupted.",
                   file=sys.stderr)
             print(f"report: {report.render(args.results)}")
-        return interrupt.exit_code
+            interrupt.reported = True
+        raise
     print(f"report: {report.render(args.results)}")
     failed = [f"{r['framework']} {r['benchmark']}: {r['status']}" for r in done if r["status"] != "ok"]
     for line in failed:
@@ -495,11 +496,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, data.DataError, venvs.EnvironmentBuildError) as error:
         print(f"rosetta: {error}", file=sys.stderr)
         return 2
-    except runner.Interrupted as interrupt:  # outside a notebook run: building environments, parity
+    except runner.Interrupted as interrupt:  # nothing more starts: the table of what finished, and exit
         with runner.interrupts_held():
-            print(f"rosetta: {interrupt.describe()}.", file=sys.stderr)
-            if args.command in ("bench", "parity") and args.results.is_dir():
-                print(f"report: {report.render(args.results)}")
+            if not interrupt.reported:  # outside the notebook runs: building environments, parity, ONNX checks
+                print(f"rosetta: {interrupt.describe()}.", file=sys.stderr)
+                if args.command in ("bench", "parity") and args.results.is_dir():
+                    print(f"report: {report.render(args.results)}")
         return interrupt.exit_code
     finally:
         runner.restore_handlers(handlers)

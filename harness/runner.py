@@ -93,6 +93,7 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, signum: int = signal.SIGINT):
         super().__init__(signum)
         self.signum = signum
+        self.reported = False  # True once the table of what finished has been written and the signal named
 
     @property
     def exit_code(self) -> int:
