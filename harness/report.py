@@ -135,8 +135,13 @@ def series(runs: pd.DataFrame) -> pd.DataFrame:
     return same.groupby("seed", sort=False).tail(1).sort_values("timestamp", kind="stable")
 
 
+def missing(value) -> bool:
+    """Whether a cell holds no value: None, or NaN, which pandas (3's string columns among them) puts
+    in its place. Never test a cell that may be missing for truth: NaN is true."""
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
 def _same(a, b) -> bool:
-    missing = lambda v: v is None or (isinstance(v, float) and math.isnan(v))  # noqa: E731
     return (missing(a) and missing(b)) or a == b
 
 
@@ -180,7 +185,7 @@ def shown_rows(frame: pd.DataFrame, benchmark: str) -> pd.DataFrame:
 
 
 def _number(value, digits: int, suffix: str = "") -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if missing(value):
         return "–"
     return f"{value:,.{digits}f}{suffix}"
 
@@ -188,7 +193,7 @@ def _number(value, digits: int, suffix: str = "") -> str:
 def _with_range(row, column: str, digits: int, scale: float = 1.0, suffix: str = "") -> str:
     """'median' for one run, 'median (min–max)' for repeats."""
     median = row[column]
-    if median is None or (isinstance(median, float) and math.isnan(median)):
+    if missing(median):
         return "–"
     text = _number(median * scale, digits, suffix)
     if row["runs"] > 1:
@@ -197,7 +202,7 @@ def _with_range(row, column: str, digits: int, scale: float = 1.0, suffix: str =
 
 
 def _rate(flop_per_second: float | None) -> str:
-    if flop_per_second is None or (isinstance(flop_per_second, float) and math.isnan(flop_per_second)):
+    if missing(flop_per_second):
         return "–"
     for unit, size in (("PFLOP/s", 1e15), ("TFLOP/s", 1e12), ("GFLOP/s", 1e9)):
         if flop_per_second >= size:
@@ -209,7 +214,7 @@ def achieved(row, benchmark: str) -> str:
     """The steady training rate in FLOP/s (common.flops), and on a GPU whose peak is known its
     share of the dense FP32 peak."""
     throughput = row["throughput_per_second"]
-    if throughput is None or (isinstance(throughput, float) and math.isnan(throughput)):
+    if missing(throughput):
         return "–"
     rate = flops.achieved(flops.per_sample(benchmark, training=True), throughput, 1.0)
     text = _rate(rate)
@@ -262,13 +267,13 @@ def benchmark_table(frame: pd.DataFrame, benchmark: str, checks: dict | None = N
         ok = r["runs"] > 0
         name = r["framework"] if r["variant"] == "fp32" else f"{r['framework']} ({r['variant']})"
         if ok:
-            note = f"**{_cell(r['later'])}**" if r["later"] else ""
+            note = "" if missing(r["later"]) else f"**{_cell(r['later'])}**"
             seeds = sorted(int(frame.loc[i, "seed"]) for i in r["members"])
             runs = str(r["runs"]) if r["runs"] == 1 else f"{r['runs']} (seeds {seeds[0]}–{seeds[-1]})"
             cells = [runs, _with_range(r, "test_accuracy", 1, 100, " %"), _with_range(r, "train_seconds", 1),
                      _number(r["train_seconds"] / fastest, 2, "×") if fastest else "–",
                      _number(r["throughput_per_second"], 0), achieved(r, benchmark),
-                     _number(r["feeding_share"] * 100 if r["feeding_share"] is not None else None, 1, " %")]
+                     _number(None if missing(r["feeding_share"]) else r["feeding_share"] * 100, 1, " %")]
         else:
             note = f"**{r['status']}**: {_cell(r['error'])}"
             cells = ["0"] + ["–"] * 6
@@ -370,7 +375,7 @@ def onnx_tables(checks: list[dict]) -> str:
 
 
 def _cell(text) -> str:
-    if text is None or (isinstance(text, float) and math.isnan(text)):
+    if missing(text):
         return ""
     text = str(text).replace("|", "\\|").replace("\n", " ")
     # a long error keeps its start (what failed) and its end (where a traceback says why)
@@ -412,7 +417,7 @@ def plot(frame: pd.DataFrame, benchmark: str, path: Path, device: str = "",
     high = (rows["train_seconds_max"] - rows["train_seconds"]).fillna(0).clip(lower=0)
     bars = axes.barh(labels, rows["train_seconds"], color="#4c72b0", xerr=[low, high], capsize=3)
     for bar, accuracy, later, top in zip(bars, rows["test_accuracy"], rows["later"], rows["train_seconds_max"]):
-        note = " (a later run did not end ok)" if later else ""
+        note = "" if missing(later) else " (a later run did not end ok)"
         axes.text(max(bar.get_width(), top if top == top else 0), bar.get_y() + bar.get_height() / 2,
                   f"  {accuracy * 100:.1f} % accuracy{note}", va="center", fontsize=9)
     repeats = int(rows["runs"].max())

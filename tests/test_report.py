@@ -271,3 +271,33 @@ def test_the_harness_overhead_is_stated_as_a_share_of_the_wall_time(tmp_path):
     assert ("the 2 run(s) with phase times took 400 s in the harness, 160 s of it training and prediction; "
             "the overhead is 60 % (kernel start 4 s, imports 6 s, data 8 s, model build 2 s, "
             "evaluation, parity and export 0 s, the rest 220 s).") in readme
+
+
+def _notes(row: str) -> str:
+    """The Notes cell, the last of a main-table row."""
+    return row.removesuffix(" |").rsplit(" | ", 1)[1]
+
+
+def test_a_row_without_a_later_run_has_an_empty_notes_cell(results, monkeypatch):
+    """A missing note is None in one pandas and NaN in another (pandas 3's string columns): either way
+    the Notes cell stays empty and the plot adds no note, and only the row with a later run has one."""
+    import matplotlib.axes
+
+    texts = []
+    original = matplotlib.axes.Axes.text
+
+    def spy(self, x, y, text, *args, **kwargs):
+        texts.append(text)
+        return original(self, x, y, text, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "text", spy)
+    _write(results, "7-nonsense", status="failed", error="ValueError: nonsense parameters", environment=SAME_GPU)
+    readme = report.render(results).read_text()
+    rows = _cifar_rows(readme)
+    assert _notes(rows["Fastest"]) == "" and rows["Fastest"].endswith("| not checked |  |")
+    assert _notes(rows["PyTorch"]).startswith("**a later run (") and \
+        _notes(rows["PyTorch"]).endswith(") failed: ValueError: nonsense parameters**")
+    assert "****" not in readme
+    noted = [text for text in texts if "a later run did not end ok" in text]
+    assert len(noted) == 1 and "77.3 % accuracy" in noted[0]  # PyTorch's bar only
+    assert len([text for text in texts if "% accuracy" in text]) == 4  # Fastest, PyTorch, and the two CPU plots
