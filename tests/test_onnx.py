@@ -318,3 +318,29 @@ def test_a_gpu_run_is_never_timed_on_the_cpu(short_runs, onnx_python, tmp_path):
     assert "onnxruntime_latencies" not in check and "CUDA provider" in check["timing_skipped"]
     assert f"not timed on cuda: " in check["message"]
     assert "not timed on cuda" in report.onnx_tables([{**check, "device_group": "x"}])
+
+
+HIDDEN_EXPORTER = """raise ModuleNotFoundError("No module named 'jax2onnx' (hidden from this kernel by a test)",
+                          name="jax2onnx")
+"""
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("benchmark", ["cifar", "imdb"])
+def test_a_kernel_without_its_exporter_fails_only_the_export(benchmark, tiny_cifar, tiny_imdb, tmp_path,
+                                                              monkeypatch):
+    """JAX's kernel with jax2onnx hidden (a module of that name, first on its PYTHONPATH, that cannot be
+    imported): the training record is ok, and the export is recorded as failed, naming jax2onnx."""
+    shim = tmp_path / "shim" / "jax2onnx"
+    shim.mkdir(parents=True)
+    (shim / "__init__.py").write_text(HIDDEN_EXPORTER)
+    monkeypatch.setenv("PYTHONPATH", str(shim.parent))  # the kernel's PYTHONPATH: this repository, then this
+    settings = runner.RunSettings(device="cpu", timeout=600, cifar_source=str(tiny_cifar), imdb_source=str(tiny_imdb),
+                                  threads=1, export=True, export_batch_sizes=[1], export_runs=1, epochs=1,
+                                  batch_size=32)
+    results = tmp_path / "results"
+    done = runner.execute(FRAMEWORKS["jax"], benchmark, settings, results)
+    assert done["status"] == "ok", done.get("error")
+    info = export.read(results / done["export"])
+    assert info["status"] == "export failed"
+    assert info["error"].startswith("ModuleNotFoundError: No module named 'jax2onnx' (hidden")
