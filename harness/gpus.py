@@ -126,7 +126,7 @@ def component_verdict(component: dict, gpu: tuple[int, int]) -> str:
         low, high = (tuple(v) for v in component["compiles_for"])
         if gpu < low:
             return NONE
-        return NATIVE if gpu <= high else PTX
+        return NATIVE if gpu <= high else component.get("beyond_newest", PTX)
     if any(runs_on(n, gpu) for n in component.get("sm", [])):
         return NATIVE
     if any(runs_on(n, gpu) for n in component.get("ptx", [])):
@@ -162,7 +162,9 @@ class Probe:
     own: tuple = ()                    # globs under site-packages: the framework's own CUDA kernels
     libraries: tuple = ()              # globs: the cuDNN and cuBLAS it loads, where the environment has them
     compiler: str = ""                 # what compiles its kernels at run time, if anything
+    beyond_newest: str = "PTX JIT"     # a GPU newer than the compiler knows: PTX for its newest, or "no"
     cuda_from_spec: str = ""           # the CUDA it needs where it cannot say (from its spec)
+    compiler_cuda: str = ""            # the CUDA of the machine's run-time compiler (its docker image's)
     note: str = ""
 
 
@@ -234,21 +236,25 @@ if c is not None:
     for name in ("jax-cuda13-plugin", "jax-cuda12-plugin", "nvidia-cuda-nvcc", "nvidia-cuda-nvcc-cu12"):
         if dist(name):
             out["versions"][name] = dist(name)
+            if "nvcc" in name:
+                out["compiler_cuda"] = ".".join(dist(name).split(".")[:2])
 '''
 MXNET = '''
+for name in ("mxnet-cu112", "mxnet-cu117", "mxnet-cu110", "mxnet-cu102"):
+    if dist(name):
+        out["cuda"] = "%s.%s" % (name[-3:-1], name[-1])
+        out["versions"][name] = dist(name)
+        out["gpu_build"] = True
+        out["notes"].append("CUDA from the wheel's name %s" % name)
+if dist("nvidia-cudnn-cu11"):
+    out["cudnn"] = dist("nvidia-cudnn-cu11")
+    out["notes"].append("cuDNN: loads libcudnn.so.8, here nvidia-cudnn-cu11 %s" % dist("nvidia-cudnn-cu11"))
 import mxnet as mx
 out["versions"]["mxnet"] = mx.__version__
 out["imports"] = True
 features = mx.runtime.Features()
 out["gpu_build"] = features.is_enabled("CUDA")
 out["cudnn_enabled"] = features.is_enabled("CUDNN")
-for name in ("mxnet-cu112", "mxnet-cu117", "mxnet-cu110", "mxnet-cu102"):
-    if dist(name):
-        out["cuda"] = "%s.%s" % (name[-3:-1], name[-1])
-        out["notes"].append("CUDA from the wheel's name %s" % name)
-if dist("nvidia-cudnn-cu11"):
-    out["cudnn"] = dist("nvidia-cudnn-cu11")
-    out["notes"].append("cuDNN: loads libcudnn.so.8, here nvidia-cudnn-cu11 %s" % dist("nvidia-cudnn-cu11"))
 '''
 CHAINER = '''
 out["versions"]["cupy-cuda12x"] = dist("cupy-cuda12x")
@@ -310,10 +316,15 @@ PROBES = {
                  libraries=NVIDIA_CUDNN + NVIDIA_CUBLAS, compiler="XLA with the ptxas of its CUDA"),
     "mxnet": Probe(MXNET, own=("mxnet/libmxnet.so",), libraries=NVIDIA_CUDNN + NVIDIA_CUBLAS),
     "chainer": Probe(CHAINER, own=("cupy/**/*.so", "cupy_backends/**/*.so"),
-                     compiler="CuPy through the machine's NVRTC", cuda_from_spec="12.0",
-                     note="CuPy's wheel holds no CUDA libraries: the machine's CUDA 12 and cuDNN 8 are used."),
+                     compiler="CuPy through the machine's NVRTC", compiler_cuda="12.2",
+                     note="CuPy's wheel holds no CUDA libraries: it uses the machine's CUDA 12 and cuDNN 8 "
+                          "(docker/chainer: CUDA 12.2, whose NVRTC the table assumes); CuPy compiles for the "
+                          "GPU's architecture, or for NVRTC's newest as PTX."),
     "theano": Probe(THEANO, compiler="libgpuarray through the machine's NVRTC", cuda_from_spec="10.0",
-                    note="Theano compiles every GPU kernel at run time; docker/theano gives it CUDA 10.0."),
+                    compiler_cuda="10.0",
+                    beyond_newest=NONE,
+                    note="Theano compiles every GPU kernel at run time, libgpuarray asking NVRTC for the GPU's "
+                         "own architecture (-arch compute_XY), which NVRTC 10.0 (docker/theano) knows up to 7.5."),
     "cntk": Probe(CNTK, own=("cntk/libs/libCntk.*.so", "cntk/libs/Cntk.*.so"),
                   libraries=("cntk/libs/libcudnn*.so*", "cntk/libs/libcublas*.so*"), cuda_from_spec="10.0",
                   note="cntk-gpu 2.7 carries CUDA 10.0's runtime, cuBLAS, cuRAND, cuSPARSE, NCCL and cuDNN 7 in "
@@ -350,7 +361,7 @@ def run_probe(env: str, python: Path, timeout: float = PROBE_TIMEOUT) -> dict:
         done = subprocess.run([str(python), "-c", code], capture_output=True, text=True, timeout=timeout,
                               env=environment, cwd=str(REPOSITORY))
     except subprocess.TimeoutExpired:
-        return {"imports": False, "error": f"the probe did not finish within {timeout:.0f} s"}
+        return {"imports": False, "error": f"the probe did not finish within {timeout:g} s"}
     except OSError as error:
         return {"imports": False, "error": f"{python} cannot run: {error}"}
     for line in done.stdout.splitlines():
@@ -386,10 +397,12 @@ def inspect(env: str, python: Path | None = None) -> dict:
         components.insert(0, {"name": "framework's arch list", "sm": sm, "ptx": ptx,
                               "source": result.get("archs_source")})
     if probe.compiler:
-        cuda = cuda_tuple(result.get("cuda") or probe.cuda_from_spec)
+        cuda = cuda_tuple(result.get("compiler_cuda") or probe.compiler_cuda or result.get("cuda")
+                          or probe.cuda_from_spec)
         span = CUDA_ARCHS.get(cuda) or _newest_of_major(cuda)
         components.append({"name": probe.compiler, "cuda": "%d.%d" % cuda if cuda else None,
-                           "compiles_for": [list(span[0]), list(span[1])] if span else None})
+                           "compiles_for": [list(span[0]), list(span[1])] if span else None,
+                           "beyond_newest": probe.beyond_newest})
     for label, patterns in (("cuDNN", [p for p in probe.libraries if "cudnn" in p]),
                             ("cuBLAS", [p for p in probe.libraries if "cublas" in p])):
         files = _files(site_packages, patterns)
@@ -439,7 +452,7 @@ def verdict(inspection: dict, gpu: tuple[int, int]) -> tuple[str, str]:
     if not inspection or (not inspection.get("built", True) and not inspection.get("components")):
         return UNKNOWN, (inspection or {}).get("error", "not inspected")
     if inspection.get("gpu_build") is False:
-        return CPU, "not a CUDA build" + (f": {inspection['notes'][0]}" if inspection.get("notes") else "")
+        return CPU, "no GPU back end" + (f": {inspection['notes'][0]}" if inspection.get("notes") else "")
     components = [c for c in inspection.get("components", []) if c.get("sm") or c.get("ptx") or c.get("compiles_for")]
     if not components:
         return UNKNOWN, "no CUDA code found to judge by"
@@ -483,7 +496,7 @@ def _archs(component: dict) -> str:
 
 def render(inspection: dict) -> str:
     """results/gpus/README.md from the inspection JSON (deterministic: same JSON, same text)."""
-    head = ["Framework"] + [f"{g} {c[0]}.{c[1]}" for g, c, _ in GENERATIONS] + ["Driver"]
+    head = ["Framework", "Environment"] + [f"{g} {c[0]}.{c[1]}" for g, c, _ in GENERATIONS] + ["Driver"]
     lines = [
         "# Which GPUs each framework can use",
         "",
@@ -510,12 +523,14 @@ def render(inspection: dict) -> str:
         text = f">= {driver['minimum']}" if driver.get("minimum") else "?"
         if driver.get("for_ptx") and driver.get("for_ptx") != driver.get("minimum"):
             text += f" (PTX: >= {driver['for_ptx']})"
-        lines.append("| " + " | ".join([f"{framework.label} (`{framework.env}`)"] + cells + [text]) + " |")
+        lines.append("| " + " | ".join([framework.label, f"`{framework.env}`"] + cells + [text]) + " |")
     lines += ["", "Example GPUs: " + "; ".join(f"{c[0]}.{c[1]} {e}" for _, c, e in GENERATIONS) + ".", "",
               "## Evidence", "",
               "| Environment | Python | Imports | Versions | CUDA build | CUDA | cuDNN | What was inspected | Notes |",
               "|---|---|---|---|---|---|---|---|---|"]
-    for env, found in environments_.items():
+    for env in sorted(environments_, key=lambda e: (e not in environments(), environments().index(e)
+                                                     if e in environments() else 0, e)):
+        found = environments_[env]
         versions = ", ".join(f"{k} {v}" for k, v in (found.get("versions") or {}).items() if v)
         imports = "yes" if found.get("imports") else f"no: {found.get('error', '')}"
         parts = [f"{c['name']}: {_archs(c)}" for c in found.get("components", [])]

@@ -120,7 +120,10 @@ def test_run_time_compilers_and_cpu_builds():
     assert gpus.verdict(xla_cuda13, (6, 1))[0] == gpus.NONE
     assert gpus.verdict(xla_cuda13, (9, 0))[0] == gpus.NATIVE
     nvrtc_10 = {"gpu_build": True, "components": [{"name": "NVRTC", "compiles_for": [[3, 0], [7, 5]]}]}
-    assert gpus.verdict(nvrtc_10, (8, 0))[0] == gpus.PTX
+    assert gpus.verdict(nvrtc_10, (8, 0))[0] == gpus.PTX  # CuPy: PTX for NVRTC's newest
+    libgpuarray = {"gpu_build": True, "components": [{"name": "NVRTC", "compiles_for": [[3, 0], [7, 5]],
+                                                      "beyond_newest": gpus.NONE}]}
+    assert gpus.verdict(libgpuarray, (7, 5))[0] == gpus.NATIVE and gpus.verdict(libgpuarray, (8, 0))[0] == gpus.NONE
     assert gpus.verdict({"gpu_build": False, "notes": ["no pygpu"], "components": []}, (9, 0))[0] == gpus.CPU
     assert gpus.verdict(None, (9, 0))[0] == gpus.UNKNOWN
 
@@ -247,7 +250,7 @@ def test_committed_table_is_rendered_from_the_committed_inspection():
     assert set(inspection["environments"]) == set(gpus.environments())
     table = gpus.TABLE.read_text()
     from harness.frameworks import FRAMEWORKS
-    assert all(f"| {f.label} (`{f.env}`) |" in table for f in FRAMEWORKS.values())
+    assert all(f"| {f.label} | `{f.env}` |" in table for f in FRAMEWORKS.values())
 
 
 def test_pytorch_cuda_spec_cannot_take_a_cpu_wheel():
@@ -255,3 +258,20 @@ def test_pytorch_cuda_spec_cannot_take_a_cpu_wheel():
     lines = (REPOSITORY / "harness" / "envs" / "pytorch-cuda.txt").read_text().splitlines()
     torch = next(Requirement(line) for line in lines if line.startswith("torch"))
     assert not torch.specifier.contains("2.13.0+cpu") and torch.specifier.contains("2.13.0")
+
+
+def test_a_broken_or_hanging_environment_is_a_row_saying_why(tmp_path):
+    broken = tmp_path / "broken" / "bin" / "python"
+    broken.parent.mkdir(parents=True)
+    broken.write_text("#!/bin/sh\necho 'ImportError: libcuda.so.1: cannot open shared object file' >&2\nexit 3\n")
+    broken.chmod(0o755)
+    found = gpus.run_probe("mxnet", broken)
+    assert found["imports"] is False and found["error"] == \
+        "the probe exited with 3: ImportError: libcuda.so.1: cannot open shared object file"
+    hanging = tmp_path / "hanging" / "bin" / "python"
+    hanging.parent.mkdir(parents=True)
+    hanging.write_text("#!/bin/sh\nexec sleep 30\n")
+    hanging.chmod(0o755)
+    assert gpus.run_probe("jax", hanging, timeout=0.5)["error"] == "the probe did not finish within 0.5 s"
+    missing = gpus.inspect("caffe2", tmp_path / "nowhere" / "bin" / "python")
+    assert missing["built"] is False and gpus.verdict(missing, (7, 5)) == (gpus.UNKNOWN, missing["error"])
