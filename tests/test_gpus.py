@@ -275,3 +275,26 @@ def test_a_broken_or_hanging_environment_is_a_row_saying_why(tmp_path):
     assert gpus.run_probe("jax", hanging, timeout=0.5)["error"] == "the probe did not finish within 0.5 s"
     missing = gpus.inspect("caffe2", tmp_path / "nowhere" / "bin" / "python")
     assert missing["built"] is False and gpus.verdict(missing, (7, 5)) == (gpus.UNKNOWN, missing["error"])
+
+
+@pytest.mark.parametrize("holds_cuda, warned", [(False, True), (True, False)])
+def test_a_cuda_environment_holding_a_cpu_build_is_a_warning(tmp_path, monkeypatch, capsys, holds_cuda, warned):
+    """pip gave the cuda flavour a CPU wheel (as torch==2.13.0 took 2.13.0+cpu from a find-links
+    folder): `rosetta envs --flavour cuda` says so instead of a silent CPU environment."""
+    import sys
+    from harness import kernels, venvs
+    from harness.frameworks import Framework
+    framework = Framework(name="fake", label="Fake", api="t", env="pytorch", versions_probe="print('fake 1.0')",
+                          cpu_probe=f"import sys; sys.exit({int(holds_cuda)})")
+    monkeypatch.setenv("ROSETTA_ENVS_DIR", str(tmp_path / "envs"))
+    monkeypatch.setattr(kernels, "kernels_prefix", lambda: tmp_path / "prefix")
+
+    def build(framework, flavour):
+        (venvs.env_path(framework) / "bin").mkdir(parents=True)
+        (venvs.env_path(framework) / "bin" / "python").symlink_to(sys.executable)
+
+    monkeypatch.setattr(venvs, "build", build)
+    kernels.create(framework, "cuda", force=True)
+    out = capsys.readouterr().out
+    assert ("the cuda environment of Fake holds a CPU build (fake 1.0)" in out) == warned
+    assert "pytorch-cuda.txt" in out if warned else "warning" not in out
