@@ -71,7 +71,7 @@ def entries(path: Path) -> list[str]:
             f.seek(at)
             magic, _version, header_size, fat_size = struct.unpack("<IHHQ", f.read(16))
             if magic != FATBIN_MAGIC:
-                at = _next_magic(f, at + 1, end)
+                at = _next_magic(f, at + 1, start, end)
                 if at is None:
                     break
                 continue
@@ -91,8 +91,9 @@ def entries(path: Path) -> list[str]:
     return sorted(names, key=arch_key)
 
 
-def _next_magic(f, at: int, end: int) -> int | None:
-    """The offset of the next fatbinary header at or after ``at`` (8-byte aligned), or None."""
+def _next_magic(f, at: int, start: int, end: int) -> int | None:
+    """The offset of the next fatbinary header at or after ``at`` (8-byte aligned from the
+    section's ``start``), or None."""
     magic = struct.pack("<I", FATBIN_MAGIC)
     while at < end:
         f.seek(at)
@@ -100,7 +101,7 @@ def _next_magic(f, at: int, end: int) -> int | None:
         if not chunk:
             return None
         index = chunk.find(magic)
-        while index >= 0 and (at + index) % 8:
+        while index >= 0 and (at + index - start) % 8:
             index = chunk.find(magic, index + 1)
         if index >= 0:
             return at + index

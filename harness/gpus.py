@@ -543,8 +543,9 @@ def render(inspection: dict) -> str:
 
 def write(inspection: dict, folder: Path = RESULTS) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "inspection.json").write_text(json.dumps(inspection, indent=1, sort_keys=True) + "\n")
-    (folder / "README.md").write_text(render(inspection))
+    text = json.dumps(inspection, indent=1, sort_keys=True) + "\n"
+    (folder / "inspection.json").write_text(text)
+    (folder / "README.md").write_text(render(json.loads(text)))  # as the file will be read
     return folder / "README.md"
 
 

@@ -298,3 +298,10 @@ def test_a_cuda_environment_holding_a_cpu_build_is_a_warning(tmp_path, monkeypat
     out = capsys.readouterr().out
     assert ("the cuda environment of Fake holds a CPU build (fake 1.0)" in out) == warned
     assert "pytorch-cuda.txt" in out if warned else "warning" not in out
+
+
+def test_the_table_written_is_the_table_its_json_renders(tmp_path):
+    fresh = {**INSPECTION, "environments": {"pytorch": {**INSPECTION["environments"]["pytorch"],
+                                                        "versions": {"torch": "2.13.0", "onnx": "1.23.2"}}}}
+    table = gpus.write(fresh, tmp_path)
+    assert table.read_text() == gpus.render(gpus.load(tmp_path / "inspection.json"))
