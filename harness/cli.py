@@ -477,6 +477,10 @@ def cmd_doctor(args) -> int:
         lines = gpus.doctor_lines(inspection, gpu, f"sm_{gpu[0]}{gpu[1]}", args.driver, frameworks)
     else:
         found = gpus.local_gpu()
+        if found is None and venvs.default_flavour() == "cuda":
+            raise ValueError("nvidia-smi lists a GPU but does not give its compute capability (`nvidia-smi "
+                             "--query-gpu=name,compute_cap,driver_version --format=csv,noheader` fails: a driver "
+                             "older than 510?); expected --gpu with the GPU's, e.g. --gpu 8.0 for an A100.")
         if found is None:
             print("no NVIDIA GPU found (nvidia-smi lists none): every notebook trains on the CPU. "
                   "Name a GPU with --gpu (e.g. --gpu sm_90) to see what it would do there.")

@@ -305,3 +305,15 @@ def test_the_table_written_is_the_table_its_json_renders(tmp_path):
                                                         "versions": {"torch": "2.13.0", "onnx": "1.23.2"}}}}
     table = gpus.write(fresh, tmp_path)
     assert table.read_text() == gpus.render(gpus.load(tmp_path / "inspection.json"))
+
+
+def test_doctor_with_a_driver_too_old_to_tell_the_compute_capability(tmp_path, monkeypatch, capsys, inspection_file):
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    script = folder / "nvidia-smi"
+    script.write_text('#!/bin/sh\ncase "$*" in *compute_cap*) echo "Field compute_cap is not a valid field" >&2; '
+                      'exit 2;; *-L*) echo "GPU 0: Tesla V100-SXM2-16GB (UUID: GPU-1)";; esac\n')
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    assert cli.main(["doctor", "--inspection", str(inspection_file)]) == 2
+    assert "does not give its compute capability" in capsys.readouterr().err
