@@ -463,6 +463,10 @@ def cmd_doctor(args) -> int:
     """Which rows can use the GPU: nvidia-smi's, or --gpu's; --inspect first inspects the built environments."""
     frameworks = select(args.frameworks)
     gpu = gpus.parse_gpu(args.gpu) if args.gpu else None
+    if args.driver is not None and (gpu is None or not gpus.driver_tuple(args.driver)
+                                    or not all(p.isdigit() for p in args.driver.split("."))):
+        raise ValueError(f"--driver {args.driver!r}: expected a driver version such as 550.54.15, "
+                         "with --gpu (without it, nvidia-smi gives the driver).")
     if args.inspect:
         wanted = list(dict.fromkeys(f.env for f in frameworks))
         inspection = gpus.load(args.inspection) if args.frameworks and args.inspection.is_file() else {}
