@@ -196,10 +196,10 @@ def test_doctor_for_a_named_gpu_and_without_one(tmp_path, monkeypatch, capsys, i
     assert cli.main(["doctor", "--gpu", "hopper", "--inspection", str(inspection_file)]) == 2
     assert "--gpu 'hopper': expected a compute capability such as sm_90" in capsys.readouterr().err
     assert cli.main(["doctor", "--gpu", "9.0", "--inspection", str(tmp_path / "missing.json")]) == 2
+    assert "missing.json: cannot read the GPU inspection" in capsys.readouterr().err
     for bad in (["--gpu", "9.0", "--driver", "new"], ["--driver", "550.54.15"]):
         assert cli.main(["doctor", *bad, "--inspection", str(inspection_file)]) == 2
         assert "--driver '" in capsys.readouterr().err
-    assert "missing.json: cannot read the GPU inspection" in capsys.readouterr().err
 
 
 def test_bench_names_the_rows_that_will_not_use_the_gpu(tmp_path, monkeypatch, capsys, inspection_file):
