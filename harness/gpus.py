@@ -384,6 +384,9 @@ def inspect(env: str, python: Path | None = None) -> dict:
     except (OSError, ValueError):
         result["flavour"] = None
     result.update(built=True, **run_probe(env, python))
+    if result["flavour"] == "cpu":
+        result.setdefault("notes", []).insert(0, f"{result['path']} is the cpu flavour: build the cuda one "
+                                                 "(`rosetta envs --flavour cuda`) to inspect the CUDA build")
     site_packages = _site_packages(python)
     components = []
     own = _files(site_packages, probe.own)

@@ -320,3 +320,14 @@ def test_doctor_with_a_driver_too_old_to_tell_the_compute_capability(tmp_path, m
     monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
     assert cli.main(["doctor", "--inspection", str(inspection_file)]) == 2
     assert "does not give its compute capability" in capsys.readouterr().err
+
+
+def test_inspecting_a_cpu_flavour_says_so(tmp_path):
+    import sys
+    from harness import venvs
+    env = tmp_path / "theano"
+    (env / "bin").mkdir(parents=True)
+    (env / "bin" / "python").symlink_to(sys.executable)
+    (env / venvs.MARKER).write_text(json.dumps({"flavour": "cpu"}))
+    found = gpus.inspect("theano", env / "bin" / "python")
+    assert found["flavour"] == "cpu" and "is the cpu flavour: build the cuda one" in found["notes"][0]
