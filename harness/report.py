@@ -24,7 +24,7 @@ import pandas as pd
 from common import REPOSITORY, machine, record
 from common.benchmarks import BENCHMARKS
 from common import flops
-from harness import onnx_runs, parity_runs, phases
+from harness import gpus, onnx_runs, parity_runs, phases
 
 
 def load_records(results: Path) -> list[dict]:
@@ -108,7 +108,7 @@ def to_frame(records: list[dict]) -> pd.DataFrame:
             "git_commit": (r.get("environment") or {}).get("git_commit"),
             "timestamp": r["timestamp"], "notebook": r.get("notebook"),
             "feeding_share": r.get("feeding_share"),
-            "gpu": (r.get("environment") or {}).get("gpu"),
+            "gpu": (r.get("environment") or {}).get("gpu"), "gpu_note": gpus.record_note(r),
             "threads": (r.get("environment") or {}).get("threads"),
             "threads_requested": (r.get("environment") or {}).get("threads_requested"),
             **{f"phase_{part}": (r.get("phases") or {}).get(part) for part in phases.PARTS + ("harness", "other")},
@@ -299,6 +299,7 @@ def benchmark_table(frame: pd.DataFrame, benchmark: str, checks: dict | None = N
     for _, r in rows.iterrows():
         ok = r["runs"] > 0
         name = r["framework"] if r["variant"] == "fp32" else f"{r['framework']} ({r['variant']})"
+        name += f" ({r['gpu_note']})" if isinstance(r.get("gpu_note"), str) and r["gpu_note"] else ""
         if ok:
             note = "" if missing(r["later"]) else f"**{_cell(r['later'])}**"
             seeds = sorted(int(frame.loc[i, "seed"]) for i in r["members"])
