@@ -181,3 +181,95 @@ def test_the_project_requirements_read_without_tomllib_match_tomllib():
     assert "papermill>=2.4" in by_hand and data["build-system"]["requires"][0] in by_hand
     assert wheels.keras_requirement() == "keras==3.15.1"
     assert wheels.main(["/tmp/unused", "--python-version", "twelve"]) == 2
+
+
+# --- make bundle: the checkout, its commit, the wheels and the data in one archive ------------------
+
+def _clone(tmp_path) -> Path:
+    """A clone of this repository's HEAD, to bundle from (its own harness/bundle.py)."""
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", "--no-hardlinks", str(REPOSITORY), str(clone)], check=True)
+    subprocess.run(["git", "-C", str(clone), "checkout", "-q",
+                    subprocess.run(["git", "-C", str(REPOSITORY), "rev-parse", "HEAD"], capture_output=True,
+                                   text=True, check=True).stdout.strip()], check=True)
+    return clone
+
+
+def _size_line(out: str, part: str) -> float:
+    line = next(line for line in out.splitlines() if line.strip().startswith(part))
+    return float(line.split()[1])
+
+
+@pytest.mark.kernel
+def test_make_bundle_holds_the_checkout_with_its_commit_the_wheels_and_the_data(wheelhouse, tmp_path):
+    import tarfile
+
+    clone = _clone(tmp_path)
+    head = subprocess.run(["git", "-C", str(clone), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    data = tmp_path / "imdb.npz"
+    data.write_bytes(b"a tiny stand-in for the data set\n" * 1000)
+    bundle = tmp_path / "out" / "bundle.tar"
+    done = subprocess.run(["make", "bundle", f"BUNDLE={bundle}", f"WHEELHOUSE={wheelhouse}", f"WHEELS_PYTHON={TARGET}",
+                           f"IMDB={data}", f"PYTHON={sys.executable}"],
+                          cwd=clone, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "warning" not in done.stderr  # a clean clone: nothing left out
+    unpacked = tmp_path / "unpacked"
+    with tarfile.open(bundle) as archive:
+        archive.extractall(unpacked)
+    assert sorted(p.name for p in unpacked.iterdir()) == ["dl-rosetta"]
+    root = unpacked / "dl-rosetta"
+    assert (root / "COMMIT").read_text() == head + "\n"
+    assert not (root / ".git").exists() and (root / "harness" / "bundle.py").is_file()
+    tracked = subprocess.run(["git", "-C", str(clone), "ls-files"], capture_output=True, text=True).stdout.split()
+    assert sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()
+                  and p.parts[len(root.parts)] not in ("wheels", "data")) == sorted(tracked + ["COMMIT"])
+    gathered = sorted(w.name for w in wheelhouse.glob("*.whl"))
+    assert sorted(w.name for w in (root / "wheels").glob("*.whl")) == gathered
+    assert (root / "wheels" / venvs.KERNEL_LIST).read_text() == (wheelhouse / venvs.KERNEL_LIST).read_text()
+    assert (root / "data" / "imdb.npz").read_bytes() == data.read_bytes()
+    # the sizes printed are those of the parts
+    mib = lambda paths: round(sum(p.stat().st_size for p in paths) / 2**20, 1)
+    checkout = [p for p in root.rglob("*") if p.is_file() and p.parts[len(root.parts)] not in ("wheels", "data")]
+    assert _size_line(done.stdout, "checkout") == mib(checkout)
+    assert _size_line(done.stdout, "wheels") == mib((root / "wheels").iterdir())
+    assert f"{len(gathered)} wheels for Python {TARGET}" in done.stdout
+    assert _size_line(done.stdout, "data") == mib([data]) and "imdb.npz" in done.stdout
+    assert _size_line(done.stdout, "total") == round(bundle.stat().st_size / 2**20, 1)
+    assert "tar -xf bundle.tar && cd dl-rosetta" in done.stdout
+    assert "make bench PYTHON=$PY VENV_BASE=$PY WHEELHOUSE=wheels EXISTING_PYTHON=$PY IMDB=data/imdb.npz" in done.stdout
+
+
+def test_a_bundle_leaves_out_uncommitted_changes_and_says_so(tmp_path):
+    clone = _clone(tmp_path)
+    (clone / "README.md").write_text("changed, not committed\n")
+    wheelhouse = tmp_path / "wheels"
+    wheelhouse.mkdir()
+    bundle = tmp_path / "bundle.tar.gz"
+    done = subprocess.run([sys.executable, "-m", "harness.bundle", str(bundle), "--wheelhouse", str(wheelhouse),
+                           "--no-gather"], cwd=clone, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "warning: 1 uncommitted change(s)" in done.stderr and "M README.md" in done.stderr
+    import tarfile
+
+    with tarfile.open(bundle) as archive:  # gzip, by its name
+        readme = archive.extractfile("dl-rosetta/README.md").read().decode()
+    assert readme != "changed, not committed\n" and readme.startswith("#")
+    assert "0 wheels for Python" in done.stdout and "data            none" in done.stdout
+
+
+def test_a_bundle_refuses_missing_data_and_a_folder_without_git(tmp_path):
+    bundle = tmp_path / "bundle.tar"
+    done = subprocess.run([sys.executable, "-m", "harness.bundle", str(bundle), "--no-gather", "--wheelhouse",
+                           str(tmp_path), "--cifar10", str(tmp_path / "missing.tar.gz")],
+                          cwd=REPOSITORY, capture_output=True, text=True)
+    assert done.returncode == 2 and not bundle.exists()
+    assert f"--cifar10 {tmp_path / 'missing.tar.gz'}: no such file or folder" in done.stderr
+    exported = tmp_path / "no-git"
+    exported.mkdir()
+    subprocess.run(f"git -C {REPOSITORY} archive HEAD | tar -x -C {exported}", shell=True, check=True)
+    done = subprocess.run([sys.executable, "-m", "harness.bundle", str(bundle), "--no-gather", "--wheelhouse",
+                           str(tmp_path)], cwd=exported, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(exported), "GIT_CEILING_DIRECTORIES": str(tmp_path)})
+    assert done.returncode == 2 and not bundle.exists()
+    assert "a bundle is made from a git checkout" in done.stderr
