@@ -83,7 +83,7 @@ def test_the_gathered_folder_holds_the_harness_the_kernels_keras_and_jax2onnx(wh
     assert all(f"-cp{TARGET.replace('.', '')}-" in w.name or "-abi3-" in w.name or "-none-" in w.name
                for w in wheelhouse.glob("*.whl"))
     # ipykernel's and IPython's optional helpers, and the frameworks jax2onnx sits on, are left out
-    for left_out in ("debugpy", "jedi", "jax", "jaxlib", "flax", "onnx", "onnxruntime", "scipy", "tensorstore"):
+    for left_out in ("debugpy", "jedi", "parso", "jax", "jaxlib", "flax", "onnx", "onnxruntime", "scipy", "tensorstore"):
         assert left_out not in names, f"{left_out} is in the wheelhouse"
     listed = (wheelhouse / venvs.KERNEL_LIST).read_text()
     requirements = [line for line in listed.splitlines() if line and not line.startswith("#")]
@@ -273,3 +273,14 @@ def test_a_bundle_refuses_missing_data_and_a_folder_without_git(tmp_path):
                           env={**os.environ, "PYTHONPATH": str(exported), "GIT_CEILING_DIRECTORIES": str(tmp_path)})
     assert done.returncode == 2 and not bundle.exists()
     assert "a bundle is made from a git checkout" in done.stderr
+
+
+def test_the_readme_gives_the_user_step_the_bundle_prints():
+    """The user step in README.md is the one `make bundle` prints, with the specs' pins."""
+    from harness import bundle
+
+    readme = (REPOSITORY / "README.md").read_text()
+    step = bundle.user_step("wheels")
+    assert step in readme
+    assert " && ".join(step.splitlines()) in readme  # the bundle's three commands
+    assert f"'{wheels.keras_requirement()}'" in step and "'jax2onnx==0.17.1'" in step
