@@ -284,3 +284,27 @@ def test_the_readme_gives_the_user_step_the_bundle_prints():
     assert step in readme
     assert " && ".join(step.splitlines()) in readme  # the bundle's three commands
     assert f"'{wheels.keras_requirement()}'" in step and "'jax2onnx==0.17.1'" in step
+
+
+def test_make_wheels_names_the_interpreter_and_refuses_a_python_found_nowhere(tmp_path):
+    dry = subprocess.run(["make", "-n", "wheels", f"WHEELHOUSE={tmp_path}", "WHEELS_PYTHON=3.12",
+                          "WHEELS_INTERPRETER=/opt/py312/bin/python"], cwd=REPOSITORY, capture_output=True, text=True)
+    assert f"-m harness.wheels {tmp_path} --python-version 3.12 --interpreter /opt/py312/bin/python" in dry.stdout
+    done = subprocess.run(["make", "wheels", f"WHEELHOUSE={tmp_path / 'w'}", "WHEELS_PYTHON=3.99",
+                           f"PYTHON={sys.executable}"], cwd=REPOSITORY, capture_output=True, text=True)
+    assert done.returncode != 0 and "needs a Python 3.99 interpreter" in done.stderr
+    assert not (tmp_path / "w").exists()
+
+
+def test_the_install_hint_for_ipykernel_from_a_wheelhouse_without_debugpy_is_two_commands(tmp_path, monkeypatch):
+    from harness import existing
+
+    monkeypatch.setenv("ROSETTA_WHEELHOUSE", str(tmp_path))
+    source = f"--no-index --find-links {tmp_path}"
+    assert existing.install_hint("/opt/py", ["keras==3.15.1", "ipykernel"]) == \
+        f"/opt/py -m pip install {source} 'keras==3.15.1' ipykernel"  # no kernel list: as pip resolves it
+    (tmp_path / venvs.KERNEL_LIST).write_text("comm>=0.1.1\n")
+    assert existing.install_hint("/opt/py", ["keras==3.15.1", "ipykernel"]) == (
+        f"/opt/py -m pip install {source} -r {tmp_path / venvs.KERNEL_LIST} 'keras==3.15.1' && "
+        f"/opt/py -m pip install {source} --no-deps ipykernel ipython")
+    assert existing.install_hint("/opt/py", ["pooch"]) == f"/opt/py -m pip install {source} pooch"
