@@ -18,8 +18,12 @@
 #   make bench EXISTING_PYTHON=/opt/venv/bin/python3            that interpreter for every framework
 #   make bench EXISTING_PYTHON="pytorch=/a/python jax=/b/python"   one per framework or environment
 # Offline machines: gather wheels where an index is reachable, install from them where none is:
-#   make wheels WHEELHOUSE=wheels WHEELS_PYTHON=3.12 [WHEELS_SKIP="numpy pandas"]
+#   make wheels WHEELHOUSE=wheels WHEELS_PYTHON=3.12 [WHEELS_SKIP="numpy pandas"] [WHEELS_SPECS=jax-cpu]
+#                  (pip download runs in a Python 3.12: found as `rosetta envs` finds one, or
+#                  WHEELS_INTERPRETER=/path/python3.12; debugpy and jedi are left out)
 #   make bench WHEELHOUSE=wheels [VENV_BASE=/opt/venv/bin/python3]
+#   make bundle [BUNDLE=dl-rosetta-bundle.tar] [WHEELS_PYTHON=3.12] [CIFAR10=... IMDB=...]
+#                  one archive: the checkout at HEAD with its commit, the wheels, the data copies
 #
 # On a GPU VM with Docker and the NVIDIA Container Toolkit (see README, "Docker"):
 #   make docker [FRAMEWORKS="cntk lasagne"]   build the images dl-rosetta/ENV from docker/ENV/Dockerfile
@@ -39,6 +43,12 @@ ifneq ($(strip $(WHEELHOUSE)),)
 export ROSETTA_WHEELHOUSE := $(abspath $(WHEELHOUSE))
 PIP_SOURCE = --no-index --find-links $(ROSETTA_WHEELHOUSE)
 endif
+# ipykernel (for the tests' kernels). A wheelhouse made by `make wheels` leaves out debugpy and jedi,
+# which ipykernel and IPython require but need not run a notebook, and lists their other
+# requirements in kernel-requirements.txt: that list, then the two with --no-deps.
+KERNEL_LIST = $(if $(strip $(WHEELHOUSE)),$(wildcard $(ROSETTA_WHEELHOUSE)/kernel-requirements.txt))
+install_kernel = $(if $(KERNEL_LIST),$(1) -m pip install $(PIP_SOURCE) -r $(KERNEL_LIST) && \
+	$(1) -m pip install $(PIP_SOURCE) --no-deps ipykernel ipython,$(1) -m pip install $(PIP_SOURCE) ipykernel)
 # Interpreters that already hold frameworks: PATH, or NAME=PATH entries (see `rosetta envs --help`).
 EXISTING_PYTHON ?=
 FRAMEWORKS ?=
@@ -60,7 +70,7 @@ RUN_FLAGS += $(call option,--repeats,$(REPEATS))
 # EXPORT=0 (or no, false): leave out the notebooks' export to ONNX and its checks.
 RUN_FLAGS += $(if $(filter 0 no false,$(EXPORT)),--no-export)
 
-.PHONY: bench smoke test test-fast envs data report list clean openmpi docker wheels compare chromium agree onnx
+.PHONY: bench smoke test test-fast envs data report list clean openmpi docker wheels bundle compare chromium agree onnx
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 9))' 2>/dev/null || { \
@@ -69,6 +79,7 @@ $(VENV)/.installed: pyproject.toml
 	$(if $(strip $(VENV_BASE)),$(call purelib,$(VENV_BASE)) > "$$($(call purelib,$(VENV)/bin/python))/rosetta_base.pth")
 	$(VENV)/bin/python -m pip install $(PIP_SOURCE) --upgrade pip
 	$(VENV)/bin/python -m pip install $(PIP_SOURCE) -e '.[harness,test]'
+	$(call install_kernel,$(VENV)/bin/python)
 	touch $@
 
 bench: $(VENV)/.installed openmpi $(if $(USE_DOCKER),docker)
@@ -122,7 +133,7 @@ report: $(VENV)/.installed
 
 # Each latest run's ONNX export checked and timed in ONNX Runtime again (make bench does it after its runs).
 onnx: $(VENV)/.installed
-	$(VENV)/bin/rosetta onnx $(FRAMEWORKS) $(call option,--flavour,$(FLAVOUR))
+	$(VENV)/bin/rosetta onnx $(FRAMEWORKS) $(call option,--flavour,$(FLAVOUR)) $(ENV_FLAGS)
 
 list: $(VENV)/.installed
 	$(VENV)/bin/rosetta list
@@ -144,12 +155,23 @@ compare: $(VENV)/.installed
 docker:
 	$(PYTHON) -m harness.docker build $(FRAMEWORKS) $(foreach arg,$(DOCKER_BUILD_ARGS),--build-arg $(arg)) $(DOCKER_FLAGS)
 
-# Wheels for an offline machine: the harness, what every kernel needs, keras (harness/wheels.py).
+# Wheels for an offline machine: the harness, what every kernel needs, keras, jax2onnx (harness/wheels.py),
+# downloaded by an interpreter of WHEELS_PYTHON (pip judges markers by its own version): this one,
+# WHEELS_INTERPRETER, $ROSETTA_PYTHON312 (for 3.12), python3.12 on the PATH, or pyenv's newest 3.12.x.
 WHEELS_PYTHON ?= 3.12
+WHEELS_FLAGS = --python-version $(WHEELS_PYTHON) $(call option,--interpreter,$(WHEELS_INTERPRETER)) \
+	$(if $(strip $(WHEELS_SKIP)),--skip $(WHEELS_SKIP)) $(if $(strip $(WHEELS_SPECS)),--spec $(WHEELS_SPECS))
 wheels:
 	@test -n "$(strip $(WHEELHOUSE))" || { echo "make wheels needs WHEELHOUSE=DIR"; exit 1; }
-	$(PYTHON) -m harness.wheels $(WHEELHOUSE) --python-version $(WHEELS_PYTHON) \
-		$(if $(strip $(WHEELS_SKIP)),--skip $(WHEELS_SKIP)) $(if $(strip $(WHEELS_SPECS)),--spec $(WHEELS_SPECS))
+	$(PYTHON) -m harness.wheels $(WHEELHOUSE) $(WHEELS_FLAGS)
+
+# One archive for an offline machine (harness/bundle.py): the checkout at HEAD with a COMMIT file, the
+# wheels for WHEELS_PYTHON (gathered into WHEELHOUSE where set, else a temporary folder), and copies of
+# CIFAR10 and IMDB where set. Uncommitted changes are not included.
+BUNDLE ?= dl-rosetta-bundle.tar
+bundle:
+	$(PYTHON) -m harness.bundle $(BUNDLE) $(WHEELS_FLAGS) $(call option,--wheelhouse,$(WHEELHOUSE)) \
+		$(call option,--cifar10,$(CIFAR10)) $(call option,--imdb,$(IMDB))
 
 clean:
 	rm -rf $(VENV) envs

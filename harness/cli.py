@@ -4,7 +4,7 @@
     rosetta data [--data-dir DIR] [--cifar10 PATH] [--imdb PATH]
     rosetta run [NAME ...] [--benchmark cifar imdb] [--epochs N] [--train-samples N] ... [--repeats N] [--docker] [--resume]
     rosetta parity [NAME ...] [--benchmark cifar imdb] [--device cpu]
-    rosetta onnx [NAME ...] [--benchmark cifar imdb]   # each latest run's ONNX export checked and timed
+    rosetta onnx [NAME ...] [--benchmark cifar imdb] [--python [NAME=]PATH]   # each latest run's ONNX export checked and timed
     rosetta report [--results DIR]
     rosetta bench [NAME ...] [run options]    # envs, data, parity, run and report in one go
     rosetta compare A B [--benchmark cifar imdb] [--out DIR]   # two notebooks side by side, as HTML
@@ -143,6 +143,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     onnx.add_argument("--flavour", choices=venvs.FLAVOURS,
                       help="onnxruntime (cpu) or onnxruntime-gpu (cuda) (default: cuda where nvidia-smi sees a GPU)")
     onnx.add_argument("--results", type=Path, default=REPOSITORY / "results")
+    onnx.add_argument("--python", action="append", metavar="[NAME=]PATH", default=None,
+                      help="an existing interpreter to run the checks in where it imports onnxruntime and onnx "
+                           "(as `rosetta bench --python`; onnxruntime=PATH for the checks alone; default "
+                           "$ROSETTA_EXISTING_PYTHON); else the ONNX Runtime environment. $ROSETTA_ONNX_PYTHON "
+                           "overrides both")
     reporting = commands.add_parser("report", help="render results/README.md, results.csv and plots")
     reporting.add_argument("--results", type=Path, default=REPOSITORY / "results")
     bench = commands.add_parser("bench", help="envs, data, parity, run and report in one go")
@@ -430,8 +435,15 @@ def cmd_parity(args) -> int:
     return 1 if differing else 0
 
 
+def onnx_pythons(args) -> list[str]:
+    """The existing interpreters (``--python``, ``$ROSETTA_EXISTING_PYTHON``) the ONNX checks may run in."""
+    entries = args.python if args.python is not None else existing.from_variable()
+    return onnx_runs.existing_pythons(existing.existing_interpreters(entries, select(args.frameworks)))
+
+
 def cmd_onnx(args) -> int:
-    done = onnx_runs.check_all(args.results, select(args.frameworks), args.benchmark, args.flavour)
+    done = onnx_runs.check_all(args.results, select(args.frameworks), args.benchmark, args.flavour,
+                               onnx_pythons(args))
     print(f"report: {report.render(args.results)}")
     failing = [f"{r['framework']} {r['benchmark']}: {r['message']}" for r in done
                if not r.get("ok") and r.get("status") != "no exporter"]
@@ -562,7 +574,8 @@ def main(argv: list[str] | None = None) -> int:
                 parity_runs.check_all(select(args.frameworks), args.benchmark, args.results, in_docker=args.docker)
             status = cmd_run(args)
             if args.export:  # on the host, also for runs in docker: the exports are in --results
-                onnx_runs.check_all(args.results, select(args.frameworks), args.benchmark, args.flavour)
+                onnx_runs.check_all(args.results, select(args.frameworks), args.benchmark, args.flavour,
+                                    onnx_pythons(args))
                 print(f"report: {report.render(args.results)}")
             return status
     except (ValueError, data.DataError, venvs.EnvironmentBuildError) as error:

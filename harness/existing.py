@@ -71,8 +71,13 @@ def pinned_requirement(framework: Framework, module: str) -> str:
 
 def install_hint(python: str, requirements: list[str]) -> str:
     """The command that would install ``requirements`` into ``python`` (from the wheelhouse where set)."""
-    words = [python, "-m", "pip", "install", *venvs.pip_source_flags(), *requirements]
-    return " ".join(f"'{w}'" if any(c in w for c in "<>=! ") else w for w in words)
+    if "ipykernel" in requirements:  # from a wheelhouse without debugpy and jedi: two commands
+        others = [r for r in requirements if r != "ipykernel"]
+        commands = venvs.kernel_install_commands(python, others)
+    else:
+        commands = [[python, "-m", "pip", "install", *venvs.pip_source_flags(), *requirements]]
+    return " && ".join(" ".join(f"'{w}'" if any(c in w for c in "<>=! ") else w for w in words)
+                       for words in commands)
 
 
 def probe_existing(framework: Framework, python: str) -> dict:
@@ -144,7 +149,7 @@ def existing_interpreters(entries: list[str], frameworks: list[Framework]) -> di
     without a slash is looked up on the PATH; it is made absolute, but links are kept (a venv's
     python is a link, and resolving it would leave the venv). ValueError for a bad entry."""
     chosen: dict[str, str] = {}
-    envs = {f.env for f in FRAMEWORKS.values()}
+    envs = {f.env for f in FRAMEWORKS.values()} | {"onnxruntime"}  # onnxruntime: the ONNX checks
     for entry in entries:
         name, _, path = entry.rpartition("=") if "=" in entry and not entry.startswith(("/", ".", "~")) \
             else ("", "", entry)

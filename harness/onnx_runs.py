@@ -3,9 +3,11 @@
 A run with its export on (``rosetta run``'s default, the first repeat only) leaves the notebook's
 export folder in ``RESULTS/exports/STEM/`` (not committed: the models are megabytes each) and names
 it in its record (``export``). For the latest such run of each framework, benchmark and device, this
-runs ``common/onnx_check.py`` in the ONNX Runtime environment (``envs/onnxruntime``, built from
-``harness/envs/onnxruntime-FLAVOUR.txt``; ``$ROSETTA_ONNX_PYTHON`` names an interpreter that
-already has onnxruntime and onnx instead) and writes its record ``RESULTS/onnx/STEM.json``, which
+runs ``common/onnx_check.py`` in an interpreter that has onnxruntime and onnx: the one
+``$ROSETTA_ONNX_PYTHON`` names; else the first existing interpreter given to ``rosetta bench`` or
+``rosetta onnx`` (``--python``, ``$ROSETTA_EXISTING_PYTHON``; ``--python onnxruntime=PATH`` for
+the checks alone) that imports both; else the ONNX Runtime environment (``envs/onnxruntime``,
+built from ``harness/envs/onnxruntime-FLAVOUR.txt``). It writes the record ``RESULTS/onnx/STEM.json``, which
 the report's ONNX table shows. A run whose notebook recorded ``no exporter`` or ``export failed``
 gets a record saying so, with the reason.
 """
@@ -31,21 +33,55 @@ def onnx_dir(results: Path) -> Path:
     return results / "onnx"
 
 
-def interpreter(flavour: str) -> tuple[str | None, str | None]:
-    """The Python that runs the checks, and None; or None and why there is none. Builds the
-    environment where it is not up to date (``$ROSETTA_ONNX_PYTHON`` instead names one)."""
+PROBE = ("import onnxruntime, onnx; print('onnxruntime', onnxruntime.__version__, 'onnx', onnx.__version__, "
+         "'providers', ','.join(onnxruntime.get_available_providers()))")
+
+
+def _probe(python: str) -> subprocess.CompletedProcess | None:
+    """``python`` importing onnxruntime and onnx (without writing bytecode there), or None where it does not run."""
+    try:
+        return subprocess.run([python, "-c", PROBE], capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def interpreter(flavour: str, existing: list[str] = ()) -> tuple[str | None, str | None]:
+    """The Python that runs the checks, and None; or None and why there is none.
+
+    ``$ROSETTA_ONNX_PYTHON`` names it outright; else the first of ``existing`` (interpreters given
+    with ``--python``) that imports onnxruntime and onnx; else the ONNX Runtime environment, built
+    where it is not up to date. Nothing is installed into an interpreter named here."""
     given = os.environ.get("ROSETTA_ONNX_PYTHON")
     if given:
-        probe = subprocess.run([given, "-c", ONNXRUNTIME.versions_probe], capture_output=True, text=True)
-        if probe.returncode != 0:
-            return None, (f"ROSETTA_ONNX_PYTHON={given} cannot import onnxruntime and onnx ({probe.stderr.strip()[-300:]});"
+        probe = _probe(given)
+        if probe is None or probe.returncode != 0:
+            why = "it does not run" if probe is None else probe.stderr.strip()[-300:]
+            return None, (f"ROSETTA_ONNX_PYTHON={given} cannot import onnxruntime and onnx ({why});"
                           f" expected an interpreter that has both (`{given} -m pip install onnxruntime onnx`)")
+        print(f"onnx: the checks run in ROSETTA_ONNX_PYTHON={given} ({probe.stdout.strip()})", flush=True)
         return given, None
+    for python in dict.fromkeys(existing):
+        probe = _probe(python)
+        if probe is not None and probe.returncode == 0:
+            print(f"onnx: the checks run in the existing interpreter {python} ({probe.stdout.strip()}); "
+                  "nothing is installed into it", flush=True)
+            return python, None
+        print(f"onnx: the existing interpreter {python} cannot import onnxruntime and onnx; "
+              "the checks use the ONNX Runtime environment instead", flush=True)
     try:
         kernels.create(ONNXRUNTIME, flavour)
     except (venvs.EnvironmentBuildError, ValueError) as error:
         return None, f"the ONNX Runtime environment could not be built: {error}"
     return str(venvs.env_python(ONNXRUNTIME)), None
+
+
+def existing_pythons(chosen: dict[str, str]) -> list[str]:
+    """The interpreters to try for the checks, from ``existing.existing_interpreters``' answer:
+    the one named for ``onnxruntime`` alone, else every one given, in order."""
+    if ONNXRUNTIME.env in chosen:
+        return [chosen[ONNXRUNTIME.env]]
+    return list(dict.fromkeys(chosen.values()))
 
 
 def exported_runs(results: Path, frameworks: list[Framework] | None = None,
@@ -109,13 +145,14 @@ def check(run: dict, results: Path, python: str | None, unavailable: str | None 
 
 
 def check_all(results: Path, frameworks: list[Framework] | None = None, benchmarks: list[str] | None = None,
-              flavour: str | None = None) -> list[dict]:
-    """Every latest exported run, checked; the ONNX Runtime environment built first where needed."""
+              flavour: str | None = None, existing: list[str] = ()) -> list[dict]:
+    """Every latest exported run, checked in ``interpreter``'s choice (``existing``: interpreters
+    given with ``--python``); the ONNX Runtime environment built first where needed."""
     runs = exported_runs(results, frameworks, benchmarks)
     if not runs:
         print("onnx: no run with an export to check (run `rosetta run` with its export on first).")
         return []
-    python, unavailable = interpreter(flavour or venvs.default_flavour())
+    python, unavailable = interpreter(flavour or venvs.default_flavour(), existing)
     if unavailable:
         print(f"onnx: {unavailable}", file=sys.stderr)
     return [check(run, results, python, unavailable) for run in runs]

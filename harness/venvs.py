@@ -30,6 +30,13 @@ SPECS = Path(__file__).resolve().parent / "envs"
 FLAVOURS = ("cpu", "cuda")
 MARKER = ".rosetta-env.json"
 COMMON_REQUIREMENTS = ["ipykernel", "pooch", "tqdm"]  # numpy comes from each spec
+# ipykernel and IPython require debugpy (the debugger) and jedi (completion), the largest wheels a
+# wheelhouse would hold, yet run a notebook without them (each is imported only where present).
+# A wheelhouse (`python -m harness.wheels`) leaves them out and lists ipykernel's and IPython's other
+# requirements in its KERNEL_LIST; installs from it take that list, then the two with --no-deps.
+KERNEL_OPTIONAL = ("debugpy", "jedi")
+KERNEL_NO_DEPS = ("ipykernel", "ipython")
+KERNEL_LIST = "kernel-requirements.txt"
 
 
 class EnvironmentBuildError(RuntimeError):
@@ -87,7 +94,14 @@ def build(framework: Framework, flavour: str) -> Path:
     if framework.build_first:
         _install(framework, build_spec(framework), [])
     flags = ["--no-build-isolation"] if framework.build_first else []
-    _install(framework, spec_file(framework, flavour), [*COMMON_REQUIREMENTS, *flags])
+    listed = kernel_list()
+    if listed is None:
+        _install(framework, spec_file(framework, flavour), [*COMMON_REQUIREMENTS, *flags])
+    else:  # ipykernel without debugpy and jedi
+        others = [r for r in COMMON_REQUIREMENTS if r != "ipykernel"]
+        _install(framework, spec_file(framework, flavour), ["-r", str(listed), *others, *flags])
+        _run([env_python(framework), "-m", "pip", "install", *pip_source_flags(), "--no-deps", *KERNEL_NO_DEPS],
+             "installing ipykernel and IPython (without debugpy and jedi)")
     return path
 
 
@@ -157,6 +171,24 @@ def pip_source_flags() -> list[str]:
     """``--no-index --find-links DIR`` where a wheelhouse is set, else nothing (pip's own settings)."""
     folder = wheelhouse()
     return ["--no-index", "--find-links", str(folder)] if folder else []
+
+
+def kernel_list() -> Path | None:
+    """The wheelhouse's list of ipykernel's and IPython's requirements without debugpy and jedi
+    (``KERNEL_LIST``), where a wheelhouse is set and holds one."""
+    folder = wheelhouse()
+    listed = folder / KERNEL_LIST if folder else None
+    return listed if listed is not None and listed.is_file() else None
+
+
+def kernel_install_commands(python: str, others: list[str] = ()) -> list[list[str]]:
+    """The pip commands that install ipykernel and ``others`` into ``python``: one, or two from a
+    wheelhouse with a kernel list (the list and ``others``, then ipykernel and IPython with --no-deps)."""
+    pip = [python, "-m", "pip", "install", *pip_source_flags()]
+    listed = kernel_list()
+    if listed is None:
+        return [[*pip, *others, "ipykernel"]]
+    return [[*pip, "-r", str(listed), *others], [*pip, "--no-deps", *KERNEL_NO_DEPS]]
 
 
 # --- helpers -------------------------------------------------------------------------------
