@@ -48,6 +48,14 @@ def gpus() -> List[dict]:
     return found
 
 
+def compute_cap() -> Optional[str]:
+    """The first GPU's compute capability ("9.0"), from nvidia-smi (None where it cannot say)."""
+    if not shutil.which("nvidia-smi"):
+        return None
+    out = _run(["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"])
+    return out.splitlines()[0].strip() if out else None
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -158,6 +166,7 @@ def capture(device: str, versions: Dict[str, str], cuda: Optional[str] = None,
     if device == "cuda":
         found = gpus()
         info.update({
+            "compute_cap": compute_cap(),
             "gpu": found[0]["name"] if found else "unknown NVIDIA GPU",
             "gpu_count": len(found),
             "gpu_memory": found[0]["memory"] if found else None,
@@ -165,6 +174,10 @@ def capture(device: str, versions: Dict[str, str], cuda: Optional[str] = None,
             "cuda": cuda,
             "cudnn": str(cudnn) if cudnn is not None else None,
         })
+    else:  # a CPU run on a machine with a GPU: the table marks it
+        found = gpus()
+        if found:
+            info["gpu_unused"] = found[0]["name"]
     return info
 
 

@@ -10,6 +10,7 @@
     rosetta compare A B [--benchmark cifar imdb] [--out DIR]   # two notebooks side by side, as HTML
     rosetta compare --all [NAME ...] [--out DIR]               # every pair, and an index page
     rosetta list
+    rosetta doctor [NAME ...] [--gpu sm_90] [--inspect]   # which rows can use this GPU (or a named one)
 
 NAME selects frameworks (all of them by default): see `rosetta list`. Every option is checked
 before anything starts (exit status 2). Ctrl-C or SIGTERM stops the notebook that is running,
@@ -28,7 +29,7 @@ from pathlib import Path
 
 from common import REPOSITORY, data, machine
 from common.benchmarks import BENCHMARKS
-from harness import agreement, compare, existing, kernels, onnx_runs, parity_runs, report, runner, venvs
+from harness import agreement, compare, existing, gpus, kernels, onnx_runs, parity_runs, report, runner, venvs
 from harness.frameworks import FRAMEWORKS, select
 
 SEED_LIMIT = 2**32  # every framework's generator takes a seed in [0, 2**32)
@@ -166,6 +167,21 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     agreeing.set_defaults(benchmark=["imdb"], epochs=2, train_samples=8000, test_samples=2000, device="cpu",
                           export=False)
     commands.add_parser("list", help="the frameworks, their notebooks and environments")
+    doctor = commands.add_parser(
+        "doctor", help="which frameworks can use this machine's GPU (or one named with --gpu)",
+        description="For the GPU nvidia-smi shows, or the one named with --gpu, says per framework whether it "
+                    "trains on the GPU natively, through PTX JIT, on the CPU, or not at all, and whether the "
+                    "driver is new enough, from the inspection in results/gpus/inspection.json. --inspect "
+                    "makes that inspection first, in the CUDA environments built here (`rosetta envs --flavour "
+                    "cuda`), no GPU needed, and rewrites results/gpus/.")
+    doctor.add_argument("frameworks", nargs="*", metavar="NAME", help="frameworks (default: all)")
+    doctor.add_argument("--gpu", metavar="CC", help="a compute capability instead of nvidia-smi's GPU: "
+                        "sm_90, 90 or 9.0")
+    doctor.add_argument("--driver", metavar="VERSION", help="with --gpu: a driver version to check (e.g. 550.54.15)")
+    doctor.add_argument("--inspect", action="store_true",
+                        help="inspect the built CUDA environments first and write results/gpus/")
+    doctor.add_argument("--inspection", type=Path, default=gpus.INSPECTION,
+                        help="the inspection to read and write (default %(default)s)")
     comparing = commands.add_parser("compare", help="an HTML page of two frameworks' notebooks side by side")
     comparing.add_argument("frameworks", nargs="*", metavar="NAME",
                            help="the two frameworks (with --all: those to pair, default all)")
@@ -333,6 +349,8 @@ def cmd_run(args) -> int:
     frameworks = select(args.frameworks)
     provenances, data_errors = load_data(args, args.benchmark)
     settings = run_settings(args)
+    if args.command == "run" and settings.device != "cpu" and not settings.docker:
+        gpu_notice(frameworks)
     if settings.device != "cpu" and venvs.default_flavour() == "cpu":
         print("note: no NVIDIA GPU found; " + ("`--docker` runs ask docker for one (--gpus all), so they "
               "will fail: add --device cpu to run the images on the CPU." if settings.docker else
@@ -350,12 +368,13 @@ def cmd_run(args) -> int:
                                             machine.git_commit())
             done += runner.run_all(frameworks, args.benchmark, settings, args.results, skip=skip,
                                    data_errors=data_errors)
-    except runner.Interrupted as interrupt:
+    except runner.Interrupted as interrupt:  # the table of what finished; then on to main, which exits
         with runner.interrupts_held():
             print(f"rosetta: {interrupt.describe()}: the run in progress is recorded as interrupted.",
                   file=sys.stderr)
             print(f"report: {report.render(args.results)}")
-        return interrupt.exit_code
+            interrupt.reported = True
+        raise
     print(f"report: {report.render(args.results)}")
     failed = [f"{r['framework']} {r['benchmark']}: {r['status']}" for r in done if r["status"] != "ok"]
     for line in failed:
@@ -453,6 +472,56 @@ def cmd_list(args) -> int:
     return 0
 
 
+def cmd_doctor(args) -> int:
+    """Which rows can use the GPU: nvidia-smi's, or --gpu's; --inspect first inspects the built environments."""
+    frameworks = select(args.frameworks)
+    gpu = gpus.parse_gpu(args.gpu) if args.gpu else None
+    if args.driver is not None and (gpu is None or not gpus.driver_tuple(args.driver)
+                                    or not all(p.isdigit() for p in args.driver.split("."))):
+        raise ValueError(f"--driver {args.driver!r}: expected a driver version such as 550.54.15, "
+                         "with --gpu (without it, nvidia-smi gives the driver).")
+    if args.inspect:
+        wanted = list(dict.fromkeys(f.env for f in frameworks))
+        inspection = gpus.load(args.inspection) if args.frameworks and args.inspection.is_file() else {}
+        fresh = gpus.inspect_all(wanted)
+        inspection = {**fresh, "environments": {**inspection.get("environments", {}), **fresh["environments"]}}
+        inspection["environments"] = {env: inspection["environments"][env] for env in gpus.environments()
+                                      if env in inspection["environments"]}
+        print(f"table: {gpus.write(inspection, args.inspection.parent)}")
+    else:
+        inspection = gpus.load(args.inspection)
+    if gpu is not None:
+        lines = gpus.doctor_lines(inspection, gpu, f"sm_{gpu[0]}{gpu[1]}", args.driver, frameworks)
+    else:
+        found = gpus.local_gpu()
+        if found is None and venvs.default_flavour() == "cuda":
+            raise ValueError("nvidia-smi lists a GPU but does not give its compute capability (`nvidia-smi "
+                             "--query-gpu=name,compute_cap,driver_version --format=csv,noheader` fails: a driver "
+                             "older than 510?); expected --gpu with the GPU's, e.g. --gpu 8.0 for an A100.")
+        if found is None:
+            print("no NVIDIA GPU found (nvidia-smi lists none): every notebook trains on the CPU. "
+                  "Name a GPU with --gpu (e.g. --gpu sm_90) to see what it would do there.")
+            return 0
+        lines = gpus.doctor_lines(inspection, found["compute_cap"], found["name"], found["driver"], frameworks)
+    print("\n".join(lines))
+    return 0
+
+
+def gpu_notice(frameworks) -> None:
+    """Before a suite on a GPU machine: the rows that will train on the CPU, or cannot use the GPU."""
+    found = gpus.local_gpu()
+    if found is None or not gpus.INSPECTION.is_file():
+        return
+    try:
+        rows = gpus.cpu_rows(gpus.load(gpus.INSPECTION), found["compute_cap"], frameworks)
+    except ValueError as error:
+        print(f"note: {error}", file=sys.stderr)
+        return
+    for row in rows:
+        what = "trains on the CPU" if row["verdict"] == gpus.CPU else "has no kernels for this GPU"
+        print(f"note: {row['label']} {what} on {found['name']} ({row['why']}; `rosetta doctor` says more).")
+
+
 def cmd_compare(args) -> int:
     if args.all:
         chosen = select(args.frameworks) if args.frameworks else None
@@ -491,7 +560,11 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_agree(args)
         if args.command == "compare":
             return cmd_compare(args)
+        if args.command == "doctor":
+            return cmd_doctor(args)
         if args.command == "bench":
+            if args.device != "cpu" and not args.docker:
+                gpu_notice(select(args.frameworks))
             if args.docker:  # the images hold the environments
                 print("docker: the notebooks run in the images dl-rosetta/ENV (`make docker` builds them); "
                       "no venvs are built.")
@@ -508,11 +581,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, data.DataError, venvs.EnvironmentBuildError) as error:
         print(f"rosetta: {error}", file=sys.stderr)
         return 2
-    except runner.Interrupted as interrupt:  # outside a notebook run: building environments, parity
+    except runner.Interrupted as interrupt:  # nothing more starts: the table of what finished, and exit
         with runner.interrupts_held():
-            print(f"rosetta: {interrupt.describe()}.", file=sys.stderr)
-            if args.command in ("bench", "parity") and args.results.is_dir():
-                print(f"report: {report.render(args.results)}")
+            if not interrupt.reported:  # outside the notebook runs: building environments, parity, ONNX checks
+                print(f"rosetta: {interrupt.describe()}.", file=sys.stderr)
+                if args.command in ("bench", "parity") and args.results.is_dir():
+                    print(f"report: {report.render(args.results)}")
         return interrupt.exit_code
     finally:
         runner.restore_handlers(handlers)

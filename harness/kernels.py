@@ -60,12 +60,17 @@ def create(framework: Framework, flavour: str, force: bool = False) -> Path:
     found = versions(framework)
     if found.startswith("broken"):
         raise venvs.EnvironmentBuildError(f"{framework.label} was installed in {path} but does not import: {found}")
-    if flavour == "cpu" and framework.cpu_probe:
+    if framework.cpu_probe:
         probe = subprocess.run([venvs.env_python(framework), "-c", framework.cpu_probe],
                                env=kernel_environment(framework))
-        if probe.returncode != 0:
+        if flavour == "cpu" and probe.returncode != 0:
             print(f"  warning: the cpu environment of {framework.label} holds a CUDA build; "
                   "it works on the CPU but is larger than needed.")
+        elif flavour == "cuda" and probe.returncode == 0:
+            print(f"  warning: the cuda environment of {framework.label} holds a CPU build ({found}): its "
+                  "notebooks will train on the CPU. pip chose a CPU wheel for the spec "
+                  f"{venvs.spec_file(framework, flavour).name}: check its pins against the wheels that "
+                  "pip's find-links and extra indexes offer.")
     venvs.mark_built(framework, flavour)
     print(f"{framework.label}: ready ({found}), kernel {framework.kernel}.")
     return path

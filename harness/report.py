@@ -4,8 +4,10 @@
 
 writes ``results/README.md``, ``results/results.csv`` (every record, one row each)
 and a plot per device and benchmark. Each device (each GPU model, and each CPU model)
-has tables of its own, one per benchmark: the latest ok run of each framework on that
-device, fastest first (with a note where a later run did not end ok); runs on different devices are never ranked together. Where the
+has tables of its own, one per benchmark and configuration (``CONFIGURATION``: the sizes and
+the threads asked for), the newest configuration first and each older one apart: the latest
+ok run of each framework, fastest first (with a note where a later run did not end ok); runs
+on different devices or of different configurations are never ranked together. Where the
 results folder is the repository's own, the list of devices in the repository's
 README (between its ``results`` markers) is rewritten too. Nothing here is typed by
 hand: every figure comes from a record.
@@ -22,7 +24,7 @@ import pandas as pd
 from common import REPOSITORY, machine, record
 from common.benchmarks import BENCHMARKS
 from common import flops
-from harness import onnx_runs, parity_runs, phases
+from harness import gpus, onnx_runs, parity_runs, phases
 
 
 def load_records(results: Path) -> list[dict]:
@@ -106,8 +108,9 @@ def to_frame(records: list[dict]) -> pd.DataFrame:
             "git_commit": (r.get("environment") or {}).get("git_commit"),
             "timestamp": r["timestamp"], "notebook": r.get("notebook"),
             "feeding_share": r.get("feeding_share"),
-            "gpu": (r.get("environment") or {}).get("gpu"),
+            "gpu": (r.get("environment") or {}).get("gpu"), "gpu_note": gpus.record_note(r),
             "threads": (r.get("environment") or {}).get("threads"),
+            "threads_requested": (r.get("environment") or {}).get("threads_requested"),
             **{f"phase_{part}": (r.get("phases") or {}).get(part) for part in phases.PARTS + ("harness", "other")},
         })
     columns = ["framework", "api", "benchmark", "variant", "status", "timestamp"]
@@ -121,6 +124,36 @@ def latest(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 SERIES = ["epochs", "batch_size", "train_samples", "test_samples", "git_commit"]
+# What makes runs comparable on one device: each table holds one configuration, and runs of different
+# configurations are never ranked together. The sizes (which also say whether a run is a subset) and
+# the CPU threads the run asked for (None: every core); `--resume` compares the same (runner.finished_runs).
+# Not the data's source: a local copy and the download are the same data, checked by their checksums.
+CONFIGURATION = ("epochs", "batch_size", "train_samples", "test_samples", "threads_requested")
+
+
+def configuration(row) -> tuple:
+    """A run's configuration (``CONFIGURATION``'s values; None where a value is missing)."""
+    return tuple(None if missing(row[key]) else int(row[key]) for key in CONFIGURATION)
+
+
+def configurations(frame: pd.DataFrame, benchmark: str) -> list[tuple[tuple, pd.DataFrame]]:
+    """The runs of ``benchmark`` split by configuration, the configuration of the newest run first
+    (the main table), then the others by their newest run, newest first. ``frame`` is oldest first."""
+    rows = frame[frame["benchmark"] == benchmark]
+    keys = [configuration(row) for _, row in rows.iterrows()]
+    order = list(dict.fromkeys(reversed(keys)))
+    return [(key, rows[[k == key for k in keys]]) for key in order]
+
+
+def describe_configuration(key: tuple) -> str:
+    """'2 epochs, batch 64, 4,000 training and 2,000 test samples, every core'."""
+    values = dict(zip(CONFIGURATION, key))
+    number = lambda value: "?" if value is None else f"{value:,}"  # noqa: E731
+    epochs = values["epochs"]
+    threads = values["threads_requested"]
+    return (f"{number(epochs)} epoch{'' if epochs == 1 else 's'}, batch {number(values['batch_size'])}, "
+            f"{number(values['train_samples'])} training and {number(values['test_samples'])} test samples, "
+            + ("every core" if threads is None else f"{threads} thread{'' if threads == 1 else 's'}"))
 
 
 def series(runs: pd.DataFrame) -> pd.DataFrame:
@@ -135,8 +168,13 @@ def series(runs: pd.DataFrame) -> pd.DataFrame:
     return same.groupby("seed", sort=False).tail(1).sort_values("timestamp", kind="stable")
 
 
+def missing(value) -> bool:
+    """Whether a cell holds no value: None, or NaN, which pandas (3's string columns among them) puts
+    in its place. Never test a cell that may be missing for truth: NaN is true."""
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
 def _same(a, b) -> bool:
-    missing = lambda v: v is None or (isinstance(v, float) and math.isnan(v))  # noqa: E731
     return (missing(a) and missing(b)) or a == b
 
 
@@ -180,7 +218,7 @@ def shown_rows(frame: pd.DataFrame, benchmark: str) -> pd.DataFrame:
 
 
 def _number(value, digits: int, suffix: str = "") -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if missing(value):
         return "–"
     return f"{value:,.{digits}f}{suffix}"
 
@@ -188,7 +226,7 @@ def _number(value, digits: int, suffix: str = "") -> str:
 def _with_range(row, column: str, digits: int, scale: float = 1.0, suffix: str = "") -> str:
     """'median' for one run, 'median (min–max)' for repeats."""
     median = row[column]
-    if median is None or (isinstance(median, float) and math.isnan(median)):
+    if missing(median):
         return "–"
     text = _number(median * scale, digits, suffix)
     if row["runs"] > 1:
@@ -197,7 +235,7 @@ def _with_range(row, column: str, digits: int, scale: float = 1.0, suffix: str =
 
 
 def _rate(flop_per_second: float | None) -> str:
-    if flop_per_second is None or (isinstance(flop_per_second, float) and math.isnan(flop_per_second)):
+    if missing(flop_per_second):
         return "–"
     for unit, size in (("PFLOP/s", 1e15), ("TFLOP/s", 1e12), ("GFLOP/s", 1e9)):
         if flop_per_second >= size:
@@ -209,7 +247,7 @@ def achieved(row, benchmark: str) -> str:
     """The steady training rate in FLOP/s (common.flops), and on a GPU whose peak is known its
     share of the dense FP32 peak."""
     throughput = row["throughput_per_second"]
-    if throughput is None or (isinstance(throughput, float) and math.isnan(throughput)):
+    if missing(throughput):
         return "–"
     rate = flops.achieved(flops.per_sample(benchmark, training=True), throughput, 1.0)
     text = _rate(rate)
@@ -261,14 +299,15 @@ def benchmark_table(frame: pd.DataFrame, benchmark: str, checks: dict | None = N
     for _, r in rows.iterrows():
         ok = r["runs"] > 0
         name = r["framework"] if r["variant"] == "fp32" else f"{r['framework']} ({r['variant']})"
+        name += f" ({r['gpu_note']})" if isinstance(r.get("gpu_note"), str) and r["gpu_note"] else ""
         if ok:
-            note = f"**{_cell(r['later'])}**" if r["later"] else ""
+            note = "" if missing(r["later"]) else f"**{_cell(r['later'])}**"
             seeds = sorted(int(frame.loc[i, "seed"]) for i in r["members"])
             runs = str(r["runs"]) if r["runs"] == 1 else f"{r['runs']} (seeds {seeds[0]}–{seeds[-1]})"
             cells = [runs, _with_range(r, "test_accuracy", 1, 100, " %"), _with_range(r, "train_seconds", 1),
                      _number(r["train_seconds"] / fastest, 2, "×") if fastest else "–",
                      _number(r["throughput_per_second"], 0), achieved(r, benchmark),
-                     _number(r["feeding_share"] * 100 if r["feeding_share"] is not None else None, 1, " %")]
+                     _number(None if missing(r["feeding_share"]) else r["feeding_share"] * 100, 1, " %")]
         else:
             note = f"**{r['status']}**: {_cell(r['error'])}"
             cells = ["0"] + ["–"] * 6
@@ -324,6 +363,13 @@ def _graph(check: dict) -> str:
     return text + (f", GRU: {graph['gru_form']}" if graph.get("gru_form") else "")
 
 
+def _check_configuration(check: dict, frame: pd.DataFrame) -> tuple | None:
+    """The configuration of the run whose export ``check`` checked (found by its executed notebook),
+    or None where that run is not among ``frame``'s."""
+    runs = frame[frame["notebook"] == check.get("run")] if check.get("run") else frame.iloc[0:0]
+    return configuration(runs.iloc[-1]) if len(runs) else None
+
+
 def onnx_tables(checks: list[dict]) -> str:
     """The ONNX tables of one device: each export's three checks, then the framework's prediction
     against ONNX Runtime's at each batch size (median latency, 90th percentile in brackets)."""
@@ -370,7 +416,7 @@ def onnx_tables(checks: list[dict]) -> str:
 
 
 def _cell(text) -> str:
-    if text is None or (isinstance(text, float) and math.isnan(text)):
+    if missing(text):
         return ""
     text = str(text).replace("|", "\\|").replace("\n", " ")
     # a long error keeps its start (what failed) and its end (where a traceback says why)
@@ -412,7 +458,7 @@ def plot(frame: pd.DataFrame, benchmark: str, path: Path, device: str = "",
     high = (rows["train_seconds_max"] - rows["train_seconds"]).fillna(0).clip(lower=0)
     bars = axes.barh(labels, rows["train_seconds"], color="#4c72b0", xerr=[low, high], capsize=3)
     for bar, accuracy, later, top in zip(bars, rows["test_accuracy"], rows["later"], rows["train_seconds_max"]):
-        note = " (a later run did not end ok)" if later else ""
+        note = "" if missing(later) else " (a later run did not end ok)"
         axes.text(max(bar.get_width(), top if top == top else 0), bar.get_y() + bar.get_height() / 2,
                   f"  {accuracy * 100:.1f} % accuracy{note}", va="center", fontsize=9)
     repeats = int(rows["runs"].max())
@@ -502,12 +548,14 @@ def render(results: Path, readme: Path | None = None) -> Path:
         old.unlink()
     parts = ["# Results", "",
              f"Generated by `rosetta report` from the {len(records)} JSON record(s) in `records/`; "
-             "do not edit by hand. Each device has its own tables, one per benchmark, with the "
-             "latest ok series of every framework on that device (its latest ok run and the repeats "
+             "do not edit by hand. Each device has its own tables, one per benchmark and configuration "
+             "(epochs, batch size, training and test samples, CPU threads asked for): the newest "
+             "configuration's first, then any older configuration's in a table of its own, never ranked "
+             "with it. Each holds the latest ok series of every framework on that device (its latest ok run and the repeats "
              "of it, the other seeds of `--repeats`, at the same sizes and commit: medians, with min "
              "and max where there are several), fastest first, and a note beside it when a later run "
              "failed or was interrupted (a framework without an ok run shows its latest run); the "
-             "plot shows the same runs. Runs on different devices are never ranked together. "
+             "plot shows the runs of the first table. Runs on different devices are never ranked together. "
              "`results.csv` holds every run. \"Achieved FLOP/s\" is the steady rate times the FLOPs "
              "of a training step per sample (docs/measurements.md); \"Feeding\" the share of "
              "training spent waiting for the shared iterator's batches. \"Equivalent\" is "
@@ -520,34 +568,58 @@ def render(results: Path, readme: Path | None = None) -> Path:
     summary, tables = [], {}
     for device in found:
         shown = frame[frame["device_group"] == device]
-        tables[device] = {b: shown_rows(shown, b) for b in BENCHMARKS}  # each once, for every use below
-        described = where_and_when(shown.loc[[i for rows in tables[device].values() for group in rows["members"]
-                                              for i in group]])
+        # each benchmark's configurations, newest first, each with its rows (computed once, for every use below)
+        tables[device] = {b: [(key, shown_rows(runs, b)) for key, runs in configurations(shown, b)]
+                          for b in BENCHMARKS}
+        main = [groups[0][1] for groups in tables[device].values() if groups]
+        described = where_and_when(shown.loc[[i for rows in main for group in rows["members"] for i in group]])
+        earlier = sum(len(rows) for groups in tables[device].values() for _, rows in groups[1:])
+        if earlier:
+            described += (f"; and {earlier} row(s) of earlier configurations, in tables of their own")
         parts.append(f"- [{device}](#{anchor(device)}): {described}")
         summary.append(f"- [{device}](results/README.md#{anchor(device)}): {described}")
     parts.append("")
     for device in found:
         shown = frame[frame["device_group"] == device]
         parts += [f"## {device}", ""]
-        overhead = overhead_line(shown, pd.concat(list(tables[device].values())))
+        main = [groups[0][1] for groups in tables[device].values() if groups]
+        overhead = overhead_line(shown, pd.concat(main)) if main else None
         if overhead:
             parts += [overhead, ""]
         for benchmark in BENCHMARKS:
             parts += [f"### {BENCHMARKS[benchmark].title}", ""]
-            if (shown["benchmark"] == benchmark).sum() == 0:
+            groups = tables[device][benchmark]
+            if not groups:
                 parts += ["No runs on this device.", ""]
                 continue
-            parts += [benchmark_table(shown, benchmark, checks, tables[device][benchmark]), ""]
-            image = plot(shown, benchmark, results / f"{benchmark}-{slug(device)}.png", device,
-                         tables[device][benchmark])
+            (key, rows), older = groups[0], groups[1:]
+            parts += [f"Configuration: {describe_configuration(key)}.", "",
+                      benchmark_table(shown, benchmark, checks, rows), ""]
+            image = plot(shown, benchmark, results / f"{benchmark}-{slug(device)}.png", device, rows)
             if image:
                 parts += [f"![{BENCHMARKS[benchmark].title} on {device}]({image.name})", ""]
+            for key, rows in older:
+                parts += [f"#### Earlier configuration: {describe_configuration(key)}", "",
+                          "Not ranked with the table above: these runs differ from it in their configuration.", "",
+                          benchmark_table(shown, benchmark, checks, rows), ""]
         exported = [c for c in onnx.values() if c.get("device_group") == device]
         if exported:
+            latest_keys = {b: groups[0][0] for b, groups in tables[device].items() if groups}
+            grouped = {}
+            for check in exported:  # by the configuration of the run that was exported
+                key = _check_configuration(check, shown)
+                earlier = key is not None and key != latest_keys.get(check["benchmark"])
+                grouped.setdefault((check["benchmark"], key) if earlier else None, []).append(check)
             parts += ["### Exported to ONNX", "", "Each latest run's export (`rosetta onnx`, docs/onnx.md): "
                       "\"ONNX equivalent\" is ONNX Runtime's logits against the NumPy float64 reference on the "
                       "trained weights; \"Agrees\" its logits against the framework's on 16 test samples and "
-                      "its classes over the whole test set.", "", onnx_tables(exported), ""]
+                      "its classes over the whole test set. The exports of runs in the configurations of the "
+                      "tables above come first; those of runs in earlier configurations follow, apart.", ""]
+            if None in grouped:
+                parts += [onnx_tables(grouped.pop(None)), ""]
+            for (benchmark, key), found_checks in sorted(grouped.items(), key=lambda item: str(item[0])):
+                parts += [f"#### Exported from runs of an earlier configuration: {BENCHMARKS[benchmark].title}, "
+                          f"{describe_configuration(key)}", "", onnx_tables(found_checks), ""]
         if device.startswith("CPU: "):
             parts += ["These runs are on a CPU: they show that every notebook trains and how the "
                       "frameworks compare there, not how fast they are on a GPU.", ""]

@@ -93,6 +93,7 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, signum: int = signal.SIGINT):
         super().__init__(signum)
         self.signum = signum
+        self.reported = False  # True once the table of what finished has been written and the signal named
 
     @property
     def exit_code(self) -> int:
@@ -571,7 +572,8 @@ def _write_failure(record_path: Path, framework: Framework, benchmark: str, sett
         framework=framework.label, api=framework.api, benchmark=benchmark, status=status, error=message,
         **settings.sizes(benchmark), seed=settings.seed, notebook=str(executed.relative_to(record_path.parent.parent))
         if executed is not None and executed.is_file() else None,
-        environment=machine.capture(device=target_device(settings), versions={}),
+        environment=machine.capture(device=target_device(settings), versions={},
+                                    threads_requested=settings.threads),
         kernel_environment=kernel_provenance(framework, settings),
     )
     record.write(record_path, result)
@@ -588,8 +590,9 @@ def _same_data(found: dict | None, provenance: dict | None) -> bool:
 def finished_runs(frameworks: list[Framework], benchmarks: list[str], settings: RunSettings, results: Path,
                   provenances: dict, commit: str | None) -> dict[tuple[str, str], str]:
     """For ``--resume``: each (framework name, benchmark) that already has an ok record with these
-    settings (sizes, seed, device), this data (its checksum) and this code version (a clean git
-    commit: uncommitted changes could differ from any earlier run's), mapped to that record's file."""
+    settings (sizes, threads asked for, seed, device: the report's configuration, ``report.CONFIGURATION``),
+    this data (its checksum) and this code version (a clean git commit: uncommitted changes could
+    differ from any earlier run's), mapped to that record's file."""
     if not commit or commit.endswith("-dirty"):
         print("resume: nothing skipped, as the code version is not a clean git commit "
               f"({commit or 'no git'}); every selected notebook runs.")
@@ -609,6 +612,7 @@ def finished_runs(frameworks: list[Framework], benchmarks: list[str], settings: 
         env = done.get("environment") or {}
         if (all(done.get(key) == value for key, value in wanted.items())
                 and _same_data(done.get("data"), provenances.get(benchmark))
+                and env.get("threads_requested") == settings.threads
                 and env.get("git_commit") == commit and env.get("device") == device):
             found[(labels[done["framework"]], benchmark)] = path.name
     return found

@@ -59,6 +59,8 @@ EXPORTERS = ("jax2onnx", "onnx-ir")
 TORCH_EXPORTER_SPEC = SPECS / "pytorch-cpu.txt"
 TORCH_EXPORTERS = ("onnxscript",)
 EXPORTER_LEAVES_OUT = ("jax", "jaxlib", "flax", "optax", "scipy", "tensorstore", "onnx", "onnxruntime")
+# Left out of every folder: ipykernel's and IPython's optional helpers, and parso, which only jedi needs.
+LEFT_OUT = (*KERNEL_OPTIONAL, "parso")
 
 
 def _toml_list(text: str, key: str) -> list[str]:
@@ -231,7 +233,7 @@ def gather(folder: Path, python_version: str, arch: str, glibc: str, skip: list[
             if normalise(wheel.name.split("-", 1)[0]) not in left_out and not (folder / wheel.name).exists():
                 shutil.move(str(wheel), folder / wheel.name)
     write_kernel_list(folder)
-    skipped = {normalise(name) for name in [*skip, *KERNEL_OPTIONAL]}
+    skipped = {normalise(name) for name in [*skip, *LEFT_OUT]}
     kept = []
     for wheel in sorted(folder.glob("*.whl")):
         if normalise(wheel.name.split("-", 1)[0]) in skipped:

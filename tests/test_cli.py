@@ -239,7 +239,9 @@ def test_resume_skips_what_already_has_an_ok_record_with_the_same_settings(monke
 
 @pytest.mark.parametrize("change", [{"epochs": 2}, {"environment": {"device": "cpu", "cpu": "C", "git_commit": "old"}},
                                     {"data": {"source": "official", "checksum": "other"}},
-                                    {"environment": {"device": "cuda", "gpu": "G", "git_commit": "abc123"}}])
+                                    {"environment": {"device": "cuda", "gpu": "G", "git_commit": "abc123"}},
+                                    {"environment": {"device": "cpu", "cpu": "C", "git_commit": "abc123",
+                                                     "threads_requested": 1}}])  # another configuration
 def test_resume_reruns_what_differs_in_settings_data_code_or_device(monkeypatch, tmp_path, change):
     _ok_record(tmp_path, "1-cifar", "cifar", **change)
     provenances = {"cifar": {"source": "official", "checksum": "cifar-hash"}}

@@ -15,6 +15,7 @@ import selftest
 from common import REPOSITORY, record
 
 DRIVER = Path(__file__).parent / "helpers" / "rosetta_run.py"  # `rosetta run` of a selftest notebook
+BENCH = Path(__file__).parent / "helpers" / "rosetta_bench.py"  # `rosetta bench` of one, its other steps noted
 
 SLEEPER = """
 import json, os, subprocess
@@ -25,12 +26,13 @@ child.wait()
 """
 
 
-def start_run(tmp_path, monkeypatch, body: str, *arguments: str) -> subprocess.Popen:
-    """`rosetta run` of a selftest notebook, as its own process started from ``tmp_path``."""
+def start_run(tmp_path, monkeypatch, body: str, *arguments: str, driver: Path = DRIVER) -> subprocess.Popen:
+    """`rosetta run` (or with ``driver=BENCH`` `rosetta bench`) of a selftest notebook, as its own
+    process started from ``tmp_path``; bench notes the steps it starts in ``tmp_path / "steps"``."""
     selftest.install_kernel(tmp_path, monkeypatch)
-    environment = {**os.environ, "PYTHONPATH": str(REPOSITORY),
+    environment = {**os.environ, "PYTHONPATH": str(REPOSITORY), "ROSETTA_TEST_STEPS": str(tmp_path / "steps"),
                    "ROSETTA_TEST_NOTEBOOK": str(tmp_path / "selftest.ipynb"), "ROSETTA_TEST_BODY": body}
-    return subprocess.Popen([sys.executable, str(DRIVER), *arguments], cwd=tmp_path, env=environment,
+    return subprocess.Popen([sys.executable, str(driver), *arguments], cwd=tmp_path, env=environment,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -69,6 +71,37 @@ def test_an_interrupted_run_stops_everything_and_is_recorded_as_interrupted(tmp_
             run.kill()
             run.communicate()
         for pid in pids:  # on a failure, leave nothing behind either
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.mark.parametrize("sent, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupted_bench_writes_the_table_and_starts_nothing_more(tmp_path, monkeypatch, sent, code):
+    """After the signal, bench writes the table from what finished and exits: no further repeat, no
+    ONNX checks (whose environment it would build first)."""
+    results = tmp_path / "results"
+    run = start_run(tmp_path, monkeypatch, SLEEPER, "--results", str(results), "--repeats", "2", driver=BENCH)
+    pids = []
+    try:
+        started = _wait_for([lambda: (results / "records").glob("*.pids")], 120)
+        time.sleep(0.2)
+        pids = json.loads(started.read_text())
+        run.send_signal(sent)
+        output, _ = run.communicate(timeout=60)
+        assert run.returncode == code, output
+        assert (tmp_path / "steps").read_text().split() == ["envs", "parity"], output  # the steps before the runs
+        assert not [pid for pid in pids if selftest.alive(pid)]
+        records = sorted((results / "records").glob("*.json"))
+        assert len(records) == 1 and record.read(records[0])["status"] == "interrupted"  # the second repeat never began
+        assert "**interrupted**" in (results / "README.md").read_text()
+        assert output.count("report: ") == 1 and "repeat 2 of 2" not in output
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+        for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:

@@ -162,6 +162,99 @@ def test_parity_step_uses_only_the_shared_conversions(framework, benchmark):
         "a conversion written in the notebook: it belongs in common/layouts.py"
 
 
+# The modules that write or read ONNX, none of which a training run needs: each is imported only
+# inside the export step's `with export.step(...)` block (or in a function of that cell called only
+# there), so that a kernel without it records "export failed" and keeps its training record.
+EXPORTER_MODULES = ("onnx", "onnxscript", "onnxruntime", "tf2onnx", "jax2onnx", "onnx_chainer", "keras2onnx",
+                    "onnxmltools", "caffe2.python.onnx", "mxnet.onnx", "torch.onnx", "cntk.onnx")
+
+
+def _exporter(module: str) -> bool:
+    return any(module == name or module.startswith(name + ".") for name in EXPORTER_MODULES)
+
+
+def _imported(node) -> list[str]:
+    """The modules an import statement loads: ``from a.b import c`` loads a.b and perhaps a.b.c."""
+    import ast
+
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    if isinstance(node, ast.ImportFrom) and node.module:
+        return [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+    return []
+
+
+def _in_export_step(with_node) -> bool:
+    import ast
+
+    return any(isinstance(item.context_expr, ast.Call) and isinstance(item.context_expr.func, ast.Attribute)
+               and item.context_expr.func.attr == "step" and isinstance(item.context_expr.func.value, ast.Name)
+               and item.context_expr.func.value.id == "export" for item in with_node.items)
+
+
+def _exporter_imports_outside_the_export_step(path: Path) -> list[str]:
+    """Each import of an exporter module that a run without ``export_dir``, or one whose exporter is
+    missing, would reach outside ``export.step``: 'NOTEBOOK: step S, line N: import X'."""
+    import ast
+
+    found, calls_outside, export_functions = [], [], {}
+
+    def visit(node, step, inside, function):
+        if isinstance(node, (ast.With, ast.AsyncWith)) and _in_export_step(node):
+            inside = True
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            if step == "export" and not inside:
+                export_functions[node.name] = node
+            function = node.name
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not inside:
+            calls_outside.append((node.func.id, step, node.lineno, function))
+        for module in _imported(node):
+            if _exporter(module) and not inside:
+                found.append((step, node.lineno, module, function))
+        for child in ast.iter_child_nodes(node):
+            visit(child, step, inside, function)
+
+    for cell in nbformat.read(path, as_version=4).cells:
+        if cell.cell_type == "code":
+            visit(ast.parse(cell.source), (cell_steps(cell) or ["untagged"])[0], False, None)
+    # an import in a function of the export cell is reached only by a call: every call must be inside
+    called_outside = {name for name, _, _, caller in calls_outside if name in export_functions and caller != name}
+    return [f"{path.name}: step {step}, line {line} of its cell: {module}"
+            + (f" (in {function}, called outside export.step)" if function else "")
+            for step, line, module, function in found
+            if not (step == "export" and function in export_functions and function not in called_outside)]
+
+
+@pytest.mark.parametrize("framework, benchmark", NOTEBOOKS, ids=IDS)
+def test_exporters_are_imported_only_inside_the_export_step(framework, benchmark):
+    outside = _exporter_imports_outside_the_export_step(framework.notebook(benchmark))
+    assert not outside, ("an exporter imported where a missing one fails the training run, not only the export: "
+                         + "; ".join(outside))
+
+
+def test_the_exporter_check_finds_what_it_looks_for(tmp_path):
+    """The check above on notebooks made to fail it, and on the patterns the notebooks use."""
+    def notebook(*cells):
+        path = tmp_path / f"n{len(list(tmp_path.iterdir()))}.ipynb"
+        made = [nbformat.v4.new_code_cell(source, metadata={"tags": [f"step:{step}"]}) for step, source in cells]
+        nbformat.write(nbformat.v4.new_notebook(cells=made), path)
+        return _exporter_imports_outside_the_export_step(path)
+
+    step = "    with export.step(export_dir, 'X', 'cifar') as out:\n"
+    assert notebook(("imports", "import numpy as np\nimport jax2onnx")) == \
+        ["n0.ipynb: step imports, line 2 of its cell: jax2onnx"]
+    assert len(notebook(("export", "if export_dir:\n    import onnx\n    from jax2onnx import to_onnx\n" + step
+                         + "        to_onnx()"))) == 3  # onnx, jax2onnx and jax2onnx.to_onnx
+    assert notebook(("export", "from caffe2.python import onnx")) == \
+        ["n2.ipynb: step export, line 1 of its cell: caffe2.python.onnx"]
+    assert notebook(("export", "if export_dir:\n" + step + "        import onnx\n        from jax2onnx import to_onnx")) == []
+    helper = "def export_onnx(path):\n    import onnx_chainer\n    onnx_chainer.export(path)\n\n\n"
+    assert notebook(("export", helper + "if export_dir:\n" + step + "        export_onnx(out.model_path)")) == []
+    outside = notebook(("export", helper + "export_onnx('a')\nif export_dir:\n" + step + "        export_onnx(1)"))
+    assert len(outside) == 1 and "onnx_chainer (in export_onnx, called outside export.step)" in outside[0]
+    assert len(notebook(("model", helper))) == 1  # a helper of another step is not the export step's
+
+
 # The Keras families, by the start of their labels, and how many backends each has: Keras 3 on
 # three, Keras 2 (2.3.1) on Theano and CNTK.
 KERAS_FAMILIES = {"Keras (": 3, "Keras 2 (": 2}

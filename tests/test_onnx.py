@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common import REPOSITORY, canonical, export
+from common import REPOSITORY, canonical, export, record
 from conftest import SHORT_EXPORT
-from harness import onnx_runs, report, runner
+from harness import onnx_runs, report, runner, venvs
 from harness.frameworks import FRAMEWORKS
 
 # What each framework's export comes to: "ok" (all three checks pass) or "no exporter".
@@ -189,6 +189,70 @@ def test_a_broken_onnx_python_is_named(monkeypatch, tmp_path):
     assert python is None and f"ROSETTA_ONNX_PYTHON={sys.executable} cannot import onnxruntime" in why
 
 
+def test_an_existing_interpreter_without_onnxruntime_leaves_the_checks_to_their_environment(monkeypatch, capsys):
+    monkeypatch.delenv("ROSETTA_ONNX_PYTHON", raising=False)
+    built = []
+
+    def create(framework, flavour):
+        built.append((framework.name, flavour))
+        raise venvs.EnvironmentBuildError("no index here")
+
+    monkeypatch.setattr(onnx_runs.kernels, "create", create)
+    python, why = onnx_runs.interpreter("cpu", [sys.executable])  # the harness's: no onnxruntime
+    assert python is None and why == "the ONNX Runtime environment could not be built: no index here"
+    assert built == [("onnxruntime", "cpu")]
+    assert (f"onnx: the existing interpreter {sys.executable} cannot import onnxruntime and onnx; the checks use "
+            "the ONNX Runtime environment instead") in capsys.readouterr().out
+
+
+def test_the_interpreters_for_the_checks_come_from_the_python_entries(monkeypatch):
+    from harness import cli, existing
+
+    monkeypatch.delenv("ROSETTA_EXISTING_PYTHON", raising=False)
+    args = cli.parse(["onnx", "--python", sys.executable])
+    assert cli.onnx_pythons(args) == [sys.executable]
+    other = sys.base_prefix + "/bin/python3"
+    args = cli.parse(["onnx", "--python", f"pytorch={sys.executable}", "--python", f"onnxruntime={other}"])
+    assert cli.onnx_pythons(args) == [other]  # named for the checks: that one alone
+    monkeypatch.setenv("ROSETTA_EXISTING_PYTHON", f"jax={other}")
+    assert cli.onnx_pythons(cli.parse(["onnx"])) == [other]
+    with pytest.raises(ValueError, match="'onnx' is neither a framework nor an environment"):
+        existing.existing_interpreters([f"onnx={other}"], [])
+
+
+@pytest.mark.kernel
+def test_the_checks_run_in_an_existing_interpreter_that_has_onnxruntime_and_onnx(tmp_path, monkeypatch, capsys):
+    from harness import cli
+
+    with_both = venvs.env_python(FRAMEWORKS["jax"])  # jax2onnx brings onnxruntime and onnx into JAX's environment
+    if not with_both.exists():
+        pytest.fail(f"{with_both} is missing: `rosetta envs jax` builds it")
+    versions = subprocess.run([str(with_both), "-c", "import onnxruntime; print(onnxruntime.__version__)"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    for name in ("ROSETTA_ONNX_PYTHON", "ROSETTA_EXISTING_PYTHON"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(onnx_runs.kernels, "create", lambda *a, **k: pytest.fail("the ONNX Runtime environment was built"))
+    results = tmp_path / "results"
+    stem = "20261206-120000-jax-cifar"
+    export.no_exporter(results / "exports" / stem, FRAMEWORKS["jax"].label, "cifar", "NHWC", "a reason made up here")
+    record.write(results / "records" / f"{stem}.json", record.build(
+        framework=FRAMEWORKS["jax"].label, api="test", benchmark="cifar", epochs=1, batch_size=64, train_samples=10, test_samples=10,
+        seed=0, accuracy=0.1, timing={"train_seconds": 1.0}, export=f"exports/{stem}"))
+    # the first interpreter has no onnxruntime, the second has both: the checks run in the second
+    assert cli.main(["onnx", "--results", str(results), "--python", f"pytorch={sys.executable}",
+                     "--python", f"jax={with_both}"]) == 0
+    out = capsys.readouterr().out
+    assert f"onnx: the existing interpreter {sys.executable} cannot import onnxruntime and onnx" in out
+    assert f"onnx: the checks run in the existing interpreter {with_both} (onnxruntime {versions} onnx " in out
+    assert "nothing is installed into it" in out
+    checked = json.loads((results / "onnx" / f"{stem}.json").read_text())
+    assert checked["onnxruntime"] == versions and checked["status"] == "no exporter"  # written by common.onnx_check there
+    # ROSETTA_ONNX_PYTHON stays the explicit choice
+    monkeypatch.setenv("ROSETTA_ONNX_PYTHON", sys.executable)
+    python, why = onnx_runs.interpreter("cpu", [str(with_both)])
+    assert python is None and f"ROSETTA_ONNX_PYTHON={sys.executable} cannot import onnxruntime" in why
+
+
 # --- every framework's export, checked in ONNX Runtime -----------------------------------------
 
 @pytest.fixture(scope="session")
@@ -318,3 +382,29 @@ def test_a_gpu_run_is_never_timed_on_the_cpu(short_runs, onnx_python, tmp_path):
     assert "onnxruntime_latencies" not in check and "CUDA provider" in check["timing_skipped"]
     assert f"not timed on cuda: " in check["message"]
     assert "not timed on cuda" in report.onnx_tables([{**check, "device_group": "x"}])
+
+
+HIDDEN_EXPORTER = """raise ModuleNotFoundError("No module named 'jax2onnx' (hidden from this kernel by a test)",
+                          name="jax2onnx")
+"""
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("benchmark", ["cifar", "imdb"])
+def test_a_kernel_without_its_exporter_fails_only_the_export(benchmark, tiny_cifar, tiny_imdb, tmp_path,
+                                                              monkeypatch):
+    """JAX's kernel with jax2onnx hidden (a module of that name, first on its PYTHONPATH, that cannot be
+    imported): the training record is ok, and the export is recorded as failed, naming jax2onnx."""
+    shim = tmp_path / "shim" / "jax2onnx"
+    shim.mkdir(parents=True)
+    (shim / "__init__.py").write_text(HIDDEN_EXPORTER)
+    monkeypatch.setenv("PYTHONPATH", str(shim.parent))  # the kernel's PYTHONPATH: this repository, then this
+    settings = runner.RunSettings(device="cpu", timeout=600, cifar_source=str(tiny_cifar), imdb_source=str(tiny_imdb),
+                                  threads=1, export=True, export_batch_sizes=[1], export_runs=1, epochs=1,
+                                  batch_size=32)
+    results = tmp_path / "results"
+    done = runner.execute(FRAMEWORKS["jax"], benchmark, settings, results)
+    assert done["status"] == "ok", done.get("error")
+    info = export.read(results / done["export"])
+    assert info["status"] == "export failed"
+    assert info["error"].startswith("ModuleNotFoundError: No module named 'jax2onnx' (hidden")

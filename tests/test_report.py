@@ -240,8 +240,9 @@ def test_repeats_show_the_median_and_the_spread_and_the_plot_draws_it(tmp_path, 
     _repeats(tmp_path, "JAX", [20.0, 21.0, 26.0], [0.72, 0.69, 0.73], H200)
     _write(tmp_path, "0-other-sizes", framework="JAX", seed=44, accuracy=0.1, epochs=1,  # an older series
            timing={"train_seconds": 1.0}, environment=H200)
-    main, setup = _tables(_section(report.render(tmp_path).read_text(), "NVIDIA H200", "cifar"))
+    main, setup, older, _ = _tables(_section(report.render(tmp_path).read_text(), "NVIDIA H200", "cifar"))
     assert "| 3 (seeds 42–44) | 71.0 % (70.0–74.0) | 11.0 (10.0–14.0) | 1.00× |" in main["PyTorch"]
+    assert list(older) == ["JAX"] and "| 1 | 10.0 % | 1.0 | 1.00× |" in older["JAX"]  # apart: 1 epoch, not 10
     assert "| 3 (seeds 42–44) | 72.0 % (69.0–73.0) | 21.0 (20.0–26.0) | 1.91× |" in main["JAX"]
     assert "| 2.0 % |" in main["PyTorch"]  # the median feeding share
     assert "| 2.8 (2.5–3.5) |" in setup["PyTorch"]  # the first epoch, also as median and spread
@@ -271,3 +272,100 @@ def test_the_harness_overhead_is_stated_as_a_share_of_the_wall_time(tmp_path):
     assert ("the 2 run(s) with phase times took 400 s in the harness, 160 s of it training and prediction; "
             "the overhead is 60 % (kernel start 4 s, imports 6 s, data 8 s, model build 2 s, "
             "evaluation, parity and export 0 s, the rest 220 s).") in readme
+
+
+def _notes(row: str) -> str:
+    """The Notes cell, the last of a main-table row."""
+    return row.removesuffix(" |").rsplit(" | ", 1)[1]
+
+
+def test_a_row_without_a_later_run_has_an_empty_notes_cell(results, monkeypatch):
+    """A missing note is None in one pandas and NaN in another (pandas 3's string columns): either way
+    the Notes cell stays empty and the plot adds no note, and only the row with a later run has one."""
+    import matplotlib.axes
+
+    texts = []
+    original = matplotlib.axes.Axes.text
+
+    def spy(self, x, y, text, *args, **kwargs):
+        texts.append(text)
+        return original(self, x, y, text, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "text", spy)
+    _write(results, "7-nonsense", status="failed", error="ValueError: nonsense parameters", environment=SAME_GPU)
+    readme = report.render(results).read_text()
+    rows = _cifar_rows(readme)
+    assert _notes(rows["Fastest"]) == "" and rows["Fastest"].endswith("| not checked |  |")
+    assert _notes(rows["PyTorch"]).startswith("**a later run (") and \
+        _notes(rows["PyTorch"]).endswith(") failed: ValueError: nonsense parameters**")
+    assert "****" not in readme
+    noted = [text for text in texts if "a later run did not end ok" in text]
+    assert len(noted) == 1 and "77.3 % accuracy" in noted[0]  # PyTorch's bar only
+    assert len([text for text in texts if "% accuracy" in text]) == 4  # Fastest, PyTorch, and the two CPU plots
+
+
+def test_runs_of_different_configurations_are_never_ranked_together(tmp_path, monkeypatch):
+    """A 2-epoch series, then 1-epoch runs on a smaller subset, then runs asking for one thread:
+    each configuration its own table, the newest first, each ranked on its own; the plot draws the
+    newest configuration only."""
+    import matplotlib.axes
+
+    drawn = []
+    original = matplotlib.axes.Axes.barh
+
+    def spy(self, labels, widths, **kwargs):
+        drawn.append(list(labels))
+        return original(self, labels, widths, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "barh", spy)
+    sizes = dict(epochs=2, train_samples=4000, test_samples=2000)
+    for name in ("A", "B"):
+        _write(tmp_path, f"1-{name}", framework=name, accuracy=0.3, timing={"train_seconds": 100.0 if name == "A"
+               else 50.0}, environment=H200, **sizes)
+    small = dict(epochs=1, train_samples=2000, test_samples=1000)
+    _write(tmp_path, "2-A", framework="A", accuracy=0.2, timing={"train_seconds": 10.0}, environment=H200, **small)
+    _write(tmp_path, "3-C", framework="C", accuracy=0.2, timing={"train_seconds": 40.0}, environment=H200, **small)
+    _write(tmp_path, "4-C", framework="C", status="failed", error="RuntimeError: out of memory",
+           environment={**H200, "threads_requested": 1}, **small)
+    readme = report.render(tmp_path).read_text()
+    section = _section(readme, "NVIDIA H200", "cifar")
+    one_thread, _, small_table, _, large, _ = _tables(section)
+    assert section.index("Configuration: 1 epoch, batch 64, 2,000 training and 1,000 test samples, 1 thread.") \
+        < section.index("#### Earlier configuration: 1 epoch, batch 64, 2,000 training and 1,000 test samples, "
+                        "every core") \
+        < section.index("#### Earlier configuration: 2 epochs, batch 64, 4,000 training and 2,000 test samples, "
+                        "every core")
+    assert list(one_thread) == ["C"] and "**failed**: RuntimeError: out of memory" in one_thread["C"]
+    assert list(small_table) == ["A", "C"] and "| 1.00× |" in small_table["A"] and "| 4.00× |" in small_table["C"]
+    assert "later" not in small_table["C"]  # a run of another configuration is no later run of this one
+    assert list(large) == ["B", "A"] and "| 1.00× |" in large["B"] and "| 2.00× |" in large["A"]
+    assert drawn == []  # the newest configuration has no ok run: no plot
+    assert "and 4 row(s) of earlier configurations, in tables of their own" in readme
+
+    _write(tmp_path, "5-C", framework="C", accuracy=0.2, timing={"train_seconds": 30.0},
+           environment={**H200, "threads_requested": 1}, **small)
+    report.render(tmp_path)
+    assert drawn == [["C"]]  # only the newest configuration's runs
+
+
+def test_onnx_checks_follow_the_configuration_of_their_run(tmp_path):
+    import json
+
+    from harness import onnx_runs
+
+    _write(tmp_path, "1-A", framework="A", accuracy=0.3, timing={"train_seconds": 100.0}, environment=H200, epochs=2,
+           notebook="records/1-A.ipynb")
+    _write(tmp_path, "2-B", framework="B", accuracy=0.3, timing={"train_seconds": 10.0}, environment=H200, epochs=1,
+           notebook="records/2-B.ipynb")
+    folder = onnx_runs.onnx_dir(tmp_path)
+    folder.mkdir()
+    for name in ("A", "B"):
+        (folder / f"{name}.json").write_text(json.dumps({
+            "kind": "onnx", "framework": name, "benchmark": "cifar", "device": "cuda", "device_group": "NVIDIA H200",
+            "status": "failed", "ok": False, "message": f"the check of {name}", "run": f"records/1-{name}.ipynb"
+            if name == "A" else "records/2-B.ipynb"}))
+    onnx = report.render(tmp_path).read_text().split("### Exported to ONNX")[1]
+    main, earlier = onnx.split("#### Exported from runs of an earlier configuration: CNN on CIFAR-10, 2 epochs, "
+                               "batch 64, 50,000 training and 10,000 test samples, every core")
+    assert "the check of B" in main and "the check of A" not in main
+    assert "the check of A" in earlier and "the check of B" not in earlier

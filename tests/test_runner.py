@@ -90,9 +90,10 @@ def test_missing_environment_is_recorded_as_unavailable(tmp_path, monkeypatch):
     monkeypatch.setenv("ROSETTA_ENVS_DIR", str(tmp_path / "no-envs"))
     framework = Framework(name="ghost", label="Ghost", api="test", env="ghost",
                           notebooks={"cifar": "cifar/PyTorch_CIFAR.ipynb"})
-    result = runner.execute(framework, "cifar", runner.RunSettings(), tmp_path / "results")
+    result = runner.execute(framework, "cifar", runner.RunSettings(threads=1), tmp_path / "results")
     assert result["status"] == "unavailable"
     assert "rosetta envs ghost" in result["error"]
+    assert result["environment"]["threads_requested"] == 1  # filed under the configuration it was meant for
 
 
 def test_run_paths_never_overwrite(tmp_path):
