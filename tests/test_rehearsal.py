@@ -2,21 +2,24 @@
 
 The imitation is the rehearsal's image (tests/rehearsal_image.py: Python 3.12 with torch, jax,
 flax, optax, onnx, onnxruntime, numpy 2, pandas 3, matplotlib; no papermill, ipykernel, pooch,
-keras or jax2onnx), built once and kept. The steps are read from README.md ("Offline machines"):
+keras, jax2onnx or onnxscript), built once and kept. The steps are read from README.md ("One
+archive: `make bundle`", under "Offline machines"):
 
-1. on the connected machine, with the index: the clone, and its wheelhouse (`make wheels ...
-   WHEELS_SKIP=...`);
+1. on the connected machine, with the index: `make bundle WHEELS_PYTHON=3.12 CIFAR10=... IMDB=...`
+   in this checkout (the tiny archives as the data; the archive written to a temporary folder).
+   The bundle holds the checkout at HEAD: uncommitted changes are not rehearsed;
 2. with no index reachable (``PIP_NO_INDEX=1``, pip's configuration files ignored, every proxy on a
-   closed loopback port): the user step (`$PY -m pip install --no-index --find-links wheels ...`),
-   then `make bench PYTHON=$PY VENV_BASE=$PY WHEELHOUSE=wheels EXISTING_PYTHON=$PY CIFAR10=... IMDB=...`
-   for PyTorch, Keras on PyTorch, JAX and Keras on JAX, one epoch on the tiny archives, with the
-   exports and their ONNX checks.
+   closed loopback port), in a temporary folder: `tar -xf ...`, the user step (`PY=... && $PY -m pip
+   install --no-index --find-links wheels ...`), then `make bench PYTHON=$PY VENV_BASE=$PY
+   WHEELHOUSE=wheels EXISTING_PYTHON=$PY CIFAR10=data/... IMDB=data/...` for PyTorch, Keras on
+   PyTorch, JAX and Keras on JAX, one epoch on the tiny archives, with the exports (timed briefly)
+   and their ONNX checks.
 
 The user step installs into the interpreter, so that the image stays as it was built, ``$PY`` is
 a copy of it made of hard links beside it (seconds, no space): pip replaces files rather than
 writing into them, and the test checks that the image itself is unchanged at the end. Every
 run, parity check and export must be ok, every record must name the existing interpreter and
-carry the commit, and `make bench` must have changed nothing under ``$PY``'s prefix.
+carry the bundle's commit, and `make bench` must have changed nothing under ``$PY``'s prefix.
 """
 from __future__ import annotations
 
@@ -25,7 +28,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -44,60 +46,63 @@ BENCHMARKS = ["cifar", "imdb"]
 # exports timed briefly.
 SUBSET = {"FRAMEWORKS": " ".join(FRAMEWORKS), "EPOCHS": "1", "BATCH_SIZE": "32", "DEVICE": "cpu",
           "TIMEOUT": "900", "EXPORT_BATCH_SIZES": "1 8", "EXPORT_RUNS": "3"}
-STEP_TIMEOUT = {"wheels": 600, "user": 300, "bench": 1800}
+STEP_TIMEOUT = {"bundle": 600, "unpack": 120, "user": 300, "bench": 1800}
 
 
 # --- the README's commands -----------------------------------------------------------------
 
-def readme_commands(readme: Path = REPOSITORY / "README.md") -> list:
-    """The shell commands of the README's "Offline machines" section, continuation lines joined."""
+def readme_blocks(readme: Path = REPOSITORY / "README.md") -> list:
+    """The shell blocks of the README's `make bundle` part of "Offline machines", each a list of
+    commands with continuation lines joined: [the connected machine's, the offline machine's]."""
     text = readme.read_text()
-    if "### Offline machines" not in text:
-        raise AssertionError(f"{readme} has no section '### Offline machines'")
-    section = text.split("### Offline machines", 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
-    commands = []
-    for block in re.findall(r"```sh\n(.*?)```", section, re.S):
-        commands += [line.strip() for line in block.replace("\\\n", " ").splitlines() if line.strip()]
-    return commands
+    found = re.search(r"\n#### [^\n]*make bundle[^\n]*\n(.*?)(?=\n#|\Z)", text, re.S)
+    if not found:
+        raise AssertionError(f"{readme} has no heading naming `make bundle` (under 'Offline machines')")
+    blocks = [[line.strip() for line in block.replace("\\\n", " ").splitlines() if line.strip()]
+              for block in re.findall(r"```sh\n(.*?)```", found.group(1), re.S)]
+    if len(blocks) != 2:
+        raise AssertionError(f"{readme}, `make bundle`: expected two shell blocks (this side, the other side), "
+                             f"found {len(blocks)}")
+    return blocks
 
 
 def readme_step(commands: list, starts: str, *containing: str) -> str:
     """The one command that starts with ``starts`` and holds every one of ``containing``."""
     found = [c for c in commands if c.startswith(starts) and all(word in c for word in containing)]
     if len(found) != 1:
-        raise AssertionError(f"README.md, 'Offline machines': expected one command starting {starts!r} with "
+        raise AssertionError(f"README.md, `make bundle`: expected one command starting {starts!r} with "
                              f"{containing}, found {len(found)} among {commands}")
     return found[0]
 
 
-def readme_user_step(commands: list) -> str:
-    """The README's user step: its `$PY -m pip install --no-index ...` commands, one after the other."""
-    found = [c for c in commands if c.startswith("$PY -m pip install") and "--no-index" in c]
-    if not found:
-        raise AssertionError(f"README.md, 'Offline machines': no `$PY -m pip install --no-index` command among "
-                             f"{commands}")
-    return " && ".join(re.sub(r"\s+#.*$", "", c) for c in found)
+def uncommented(command: str) -> str:
+    return re.sub(r"\s+#.*$", "", command)
 
 
 def with_data(command: str, cifar: Path, imdb: Path) -> str:
-    """The README's bench command with the tiny archives for its CIFAR10= and IMDB=, and the subset."""
+    """``command`` with the tiny archives for its CIFAR10= and IMDB=."""
     for name, value in (("CIFAR10", cifar), ("IMDB", imdb)):
         command, count = re.subn(rf"\b{name}=\S+", f"{name}={value}", command)
-        assert count == 1, f"README.md's bench command names {name}= {count} times: {command}"
-    command = re.sub(r"\s+#.*$", "", command)  # a trailing comment
-    return command + "".join(f" {name}='{value}'" for name, value in SUBSET.items())
+        assert count == 1, f"README.md's command names {name}= {count} times: {command}"
+    return command
+
+
+def with_subset(command: str) -> str:
+    """The bench command with the rehearsal's frameworks and size."""
+    return uncommented(command) + "".join(f" {name}='{value}'" for name, value in SUBSET.items())
 
 
 def test_the_readme_steps_are_found_and_the_data_replaced():
-    commands = readme_commands()
-    bench = readme_step(commands, "make bench", "EXISTING_PYTHON=$PY", "VENV_BASE=$PY", "WHEELHOUSE=")
-    replaced = with_data(bench, Path("/t/c.tar.gz"), Path("/t/i.npz"))
-    assert "CIFAR10=/t/c.tar.gz" in replaced and "IMDB=/t/i.npz" in replaced and "/data/" not in replaced
-    assert "FRAMEWORKS='pytorch keras-torch jax keras-jax'" in replaced and "EXPORT_RUNS='3'" in replaced
-    assert readme_user_step(commands).startswith("$PY -m pip install --no-index")
-    assert readme_step(commands, "make wheels", "WHEELS_SKIP=")
+    here, there = readme_blocks()
+    bundle = with_data(readme_step(here, "make bundle", "WHEELS_PYTHON=3.12", "CIFAR10="), Path("/t/c.tar.gz"),
+                       Path("/t/i.npz"))
+    assert "CIFAR10=/t/c.tar.gz" in bundle and "IMDB=/t/i.npz" in bundle and "/data/" not in bundle
+    assert readme_step(there, "tar -xf dl-rosetta-bundle.tar")
+    assert re.match(r"PY=\S+ && \$PY -m pip install --no-index", readme_step(there, "PY="))
+    bench = with_subset(readme_step(there, "make bench", "EXISTING_PYTHON=$PY", "VENV_BASE=$PY", "WHEELHOUSE="))
+    assert "FRAMEWORKS='pytorch keras-torch jax keras-jax'" in bench and "EXPORT_RUNS='3'" in bench
     with pytest.raises(AssertionError, match="expected one command starting 'make nothing'"):
-        readme_step(commands, "make nothing")
+        readme_step(here, "make nothing")
 
 
 def test_the_user_step_brings_every_exporter_the_notebooks_import():
@@ -172,27 +177,6 @@ def changes(before: dict, after: dict) -> list:
                   + [f"changed {p}" for p in before.keys() & after.keys() if before[p] != after[p]])
 
 
-def checkout_copy(destination: Path) -> Path:
-    """The working tree as a clone would have it (tracked and new files, none that git ignores)
-    without .git, and its commit in COMMIT."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPOSITORY,
-                            capture_output=True, text=True, check=True).stdout
-    for name in filter(None, listed.split("\0")):
-        source = REPOSITORY / name
-        if source.is_file():
-            (destination / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, destination / name)
-    return destination
-
-
-def git_commit() -> str:
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPOSITORY, capture_output=True, text=True,
-                            check=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"],
-                           cwd=REPOSITORY, capture_output=True, text=True, check=True).stdout.strip()
-    return commit + ("-dirty" if dirty else "")
-
-
 # --- the rehearsal -------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -225,14 +209,15 @@ def rehearsal(image, closed_port, tiny_cifar, tiny_imdb, tmp_path_factory):
     for stale in image_prefix.parent.glob(f"{rehearsal_image.NAME}-run-*"):  # left by an interrupted run
         shutil.rmtree(stale, ignore_errors=True)
     image_before = snapshot(image_prefix)
-    commands = readme_commands()
+    here, there = readme_blocks()
 
-    # The connected machine: the clone and its wheelhouse.
-    checkout = checkout_copy(work / "dl-rosetta")
-    commit = git_commit()
-    (checkout / "COMMIT").write_text(commit + "\n")
-    old_results = {p.relative_to(checkout) for p in (checkout / "results").rglob("*")}
-    run_step("wheels", readme_step(commands, "make wheels", "WHEELS_SKIP="), checkout, clean_environment(), logs)
+    # The connected machine: the bundle, written into the rehearsal's folder.
+    archive = work / "dl-rosetta-bundle.tar"
+    bundle = with_data(uncommented(readme_step(here, "make bundle", "WHEELS_PYTHON=3.12", "CIFAR10=")),
+                       tiny_cifar, tiny_imdb) + f" BUNDLE={archive}"
+    made = run_step("bundle", bundle, REPOSITORY, clean_environment(), logs)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPOSITORY, capture_output=True, text=True,
+                            check=True).stdout.strip()
 
     # The offline machine: PY is a copy of the image (hard links), where the user step installs.
     user_python = Path(tempfile.mkdtemp(prefix=f"{rehearsal_image.NAME}-run-", dir=image_prefix.parent))
@@ -241,18 +226,22 @@ def rehearsal(image, closed_port, tiny_cifar, tiny_imdb, tmp_path_factory):
         if linked.returncode != 0:  # another file system: a plain copy
             subprocess.run(["cp", "-a", f"{image_prefix}/.", str(user_python)], check=True)
         py = user_python / "bin" / "python"
-        env = offline_environment(closed_port) | {"PY": str(py)}
-        run_step("user", readme_user_step(commands), checkout, env, logs)
+        env = offline_environment(closed_port)
+        run_step("unpack", uncommented(readme_step(there, "tar -xf dl-rosetta-bundle.tar")), work, env, logs)
+        checkout = work / "dl-rosetta"
+        old_results = {p.relative_to(checkout) for p in (checkout / "results").rglob("*")}
+        user = re.sub(r"^PY=\S+", f"PY={py}", uncommented(readme_step(there, "PY=")))
+        run_step("user", user, checkout, env, logs)
         before = snapshot(user_python)
-        bench = with_data(readme_step(commands, "make bench", "EXISTING_PYTHON=$PY", "VENV_BASE=$PY", "WHEELHOUSE="),
-                          tiny_cifar, tiny_imdb)
-        output = run_step("bench", bench, checkout, env, logs)
+        bench = with_subset(readme_step(there, "make bench", "EXISTING_PYTHON=$PY", "VENV_BASE=$PY", "WHEELHOUSE="))
+        output = run_step("bench", bench, checkout, env | {"PY": str(py)}, logs)
         after = snapshot(user_python)
         results = checkout / "results"
         new = sorted(p for p in results.rglob("*.json") if p.relative_to(checkout) not in old_results)
-        print(f"rehearsal: {time.monotonic() - started:.0f} s in all")
+        print(f"rehearsal: {time.monotonic() - started:.0f} s in all; the bundle:\n"
+              + made[made.find("bundle "):made.find("on the offline machine")])
         yield {"py": str(py), "commit": commit, "output": output, "results": results, "new": new,
-               "bench_changes": changes(before, after), "image_changes": None, "logs": logs,
+               "bench_changes": changes(before, after), "logs": logs, "checkout": checkout,
                "image_check": lambda: changes(image_before, snapshot(image_prefix))}
     finally:
         shutil.rmtree(user_python, ignore_errors=True)
@@ -269,6 +258,7 @@ def new_records(rehearsal, folder: str) -> list:
 @pytest.mark.kernel
 def test_every_run_is_ok_in_the_existing_interpreter_and_carries_the_commit(rehearsal):
     records = new_records(rehearsal, "records")
+    assert not (rehearsal["checkout"] / ".git").exists()  # the commit comes from the bundle's COMMIT
     assert sorted((r["framework"], r["benchmark"]) for r in records) == expected(), \
         f"{[(r['framework'], r['benchmark'], r['status']) for r in records]}"
     for run in records:
