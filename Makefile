@@ -116,6 +116,7 @@ chromium:
 # An environment that cannot be built leaves its framework's tests failing, with the reason.
 test: $(VENV)/.installed openmpi chromium
 	$(VENV)/bin/rosetta envs $(TEST_FRAMEWORKS) --flavour cpu || echo "some environments could not be built (see above)"
+	$(VENV)/bin/python tests/rehearsal_image.py || echo "the rehearsal's image could not be built (see above): its tests will fail"
 	@$(VENV)/bin/python -m pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; exit 1; fi; exit $$status
 

@@ -14,6 +14,7 @@ between test runs: a marker holds the spec's fingerprint, and the venv is rebuil
 the spec changes. Nothing may ever change it once built (tests/test_rehearsal.py checks).
 
     python tests/rehearsal_image.py     build it now (if not up to date), print its time and size
+                                        (`make test` runs this first)
 """
 from __future__ import annotations
 
@@ -70,10 +71,24 @@ def size_bytes(folder: Path) -> int:
     return total
 
 
-def ensure(log=print) -> Path:
-    """The image's python, built first where it is missing or its spec changed (with the index)."""
+def ensure(log=print, quiet: bool = True) -> Path:
+    """The image's python, built first where it is missing or its spec changed (with the index);
+    ``quiet``: pip's output only where it fails, else as it comes."""
     if is_built():
         return python()
+    if _failed:  # once per process: the tests that share the image do not each download it again
+        raise ImageError(_failed[0])
+    try:
+        return _build(log, quiet)
+    except ImageError as error:
+        _failed.append(str(error))
+        raise
+
+
+_failed: list = []
+
+
+def _build(log, quiet: bool) -> Path:
     base = interpreters.find_python(VERSION)
     if base is None:
         raise ImageError(f"the rehearsal needs Python {VERSION} to build its image and found none; set "
@@ -86,11 +101,12 @@ def ensure(log=print) -> Path:
         shutil.rmtree(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     for command, what in (([base, "-m", "venv", str(folder)], "creating the venv"),
-                          ([str(python()), "-m", "pip", "install", "--quiet", "-r", str(SPEC)], f"installing {SPEC}")):
-        done = subprocess.run(command, capture_output=True, text=True)
+                          ([str(python()), "-m", "pip", "install", "--progress-bar", "off", "-r", str(SPEC)],
+                           f"installing {SPEC}")):
+        done = subprocess.run(command, capture_output=quiet, text=True)
         if done.returncode != 0:
-            raise ImageError(f"rehearsal image: {what} failed (exit code {done.returncode}):\n"
-                             f"{(done.stdout + done.stderr)[-4000:]}")
+            raise ImageError(f"rehearsal image: {what} failed (exit code {done.returncode})"
+                             + (f":\n{(done.stdout + done.stderr)[-4000:]}" if quiet else "; see the output above"))
     (folder / MARKER).write_text(json.dumps(fingerprint()))
     log(f"rehearsal image: built in {time.monotonic() - started:.0f} s, "
         f"{size_bytes(folder) / 2**30:.2f} GiB in {folder}")
@@ -100,7 +116,7 @@ def ensure(log=print) -> Path:
 if __name__ == "__main__":
     try:
         built = is_built()
-        image = ensure()
+        image = ensure(quiet=False)
     except ImageError as error:
         print(error, file=sys.stderr)
         sys.exit(1)
