@@ -95,22 +95,6 @@ def test_the_gathered_folder_holds_the_harness_the_kernels_keras_and_jax2onnx(wh
 
 
 @pytest.mark.kernel
-def test_make_installs_the_harness_from_the_folder_with_no_index(wheelhouse, offline, tmp_path):
-    venv = tmp_path / "harness-venv"
-    done = subprocess.run(["make", f"{venv}/.installed", f"VENV={venv}", f"WHEELHOUSE={wheelhouse}",
-                           f"PYTHON={target_python()}"],
-                          cwd=REPOSITORY, capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert f"--no-index --find-links {wheelhouse}" in done.stdout
-    assert f"--no-deps ipykernel ipython" in done.stdout
-    check = subprocess.run([str(venv / "bin" / "python"), "-c", "import papermill, pandas, matplotlib, harness.cli"],
-                           capture_output=True, text=True)
-    assert check.returncode == 0, check.stderr
-    assert importable(venv / "bin" / "python", "ipykernel", "IPython", "aiohttp", "debugpy", "jedi") == {
-        "ipykernel": True, "IPython": True, "aiohttp": True, "debugpy": False, "jedi": False}
-
-
-@pytest.mark.kernel
 def test_a_kernel_environment_is_built_from_the_folder_with_no_index(wheelhouse, offline, tmp_path, monkeypatch):
     specs = tmp_path / "specs"
     specs.mkdir()

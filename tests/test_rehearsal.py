@@ -299,6 +299,23 @@ def test_every_export_passes_its_checks_in_onnx_runtime(rehearsal):
                                                        f"{check['status']}: {check.get('message')}"
 
 
+IMPORTABLE = "import importlib.util as u, json, sys; print(json.dumps({m: u.find_spec(m) is not None for m in sys.argv[1:]}))"
+
+
+@pytest.mark.kernel
+def test_the_harness_venv_came_from_the_folder_without_debugpy_and_jedi(rehearsal):
+    """make bench built the checkout's .venv with no index: papermill from the folder (with aiohttp,
+    which it needs on 3.12 only), ipykernel and IPython without the debugger and completion."""
+    wheelhouse = rehearsal["checkout"] / "wheels"
+    assert f"--no-index --find-links {wheelhouse}" in rehearsal["output"]
+    assert f"--no-index --find-links {wheelhouse} --no-deps ipykernel ipython" in rehearsal["output"]
+    kernel = {"ipykernel": True, "IPython": True, "debugpy": False, "jedi": False}
+    for python, expected in ((rehearsal["checkout"] / ".venv" / "bin" / "python",
+                              {"papermill": True, "aiohttp": True, **kernel}), (rehearsal["py"], kernel)):
+        done = subprocess.run([str(python), "-c", IMPORTABLE, *expected], capture_output=True, text=True)
+        assert json.loads(done.stdout) == expected, python
+
+
 @pytest.mark.kernel
 def test_the_bench_wrote_nothing_under_the_interpreter_and_the_image_is_as_built(rehearsal):
     assert not rehearsal["bench_changes"], f"make bench changed {rehearsal['py']}'s prefix: " \
