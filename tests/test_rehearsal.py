@@ -215,9 +215,9 @@ def rehearsal(image, closed_port, tiny_cifar, tiny_imdb, tmp_path_factory):
     archive = work / "dl-rosetta-bundle.tar"
     bundle = with_data(uncommented(readme_step(here, "make bundle", "WHEELS_PYTHON=3.12", "CIFAR10=")),
                        tiny_cifar, tiny_imdb) + f" BUNDLE={archive}"
-    made = run_step("bundle", bundle, REPOSITORY, clean_environment(), logs)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPOSITORY, capture_output=True, text=True,
-                            check=True).stdout.strip()
+                            check=True).stdout.strip()  # what the bundle holds (read before it is made)
+    made = run_step("bundle", bundle, REPOSITORY, clean_environment(), logs)
 
     # The offline machine: PY is a copy of the image (hard links), where the user step installs.
     user_python = Path(tempfile.mkdtemp(prefix=f"{rehearsal_image.NAME}-run-", dir=image_prefix.parent))
@@ -259,6 +259,7 @@ def new_records(rehearsal, folder: str) -> list:
 def test_every_run_is_ok_in_the_existing_interpreter_and_carries_the_commit(rehearsal):
     records = new_records(rehearsal, "records")
     assert not (rehearsal["checkout"] / ".git").exists()  # the commit comes from the bundle's COMMIT
+    assert (rehearsal["checkout"] / "COMMIT").read_text() == rehearsal["commit"] + "\n"
     assert sorted((r["framework"], r["benchmark"]) for r in records) == expected(), \
         f"{[(r['framework'], r['benchmark'], r['status']) for r in records]}"
     for run in records:
