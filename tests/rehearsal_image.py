@@ -37,6 +37,23 @@ VERSION = "3.12"
 MARKER = ".rehearsal-image.json"
 
 
+def snapshot(prefix: Path) -> dict:
+    """Every file and link under ``prefix``: size, modification time and mode."""
+    found = {}
+    for root, folders, files in os.walk(prefix):
+        for name in folders + files:
+            path = Path(root) / name
+            info = path.lstat()
+            found[str(path.relative_to(prefix))] = (info.st_size, info.st_mtime_ns, info.st_mode)
+    return found
+
+
+def changes(before: dict, after: dict) -> list:
+    return sorted([f"added {p}" for p in after.keys() - before.keys()]
+                  + [f"removed {p}" for p in before.keys() - after.keys()]
+                  + [f"changed {p}" for p in before.keys() & after.keys() if before[p] != after[p]])
+
+
 class ImageError(RuntimeError):
     """The image could not be built; the message says why."""
 

@@ -5,7 +5,6 @@ and no ipykernel, pooch or keras; built once and kept), which must be left exact
 That such an interpreter, once the user has installed what the error names, runs the notebooks
 and is left unchanged is the rehearsal's part (tests/test_rehearsal.py).
 """
-import os
 from pathlib import Path
 
 import pytest
@@ -37,20 +36,8 @@ def kernel_prefix(tmp_path, monkeypatch) -> Path:
     return prefix
 
 
-def snapshot(python: str) -> dict:
-    """Every file and link under the interpreter's prefix, with its size and modification time."""
-    prefix = Path(python).parent.parent
-    found = {}
-    for root, folders, files in os.walk(prefix):
-        for name in folders + files:
-            path = Path(root) / name
-            info = path.lstat()
-            found[str(path.relative_to(prefix))] = (info.st_size, info.st_mtime_ns, info.st_mode)
-    return found
-
-
 def test_what_is_missing_is_one_clear_error_with_the_command_that_installs_it(existing_python, kernel_prefix, capsys):
-    before = snapshot(existing_python)
+    before = rehearsal_image.snapshot(Path(existing_python).parent.parent)
     assert cli.main(["envs", "pytorch", "keras-torch", "jax", "--python", existing_python]) == 1
     errors = capsys.readouterr().err
     assert f"JAX (Flax): {existing_python} has no ipykernel, which JAX (Flax) needs" in errors
@@ -61,4 +48,4 @@ def test_what_is_missing_is_one_clear_error_with_the_command_that_installs_it(ex
     assert "installs nothing into an existing environment" in errors
     for name in ("pytorch", "keras-torch", "jax"):  # its runs will say why
         assert "has no" in kernels.unavailable_reason(FRAMEWORKS[name])
-    assert snapshot(existing_python) == before
+    assert rehearsal_image.snapshot(Path(existing_python).parent.parent) == before

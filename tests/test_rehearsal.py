@@ -160,23 +160,6 @@ def run_step(name: str, command: str, cwd: Path, env: dict, logs: Path) -> str:
     return output
 
 
-def snapshot(prefix: Path) -> dict:
-    """Every file and link under ``prefix``: size, modification time and mode."""
-    found = {}
-    for root, folders, files in os.walk(prefix):
-        for name in folders + files:
-            path = Path(root) / name
-            info = path.lstat()
-            found[str(path.relative_to(prefix))] = (info.st_size, info.st_mtime_ns, info.st_mode)
-    return found
-
-
-def changes(before: dict, after: dict) -> list:
-    return sorted([f"added {p}" for p in after.keys() - before.keys()]
-                  + [f"removed {p}" for p in before.keys() - after.keys()]
-                  + [f"changed {p}" for p in before.keys() & after.keys() if before[p] != after[p]])
-
-
 # --- the rehearsal -------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -208,7 +191,7 @@ def rehearsal(image, closed_port, tiny_cifar, tiny_imdb, tmp_path_factory):
     image_prefix = image.parent.parent
     for stale in image_prefix.parent.glob(f"{rehearsal_image.NAME}-run-*"):  # left by an interrupted run
         shutil.rmtree(stale, ignore_errors=True)
-    image_before = snapshot(image_prefix)
+    image_before = rehearsal_image.snapshot(image_prefix)
     here, there = readme_blocks()
 
     # The connected machine: the bundle, written into the rehearsal's folder.
@@ -232,17 +215,17 @@ def rehearsal(image, closed_port, tiny_cifar, tiny_imdb, tmp_path_factory):
         old_results = {p.relative_to(checkout) for p in (checkout / "results").rglob("*")}
         user = re.sub(r"^PY=\S+", f"PY={py}", uncommented(readme_step(there, "PY=")))
         run_step("user", user, checkout, env, logs)
-        before = snapshot(user_python)
+        before = rehearsal_image.snapshot(user_python)
         bench = with_subset(readme_step(there, "make bench", "EXISTING_PYTHON=$PY", "VENV_BASE=$PY", "WHEELHOUSE="))
         output = run_step("bench", bench, checkout, env | {"PY": str(py)}, logs)
-        after = snapshot(user_python)
+        after = rehearsal_image.snapshot(user_python)
         results = checkout / "results"
         new = sorted(p for p in results.rglob("*.json") if p.relative_to(checkout) not in old_results)
         print(f"rehearsal: {time.monotonic() - started:.0f} s in all; the bundle:\n"
               + made[made.find("bundle "):made.find("on the offline machine")])
         yield {"py": str(py), "commit": commit, "output": output, "results": results, "new": new,
-               "bench_changes": changes(before, after), "logs": logs, "checkout": checkout,
-               "image_check": lambda: changes(image_before, snapshot(image_prefix))}
+               "bench_changes": rehearsal_image.changes(before, after), "logs": logs, "checkout": checkout,
+               "image_check": lambda: rehearsal_image.changes(image_before, rehearsal_image.snapshot(image_prefix))}
     finally:
         shutil.rmtree(user_python, ignore_errors=True)
 
