@@ -29,7 +29,7 @@ import tempfile
 from pathlib import Path
 
 from common import REPOSITORY
-from harness import wheels
+from harness import venvs, wheels
 from harness.venvs import KERNEL_LIST, KERNEL_NO_DEPS
 
 TOP = "dl-rosetta"
@@ -58,11 +58,11 @@ def _add_tree(archive: tarfile.TarFile, source: Path, name: str) -> tuple[int, i
 
 def user_step(wheelhouse: str) -> str:
     """The README's user step: what the harness and the exporters need, into an existing interpreter."""
-    source = f"--no-index --find-links {wheelhouse}"
-    extra = " ".join(f"'{r}'" if any(c in r for c in "<>=!") else r
-                     for r in ["pooch", wheels.keras_requirement(), *wheels.exporter_requirements()])
-    return (f"$PY -m pip install {source} -r {wheelhouse}/{KERNEL_LIST} {extra}\n"
-            f"$PY -m pip install {source} --no-deps {' '.join(KERNEL_NO_DEPS)}")
+    pip = ["$PY", "-m", "pip", "install", "--no-index", "--find-links", wheelhouse]
+    return "\n".join([
+        venvs.shell_words([*pip, "-r", f"{wheelhouse}/{KERNEL_LIST}", "pooch", wheels.keras_requirement(),
+                           *wheels.exporter_requirements()]),
+        venvs.shell_words([*pip, "--no-deps", *KERNEL_NO_DEPS])])
 
 
 def make(out: Path, python_version: str, wheelhouse: Path | None = None, gather: bool = True,
@@ -111,8 +111,7 @@ def make(out: Path, python_version: str, wheelhouse: Path | None = None, gather:
                     archive.add(path, arcname=f"{TOP}/wheels/{path.name}", recursive=False)
                     count, total = count + (path.suffix == ".whl"), total + path.stat().st_size
             sizes["wheels"] = (count, total)
-            sizes["largest"] = [(w.name, w.stat().st_size)
-                                for w in sorted(kept, key=lambda w: w.stat().st_size, reverse=True)[:5]]
+            sizes["largest"] = wheels.largest(kept)
             sizes["data"] = {}
             for path in filter(None, (cifar10, imdb)):
                 sizes["data"][path.name] = _add_tree(archive, path, f"{TOP}/data/{path.name}")
@@ -132,7 +131,7 @@ def report(out: Path, sizes: dict, python_version: str, cifar10: Path | None, im
         lines.append("  data            none  (CIFAR10=... IMDB=... add copies)")
     lines.append(f"  total     {_mib(sizes['total']):>10}  the archive")
     if sizes.get("largest"):
-        lines.append("  largest wheels: " + ", ".join(f"{n.split('-', 1)[0]} {_mib(s)}" for n, s in sizes["largest"]))
+        lines.append("  largest wheels: " + ", ".join(f"{name} {_mib(size)}" for name, size in sizes["largest"]))
     data = "".join(f" {variable}=data/{path.name}" for variable, path in (("CIFAR10", cifar10), ("IMDB", imdb)) if path)
     lines += ["on the offline machine (PY: the interpreter that has the frameworks):",
               f"  tar -xf {out.name} && cd {TOP}",

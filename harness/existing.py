@@ -76,8 +76,7 @@ def install_hint(python: str, requirements: list[str]) -> str:
         commands = venvs.kernel_install_commands(python, others)
     else:
         commands = [[python, "-m", "pip", "install", *venvs.pip_source_flags(), *requirements]]
-    return " && ".join(" ".join(f"'{w}'" if any(c in w for c in "<>=! ") else w for w in words)
-                       for words in commands)
+    return " && ".join(venvs.shell_words(words) for words in commands)
 
 
 def probe_existing(framework: Framework, python: str) -> dict:

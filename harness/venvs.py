@@ -181,6 +181,12 @@ def kernel_list() -> Path | None:
     return listed if listed is not None and listed.is_file() else None
 
 
+def shell_words(words: list[str]) -> str:
+    """``words`` as one shell command line, each word holding a shell special (``<>=!`` or a
+    space, as in ``keras==3.15.1``) in single quotes."""
+    return " ".join(f"'{w}'" if any(c in w for c in "<>=! ") else w for w in words)
+
+
 def kernel_install_commands(python: str, others: list[str] = ()) -> list[list[str]]:
     """The pip commands that install ipykernel and ``others`` into ``python``: one, or two from a
     wheelhouse with a kernel list (the list and ``others``, then ipykernel and IPython with --no-deps)."""

@@ -243,6 +243,12 @@ def gather(folder: Path, python_version: str, arch: str, glibc: str, skip: list[
     return kept
 
 
+def largest(kept: list[Path], count: int = 5) -> list[tuple[str, int]]:
+    """The ``count`` largest wheels of ``kept``: each one's project name (as its file names it) and size."""
+    return [(wheel.name.split("-", 1)[0], wheel.stat().st_size)
+            for wheel in sorted(kept, key=lambda w: w.stat().st_size, reverse=True)[:count]]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.wheels", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -268,8 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     size = sum(wheel.stat().st_size for wheel in kept)
     print(f"{len(kept)} wheels, {size / 2**20:.1f} MiB, in {args.folder.resolve()}")
-    largest = sorted(kept, key=lambda w: w.stat().st_size, reverse=True)[:5]
-    print("largest: " + ", ".join(f"{w.name.split('-', 2)[0]} {w.stat().st_size / 2**20:.1f} MiB" for w in largest))
+    print("largest: " + ", ".join(f"{name} {size / 2**20:.1f} MiB" for name, size in largest(kept)))
     print(f"offline: make bench WHEELHOUSE={args.folder.resolve()} (or export ROSETTA_WHEELHOUSE={args.folder.resolve()})")
     return 0
 
