@@ -252,7 +252,7 @@ def results_html(framework: Framework, benchmark: str, results: Path, out: Path,
     lines = []
     for _, r in rows.iterrows():
         ok = r["status"] == "ok"
-        status = "ok" if ok else f'{html.escape(str(r["status"]))}: {html.escape(report._cell(r["error"]))}'
+        status = "ok" if ok else f'{html.escape(str(r["status"]))}: {html.escape(report._short(r["error"]))}'
         executed = results / str(r["notebook"]) if isinstance(r.get("notebook"), str) else None
         run = (f'<a href="{_relative(executed, out)}">executed notebook</a>'
                if executed is not None and executed.is_file() else "")
@@ -262,8 +262,8 @@ def results_html(framework: Framework, benchmark: str, results: Path, out: Path,
             f'<td>{_value(r["test_accuracy"] * 100 if ok else None, 1, " %")}</td>'
             f'<td>{_value(r["train_seconds"] if ok else None, 1)}</td>'
             f'<td>{_value(r["throughput_per_second"] if ok else None, 0)}</td>'
-            f'<td>{html.escape(report._cell(r["data"]))}</td>'
-            f'<td>{html.escape(report._cell(r["device"]))}</td>'
+            f'<td>{html.escape(report._short(r["data"]))}</td>'
+            f'<td>{html.escape(report._short(r["device"]))}</td>'
             f'<td>{html.escape(str(r["timestamp"])[:16])}</td><td>{run}</td></tr>')
     return "\n".join(lines)
 

@@ -159,12 +159,79 @@ def check_all(results: Path, frameworks: list[Framework] | None = None, benchmar
 
 
 def latest(results: Path) -> dict[tuple[str, str, str], dict]:
-    """The newest ONNX check record of each (framework label, benchmark, device)."""
+    """The newest ONNX check record of each (framework label, benchmark, device); a file that is not
+    one (not a regular file, too large, not JSON, a field of the wrong kind) is skipped with a warning."""
     found = {}
     for path in sorted(onnx_dir(results).glob("*.json")):
         try:
-            data = json.loads(path.read_text())
-            found[(data["framework"], data["benchmark"], data.get("device") or "cpu")] = data
-        except (OSError, ValueError, KeyError) as error:
-            raise ValueError(f"{path}: not an ONNX check record ({error}).") from error
+            data = validate(record.read_json(path, strict=False), str(path))  # NaN: a difference not finite
+        except (OSError, ValueError) as error:
+            print(f"warning: skipping {path}: {error}", file=sys.stderr)
+            continue
+        found[(data["framework"], data["benchmark"], data.get("device") or "cpu")] = data
     return found
+
+
+def _number(value) -> bool:
+    """A number, NaN and infinities included (a difference that is not finite is a result)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _checks(value) -> bool:
+    if not isinstance(value, list) or not all(isinstance(c, dict) and record._text(c.get("check")) for c in value):
+        return False
+    by_name = {c["check"]: c for c in value}
+    if not by_name:
+        return True
+    if any(name not in by_name or not isinstance(by_name[name].get("ok"), bool)
+           for name in ("reference", "framework", "classes")):
+        return False
+    classes = by_name["classes"]
+    return (all(_number(by_name[name].get("max_abs_difference")) for name in ("reference", "framework"))
+            and all(record._integer(classes.get(name)) for name in ("agree", "ties", "samples")))
+
+
+def _latencies(value) -> bool:
+    return isinstance(value, list) and len(value) > 0 and all(
+        isinstance(e, dict) and record._positive_integer(e.get("batch_size"))
+        and record._natural(e.get("runs")) and record._natural(e.get("warmup"))
+        and record._non_negative(e.get("median_seconds")) and record._non_negative(e.get("p90_seconds"))
+        and (e.get("samples_per_second") is None or record._non_negative(e.get("samples_per_second")))
+        for e in value)
+
+
+def _graph(value) -> bool:
+    return (isinstance(value, dict) and record._integer(value.get("opset")) and record._non_negative(value.get("bytes"))
+            and (value.get("gru_form") is None or record._text(value.get("gru_form"))))
+
+
+FIELDS = {"framework": (record._text, "a text"), "benchmark": (record._text, "a text")}
+OPTIONAL = {name: (record._text, "a text") for name in ("device", "device_group", "run", "status", "message",
+                                                        "timing_skipped", "exporter", "export_forward",
+                                                        "onnxruntime")}
+OPTIONAL.update({
+    "ok": (lambda v: isinstance(v, bool), "true or false"),
+    "threads": (record._positive_integer, "a positive integer"),
+    "exporter_versions": (record._mapping_of(record._scalar), "an object of versions"),
+    "graph": (_graph, "an object with opset (an integer), bytes (a number >= 0) and gru_form (a text or null)"),
+    "checks": (_checks, "a list of checks, each with its name, and reference, framework and classes with "
+                        "ok, their differences and counts"),
+    "framework_latencies": (_latencies, "a list of timings (batch_size, runs, warmup, median_seconds, p90_seconds)"),
+    "onnxruntime_latencies": (_latencies, "a list of timings (batch_size, runs, warmup, median_seconds, "
+                                          "p90_seconds)"),
+})
+
+
+def validate(data, where: str) -> dict:
+    """Raises ValueError naming ``where``, the field, its value and what was expected where an ONNX check
+    record lacks what the report reads (``FIELDS``; ``OPTIONAL``, where not null)."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: the ONNX check record is {record._shown(data)}; expected a JSON object.")
+    for name, (check, expected) in {**FIELDS, **OPTIONAL}.items():
+        value = data.get(name)
+        if (name in FIELDS or value is not None) and not check(value):
+            raise ValueError(f"{where}: field {name} is {record._shown(value)}; expected {expected}.")
+    if data.get("onnxruntime_latencies") and not data.get("framework_latencies"):
+        raise ValueError(f"{where}: field framework_latencies is {record._shown(data.get('framework_latencies'))}; "
+                         "expected the framework's timings beside ONNX Runtime's.")
+    return data

@@ -10,6 +10,7 @@ The results table's "Equivalent" column shows the latest of these.
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -89,12 +90,40 @@ def check_all(frameworks: list[Framework], benchmarks: list[str], results: Path,
 
 
 def latest(results: Path) -> dict[tuple[str, str], dict]:
-    """The newest parity record of each (framework label, benchmark)."""
+    """The newest parity record of each (framework label, benchmark); a file that is not one (not a
+    regular file, too large, not JSON, a field of the wrong kind) is skipped with a warning naming it."""
     found = {}
     for path in sorted(parity_dir(results).glob("*.json")):
         try:
-            data = json.loads(path.read_text())
-            found[(data["framework"], data["benchmark"])] = data
-        except (OSError, ValueError, KeyError) as error:
-            raise ValueError(f"{path}: not a parity record ({error}).") from error
+            data = validate(record.read_json(path, strict=False), str(path))  # NaN: a difference not finite
+        except (OSError, ValueError) as error:
+            print(f"warning: skipping {path}: {error}", file=sys.stderr)
+            continue
+        found[(data["framework"], data["benchmark"])] = data
     return found
+
+
+def _number(value) -> bool:
+    """A number, NaN and infinities included (a difference that is not finite is a result)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+_CHECKS = (lambda v: isinstance(v, list) and all(isinstance(c, dict) and record._text(c.get("output"))
+                                                  and _number(c.get("max_abs_difference")) for c in v),
+           "a list of objects, each with its output (a text) and max_abs_difference (a number)")
+FIELDS = {"framework": (record._text, "a text"), "benchmark": (record._text, "a text")}
+OPTIONAL = {"status": (record._text, "a text"), "message": (record._text, "a text"), "device": (record._text, "a text"),
+            "equivalent": (lambda v: isinstance(v, bool), "true or false"),
+            "steps": (record._positive_integer, "a positive integer"), "checks": _CHECKS}
+
+
+def validate(data, where: str) -> dict:
+    """Raises ValueError naming ``where``, the field, its value and what was expected where a parity
+    record lacks what the report reads (``FIELDS``; ``OPTIONAL``, where not null)."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: the parity record is {record._shown(data)}; expected a JSON object.")
+    for name, (check, expected) in {**FIELDS, **OPTIONAL}.items():
+        value = data.get(name)
+        if (name in FIELDS or value is not None) and not check(value):
+            raise ValueError(f"{where}: field {name} is {record._shown(value)}; expected {expected}.")
+    return data

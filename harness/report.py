@@ -27,16 +27,67 @@ from common import flops
 from harness import gpus, onnx_runs, parity_runs, phases
 
 
-def load_records(results: Path) -> list[dict]:
-    """Every readable record under ``results/records``; one that cannot be read (not JSON, not a
-    record, another schema) is skipped with a warning naming its file, so the report always renders."""
+def load_records(results: Path, check_notebooks: bool = False) -> list[dict]:
+    """Every readable record under ``results/records``; one that cannot be read (not a regular file,
+    larger than ``record.RECORD_LIMIT``, not JSON, not a record, a field of the wrong kind or out of
+    range, another schema) is skipped with a warning naming its file, so the report always renders.
+
+    ``check_notebooks``: each ok record is compared with the executed notebook beside it
+    (``notebook_disagreement``); where they disagree, ``notebook_disagrees`` says how."""
     records = []
     for path in sorted((results / "records").glob("*.json")):
         try:
-            records.append(record.read(path))
+            found = record.read(path)
         except (ValueError, TypeError, OSError, UnicodeDecodeError) as error:
             print(f"warning: skipping {path}: {error}", file=sys.stderr)
+            continue
+        if check_notebooks:
+            found["notebook_disagrees"] = notebook_disagreement(found, path.with_name(path.name[:-len(".json")]
+                                                                                   + ".ipynb"))
+        records.append(found)
     return records
+
+
+NOTEBOOK_LIMIT = 64 * 2**20  # bytes: an executed notebook is tens of kB
+# What every notebook prints once it has measured its run, from the values it then writes to its
+# record: "test accuracy 0.5460 on 10000 images, training 41.3 s" (accuracy to 4 places, seconds to 1).
+PRINTED = re.compile(r"test accuracy (\d+(?:\.\d+)?) on \d+ \w+, training (\d+(?:\.\d+)?) s\b")
+
+
+def printed_result(executed: Path) -> tuple[float, float] | None:
+    """The (accuracy, training seconds) the executed notebook printed last (``PRINTED``), or None where
+    it is missing, not a regular file of at most ``NOTEBOOK_LIMIT`` bytes, not a notebook, or printed none."""
+    try:
+        notebook = record.loads(record.read_limited(executed, NOTEBOOK_LIMIT), str(executed), strict=False)
+    except (OSError, ValueError):
+        return None
+    found = None
+    cells = notebook.get("cells") if isinstance(notebook, dict) else None
+    for cell in cells if isinstance(cells, list) else []:
+        outputs = cell.get("outputs") if isinstance(cell, dict) else None
+        for output in outputs if isinstance(outputs, list) else []:
+            if not isinstance(output, dict) or output.get("output_type") != "stream":
+                continue
+            text = output.get("text")
+            text = "".join(t for t in text if isinstance(t, str)) if isinstance(text, list) else text
+            for match in PRINTED.finditer(text if isinstance(text, str) else ""):
+                found = (float(match[1]), float(match[2]))
+    return found
+
+
+def notebook_disagreement(found: dict, executed: Path) -> str | None:
+    """How an ok record's accuracy or training time differs from what its executed notebook printed
+    (beyond the printout's rounding), or None: they agree, or the notebook printed nothing to compare."""
+    printed = printed_result(executed) if found.get("status") == "ok" else None
+    if printed is None:
+        return None
+    differences = []
+    accuracy, seconds = found["test_accuracy"], found["train_seconds"]
+    if abs(accuracy - printed[0]) > 0.5e-4 + 1e-9:  # printed to 4 places
+        differences.append(f"accuracy {accuracy * 100:.2f} % in the record, {printed[0] * 100:.2f} % in the notebook")
+    if abs(seconds - printed[1]) > 0.05 + 1e-6:  # printed to 1 place
+        differences.append(f"training {seconds:.1f} s in the record, {printed[1]:.1f} s in the notebook")
+    return "; ".join(differences) or None
 
 
 def _device(row: dict) -> str:
@@ -112,6 +163,7 @@ def to_frame(records: list[dict]) -> pd.DataFrame:
             "threads": (r.get("environment") or {}).get("threads"),
             "threads_requested": (r.get("environment") or {}).get("threads_requested"),
             **{f"phase_{part}": (r.get("phases") or {}).get(part) for part in phases.PARTS + ("harness", "other")},
+            "notebook_disagrees": r.get("notebook_disagrees"),
         })
     columns = ["framework", "api", "benchmark", "variant", "status", "timestamp"]
     frame = pd.DataFrame(rows, columns=list(rows[0]) if rows else columns)
@@ -203,7 +255,7 @@ def shown_rows(frame: pd.DataFrame, benchmark: str) -> pd.DataFrame:
         row["later"] = None
         if len(after):
             last = after.iloc[-1]
-            row["later"] = f"a later run ({last['timestamp']}) {last['status']}: {_cell(last['error'])}"
+            row["later"] = f"a later run ({last['timestamp']}) {last['status']}: {_short(last['error'])}"
         row["runs"] = len(repeats)
         row["members"] = list(repeats.index) if len(repeats) else [runs.index[-1]]
         for column in ("test_accuracy", "train_seconds", "first_epoch_seconds", "throughput_per_second",
@@ -264,8 +316,8 @@ def equivalence(checks: dict, framework: str, benchmark: str) -> str:
     if found is None:
         return "not checked"
     if found.get("equivalent"):
-        differences = {c["output"]: c["max_abs_difference"] for c in found.get("checks", [])}
-        if "final_weights" not in differences:  # a record of the one-step check
+        differences = {c["output"]: c["max_abs_difference"] for c in found.get("checks") or []}
+        if "final_weights" not in differences or "weights" not in differences:  # a record of the one-step check
             return "yes"
         return (f"yes: weights within {differences['weights']:.0e} after step 1, "
                 f"{differences['final_weights']:.0e} after step {found.get('steps', '?')}")
@@ -298,10 +350,15 @@ def benchmark_table(frame: pd.DataFrame, benchmark: str, checks: dict | None = N
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, r in rows.iterrows():
         ok = r["runs"] > 0
-        name = r["framework"] if r["variant"] == "fp32" else f"{r['framework']} ({r['variant']})"
-        name += f" ({r['gpu_note']})" if isinstance(r.get("gpu_note"), str) and r["gpu_note"] else ""
+        name = _cell(r["framework"]) if r["variant"] == "fp32" else f"{_cell(r['framework'])} ({_cell(r['variant'])})"
+        name += f" ({_cell(r['gpu_note'])})" if isinstance(r.get("gpu_note"), str) and r["gpu_note"] else ""
         if ok:
             note = "" if missing(r["later"]) else f"**{_cell(r['later'])}**"
+            disagreements = [frame.loc[i, "notebook_disagrees"] for i in r["members"]
+                             if "notebook_disagrees" in frame and not missing(frame.loc[i, "notebook_disagrees"])]
+            if disagreements:
+                note = (f"**record disagrees with its executed notebook**: {_cell('; '.join(disagreements))}"
+                        + (f" {note}" if note else ""))
             seeds = sorted(int(frame.loc[i, "seed"]) for i in r["members"])
             runs = str(r["runs"]) if r["runs"] == 1 else f"{r['runs']} (seeds {seeds[0]}–{seeds[-1]})"
             cells = [runs, _with_range(r, "test_accuracy", 1, 100, " %"), _with_range(r, "train_seconds", 1),
@@ -309,16 +366,16 @@ def benchmark_table(frame: pd.DataFrame, benchmark: str, checks: dict | None = N
                      _number(r["throughput_per_second"], 0), achieved(r, benchmark),
                      _number(None if missing(r["feeding_share"]) else r["feeding_share"] * 100, 1, " %")]
         else:
-            note = f"**{r['status']}**: {_cell(r['error'])}"
+            note = f"**{_cell(r['status'])}**: {_cell(r['error'])}"
             cells = ["0"] + ["–"] * 6
         lines.append("| " + " | ".join([name] + cells + [equivalence(checks, r["framework"], benchmark), note]) + " |")
     lines += ["", f"| Framework | API | Variant | First epoch, s{spread} | Device | Versions |",
               "|---|---|---|---|---|---|"]
     for _, r in rows.iterrows():
         first = _with_range(r, "first_epoch_seconds", 1) if r["runs"] > 0 else "–"
-        lines.append("| " + " | ".join([r["framework"], r["api"], r["variant"], first, _cell(r["device"]),
-                                        _cell(r["versions"])]) + " |")
-    data = sorted({str(frame.loc[i, "data"]) for members in rows["members"] for i in members})
+        lines.append("| " + " | ".join([_cell(r["framework"]), _cell(r["api"]), _cell(r["variant"]), first,
+                                        _cell(r["device"]), _cell(r["versions"])]) + " |")
+    data = sorted({_cell(frame.loc[i, "data"]) for members in rows["members"] for i in members})
     lines += ["", "Data: " + " / ".join(data) + "."]
     return "\n".join(lines)
 
@@ -381,7 +438,7 @@ def onnx_tables(checks: list[dict]) -> str:
         model = BENCHMARKS[c["benchmark"]].model if c["benchmark"] in BENCHMARKS else c["benchmark"]
         by_name = {k["check"]: k for k in c.get("checks", [])}
         if not by_name:
-            lines.append(f"| {c['framework']} | {model} | – | – | – | – | **{c.get('status')}**: "
+            lines.append(f"| {_cell(c['framework'])} | {_cell(model)} | – | – | – | – | **{_cell(c.get('status'))}**: "
                          f"{_cell(c.get('message'))} |")
             continue
         reference, framework, classes = by_name["reference"], by_name["framework"], by_name["classes"]
@@ -391,8 +448,9 @@ def onnx_tables(checks: list[dict]) -> str:
             f"{classes['samples']}")
         note = "" if c.get("ok") else f"**failed**: {_cell(c.get('message'))}"
         if c.get("timing_skipped"):
-            note += f" not timed on {c.get('device')}: {_cell(c['timing_skipped'])}"
-        lines.append(f"| {c['framework']} | {model} | {_cell(_exporter(c))} | {_graph(c)} | {equivalent} | {agrees} "
+            note += f" not timed on {_cell(c.get('device'))}: {_cell(c['timing_skipped'])}"
+        lines.append(f"| {_cell(c['framework'])} | {_cell(model)} | {_cell(_exporter(c))} | {_cell(_graph(c))} "
+                     f"| {equivalent} | {agrees} "
                      f"| {note} |")
     timed = [c for c in checks if c.get("onnxruntime_latencies")]
     if timed:
@@ -401,7 +459,7 @@ def onnx_tables(checks: list[dict]) -> str:
         lines += ["", f"Prediction, milliseconds per batch: median (90th percentile) of "
                       f"{timed[0]['framework_latencies'][0]['runs']} timed runs after "
                       f"{timed[0]['framework_latencies'][0]['warmup']} warm-up runs, the framework's own "
-                      f"prediction then ONNX Runtime {timed[0].get('onnxruntime')} on the same device with the "
+                      f"prediction then ONNX Runtime {_cell(timed[0].get('onnxruntime'))} on the same device with the "
                       f"same threads ({', '.join(threads)}); samples per second at batch {sizes[-1]}.", "",
                   "| Framework | Model | " + " | ".join(f"Batch {b}: framework | Batch {b}: ONNX Runtime" for b in sizes)
                   + f" | Samples/s at {sizes[-1]}: framework | Samples/s: ONNX Runtime |",
@@ -411,16 +469,37 @@ def onnx_tables(checks: list[dict]) -> str:
             theirs = {e["batch_size"]: e for e in c["onnxruntime_latencies"]}
             cells = [cell for b in sizes for cell in (_milliseconds(ours.get(b)), _milliseconds(theirs.get(b)))]
             rates = [_number((d.get(sizes[-1]) or {}).get("samples_per_second"), 0) for d in (ours, theirs)]
-            lines.append(f"| {c['framework']} | {BENCHMARKS[c['benchmark']].model} | " + " | ".join(cells + rates) + " |")
+            model = BENCHMARKS[c["benchmark"]].model if c["benchmark"] in BENCHMARKS else c["benchmark"]
+            lines.append(f"| {_cell(c['framework'])} | {_cell(model)} | " + " | ".join(cells + rates) + " |")
     return "\n".join(lines)
 
 
-def _cell(text) -> str:
+MARKDOWN = re.compile(r"([\\`*_\[\]<>|])")  # what could end a cell, start a link, emphasis or code, or open HTML
+
+
+def _line(text) -> str:
+    """``text`` on one line: every line break (and other control character) as a space."""
+    return re.sub(r"[\x00-\x1f\x7f\u2028\u2029]+", " ", str(text))
+
+
+def _escape(text) -> str:
+    """``text`` as literal markdown on one line: no character of it makes a link, HTML, emphasis or code,
+    or ends a table cell."""
+    return MARKDOWN.sub(lambda m: "&lt;" if m[1] == "<" else "&gt;" if m[1] == ">" else "\\" + m[1], _line(text))
+
+
+def _short(text) -> str:
+    """``text`` on one line, a long one shortened: it keeps its start (what failed) and its end (where a
+    traceback says why); "" for a missing value."""
     if missing(text):
         return ""
-    text = str(text).replace("|", "\\|").replace("\n", " ")
-    # a long error keeps its start (what failed) and its end (where a traceback says why)
+    text = _line(text)
     return text if len(text) <= 300 else text[:100] + " ... " + text[-195:]
+
+
+def _cell(text) -> str:
+    """A table cell of text taken from a record: on one line, shortened (``_short``) and escaped (``_escape``)."""
+    return _escape(_short(text))
 
 
 def _subset_title(rows: pd.DataFrame, benchmark: str) -> str:
@@ -452,8 +531,21 @@ def plot(frame: pd.DataFrame, benchmark: str, path: Path, device: str = "",
     if rows.empty:
         return None
     rows = rows.sort_values("train_seconds", ascending=False)
-    labels = [f"{f} ({v})" if v != "fp32" else f for f, v in zip(rows["framework"], rows["variant"])]
+    labels = [_literal(f"{f} ({v})" if v != "fp32" else f) for f, v in zip(rows["framework"], rows["variant"])]
     figure, axes = plt.subplots(figsize=(8, 1.5 + 0.5 * len(rows)))
+    try:
+        _draw(figure, axes, rows, labels, benchmark, device, path)
+    finally:
+        plt.close(figure)
+    return path
+
+
+def _literal(text: str) -> str:
+    """Text matplotlib shows as it is: a dollar sign would start TeX-like math."""
+    return _line(text).replace("$", r"\$")
+
+
+def _draw(figure, axes, rows: pd.DataFrame, labels: list[str], benchmark: str, device: str, path: Path) -> None:
     low = (rows["train_seconds"] - rows["train_seconds_min"]).fillna(0).clip(lower=0)
     high = (rows["train_seconds_max"] - rows["train_seconds"]).fillna(0).clip(lower=0)
     bars = axes.barh(labels, rows["train_seconds"], color="#4c72b0", xerr=[low, high], capsize=3)
@@ -465,13 +557,11 @@ def plot(frame: pd.DataFrame, benchmark: str, path: Path, device: str = "",
     axes.set_xlabel("training time (s), lower is better" + (
         f"; median of up to {repeats} repeats, bars from min to max" if repeats > 1 else ""))
     subset = _subset_title(rows, benchmark)
-    axes.set_title(f"{BENCHMARKS[benchmark].title} on {device or 'one device'}"
+    axes.set_title(f"{BENCHMARKS[benchmark].title} on {_literal(device) or 'one device'}"
                    + (f"\n{subset}" if subset else "") + "\ntraining time and test accuracy", fontsize=10)
     axes.set_xlim(0, rows["train_seconds_max"].fillna(rows["train_seconds"]).max() * 1.5)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
 
 
 def slug(text: str) -> str:
@@ -539,13 +629,16 @@ def render(results: Path, readme: Path | None = None) -> Path:
     ``readme``: a README whose results list to rewrite (default: the repository's own, when
     ``results`` is the repository's results folder).
     """
-    records = load_records(results)
+    records = load_records(results, check_notebooks=True)
     frame = to_frame(records)
     checks = parity_runs.latest(results)
     onnx = onnx_runs.latest(results)
     frame.to_csv(results / "results.csv", index=False)
     for old in results.glob("*.png"):  # plots of devices or benchmarks no longer shown
-        old.unlink()
+        try:
+            old.unlink()
+        except OSError as error:
+            print(f"warning: could not remove the old plot {old}: {error}", file=sys.stderr)
     parts = ["# Results", "",
              f"Generated by `rosetta report` from the {len(records)} JSON record(s) in `records/`; "
              "do not edit by hand. Each device has its own tables, one per benchmark and configuration "
@@ -576,12 +669,12 @@ def render(results: Path, readme: Path | None = None) -> Path:
         earlier = sum(len(rows) for groups in tables[device].values() for _, rows in groups[1:])
         if earlier:
             described += (f"; and {earlier} row(s) of earlier configurations, in tables of their own")
-        parts.append(f"- [{device}](#{anchor(device)}): {described}")
-        summary.append(f"- [{device}](results/README.md#{anchor(device)}): {described}")
+        parts.append(f"- [{_escape(device)}](#{anchor(_line(device))}): {_escape(described)}")
+        summary.append(f"- [{_escape(device)}](results/README.md#{anchor(_line(device))}): {_escape(described)}")
     parts.append("")
     for device in found:
         shown = frame[frame["device_group"] == device]
-        parts += [f"## {device}", ""]
+        parts += [f"## {_escape(device)}", ""]
         main = [groups[0][1] for groups in tables[device].values() if groups]
         overhead = overhead_line(shown, pd.concat(main)) if main else None
         if overhead:
@@ -595,9 +688,14 @@ def render(results: Path, readme: Path | None = None) -> Path:
             (key, rows), older = groups[0], groups[1:]
             parts += [f"Configuration: {describe_configuration(key)}.", "",
                       benchmark_table(shown, benchmark, checks, rows), ""]
-            image = plot(shown, benchmark, results / f"{benchmark}-{slug(device)}.png", device, rows)
+            image = None
+            try:
+                image = plot(shown, benchmark, results / f"{benchmark}-{slug(device)}.png", device, rows)
+            except Exception as error:  # noqa: BLE001 - one record's values must not cost the table
+                print(f"warning: no plot of {benchmark} on {_line(device)}: {type(error).__name__}: "
+                      f"{_short(error)}", file=sys.stderr)
             if image:
-                parts += [f"![{BENCHMARKS[benchmark].title} on {device}]({image.name})", ""]
+                parts += [f"![{_escape(BENCHMARKS[benchmark].title + ' on ' + device)}]({image.name})", ""]
             for key, rows in older:
                 parts += [f"#### Earlier configuration: {describe_configuration(key)}", "",
                           "Not ranked with the table above: these runs differ from it in their configuration.", "",

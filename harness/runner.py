@@ -587,18 +587,27 @@ def _same_data(found: dict | None, provenance: dict | None) -> bool:
     return provenance.get(key) is not None and found.get(key) == provenance.get(key)
 
 
+# What of a record's kernel_environment changes a timing: where the kernel came from (a built
+# environment, an existing interpreter, a docker image), which build (cpu or cuda), which interpreter,
+# and for an existing interpreter what it was found to hold.
+KERNEL_KEYS = ("kind", "flavour", "python", "image", "python_version", "versions", "cuda_build")
+
+
 def finished_runs(frameworks: list[Framework], benchmarks: list[str], settings: RunSettings, results: Path,
                   provenances: dict, commit: str | None) -> dict[tuple[str, str], str]:
     """For ``--resume``: each (framework name, benchmark) that already has an ok record with these
     settings (sizes, threads asked for, seed, device: the report's configuration, ``report.CONFIGURATION``),
-    this data (its checksum) and this code version (a clean git commit: uncommitted changes could
-    differ from any earlier run's), mapped to that record's file."""
+    the plain fp32 variant, this data (its checksum), this code version (a clean git commit: uncommitted
+    changes could differ from any earlier run's) and this kernel (``KERNEL_KEYS`` of its
+    ``kernel_environment``: docker or venv, the cpu or cuda build, a built environment or an existing
+    interpreter, and which), mapped to that record's file."""
     if not commit or commit.endswith("-dirty"):
         print("resume: nothing skipped, as the code version is not a clean git commit "
               f"({commit or 'no git'}); every selected notebook runs.")
         return {}
     device = target_device(settings)
-    labels = {framework.label: framework.name for framework in frameworks}
+    labels = {framework.label: framework for framework in frameworks}
+    kernels_now: dict[str, dict] = {}
     found: dict[tuple[str, str], str] = {}
     for path in sorted(records_dir(results).glob("*.json")):
         try:
@@ -608,14 +617,23 @@ def finished_runs(frameworks: list[Framework], benchmarks: list[str], settings: 
         benchmark = done["benchmark"]
         if done["framework"] not in labels or benchmark not in benchmarks or done["status"] != "ok":
             continue
+        framework = labels[done["framework"]]
+        if framework.name not in kernels_now:
+            kernels_now[framework.name] = _kernel_key(kernel_provenance(framework, settings))
         wanted = {**settings.sizes(benchmark), "seed": settings.seed, "variant": "fp32"}
         env = done.get("environment") or {}
         if (all(done.get(key) == value for key, value in wanted.items())
                 and _same_data(done.get("data"), provenances.get(benchmark))
                 and env.get("threads_requested") == settings.threads
-                and env.get("git_commit") == commit and env.get("device") == device):
-            found[(labels[done["framework"]], benchmark)] = path.name
+                and env.get("git_commit") == commit and env.get("device") == device
+                and _kernel_key(done.get("kernel_environment")) == kernels_now[framework.name]):
+            found[(framework.name, benchmark)] = path.name
     return found
+
+
+def _kernel_key(provenance: dict | None) -> dict:
+    """The parts of a kernel's provenance that change a timing (``KERNEL_KEYS``; missing ones as None)."""
+    return {key: (provenance or {}).get(key) for key in KERNEL_KEYS}
 
 
 def run_all(frameworks: list[Framework], benchmarks: list[str], settings: RunSettings,

@@ -1,4 +1,6 @@
 """The report is generated from the records alone: every figure in it comes from one."""
+import re
+
 import pandas as pd
 import pytest
 
@@ -369,3 +371,228 @@ def test_onnx_checks_follow_the_configuration_of_their_run(tmp_path):
                                "batch 64, 50,000 training and 10,000 test samples, every core")
     assert "the check of B" in main and "the check of A" not in main
     assert "the check of A" in earlier and "the check of B" not in earlier
+
+
+def _render_within(results, seconds: float = 60):
+    """``report.render(results)`` in a thread, failing where it has not returned within ``seconds`` (a
+    FIFO read blocks); returns the README's text."""
+    import threading
+
+    done = []
+    worker = threading.Thread(target=lambda: done.append(report.render(results)), daemon=True)
+    worker.start()
+    worker.join(timeout=seconds)
+    for fifo in [p for p in (results / "records").glob("*.json") if p.is_fifo()]:
+        if worker.is_alive():  # free the blocked reader
+            import os
+            os.close(os.open(fifo, os.O_RDWR | os.O_NONBLOCK))
+    assert not worker.is_alive() and done, "the report did not finish"
+    return done[0].read_text()
+
+
+def _hostile(path, kind: str) -> str:
+    """Writes a hostile record of ``kind`` at ``path``; returns what its warning must say."""
+    import json
+    import os
+
+    good = record.build(framework="Hostile", api="x", benchmark="cifar", accuracy=0.5, timing={"train_seconds": 5.0},
+                        epochs=10, batch_size=64, train_samples=50_000, test_samples=10_000, seed=42,
+                        environment={"device": "cpu", "cpu": "Test CPU"})
+    if kind == "infinite time":
+        path.write_text(json.dumps({**good, "train_seconds": float("inf")}))
+        return "field train_seconds is Infinity"
+    if kind == "accuracy true":
+        path.write_text(json.dumps({**good, "test_accuracy": True}))
+        return "field test_accuracy is true"
+    if kind == "link to /dev/zero":
+        path.symlink_to("/dev/zero")
+        return "not a regular file (a character device)"
+    if kind == "fifo":
+        os.mkfifo(path)
+        return "not a regular file (a FIFO)"
+    if kind == "folder":
+        path.mkdir()
+        return "not a regular file (a folder)"
+    with open(path, "wb") as f:  # too large: sparse, no space taken
+        f.truncate(record.RECORD_LIMIT + 1)
+    return "larger than 4 MiB"
+
+
+@pytest.mark.parametrize("kind", ["infinite time", "accuracy true", "link to /dev/zero", "fifo", "folder", "too large"])
+def test_a_hostile_record_is_skipped_with_a_warning_and_the_table_still_written(results, capsys, kind):
+    readable = len(report.load_records(results))
+    (results / "README.md").write_text("stale")
+    expected = _hostile(results / "records" / "9-hostile.json", kind)
+    readme = _render_within(results)
+    warnings = capsys.readouterr().err
+    assert f"warning: skipping {results / 'records' / '9-hostile.json'}: " in warnings and expected in warnings
+    assert f"from the {readable} JSON record(s)" in readme and "77.3 %" in readme and "Hostile" not in readme
+    assert (results / "cifar-test-gpu.png").is_file()  # the plots are drawn too
+
+
+def _unescaped_pipes(line: str) -> int:
+    """The cell separators of a markdown table row: pipes not escaped by an odd number of backslashes."""
+    count, backslashes = 0, 0
+    for character in line:
+        if character == "|" and backslashes % 2 == 0:
+            count += 1
+        backslashes = backslashes + 1 if character == "\\" else 0
+    return count
+
+
+HOSTILE_NAME = "Evil | name\\|\n## injected <script>alert(1)</script> [x](http://e.example) `c` *b*"
+
+
+def test_text_from_a_record_cannot_break_or_inject_into_the_markdown(tmp_path):
+    hostile_gpu = {"device": "cuda", "gpu": "GPU | <img src=x> [y](http://e.example)\n## fake", "driver": "5|5",
+                   "cuda": "12", "cudnn": "9", "versions": {"fw": "1.0 | <b>2</b>\n"}, "python": "3.11"}
+    _write(tmp_path, "1-evil", framework=HOSTILE_NAME, api="api | [z](http://e.example)", variant="fp32 | <i>",
+           accuracy=0.5, timing={"train_seconds": 10.0}, environment=hostile_gpu,
+           differs_from_benchmark=["x | y"])
+    _write(tmp_path, "2-evil", framework=HOSTILE_NAME + " 2", status="failed", error="bad | <script>x</script>\n| a |",
+           environment=hostile_gpu)
+    readme = report.render(tmp_path).read_text()
+    for raw in ("<script>", "<img", "<b>", "<i>", "\n## injected", "\n## fake", "\n| a |"):
+        assert raw not in readme, raw
+    assert re.findall(r"(?<!\\)\]\(http", readme) == []  # no link from a record: each "](" is escaped
+    tables = [line for line in readme.splitlines() if line.startswith("|")]
+    assert len(tables) > 4
+    header = None
+    for line in tables:  # every row has as many cells as its header
+        if line.startswith("| Framework"):
+            header = _unescaped_pipes(line)
+        assert _unescaped_pipes(line) == header, line
+    assert "Evil \\| name\\\\\\| ## injected &lt;script&gt;" in readme  # shown, as text
+    assert readme.count("\n## GPU \\| &lt;img src=x&gt; \\[y\\](http://e.example) ## fake") == 1  # the device heading
+    assert (tmp_path / "cifar-gpu-img-src-x-y-http-e-example-fake.png").is_file()
+
+
+@pytest.mark.parametrize("kind", ["name with TeX", "plot path is a folder"])
+def test_a_plot_that_cannot_be_drawn_is_skipped_with_a_warning_and_the_table_still_written(tmp_path, capsys, kind):
+    cpu = {"device": "cpu", "cpu": "Test CPU", "threads": 2}
+    name = "Odd $\\frac{$ name" if kind == "name with TeX" else "Plain"
+    _write(tmp_path, "1-a", framework=name, accuracy=0.5, timing={"train_seconds": 10.0}, environment=cpu)
+    _write(tmp_path, "2-b", framework="Other", benchmark="imdb", accuracy=0.6, timing={"train_seconds": 5.0},
+           environment=cpu)
+    if kind == "plot path is a folder":
+        (tmp_path / "cifar-cpu-test-cpu.png").mkdir()
+    readme = report.render(tmp_path).read_text()
+    rows = _tables(_section(readme, "CPU: Test CPU", "cifar"))[0]
+    assert list(rows) == [name.replace("\\", "\\\\")] and "| 50.0 % |" in rows[list(rows)[0]]
+    assert (tmp_path / "imdb-cpu-test-cpu.png").is_file()  # the other plot is drawn
+    if kind == "name with TeX":
+        assert (tmp_path / "cifar-cpu-test-cpu.png").is_file()  # drawn, the name as it is
+    else:
+        assert "warning: no plot of cifar on CPU: Test CPU" in capsys.readouterr().err
+        assert "cifar-cpu-test-cpu.png)" not in readme
+
+
+@pytest.mark.parametrize("kind", ["parity", "onnx"])
+@pytest.mark.parametrize("bad", ["not JSON", "wrong field", "link to /dev/zero"])
+def test_a_bad_parity_or_onnx_record_is_skipped_with_a_warning(results, capsys, kind, bad):
+    import json
+
+    folder = results / kind
+    folder.mkdir()
+    good = {"framework": "Fastest", "benchmark": "cifar", "status": "ok", "equivalent": True, "message": "fine",
+            "device": "cuda", "device_group": "Test GPU", "ok": False}
+    (folder / "1-good.json").write_text(json.dumps(good))
+    path = folder / "2-bad.json"
+    if bad == "not JSON":
+        path.write_text("{")
+    elif bad == "wrong field":
+        path.write_text(json.dumps({**good, "checks": [{"output": "weights", "check": 3, "max_abs_difference": "x"}]}))
+    else:
+        path.symlink_to("/dev/zero")
+    readme = report.render(results).read_text()
+    assert f"warning: skipping {path}: " in capsys.readouterr().err
+    assert "77.3 %" in readme
+    if kind == "parity":
+        assert "| yes |" in _cifar_rows(readme)["Fastest"]  # the good one still counts
+    else:
+        assert "### Exported to ONNX" in readme
+
+
+def _printout(notebook) -> str:
+    """The statement with which a benchmark notebook prints its accuracy and training time."""
+    import json
+
+    for cell in json.loads(notebook.read_text())["cells"]:
+        found = re.search(r'print\(f"test accuracy.*?\)\n', "".join(cell["source"]) + "\n", re.DOTALL)
+        if found:
+            return found[0]
+    raise AssertionError(f"{notebook} prints no test accuracy")
+
+
+def test_every_notebooks_printout_is_what_the_report_compares_with_its_record(capsys):
+    from harness import frameworks
+
+    for framework in frameworks.FRAMEWORKS.values():
+        for benchmark in framework.notebooks:
+            statement = _printout(framework.notebook(benchmark))
+            exec(statement, {"accuracy": 0.5461, "y_test": range(25_000), "timing_summary": {"train_seconds": 41.27}})
+            match = report.PRINTED.search(capsys.readouterr().out)
+            assert match and (float(match[1]), float(match[2])) == (0.5461, 41.3), framework.name
+
+
+# A notebook of the selftest kernel that ends as the benchmark notebooks do: it prints its accuracy and
+# training time with their statement (PRINTOUT), then writes its record.
+RECORDING = """
+from common import record
+accuracy, y_test, timing_summary = 0.546, range(1000), {"train_seconds": 38.74, "first_epoch_seconds": 20.0}
+PRINTOUT
+record.write(record_path, record.build(
+    framework="Fake", api="test", benchmark="cifar", accuracy=accuracy, timing=timing_summary,
+    epochs=epochs or 10, batch_size=64, train_samples=train_samples or 50000, test_samples=1000, seed=seed,
+    environment={"device": "cpu", "cpu": "Test CPU"}))
+"""
+
+
+@pytest.mark.kernel
+def test_a_record_edited_to_disagree_with_its_executed_notebook_is_flagged(tmp_path, monkeypatch):
+    import json
+
+    import selftest
+
+    from harness import frameworks, kernels, runner
+
+    selftest.install_kernel(tmp_path, monkeypatch)
+    monkeypatch.setattr(kernels, "unavailable_reason", lambda framework: None)
+    body = RECORDING.replace("PRINTOUT", _printout(frameworks.FRAMEWORKS["pytorch"].notebook("cifar")))
+    framework = selftest.framework(tmp_path / "recording.ipynb", body)
+    results = tmp_path / "results"
+    done = runner.execute(framework, "cifar", runner.RunSettings(epochs=2, train_samples=100), results)
+    assert done["status"] == "ok"
+    path = next((results / "records").glob("*.json"))
+    assert report.printed_result(path.with_name(path.name.replace(".json", ".ipynb"))) == (0.546, 38.7)
+
+    def notes() -> str:
+        return _notes(_tables(_section(report.render(results).read_text(), "CPU: Test CPU", "cifar"))[0]["Fake"])
+
+    assert notes() == ""  # as run: the record and its notebook agree
+    edited = json.loads(path.read_text())
+    path.write_text(json.dumps({**edited, "test_accuracy": 0.99}))
+    assert notes() == ("**record disagrees with its executed notebook**: accuracy 99.00 % in the record, "
+                       "54.60 % in the notebook")
+    path.write_text(json.dumps({**edited, "train_seconds": 12.0}))
+    assert notes() == ("**record disagrees with its executed notebook**: training 12.0 s in the record, "
+                       "38.7 s in the notebook")
+    path.write_text(json.dumps({**edited, "train_seconds": 38.71}))  # within the printout's rounding
+    assert notes() == ""
+
+
+@pytest.mark.parametrize("notebook", ["prints nothing comparable", "not a notebook", "missing", "link to /dev/zero"])
+def test_a_notebook_with_nothing_to_compare_never_flags_its_record(results, notebook):
+    import json
+
+    path = results / "records" / "2-new.ipynb"
+    if notebook == "prints nothing comparable":
+        path.write_text(json.dumps({"cells": [{"cell_type": "code", "outputs": [
+            {"output_type": "stream", "name": "stdout", "text": ["test accuracy high, training fast\n", 7]},
+            {"output_type": "error", "ename": "X", "evalue": "test accuracy 0.1000 on 5 images, training 1.0 s"}]}]}))
+    elif notebook == "not a notebook":
+        path.write_text('{"cells": 5}')
+    elif notebook == "link to /dev/zero":
+        path.symlink_to("/dev/zero")
+    readme = report.render(results).read_text()
+    assert "disagrees" not in readme and "77.3 %" in readme
