@@ -201,6 +201,27 @@ def test_a_data_error_fails_that_benchmarks_runs_and_the_other_benchmark_still_r
     assert failed[0]["error"] == "DataError: /x/cifar-10-python.tar.gz is truncated or corrupt"
 
 
+BUILT = {"kind": "built", "spec": "harness/envs/pytorch-cpu.txt", "flavour": "cpu", "python": "/envs/pytorch/bin/python"}
+EXISTING = {"kind": "existing", "python": "/opt/py/bin/python", "python_version": "3.11.7",
+            "versions": "torch 2.3.0", "cuda_build": False}
+
+
+def _register(monkeypatch, tmp_path, info: "dict | None") -> None:
+    """Registers pytorch's kernel, as `rosetta envs` would, in a prefix of the test's own (None: none there)."""
+    from harness import kernels
+
+    monkeypatch.setattr(kernels, "kernels_prefix", lambda: tmp_path / "prefix")
+    framework = FRAMEWORKS["pytorch"]
+    if info is None:
+        return
+    if info["kind"] == "existing":
+        probe = {key: info[key] for key in ("python_version", "versions", "cuda_build")}
+        info = {"kind": "existing", "python": info["python"], "probes": {framework.name: probe}}
+    else:
+        info = {key: value for key, value in info.items() if key != "kind"} | {"kind": "built"}
+    kernels.write_kernel(framework, info["python"], info, {})
+
+
 def _ok_record(results, name, benchmark, commit="abc123", **changes):
     spec = BENCHMARKS[benchmark]
     fields = dict(framework="PyTorch", api="nn.Module", benchmark=benchmark, accuracy=0.5,
@@ -215,6 +236,7 @@ def _ok_record(results, name, benchmark, commit="abc123", **changes):
 @pytest.mark.parametrize("commit", ["abc123", "abc123-dirty"])
 def test_resume_skips_what_already_has_an_ok_record_with_the_same_settings(monkeypatch, tmp_path, capsys,
                                                                            commit):
+    _register(monkeypatch, tmp_path, None)  # no kernel registered now, and none in the records
     _ok_record(tmp_path, "1-cifar", "cifar", commit=commit)   # the same settings: skipped
     _ok_record(tmp_path, "2-imdb", "imdb", seed=7)            # another seed: runs again
     provenances = {b: {"source": "official", "checksum": f"{b}-hash"} for b in ("cifar", "imdb")}
@@ -243,7 +265,47 @@ def test_resume_skips_what_already_has_an_ok_record_with_the_same_settings(monke
                                     {"environment": {"device": "cpu", "cpu": "C", "git_commit": "abc123",
                                                      "threads_requested": 1}}])  # another configuration
 def test_resume_reruns_what_differs_in_settings_data_code_or_device(monkeypatch, tmp_path, change):
+    _register(monkeypatch, tmp_path, None)
     _ok_record(tmp_path, "1-cifar", "cifar", **change)
+    provenances = {"cifar": {"source": "official", "checksum": "cifar-hash"}}
+    monkeypatch.setattr(cli, "load_data", lambda args, benchmarks: (provenances, {}))
+    monkeypatch.setattr(cli.machine, "git_commit", lambda: "abc123")
+    ran = []
+    monkeypatch.setattr(runner, "execute", lambda framework, benchmark, settings, results:
+                        ran.append(benchmark) or {"status": "ok"})
+    assert cli.main(["run", "pytorch", "--benchmark", "cifar", "--epochs", "1", "--train-samples", "2000",
+                     "--device", "cpu", "--resume", "--results", str(tmp_path)]) == 0
+    assert ran == ["cifar"]
+
+
+@pytest.mark.parametrize("recorded, now", [
+    (BUILT, BUILT),                                                        # the same kernel: skipped
+    (EXISTING, EXISTING),
+    ({**BUILT, "flavour": "cuda", "spec": "harness/envs/pytorch-cuda.txt"}, BUILT),  # the cuda build, now the cpu one
+    ({**BUILT, "python": "/old/envs/pytorch/bin/python"}, BUILT),           # another built environment
+    (EXISTING, BUILT),                                                     # an existing interpreter, now a built one
+    (BUILT, EXISTING),
+    ({**EXISTING, "python": "/other/bin/python"}, EXISTING),               # another existing interpreter
+    ({**EXISTING, "versions": "torch 2.2.0"}, EXISTING),                   # the same one, since changed
+    ({"kind": "docker", "image": "dl-rosetta/pytorch"}, BUILT),            # in docker, now in a venv
+    (None, BUILT),                                                         # a record that does not say
+])
+def test_resume_reruns_a_run_whose_kernel_differs(monkeypatch, tmp_path, recorded, now):
+    _register(monkeypatch, tmp_path, now)
+    _ok_record(tmp_path, "1-cifar", "cifar", kernel_environment=recorded)
+    provenances = {"cifar": {"source": "official", "checksum": "cifar-hash"}}
+    monkeypatch.setattr(cli, "load_data", lambda args, benchmarks: (provenances, {}))
+    monkeypatch.setattr(cli.machine, "git_commit", lambda: "abc123")
+    ran = []
+    monkeypatch.setattr(runner, "execute", lambda framework, benchmark, settings, results:
+                        ran.append(benchmark) or {"status": "ok"})
+    assert cli.main(["run", "pytorch", "--benchmark", "cifar", "--epochs", "1", "--train-samples", "2000",
+                     "--device", "cpu", "--resume", "--results", str(tmp_path)]) == 0
+    assert ran == ([] if recorded == now else ["cifar"])
+
+
+def test_resume_reruns_a_run_of_another_variant(monkeypatch, tmp_path):
+    _ok_record(tmp_path, "1-cifar", "cifar", variant="amp")  # only fp32 runs are asked for
     provenances = {"cifar": {"source": "official", "checksum": "cifar-hash"}}
     monkeypatch.setattr(cli, "load_data", lambda args, benchmarks: (provenances, {}))
     monkeypatch.setattr(cli.machine, "git_commit", lambda: "abc123")
