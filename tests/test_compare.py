@@ -181,3 +181,15 @@ def test_every_pair_lays_out_step_for_step_in_headless_chromium(browser, tmp_pat
         left, right = (FRAMEWORKS[name] for name in page.stem.rsplit("-", 1)[0].split("-vs-"))
         _check_rows([b for b in boxes if b["page"] == page.stem], left, right, page.stem.rsplit("-", 1)[1],
                     where=page.name)
+
+
+def test_text_from_a_record_is_shown_as_text_in_the_page(tmp_path):
+    results, out = tmp_path / "results", tmp_path / "results" / "compare"
+    hostile = "<script>alert(1)</script> | [x](http://e.example)"
+    _record(results, "1-ok", "PyTorch", accuracy=0.5, timing={"train_seconds": 9.0}, variant="amp " + hostile,
+            environment={"device": "cuda", "gpu": "GPU " + hostile, "versions": {}},
+            differs_from_benchmark=[hostile])
+    _record(results, "2-failed", "PyTorch", status="failed", error="boom " + hostile)
+    page = compare.write_page(FRAMEWORKS["pytorch"], FRAMEWORKS["jax"], "cifar", results, out).read_text()
+    assert "<script>" not in page and page.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 3
+    assert "boom &lt;script&gt;" in page and "\\|" not in page  # HTML escaping, not markdown's

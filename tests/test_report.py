@@ -548,7 +548,6 @@ record.write(record_path, record.build(
 """
 
 
-@pytest.mark.kernel
 def test_a_record_edited_to_disagree_with_its_executed_notebook_is_flagged(tmp_path, monkeypatch):
     import json
 
