@@ -145,8 +145,9 @@ def validate(record: dict, where: str = "record") -> dict:
     if record["schema_version"] != SCHEMA_VERSION or isinstance(record["schema_version"], bool):
         raise ValueError(f"{where}: schema_version is {record['schema_version']!r}, "
                          f"this version reads {SCHEMA_VERSION}.")
+    _check_fields(record, FIELDS, where, "")  # first: a list where text belongs cannot be looked up below
     if record["status"] not in STATUSES:
-        raise ValueError(f"{where}: status is {_shown(record['status'])}, expected one of {STATUSES}.")
+        raise ValueError(f"{where}: field status is {_shown(record['status'])}; expected one of {STATUSES}.")
     if record["status"] == "ok":
         accuracy = record.get("test_accuracy")
         if not _real(accuracy) or not 0.0 <= accuracy <= 1.0:
@@ -162,7 +163,6 @@ def validate(record: dict, where: str = "record") -> dict:
     if record["benchmark"] not in BENCHMARKS:
         raise ValueError(f"{where}: field benchmark is {_shown(record['benchmark'])}; expected one of "
                          f"{sorted(BENCHMARKS)}.")
-    _check_fields(record, FIELDS, where, "")
     for name, fields in NESTED.items():
         value = record.get(name)
         if value is None:

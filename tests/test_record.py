@@ -171,6 +171,8 @@ def _with(text_changes: dict, nested: str = "") -> str:
     ("variant", "null", "field variant is null"),
     ("timestamp", "{}", "field timestamp is {}"),
     ("benchmark", '"mnist"', 'field benchmark is "mnist"'),
+    ("benchmark", '["cifar"]', 'field benchmark is ["cifar"]'),
+    ("status", '{"ok": 1}', 'field status is {"ok": 1}'),
     ("environment", "[1]", "field environment is [1]"),
     ("cpu_count", "true", "field environment.cpu_count is true"),
     ("threads", "0", "field environment.threads is 0"),
