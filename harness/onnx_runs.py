@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from common import REPOSITORY, export, record
+from common.benchmarks import BENCHMARKS
 from harness import kernels, report, venvs
 from harness.frameworks import Framework
 
@@ -205,7 +206,8 @@ def _graph(value) -> bool:
             and (value.get("gru_form") is None or record._text(value.get("gru_form"))))
 
 
-FIELDS = {"framework": (record._text, "a text"), "benchmark": (record._text, "a text")}
+FIELDS = {"framework": (record._text, "a text"),
+          "benchmark": (lambda v: isinstance(v, str) and v in BENCHMARKS, f"one of {sorted(BENCHMARKS)}")}
 OPTIONAL = {name: (record._text, "a text") for name in ("device", "device_group", "run", "status", "message",
                                                         "timing_skipped", "exporter", "export_forward",
                                                         "onnxruntime")}

@@ -111,7 +111,8 @@ def _number(value) -> bool:
 _CHECKS = (lambda v: isinstance(v, list) and all(isinstance(c, dict) and record._text(c.get("output"))
                                                   and _number(c.get("max_abs_difference")) for c in v),
            "a list of objects, each with its output (a text) and max_abs_difference (a number)")
-FIELDS = {"framework": (record._text, "a text"), "benchmark": (record._text, "a text")}
+FIELDS = {"framework": (record._text, "a text"),
+          "benchmark": (lambda v: isinstance(v, str) and v in BENCHMARKS, f"one of {sorted(BENCHMARKS)}")}
 OPTIONAL = {"status": (record._text, "a text"), "message": (record._text, "a text"), "device": (record._text, "a text"),
             "equivalent": (lambda v: isinstance(v, bool), "true or false"),
             "steps": (record._positive_integer, "a positive integer"), "checks": _CHECKS}

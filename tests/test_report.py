@@ -488,7 +488,7 @@ def test_a_plot_that_cannot_be_drawn_is_skipped_with_a_warning_and_the_table_sti
 
 
 @pytest.mark.parametrize("kind", ["parity", "onnx"])
-@pytest.mark.parametrize("bad", ["not JSON", "wrong field", "link to /dev/zero"])
+@pytest.mark.parametrize("bad", ["not JSON", "wrong field", "benchmark a list", "link to /dev/zero"])
 def test_a_bad_parity_or_onnx_record_is_skipped_with_a_warning(results, capsys, kind, bad):
     import json
 
@@ -500,6 +500,8 @@ def test_a_bad_parity_or_onnx_record_is_skipped_with_a_warning(results, capsys, 
     path = folder / "2-bad.json"
     if bad == "not JSON":
         path.write_text("{")
+    elif bad == "benchmark a list":
+        path.write_text(json.dumps({**good, "benchmark": ["cifar"]}))
     elif bad == "wrong field":
         path.write_text(json.dumps({**good, "checks": [{"output": "weights", "check": 3, "max_abs_difference": "x"}]}))
     else:
