@@ -99,14 +99,14 @@ def kernel(tmp_path, monkeypatch):
     selftest.install_kernel(tmp_path, monkeypatch)
 
 
-def _wait_for(pattern, seconds: float) -> Path:
+def _wait_for(pattern, seconds: float, what: str = "the notebook never started"):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         found = pattern()
         if found:
             return found[0]
         time.sleep(0.1)
-    raise AssertionError("the notebook never started")
+    raise AssertionError(what)
 
 
 def _finish(process: subprocess.Popen, seconds: float = 120) -> str:
@@ -268,7 +268,8 @@ def test_a_second_suite_waits_for_the_first_and_no_wait_refuses(tmp_path, kernel
         refused = start_run(tmp_path, WRITE_A_RECORD, "--results", str(tmp_path / "refused"), "--no-wait",
                             environment=lock)
         refusal = _finish(refused)
-        _wait_for(lambda: ["said"] if "waiting for" in (tmp_path / "second.log").read_text() else [], 120)
+        _wait_for(lambda: ["said"] if "waiting for" in (tmp_path / "second.log").read_text() else [], 120,
+                  "the second suite never said that it waits")
         assert first.poll() is None
         (tmp_path / "release").touch()  # the first notebook ends, and the second suite can start
         assert refused.returncode == 2, refusal
