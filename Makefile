@@ -12,6 +12,7 @@
 #   make bench THREADS=4    CPU threads for every framework (default: every core)
 #   make bench RESUME=1     continue an interrupted suite: skip what already has an ok record
 #   make bench REPEATS=3    every notebook 3 times (seeds SEED, SEED+1, SEED+2): medians and spread
+#   make bench NO_WAIT=1    where another suite holds this machine, refuse instead of waiting for it
 #   make test PYTEST_ARGS="-k data"       (make test-fast takes PYTEST_ARGS too)
 #
 # Frameworks already installed (a vendor container, a cloud image, a conda environment):
@@ -67,6 +68,10 @@ ENV_FLAGS = $(foreach entry,$(EXISTING_PYTHON),--python $(entry))
 # RESUME=1 (or yes, true): skip each run that already has an ok record with the same settings, data and commit.
 RUN_FLAGS += $(if $(filter 1 yes true,$(RESUME)),--resume)
 RUN_FLAGS += $(call option,--repeats,$(REPEATS))
+# NO_WAIT=1 (or yes, true): one suite at a time per machine (harness/guard.py); where another holds
+# it, refuse at once (exit status 2) instead of waiting for it. Also for make onnx, which times prediction.
+NO_WAIT_FLAG = $(if $(filter 1 yes true,$(NO_WAIT)),--no-wait)
+RUN_FLAGS += $(NO_WAIT_FLAG)
 # EXPORT=0 (or no, false): leave out the notebooks' export to ONNX and its checks.
 RUN_FLAGS += $(if $(filter 0 no false,$(EXPORT)),--no-export)
 # EXPORT_BATCH_SIZES="1 8", EXPORT_RUNS=3: the batch sizes and timed runs of each export's prediction
@@ -137,7 +142,7 @@ report: $(VENV)/.installed
 
 # Each latest run's ONNX export checked and timed in ONNX Runtime again (make bench does it after its runs).
 onnx: $(VENV)/.installed
-	$(VENV)/bin/rosetta onnx $(FRAMEWORKS) $(call option,--flavour,$(FLAVOUR)) $(ENV_FLAGS)
+	$(VENV)/bin/rosetta onnx $(FRAMEWORKS) $(call option,--flavour,$(FLAVOUR)) $(ENV_FLAGS) $(NO_WAIT_FLAG)
 
 list: $(VENV)/.installed
 	$(VENV)/bin/rosetta list

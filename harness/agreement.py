@@ -14,6 +14,8 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import guard
+
 REFERENCE = "PyTorch"
 THRESHOLD = 0.02  # two points of accuracy
 DEFAULT_SEEDS = 5
@@ -162,5 +164,5 @@ def write(results: Path, records: list[dict], configurations: list[Configuration
                                        made_at=commits(records, configuration, wanted_seeds), commit=commit))
     path = agreement_dir(results) / "README.md"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(sections, wanted_seeds, how))
+    guard.replace_text(path, render(sections, wanted_seeds, how))  # a full disk keeps the old table whole
     return path

@@ -15,6 +15,8 @@
 NAME selects frameworks (all of them by default): see `rosetta list`. Every option is checked
 before anything starts (exit status 2). Ctrl-C or SIGTERM stops the notebook that is running,
 records it as interrupted and exits with 130 or 143; `--resume` then skips what is already done.
+One suite (run, bench, agree, onnx) runs at a time on a machine: a second waits for the first
+(`--no-wait` refuses instead); each needs room on the results folder's disk ($ROSETTA_MIN_FREE_MIB).
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from pathlib import Path
 
 from common import REPOSITORY, data, machine
 from common.benchmarks import BENCHMARKS
-from harness import agreement, compare, existing, gpus, kernels, onnx_runs, parity_runs, report, runner, venvs
+from harness import agreement, compare, existing, gpus, guard, kernels, onnx_runs, parity_runs, report, runner, venvs
 from harness.frameworks import FRAMEWORKS, select
 
 SEED_LIMIT = 2**32  # every framework's generator takes a seed in [0, 2**32)
@@ -100,7 +102,14 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                              "(default 1 64 1024)")
     parser.add_argument("--export-runs", type=_positive, metavar="N",
                         help="timed runs per batch size, after 5 warm-up runs (default 30)")
+    _add_no_wait_option(parser)
     _add_data_options(parser)
+
+
+def _add_no_wait_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-wait", action="store_true",
+                        help="where another suite holds this machine, refuse (exit status 2) instead of waiting "
+                             f"for it (the lock: ${guard.LOCK_VARIABLE}, default {guard.DEFAULT_LOCK})")
 
 
 def _add_repeats_option(parser: argparse.ArgumentParser) -> None:
@@ -148,6 +157,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                            "(as `rosetta bench --python`; onnxruntime=PATH for the checks alone; default "
                            "$ROSETTA_EXISTING_PYTHON); else the ONNX Runtime environment. $ROSETTA_ONNX_PYTHON "
                            "overrides both")
+    _add_no_wait_option(onnx)
     reporting = commands.add_parser("report", help="render results/README.md, results.csv and plots")
     reporting.add_argument("--results", type=Path, default=REPOSITORY / "results")
     bench = commands.add_parser("bench", help="envs, data, parity, run and report in one go")
@@ -263,6 +273,7 @@ def validate_run(args: argparse.Namespace) -> None:
         raise ValueError("--device cuda: no NVIDIA GPU found (nvidia-smi lists none); expected "
                          "--device auto or cpu on this machine.")
     _writable_folder(args.results, "--results")
+    guard.check_space(args.results)
 
 
 def load_data(args: argparse.Namespace, benchmarks) -> tuple[dict, dict]:
@@ -375,6 +386,9 @@ def cmd_run(args) -> int:
             print(f"report: {report.render(args.results)}")
             interrupt.reported = True
         raise
+    except guard.DiskFull as full:  # no more runs: the table of what finished where it fits; main says it
+        guard.finish_table(full, lambda: report.render(args.results))
+        raise
     print(f"report: {report.render(args.results)}")
     failed = [f"{r['framework']} {r['benchmark']}: {r['status']}" for r in done if r["status"] != "ok"]
     for line in failed:
@@ -388,7 +402,7 @@ def cmd_agree(args) -> int:
     wanted = agreement.seeds(args.seeds, args.seed)
     folder = agreement.agreement_dir(args.results)
     provenances, data_errors = load_data(args, args.benchmark)
-    started, status = time.monotonic(), 0
+    started, status, stopped = time.monotonic(), 0, None
     try:
         for number, seed in enumerate(wanted, start=1):
             print(f"##### seed {seed} ({number} of {len(wanted)}) #####", flush=True)
@@ -400,6 +414,8 @@ def cmd_agree(args) -> int:
         with runner.interrupts_held():
             print(f"rosetta: {interrupt.describe()}: the table shows the runs done so far.", file=sys.stderr)
         status = interrupt.exit_code
+    except guard.DiskFull as full:  # the table of what finished where it fits, then main says it
+        stopped, status = full, 2
     records = report.load_records(folder)
     settings = run_settings(args)
     configurations = []
@@ -418,6 +434,10 @@ def cmd_agree(args) -> int:
     how = (f"Made by `rosetta {' '.join(shlex.quote(a) for a in args.argv)}` on {where}, at commit "
            f"{machine.git_commit() or 'unknown'}; this call took {time.monotonic() - started:.0f} s. The records "
            "and executed notebooks are in this folder.")
+    if stopped is not None:
+        guard.finish_table(stopped, lambda: agreement.write(args.results, records, configurations, wanted, how,
+                                                            machine.git_commit()))
+        raise stopped
     try:
         print(f"agreement: {agreement.write(args.results, records, configurations, wanted, how, machine.git_commit())}")
     except ValueError as error:  # no reference run to compare with
@@ -540,8 +560,10 @@ def main(argv: list[str] | None = None) -> int:
     args = resolve_paths(parse(argv))
     args.argv = list(argv) if argv is not None else sys.argv[1:]
     handlers = runner.raise_on_interrupts()  # SIGINT and SIGTERM raise runner.Interrupted
+    lock = guard.MachineLock()
     try:
         _validate(args)
+        guard.hold_machine(lock, args)  # a suite: one at a time on this machine (or --no-wait refuses)
         if args.command == "envs":
             return cmd_envs(args)
         if args.command == "data":
@@ -588,7 +610,13 @@ def main(argv: list[str] | None = None) -> int:
                 if args.command in ("bench", "parity") and args.results.is_dir():
                     print(f"report: {report.render(args.results)}")
         return interrupt.exit_code
+    except OSError as error:  # a full disk once things have started: one line, never a traceback
+        if not guard.is_full(error):
+            raise
+        print(f"rosetta: {guard.full_disk_line(error, getattr(args, 'results', None))}", file=sys.stderr)
+        return 2
     finally:
+        lock.release()
         runner.restore_handlers(handlers)
     return 0
 
@@ -607,6 +635,8 @@ def _validate(args: argparse.Namespace) -> None:
     elif args.command == "report" and not args.results.is_dir():
         raise ValueError(f"--results {args.results}: no such folder; expected the folder a run wrote "
                          "(holding records/).")
+    elif args.command == "report":  # the table, results.csv and the plots are written there
+        _writable_folder(args.results, "--results", "the table")
 
 
 if __name__ == "__main__":

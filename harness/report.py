@@ -24,7 +24,7 @@ import pandas as pd
 from common import REPOSITORY, machine, record
 from common.benchmarks import BENCHMARKS
 from common import flops
-from harness import gpus, onnx_runs, parity_runs, phases
+from harness import gpus, guard, onnx_runs, parity_runs, phases
 
 
 def load_records(results: Path, check_notebooks: bool = False) -> list[dict]:
@@ -619,7 +619,7 @@ def update_readme(readme: Path, lines: list[str]) -> bool:
         return False
     head, rest = text.split(README_BEGIN, 1)
     _, tail = rest.split(README_END, 1)
-    readme.write_text(head + README_BEGIN + "\n" + "\n".join(lines) + "\n" + README_END + tail)
+    guard.replace_text(readme, head + README_BEGIN + "\n" + "\n".join(lines) + "\n" + README_END + tail)
     return True
 
 
@@ -633,7 +633,7 @@ def render(results: Path, readme: Path | None = None) -> Path:
     frame = to_frame(records)
     checks = parity_runs.latest(results)
     onnx = onnx_runs.latest(results)
-    frame.to_csv(results / "results.csv", index=False)
+    guard.replace_text(results / "results.csv", frame.to_csv(index=False))  # a full disk keeps the old one
     for old in results.glob("*.png"):  # plots of devices or benchmarks no longer shown
         try:
             old.unlink()
@@ -722,7 +722,7 @@ def render(results: Path, readme: Path | None = None) -> Path:
             parts += ["These runs are on a CPU: they show that every notebook trains and how the "
                       "frameworks compare there, not how fast they are on a GPU.", ""]
     path = results / "README.md"
-    path.write_text("\n".join(parts))
+    guard.replace_text(path, "\n".join(parts))
     if readme is None and results.resolve() == (REPOSITORY / "results").resolve():
         readme = REPOSITORY / "README.md"
     if readme is not None:

@@ -36,7 +36,7 @@ import nbformat
 
 from common import REPOSITORY, data, machine, params, record
 from common.benchmarks import BENCHMARKS
-from harness import docker, kernels, phases, venvs
+from harness import docker, guard, kernels, phases, venvs
 from harness.frameworks import Framework
 from harness.notebooks import papermill_arguments
 
@@ -229,7 +229,12 @@ def execute(framework: Framework, benchmark: str, settings: RunSettings, results
         exported = export_folder(record_path)
         if settings.export and exported.is_dir():
             result["export"] = str(exported.relative_to(results))
-        record.write(record_path, result)
+        try:
+            record.write(record_path, result)
+        except OSError as error:  # the notebook's own record stays, whole
+            if not guard.is_full(error):
+                raise
+            raise guard.stopped(results, f"{framework.label} {benchmark}", error, record_path) from None
         print(prefix + f"ok in {outcome.seconds:.0f} s: accuracy {result['test_accuracy']:.4f}, "
               f"training {result['train_seconds']:.1f} s")
         return result
@@ -237,9 +242,20 @@ def execute(framework: Framework, benchmark: str, settings: RunSettings, results
         status, message = "failed", "the notebook finished without writing its record"
     else:
         status, message = outcome.status, outcome.message
+    short = guard.is_full(message) and not guard.has_room(results)  # not another disk's (/dev/shm's)
+    if short:  # the notebook, or papermill writing it, met the full disk of the results: in one line
+        message = guard.full_reason(message)
     if status != "timeout":  # papermill() has said so already
         print(prefix + f"{status}: {message}")
-    return _write_failure(record_path, framework, benchmark, settings, status, message, executed)
+    try:
+        result = _write_failure(record_path, framework, benchmark, settings, status, message, executed)
+    except OSError as error:
+        if not guard.is_full(error):
+            raise
+        raise guard.stopped(results, f"{framework.label} {benchmark}", error, record_path) from None
+    if short:  # no more runs: they would meet it too
+        raise guard.stopped(results, f"{framework.label} {benchmark}", message, record_path, recorded=True)
+    return result
 
 
 def launch(framework: Framework, notebook: Path, executed: Path, parameters: dict, results: Path,
@@ -314,7 +330,14 @@ os.close(log)
 sys.stdout = sys.stderr = open(pipe, "w", buffering=1)
 sys.argv = ["papermill"] + sys.argv[2:]
 from papermill.cli import papermill
-papermill()
+try:
+    papermill()
+except OSError as error:  # a full disk (or quota) writing the executed notebook: one line, not a traceback
+    if error.errno not in (28, 122):
+        raise
+    print("papermill: OSError: [Errno %d] %s: the executed notebook %s could not be written whole"
+          % (error.errno, error.strerror, sys.argv[2]), file=sys.stderr)
+    sys.exit(1)
 """
 
 
@@ -660,6 +683,7 @@ def run_all(frameworks: list[Framework], benchmarks: list[str], settings: RunSet
             print(f"[{framework.name}/{benchmark}] failed: {message}", flush=True)
             done.append(_write_failure(record_path, framework, benchmark, settings, "failed", message, None))
             continue
+        guard.check_space(results, before=f"{framework.label} {benchmark}")  # room for it, or the suite stops
         done.append(execute(framework, benchmark, settings, results))
     if skip:
         print(f"resume: skipped {len(skip)} run(s) that already have an ok record: "

@@ -4,6 +4,7 @@
     tiny_imdb         Path to a small imdb.npz (session-wide; do not modify it)
     real_data         the real CIFAR-10 and IMDB of ../shared/data, or None where they are absent
     short_runs        short_runs(framework): its two notebooks run once per session on the CPU, 1 thread
+    (autouse)         $ROSETTA_LOCK: the test session's own machine lock (see suite_lock_of_the_tests)
     http_server       base URL (a str) of a server for the folder ``http_server.directory``
     truncated_server  the same, but every body stops halfway short of its Content-Length
     closed_port_url   base URL of a loopback port that refuses connections
@@ -19,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.server
+import os
 import socket
 import subprocess
 import sys
@@ -143,6 +145,21 @@ def closed_port_url(loopback_only):
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((LOOPBACK, 0))
         yield f"http://{LOOPBACK}:{sock.getsockname()[1]}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def suite_lock_of_the_tests(tmp_path_factory):
+    """The test session takes a machine lock of its own (harness/guard.py, $ROSETTA_LOCK), not the
+    machine's: its runs are short checks, no benchmarks, and some run side by side on purpose
+    (short_runs); a suite timing on this machine should neither wait for the tests nor make them
+    wait. Processes the tests start inherit it; the tests of the lock name a lock of their own."""
+    previous = os.environ.get("ROSETTA_LOCK")
+    os.environ["ROSETTA_LOCK"] = str(tmp_path_factory.mktemp("lock") / "suite.lock")
+    yield
+    if previous is None:
+        os.environ.pop("ROSETTA_LOCK", None)
+    else:
+        os.environ["ROSETTA_LOCK"] = previous
 
 
 @pytest.fixture(scope="session")
