@@ -11,8 +11,8 @@ and executed notebook land in the same place.
 Each run's name is reserved atomically before it starts (``new_stem``), so runs started at
 once into one folder never share a record. The kernel runs in a session of its own: a timeout
 or an interrupt ends every process group of the run (papermill's, the kernel's), and an
-interrupt (``Interrupted``, raised by SIGINT or SIGTERM once ``raise_on_interrupts`` is in
-effect) records the run as interrupted before it propagates.
+interrupt (``Interrupted``, raised by SIGINT, SIGTERM or SIGHUP once ``raise_on_interrupts`` is
+in effect) records the run as interrupted before it propagates.
 """
 from __future__ import annotations
 
@@ -86,9 +86,13 @@ class RunSettings:
         }
 
 
+# The signals that stop a run: Ctrl-C, kill, and a closed terminal or ssh session (where there is one).
+STOPPING = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
 class Interrupted(KeyboardInterrupt):
-    """SIGINT (Ctrl-C) or SIGTERM reached the harness: the run in progress is stopped and
-    recorded as interrupted, and ``rosetta`` exits with ``exit_code`` (130 or 143)."""
+    """SIGINT (Ctrl-C), SIGTERM or SIGHUP reached the harness: the run in progress is stopped and
+    recorded as interrupted, and ``rosetta`` exits with ``exit_code`` (130, 143 or 129)."""
 
     def __init__(self, signum: int = signal.SIGINT):
         super().__init__(signum)
@@ -101,11 +105,12 @@ class Interrupted(KeyboardInterrupt):
 
     def describe(self) -> str:
         name = signal.Signals(self.signum).name
-        return f"interrupted by {name}" + (" (Ctrl-C)" if self.signum == signal.SIGINT else "")
+        return f"interrupted by {name}" + {signal.SIGINT: " (Ctrl-C)", getattr(signal, "SIGHUP", None):
+                                            " (the terminal or session closed)"}.get(self.signum, "")
 
 
 def raise_on_interrupts() -> dict:
-    """From now on SIGINT and SIGTERM raise ``Interrupted`` in the main thread; returns the
+    """From now on SIGINT, SIGTERM and SIGHUP raise ``Interrupted`` in the main thread; returns the
     handlers they had, for ``restore_handlers`` ({} outside the main thread, where nothing changes)."""
     if threading.current_thread() is not threading.main_thread():
         return {}
@@ -113,7 +118,7 @@ def raise_on_interrupts() -> dict:
     def handler(signum, frame):
         raise Interrupted(signum)
 
-    return {number: signal.signal(number, handler) for number in (signal.SIGINT, signal.SIGTERM)}
+    return {number: signal.signal(number, handler) for number in STOPPING}
 
 
 def restore_handlers(previous: dict) -> None:
@@ -123,11 +128,11 @@ def restore_handlers(previous: dict) -> None:
 
 @contextlib.contextmanager
 def interrupts_held():
-    """Clean-up that a second Ctrl-C must not cut short: SIGINT and SIGTERM are ignored meanwhile."""
+    """Clean-up that a second Ctrl-C must not cut short: SIGINT, SIGTERM and SIGHUP are ignored meanwhile."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {number: signal.signal(number, signal.SIG_IGN) for number in (signal.SIGINT, signal.SIGTERM)}
+    previous = {number: signal.signal(number, signal.SIG_IGN) for number in STOPPING}
     try:
         yield
     finally:
@@ -167,6 +172,14 @@ def new_stem(folder: Path, name: str) -> Path:
         return stem
 
 
+def _say(text: str, stream=None) -> None:
+    """Prints ``text``; output that fails (a pipe whose reader is gone, a closed terminal) is let go."""
+    try:
+        print(text, file=stream if stream is not None else sys.stdout, flush=True)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 def run_paths(results: Path, framework: Framework, benchmark: str) -> tuple[Path, Path]:
     """The record and the executed notebook of a new run, side by side."""
     stem = new_stem(records_dir(results), f"{framework.name}-{benchmark}")
@@ -190,12 +203,18 @@ PAPERMILL_CELL_MARKS = re.compile(r"(Executing|Ending) Cell \d+-+")
 
 
 def _stream(process: subprocess.Popen, tail: collections.deque, prefix: str) -> None:
-    """Echoes the notebook's output as it comes (without papermill's cell marks), keeping a tail."""
+    """Echoes the notebook's output as it comes (without papermill's cell marks), keeping a tail.
+    Once the harness's output fails (a pipe whose reader is gone, a closed terminal) it only reads
+    on, so that papermill never blocks on a full pipe."""
+    echo = True
     for line in process.stdout:
         tail.append(line)
-        if not PAPERMILL_CELL_MARKS.search(line) and line.strip():
-            sys.stdout.write(prefix + line)
-            sys.stdout.flush()
+        if echo and not PAPERMILL_CELL_MARKS.search(line) and line.strip():
+            try:
+                sys.stdout.write(prefix + line)
+                sys.stdout.flush()
+            except (OSError, ValueError, AttributeError):  # EPIPE, EIO, closed, no stdout at all
+                echo = False
 
 
 def execute(framework: Framework, benchmark: str, settings: RunSettings, results: Path) -> dict:
@@ -215,11 +234,11 @@ def execute(framework: Framework, benchmark: str, settings: RunSettings, results
         outcome = launch(framework, framework.notebook(benchmark), executed, parameters, results,
                          settings.timeout, prefix, in_docker=settings.docker, device=settings.device,
                          data_dir=data_dir, threads=settings.threads)
-    except Interrupted as interrupt:  # papermill and the kernel are stopped: record it, then stop
+    except Interrupted as interrupt:  # papermill and the kernel are stopped: record it, then say so
         with interrupts_held():
             message = f"{interrupt.describe()}; the run was stopped"
-            print(prefix + "interrupted: " + message, flush=True)
             _write_failure(record_path, framework, benchmark, settings, "interrupted", message, executed)
+            _say(prefix + "interrupted: " + message)
         raise
     if outcome.status == "ok" and record_path.is_file():
         result = record.read(record_path)
@@ -342,8 +361,8 @@ def papermill(notebook: Path, executed: Path, kernel: str, timeout: float, prefi
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}.")
     print(prefix + f"running {_shown(notebook)} in {where} (timeout {timeout:.0f} s)", flush=True)
     started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               start_new_session=True, env=environment or kernel_environment())
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, start_new_session=True, env=environment or kernel_environment())
     watch = KernelWatch(process.pid)
     tail: collections.deque = collections.deque(maxlen=40)
     reader = threading.Thread(target=_stream, args=(process, tail, prefix), daemon=True)
