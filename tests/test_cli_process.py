@@ -170,6 +170,7 @@ def test_ctrl_c_with_the_output_piped_to_a_reader_that_dies_still_records_and_wr
         interrupted = record.read(records[0])
         assert interrupted["status"] == "interrupted" and "SIGINT" in interrupted["error"]
         assert "**interrupted**" in (results / "README.md").read_text()
+        assert not list((results / "records" / ".reserved").iterdir())  # recorded: the reservation went
     finally:
         for process in (run, tee):
             if process.poll() is None:
@@ -282,6 +283,59 @@ def _shown_until(master: int, shown: list, seconds: float = 0.05) -> list:
             except OSError:
                 break
     return []
+
+
+def test_kill_9_of_the_harness_leaves_no_process_and_the_next_run_records_it_as_lost(tmp_path, monkeypatch):
+    """kill -9 gives the harness no chance to clean up: papermill's launcher sees its parent gone
+    and ends the kernel (and what the kernel started) and itself. The reservation says what the run
+    was; the next run into the folder records it as lost and removes the reservation."""
+    results = tmp_path / "results"
+    run = start_run(tmp_path, monkeypatch, SLEEPER, "--results", str(results), "--seed", "7")
+    pids = []
+    try:
+        started = _wait_for([lambda: (results / "records").glob("*.pids")], 120)
+        time.sleep(0.2)
+        pids = json.loads(started.read_text())
+        run.kill()
+        run.communicate(timeout=10)
+        left = _gone_within(pids, 8)
+        assert not left, f"the kernel, papermill or the kernel's child outlived the harness: {left}"
+        reservations = list((results / "records" / ".reserved").iterdir())
+        assert len(reservations) == 1
+        known = json.loads(reservations[0].read_text())
+        assert known["pid"] == run.pid and known["seed"] == 7 and known["benchmark"] == "cifar"
+        assert not list((results / "records").glob("*.json"))
+
+        second = start_run(tmp_path / "again", monkeypatch, "raise ValueError('the next run')",
+                           "--results", str(results))
+        output, _ = second.communicate(timeout=120)
+        assert second.returncode == 1, output  # its own run failed; the lost one is not its failure
+        lost = record.read(results / "records" / (reservations[0].name + ".json"))
+        assert lost["status"] == "lost" and lost["seed"] == 7, lost
+        assert f"pid {run.pid}" in lost["error"] and "kill -9" in lost["error"]
+        assert lost["notebook"] and lost["timestamp"] == known["started"]
+        assert not reservations[0].exists()
+        assert not list((results / "records" / ".reserved").iterdir())
+        assert "lost: the harness (pid" in output
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+        _kill_all(pids)
+
+
+def test_a_reserved_folder_that_is_a_file_is_one_line_and_exit_2(tmp_path, monkeypatch):
+    results = tmp_path / "results"
+    (results / "records").mkdir(parents=True)
+    (results / "records" / ".reserved").write_text("not a folder")
+    run = start_run(tmp_path, monkeypatch, "pass", "--results", str(results))
+    output, _ = run.communicate(timeout=120)
+    assert run.returncode == 2, output
+    assert "Traceback" not in output
+    lines = [line for line in output.splitlines() if line.startswith("rosetta:")]
+    assert lines == [f"rosetta: {results / 'records' / '.reserved'}: a file, not a folder; expected the folder "
+                     "of the reservations of runs (the harness makes it): move or remove that file."], output
+    assert not list((results / "records").glob("*.json"))
 
 
 def _maps(pid: int) -> str:
