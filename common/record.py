@@ -5,9 +5,10 @@
         accuracy=0.78, timing=timer.summary(len(x_train)), epochs=10, batch_size=64,
         train_samples=50000, test_samples=10000, seed=42, environment=env, data=provenance))
 
-A record says ``status`` ok, failed, timeout, diverged, unavailable or
-interrupted (stopped by Ctrl-C or SIGTERM); the harness writes every status but
-ok, with the error, when a notebook does not get this far. A run
+A record says ``status`` ok, failed, timeout, diverged, unavailable,
+interrupted (stopped by Ctrl-C, SIGTERM or SIGHUP) or lost (the harness was killed
+before it could record the run: a later run found its reservation); the harness
+writes every status but ok, with the error, when a notebook does not get this far. A run
 smaller than docs/design.md's benchmark (fewer epochs or samples, another batch
 size) lists how in ``differs_from_benchmark`` and is a subset run.
 """
@@ -24,7 +25,7 @@ from typing import List, Optional, Union
 from common.benchmarks import BENCHMARKS
 
 SCHEMA_VERSION = 1
-STATUSES = ("ok", "failed", "timeout", "diverged", "unavailable", "interrupted")
+STATUSES = ("ok", "failed", "timeout", "diverged", "unavailable", "interrupted", "lost")
 REQUIRED = ("schema_version", "framework", "api", "benchmark", "variant", "status",
             "epochs", "batch_size", "train_samples", "test_samples", "seed", "timestamp")
 

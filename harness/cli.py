@@ -13,8 +13,8 @@
     rosetta doctor [NAME ...] [--gpu sm_90] [--inspect]   # which rows can use this GPU (or a named one)
 
 NAME selects frameworks (all of them by default): see `rosetta list`. Every option is checked
-before anything starts (exit status 2). Ctrl-C or SIGTERM stops the notebook that is running,
-records it as interrupted and exits with 130 or 143; `--resume` then skips what is already done.
+before anything starts (exit status 2). Ctrl-C, SIGTERM or SIGHUP stops the notebook that is running,
+records it as interrupted and exits with 130, 143 or 129; `--resume` then skips what is already done.
 One suite (run, bench, agree, onnx) runs at a time on a machine: a second waits for the first
 (`--no-wait` refuses instead); each needs room on the results folder's disk ($ROSETTA_MIN_FREE_MIB).
 """
@@ -31,7 +31,8 @@ from pathlib import Path
 
 from common import REPOSITORY, data, machine
 from common.benchmarks import BENCHMARKS
-from harness import agreement, compare, existing, gpus, guard, kernels, onnx_runs, parity_runs, report, runner, venvs
+from harness import (agreement, compare, existing, gpus, guard, kernels, onnx_runs, output, parity_runs, report,
+                     runner, venvs)
 from harness.frameworks import FRAMEWORKS, select
 
 SEED_LIMIT = 2**32  # every framework's generator takes a seed in [0, 2**32)
@@ -380,11 +381,12 @@ def cmd_run(args) -> int:
             done += runner.run_all(frameworks, args.benchmark, settings, args.results, skip=skip,
                                    data_errors=data_errors)
     except runner.Interrupted as interrupt:  # the table of what finished; then on to main, which exits
-        with runner.interrupts_held():
+        with runner.interrupts_held():  # the table first: output may fail (a closed terminal, a dead pipe)
+            table = report.render(args.results)
+            interrupt.reported = True
             print(f"rosetta: {interrupt.describe()}: the run in progress is recorded as interrupted.",
                   file=sys.stderr)
-            print(f"report: {report.render(args.results)}")
-            interrupt.reported = True
+            print(f"report: {table}")
         raise
     except guard.DiskFull as full:  # no more runs: the table of what finished where it fits; main says it
         guard.finish_table(full, lambda: report.render(args.results))
@@ -559,7 +561,8 @@ def cmd_compare(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = resolve_paths(parse(argv))
     args.argv = list(argv) if argv is not None else sys.argv[1:]
-    handlers = runner.raise_on_interrupts()  # SIGINT and SIGTERM raise runner.Interrupted
+    handlers = runner.raise_on_interrupts()  # SIGINT, SIGTERM and SIGHUP raise runner.Interrupted
+    streams = output.tolerate_broken()  # a dead pipe or closed terminal stops the output, not the harness
     lock = guard.MachineLock()
     try:
         _validate(args)
@@ -606,9 +609,12 @@ def main(argv: list[str] | None = None) -> int:
     except runner.Interrupted as interrupt:  # nothing more starts: the table of what finished, and exit
         with runner.interrupts_held():
             if not interrupt.reported:  # outside the notebook runs: building environments, parity, ONNX checks
-                print(f"rosetta: {interrupt.describe()}.", file=sys.stderr)
                 if args.command in ("bench", "parity") and args.results.is_dir():
-                    print(f"report: {report.render(args.results)}")
+                    table = report.render(args.results)
+                    print(f"rosetta: {interrupt.describe()}.", file=sys.stderr)
+                    print(f"report: {table}")
+                else:
+                    print(f"rosetta: {interrupt.describe()}.", file=sys.stderr)
         return interrupt.exit_code
     except OSError as error:  # a full disk once things have started: one line, never a traceback
         if not guard.is_full(error):
@@ -618,6 +624,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         lock.release()
         runner.restore_handlers(handlers)
+        output.restore(streams)
     return 0
 
 

@@ -11,19 +11,27 @@ and executed notebook land in the same place.
 Each run's name is reserved atomically before it starts (``new_stem``), so runs started at
 once into one folder never share a record. The kernel runs in a session of its own: a timeout
 or an interrupt ends every process group of the run (papermill's, the kernel's), and an
-interrupt (``Interrupted``, raised by SIGINT or SIGTERM once ``raise_on_interrupts`` is in
-effect) records the run as interrupted before it propagates.
+interrupt (``Interrupted``, raised by SIGINT, SIGTERM or SIGHUP once ``raise_on_interrupts`` is
+in effect) records the run as interrupted before it propagates.
+
+A reservation holds what is known of its run (``reserve``: the harness's pid and start time,
+the framework, benchmark, sizes, seed, device, the executed notebook) until the run's record is
+written. Should the harness die without writing it (kill -9, a crash), papermill's launcher
+notices that its parent is gone and ends the kernel's process group and its own; the next run
+into the folder (``recover_lost``) records such a run as ``lost`` and removes its reservation.
 """
 from __future__ import annotations
 
 import collections
 import contextlib
 import glob
+import json
 import math
 import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -86,9 +94,13 @@ class RunSettings:
         }
 
 
+# The signals that stop a run: Ctrl-C, kill, and a closed terminal or ssh session (where there is one).
+STOPPING = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
 class Interrupted(KeyboardInterrupt):
-    """SIGINT (Ctrl-C) or SIGTERM reached the harness: the run in progress is stopped and
-    recorded as interrupted, and ``rosetta`` exits with ``exit_code`` (130 or 143)."""
+    """SIGINT (Ctrl-C), SIGTERM or SIGHUP reached the harness: the run in progress is stopped and
+    recorded as interrupted, and ``rosetta`` exits with ``exit_code`` (130, 143 or 129)."""
 
     def __init__(self, signum: int = signal.SIGINT):
         super().__init__(signum)
@@ -101,11 +113,12 @@ class Interrupted(KeyboardInterrupt):
 
     def describe(self) -> str:
         name = signal.Signals(self.signum).name
-        return f"interrupted by {name}" + (" (Ctrl-C)" if self.signum == signal.SIGINT else "")
+        return f"interrupted by {name}" + {signal.SIGINT: " (Ctrl-C)", getattr(signal, "SIGHUP", None):
+                                            " (the terminal or session closed)"}.get(self.signum, "")
 
 
 def raise_on_interrupts() -> dict:
-    """From now on SIGINT and SIGTERM raise ``Interrupted`` in the main thread; returns the
+    """From now on SIGINT, SIGTERM and SIGHUP raise ``Interrupted`` in the main thread; returns the
     handlers they had, for ``restore_handlers`` ({} outside the main thread, where nothing changes)."""
     if threading.current_thread() is not threading.main_thread():
         return {}
@@ -113,7 +126,7 @@ def raise_on_interrupts() -> dict:
     def handler(signum, frame):
         raise Interrupted(signum)
 
-    return {number: signal.signal(number, handler) for number in (signal.SIGINT, signal.SIGTERM)}
+    return {number: signal.signal(number, handler) for number in STOPPING}
 
 
 def restore_handlers(previous: dict) -> None:
@@ -123,11 +136,11 @@ def restore_handlers(previous: dict) -> None:
 
 @contextlib.contextmanager
 def interrupts_held():
-    """Clean-up that a second Ctrl-C must not cut short: SIGINT and SIGTERM are ignored meanwhile."""
+    """Clean-up that a second Ctrl-C must not cut short: SIGINT, SIGTERM and SIGHUP are ignored meanwhile."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {number: signal.signal(number, signal.SIG_IGN) for number in (signal.SIGINT, signal.SIGTERM)}
+    previous = {number: signal.signal(number, signal.SIG_IGN) for number in STOPPING}
     try:
         yield
     finally:
@@ -151,8 +164,7 @@ def new_stem(folder: Path, name: str) -> Path:
     The name is reserved atomically (an empty file ``folder/.reserved/STAMP-name``, created
     only if it does not exist yet), so runs started at once into one folder never share one.
     """
-    reserved = folder / ".reserved"
-    reserved.mkdir(parents=True, exist_ok=True)
+    reserved = reservations_folder(folder)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     number = 1
     while True:
@@ -165,6 +177,140 @@ def new_stem(folder: Path, name: str) -> Path:
         except FileExistsError:
             continue
         return stem
+
+
+def reservations_folder(folder: Path) -> Path:
+    """``folder/.reserved``, created where missing; a ValueError in one line where it is not a folder."""
+    reserved = folder / ".reserved"
+    try:
+        reserved.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ValueError(f"{reserved}: a file, not a folder; expected the folder of the reservations of "
+                         "runs (the harness makes it): move or remove that file.") from None
+    except NotADirectoryError:
+        raise ValueError(f"{folder}: not a folder; expected the folder of the records (records/).") from None
+    return reserved
+
+
+def _reservation(record_path: Path) -> Path:
+    return record_path.parent / ".reserved" / record_path.name[:-len(".json")]
+
+
+def _process_start(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, /proc/PID/stat field 22), or None
+    where /proc does not say: with the pid, it names one process even after the pid is reused."""
+    fields = _stat_fields(f"/proc/{pid}/stat")
+    try:
+        return int(fields[19]) if fields else None
+    except (IndexError, ValueError):
+        return None
+
+
+def _boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
+    except OSError:
+        return None
+
+
+def reserve(record_path: Path, executed: Path, framework: Framework, benchmark: str,
+            settings: RunSettings) -> None:
+    """Writes into the run's reservation what is known of it before it starts, so that a later
+    run can record it as lost should this harness die without recording it (``recover_lost``)."""
+    known = {"pid": os.getpid(), "pid_started": _process_start(os.getpid()), "boot_id": _boot_id(),
+             "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+             "framework": framework.label, "api": framework.api, "name": framework.name,
+             "benchmark": benchmark, **settings.sizes(benchmark), "seed": settings.seed,
+             "device": target_device(settings), "threads": settings.threads, "docker": settings.docker,
+             "notebook": executed.name, "kernel_environment": kernel_provenance(framework, settings)}
+    if settings.docker:
+        known["container"] = docker.container_name(executed)
+    record.write_json(_reservation(record_path), known)
+
+
+def _release(record_path: Path) -> None:
+    """The run's record is written: its reservation goes."""
+    try:
+        os.unlink(_reservation(record_path))
+    except OSError:
+        pass
+
+
+def _owner_alive(known: dict) -> bool:
+    """Whether the harness that made a reservation may still run (True where that cannot be told)."""
+    pid = known.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return True
+    if known.get("boot_id") and _boot_id() and known["boot_id"] != _boot_id():
+        return False  # the machine has restarted since
+    if not _alive(pid):
+        return False
+    started = _process_start(pid)
+    return known.get("pid_started") is None or started is None or started == known["pid_started"]
+
+
+def recover_lost(results: Path) -> list[dict]:
+    """The runs whose harness died without recording them (kill -9, a crash): each reservation
+    in ``results/records/.reserved`` made on this machine by a harness that no longer runs, with no
+    record, becomes a ``lost`` record with what it says, and goes. A reservation beside its record
+    (an older harness left them all) goes too; an empty one without a record (an older harness
+    that may still run) stays."""
+    folder = records_dir(results)
+    if not folder.is_dir():
+        return []
+    reserved = reservations_folder(folder)
+    lost = []
+    for path in sorted(reserved.iterdir()):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        record_path = folder / (path.name + ".json")
+        if record_path.exists():
+            _release(record_path)
+            continue
+        try:
+            known = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(known, dict) or known.get("host") != socket.gethostname() or _owner_alive(known):
+            continue
+        try:
+            lost.append(_write_lost(record_path, known))
+        except (KeyError, TypeError, ValueError) as error:
+            _say(f"warning: {path}: a reservation whose harness is gone, but it cannot be read as one "
+                 f"({error}); left as it is.", sys.stderr)
+            continue
+        _release(record_path)
+    return lost
+
+
+def _write_lost(record_path: Path, known: dict) -> dict:
+    executed = record_path.parent / known["notebook"] if known.get("notebook") else None
+    container = ""
+    if known.get("container"):  # a container outlives its harness and its docker client: stopped now
+        docker.stop(known["container"])
+        container = f"; its container {known['container']}, which ran on without it, was sent `docker kill`"
+    message = (f"the harness (pid {known['pid']} on {known['host']}, started {known['started']}) was killed "
+               "(kill -9, or a crash) before it could record the run" + container)
+    result = record.build(
+        framework=known["framework"], api=known["api"], benchmark=known["benchmark"], status="lost", error=message,
+        epochs=known["epochs"], batch_size=known["batch_size"], train_samples=known["train_samples"],
+        test_samples=known["test_samples"], seed=known["seed"],
+        notebook=str(executed.relative_to(record_path.parent.parent)) if executed and executed.is_file() else None,
+        environment=machine.capture(device=known.get("device") or "cpu", versions={},
+                                    threads_requested=known.get("threads")),
+        kernel_environment=known.get("kernel_environment"), timestamp=known["started"])
+    record.write(record_path, result)
+    _say(f"[{known.get('name', known['framework'])}/{known['benchmark']}] lost: {message}; recorded as lost in "
+         f"{record_path.name}")
+    return result
+
+
+def _say(text: str, stream=None) -> None:
+    """Prints ``text``; output that fails (a pipe whose reader is gone, a closed terminal) is let go."""
+    try:
+        print(text, file=stream if stream is not None else sys.stdout, flush=True)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def run_paths(results: Path, framework: Framework, benchmark: str) -> tuple[Path, Path]:
@@ -190,12 +336,18 @@ PAPERMILL_CELL_MARKS = re.compile(r"(Executing|Ending) Cell \d+-+")
 
 
 def _stream(process: subprocess.Popen, tail: collections.deque, prefix: str) -> None:
-    """Echoes the notebook's output as it comes (without papermill's cell marks), keeping a tail."""
+    """Echoes the notebook's output as it comes (without papermill's cell marks), keeping a tail.
+    Once the harness's output fails (a pipe whose reader is gone, a closed terminal) it only reads
+    on, so that papermill never blocks on a full pipe."""
+    echo = True
     for line in process.stdout:
         tail.append(line)
-        if not PAPERMILL_CELL_MARKS.search(line) and line.strip():
-            sys.stdout.write(prefix + line)
-            sys.stdout.flush()
+        if echo and not PAPERMILL_CELL_MARKS.search(line) and line.strip():
+            try:
+                sys.stdout.write(prefix + line)
+                sys.stdout.flush()
+            except (OSError, ValueError, AttributeError):  # EPIPE, EIO, closed, no stdout at all
+                echo = False
 
 
 def execute(framework: Framework, benchmark: str, settings: RunSettings, results: Path) -> dict:
@@ -203,23 +355,24 @@ def execute(framework: Framework, benchmark: str, settings: RunSettings, results
     record_path, executed = run_paths(results, framework, benchmark)
     record_path.parent.mkdir(parents=True, exist_ok=True)
     prefix = f"[{framework.name}/{benchmark}] "
-    reason = (docker.unavailable_reason if settings.docker else kernels.unavailable_reason)(framework)
-    if reason:
-        print(prefix + f"unavailable: {reason}")
-        return _write_failure(record_path, framework, benchmark, settings, "unavailable", reason, None)
-
-    parameters, data_dir = settings.notebook_parameters(benchmark, record_path), None
-    if settings.docker:
-        parameters, data_dir = docker_data(benchmark, parameters)
-    try:
+    try:  # from the reservation on, an interrupt is recorded
+        reserve(record_path, executed, framework, benchmark, settings)
+        reason = (docker.unavailable_reason if settings.docker else kernels.unavailable_reason)(framework)
+        if reason:
+            result = _write_failure(record_path, framework, benchmark, settings, "unavailable", reason, None)
+            print(prefix + f"unavailable: {reason}")
+            return result
+        parameters, data_dir = settings.notebook_parameters(benchmark, record_path), None
+        if settings.docker:
+            parameters, data_dir = docker_data(benchmark, parameters)
         outcome = launch(framework, framework.notebook(benchmark), executed, parameters, results,
                          settings.timeout, prefix, in_docker=settings.docker, device=settings.device,
                          data_dir=data_dir, threads=settings.threads)
-    except Interrupted as interrupt:  # papermill and the kernel are stopped: record it, then stop
+    except Interrupted as interrupt:  # papermill and the kernel are stopped: record it, then say so
         with interrupts_held():
             message = f"{interrupt.describe()}; the run was stopped"
-            print(prefix + "interrupted: " + message, flush=True)
             _write_failure(record_path, framework, benchmark, settings, "interrupted", message, executed)
+            _say(prefix + "interrupted: " + message)
         raise
     if outcome.status == "ok" and record_path.is_file():
         result = record.read(record_path)
@@ -235,6 +388,7 @@ def execute(framework: Framework, benchmark: str, settings: RunSettings, results
             if not guard.is_full(error):
                 raise
             raise guard.stopped(results, f"{framework.label} {benchmark}", error, record_path) from None
+        _release(record_path)
         print(prefix + f"ok in {outcome.seconds:.0f} s: accuracy {result['test_accuracy']:.4f}, "
               f"training {result['train_seconds']:.1f} s")
         return result
@@ -340,6 +494,68 @@ except OSError as error:  # a full disk (or quota) writing the executed notebook
     sys.exit(1)
 """
 
+# Run in papermill's process before PAPERMILL_LAUNCHER: a watch on the harness (its pid, in
+# $ROSETTA_HARNESS_PID, taken out of the environment so that the kernel does not inherit it). Once
+# papermill's parent is no longer the harness (killed with kill -9, crashed), it ends the process
+# group of every process papermill started (the kernel runs in a session of its own, with whatever
+# the kernel started), SIGTERM, then SIGKILL after 2 s, then papermill's own group, so that nothing
+# trains on with no one to record it. Children are found in /proc (Linux), else through `ps`;
+# getppid says on every POSIX system when the parent is gone.
+PARENT_WATCH = """
+import os as _os, threading as _threading
+
+def _rosetta_watch(harness):
+    import signal, subprocess, time
+    while _os.getppid() == harness:
+        time.sleep(0.2)
+    me, pids = _os.getpid(), set()
+    try:
+        for task in _os.listdir("/proc/%d/task" % me):
+            with open("/proc/%d/task/%s/children" % (me, task)) as f:
+                pids.update(int(pid) for pid in f.read().split())
+    except (OSError, ValueError):
+        try:
+            listing = subprocess.run(["ps", "-A", "-o", "pid=,ppid="], capture_output=True, text=True).stdout
+            pids = {int(a) for a, b in (line.split() for line in listing.splitlines() if len(line.split()) == 2)
+                    if b == str(me)}
+        except (OSError, ValueError):
+            pass
+
+    def running(pid):
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                return f.read().rsplit(")", 1)[1].split()[0] not in "ZX"
+        except (OSError, IndexError):
+            try:
+                return _os.waitpid(pid, _os.WNOHANG) == (0, 0)
+            except ChildProcessError:
+                return False
+
+    groups = set()
+    for pid in pids:
+        try:
+            groups.add(_os.getpgid(pid))
+        except OSError:
+            pass
+    groups.discard(_os.getpgrp())
+    for number in (signal.SIGTERM, signal.SIGKILL):
+        for group in groups:
+            try:
+                _os.killpg(group, number)
+            except OSError:
+                pass
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline and any(running(pid) for pid in pids):
+            time.sleep(0.05)
+    if _os.getpgrp() == me:  # papermill's own session, as the harness starts it
+        _os.killpg(me, signal.SIGKILL)
+    _os._exit(1)
+
+if _os.environ.get("ROSETTA_HARNESS_PID", "").isdigit():
+    _threading.Thread(target=_rosetta_watch, args=(int(_os.environ.pop("ROSETTA_HARNESS_PID")),),
+                      daemon=True).start()
+"""
+
 
 def kernel_log(executed: Path) -> Path:
     """Where the kernel's own output goes: beside the executed notebook, ``STEM.kernel.log``."""
@@ -349,7 +565,7 @@ def kernel_log(executed: Path) -> Path:
 
 def papermill_command(notebook: Path, executed: Path, kernel: str, parameters: dict) -> list[str]:
     """papermill run by the harness's own Python, in the framework's registered kernel."""
-    return [sys.executable, "-c", PAPERMILL_LAUNCHER, str(kernel_log(executed)),
+    return [sys.executable, "-c", PARENT_WATCH + PAPERMILL_LAUNCHER, str(kernel_log(executed)),
             *papermill_arguments(notebook, executed, kernel, REPOSITORY, parameters)]
 
 
@@ -365,8 +581,9 @@ def papermill(notebook: Path, executed: Path, kernel: str, timeout: float, prefi
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}.")
     print(prefix + f"running {_shown(notebook)} in {where} (timeout {timeout:.0f} s)", flush=True)
     started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               start_new_session=True, env=environment or kernel_environment())
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, start_new_session=True, env={**(environment or kernel_environment()),
+                                                            "ROSETTA_HARNESS_PID": str(os.getpid())})
     watch = KernelWatch(process.pid)
     tail: collections.deque = collections.deque(maxlen=40)
     reader = threading.Thread(target=_stream, args=(process, tail, prefix), daemon=True)
@@ -600,6 +817,7 @@ def _write_failure(record_path: Path, framework: Framework, benchmark: str, sett
         kernel_environment=kernel_provenance(framework, settings),
     )
     record.write(record_path, result)
+    _release(record_path)
     return result
 
 
@@ -668,6 +886,7 @@ def run_all(frameworks: list[Framework], benchmarks: list[str], settings: RunSet
     its runs are recorded as failed with it, without starting a kernel.
     """
     skip, data_errors = skip or {}, data_errors or {}
+    recover_lost(results)
     done = []
     selected = [(f, b) for f in frameworks for b in benchmarks if b in f.notebooks]
     for number, (framework, benchmark) in enumerate(selected, start=1):
