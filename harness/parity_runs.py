@@ -79,7 +79,8 @@ def check(framework: Framework, benchmark: str, results: Path, device: str = "cp
                 result.update(status=outcome.status, equivalent=False,
                               message=f"not equivalent: the parity run {outcome.status}: {outcome.message}")
     print(prefix + result["message"])
-    record.write_json(stem.parent / (stem.name + ".json"), result)
+    path = record.write_json(stem.parent / (stem.name + ".json"), result)
+    runner.release(path)
     return result
 
 

@@ -647,7 +647,7 @@ def render(results: Path, readme: Path | None = None) -> Path:
              "with it. Each holds the latest ok series of every framework on that device (its latest ok run and the repeats "
              "of it, the other seeds of `--repeats`, at the same sizes and commit: medians, with min "
              "and max where there are several), fastest first, and a note beside it when a later run "
-             "failed or was interrupted (a framework without an ok run shows its latest run); the "
+             "failed, was interrupted or was lost (a framework without an ok run shows its latest run); the "
              "plot shows the runs of the first table. Runs on different devices are never ranked together. "
              "`results.csv` holds every run. \"Achieved FLOP/s\" is the steady rate times the FLOPs "
              "of a training step per sample (docs/measurements.md); \"Feeding\" the share of "

@@ -228,8 +228,8 @@ def reserve(record_path: Path, executed: Path, framework: Framework, benchmark: 
     record.write_json(_reservation(record_path), known)
 
 
-def _release(record_path: Path) -> None:
-    """The run's record is written: its reservation goes."""
+def release(record_path: Path) -> None:
+    """The record (or parity record) of a run is written: its reservation goes."""
     try:
         os.unlink(_reservation(record_path))
     except OSError:
@@ -265,7 +265,7 @@ def recover_lost(results: Path) -> list[dict]:
             continue
         record_path = folder / (path.name + ".json")
         if record_path.exists():
-            _release(record_path)
+            release(record_path)
             continue
         try:
             known = json.loads(path.read_text())
@@ -279,7 +279,7 @@ def recover_lost(results: Path) -> list[dict]:
             _say(f"warning: {path}: a reservation whose harness is gone, but it cannot be read as one "
                  f"({error}); left as it is.", sys.stderr)
             continue
-        _release(record_path)
+        release(record_path)
     return lost
 
 
@@ -388,7 +388,7 @@ def execute(framework: Framework, benchmark: str, settings: RunSettings, results
             if not guard.is_full(error):
                 raise
             raise guard.stopped(results, f"{framework.label} {benchmark}", error, record_path) from None
-        _release(record_path)
+        release(record_path)
         print(prefix + f"ok in {outcome.seconds:.0f} s: accuracy {result['test_accuracy']:.4f}, "
               f"training {result['train_seconds']:.1f} s")
         return result
@@ -817,7 +817,7 @@ def _write_failure(record_path: Path, framework: Framework, benchmark: str, sett
         kernel_environment=kernel_provenance(framework, settings),
     )
     record.write(record_path, result)
-    _release(record_path)
+    release(record_path)
     return result
 
 

@@ -31,6 +31,7 @@ def test_framework_passes_parity(framework, benchmark, tmp_path):
     written = json.loads(next((tmp_path / "parity").glob("*.json")).read_text())
     assert written["equivalent"] == (not known) and written["framework"] == framework.label
     assert (tmp_path / "parity" / written["notebook"]).is_file()
+    assert not any((tmp_path / "parity" / ".reserved").iterdir()), "the parity run's reservation was left"
 
 
 def test_equivalent_column_shows_the_latest_parity_run(tmp_path):
