@@ -171,6 +171,10 @@ def validate(record: dict, where: str = "record") -> dict:
         if not isinstance(value, dict):
             raise ValueError(f"{where}: field {name} is {_shown(value)}; expected a JSON object or null.")
         _check_fields(value, fields, where, name + ".")
+    for part in ("before", "during"):  # the load's two measurements, one level further down
+        measured = (record.get("load") or {}).get(part)
+        if measured:
+            _check_fields(measured, _LOADS, where, "load." + part + ".")
     environment = record.get("environment")
     if environment:
         if environment.get("device") == "cuda" and not isinstance(environment.get("gpu"), str):
@@ -283,6 +287,41 @@ NESTED = {
         "sha256": (_text, "a text", True), "checksum": (_text, "a text", True),
     },
 }
+# What the kernel (common.timing, common.resources) and the harness (harness.quiet) measure of a run:
+# its peak memory, its energy and the machine's load (docs/measurements.md).
+_LOADS = {"other_cores": (_non_negative, "a finite number >= 0", True),
+          "steal_cores": (_non_negative, "a finite number >= 0", True),
+          "other_cores_mean": (_non_negative, "a finite number >= 0", True),
+          "other_cores_max": (_non_negative, "a finite number >= 0", True),
+          "samples": (_positive_integer, "a positive integer", True),
+          "seconds": (_non_negative, "a finite number >= 0", True),
+          "loadavg": (_list_of(_non_negative), "a list of finite numbers >= 0", True),
+          "not_measured": (_text, "a text", True)}
+NESTED.update({
+    "peak_memory": {
+        "resident_bytes": (_positive_integer, "a positive integer (bytes)", True),
+        "gpu_allocator_bytes": (_natural, "a non-negative integer (bytes)", True),
+        "gpu_allocator": (_text, "a text", True), "gpu_used_bytes": (_natural, "a non-negative integer (bytes)", True),
+        "how": (_text, "a text", True),
+    },
+    "energy": {
+        "cpu_joules": (_non_negative, "a finite number >= 0", True), "cpu_note": (_text, "a text", True),
+        "cpu_zones": (_list_of(_text), "a list of texts", True),
+        "gpu_joules": (_non_negative, "a finite number >= 0", True), "gpu_note": (_text, "a text", True),
+        "gpu_used_bytes_max": (_natural, "a non-negative integer (bytes)", True),
+    },
+    "load": {
+        "busy": (lambda v: isinstance(v, bool), "true or false", False), "reason": (_text, "a text", True),
+        "threshold_cores": (_non_negative, "a finite number >= 0", True),
+        "wait_limit_seconds": (_non_negative, "a finite number >= 0", True),
+        "waited_seconds": (_non_negative, "a finite number >= 0", True),
+        "before": (lambda v: isinstance(v, dict), "a JSON object", True),
+        "during": (lambda v: isinstance(v, dict), "a JSON object", True),
+        "gpu_others": (_list_of(lambda p: isinstance(p, dict) and _positive_integer(p.get("pid"))),
+                       "a list of objects with a pid", True),
+        "gpu_note": (_text, "a text", True), "note": (_text, "a text", True),
+    },
+})
 
 
 def _check_fields(found: dict, fields: dict, where: str, prefix: str) -> None:

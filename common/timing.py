@@ -12,7 +12,9 @@ the device synchronised at both ends, so queued asynchronous work is counted.
 The first epoch (compilation, autotuning, warm-up) is reported apart from the
 median of the others, which gives the steady throughput. At every mark the timer
 also reads ``common/iterator.py``'s feeding counter, so the summary says how much
-of each epoch the loop spent waiting for its next batch.
+of each epoch the loop spent waiting for its next batch, and the energy counters
+(``common/resources.py``: RAPL on the CPU, NVML on the GPU, where exposed), so that the
+summary gives the energy of the training alone; the summary adds the kernel's peak memory.
 
 A notebook that copies each batch to the device itself times that copy apart, after
 training (``timer.measure_copy(to_device, x_train, y_train, batch_size, seed)``): the
@@ -26,7 +28,7 @@ from typing import Callable, List, Optional
 
 import numpy as np
 
-from common import iterator
+from common import iterator, resources
 
 
 class Timer:
@@ -38,12 +40,14 @@ class Timer:
         self.fed_marks: List[float] = []
         self.copy_seconds_per_batch: Optional[float] = None
         self.copy_batch_size: Optional[int] = None
+        self.energy = resources.EnergyMeter()
 
     def _now(self) -> float:
         self.sync()
         return time.perf_counter()
 
     def start(self) -> None:
+        self.energy.start()  # before the clock: loading NVML is not training
         self.started = self._now()
         self.fed_at_start = iterator.feeding_seconds()
         self.marks = []
@@ -55,6 +59,7 @@ class Timer:
             raise RuntimeError("Timer.epoch_done() called before Timer.start().")
         self.marks.append(self._now())
         self.fed_marks.append(iterator.feeding_seconds())
+        self.energy.mark()
         previous = self.marks[-2] if len(self.marks) > 1 else self.started
         return self.marks[-1] - previous
 
@@ -114,4 +119,6 @@ class Timer:
             "copy_seconds_per_batch": self.copy_seconds_per_batch,
             "copy_seconds_per_epoch": copy_per_epoch,
             "feeding_share": fed / train_seconds if train_seconds > 0 else None,
+            "peak_memory": dict(resources.peak_memory(), gpu_used_bytes=self.energy.gpu_used_max),
+            "energy": self.energy.summary(),
         }

@@ -31,8 +31,8 @@ from pathlib import Path
 
 from common import REPOSITORY, data, machine
 from common.benchmarks import BENCHMARKS
-from harness import (agreement, compare, existing, gpus, guard, kernels, onnx_runs, output, parity_runs, report,
-                     runner, venvs)
+from harness import (agreement, compare, existing, gpus, guard, kernels, onnx_runs, output, parity_runs, quiet,
+                     report, runner, venvs)
 from harness.frameworks import FRAMEWORKS, select
 
 SEED_LIMIT = 2**32  # every framework's generator takes a seed in [0, 2**32)
@@ -104,7 +104,40 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--export-runs", type=_positive, metavar="N",
                         help="timed runs per batch size, after 5 warm-up runs (default 30)")
     _add_no_wait_option(parser)
+    _add_quiet_options(parser)
     _add_data_options(parser)
+
+
+def _non_negative_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds >= 0, got {text!r}")
+    return value
+
+
+def _non_negative_cores(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of cores >= 0, got {text!r}")
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number of cores >= 0, got {text!r}")
+    return value
+
+
+def _add_quiet_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet-wait", type=_non_negative_seconds, default=quiet.default_wait(), metavar="SECONDS",
+                        help="before each run, wait up to SECONDS for other processes to use at most "
+                             "--quiet-threshold cores (and to leave the GPU); a machine still busy then runs "
+                             "anyway, recorded and shown as busy; 0: no wait "
+                             f"(default $ROSETTA_QUIET_WAIT, else {quiet.DEFAULT_WAIT:g})")
+    parser.add_argument("--quiet-threshold", type=_non_negative_cores, default=quiet.default_threshold(),
+                        metavar="CORES", help="other processes' CPU use, in cores, above which the machine "
+                                              "counts as busy (default $ROSETTA_QUIET_THRESHOLD, else "
+                                              f"{quiet.DEFAULT_THRESHOLD:g})")
 
 
 def _add_no_wait_option(parser: argparse.ArgumentParser) -> None:
@@ -351,7 +384,9 @@ def run_settings(args, seed: int | None = None) -> runner.RunSettings:
         test_samples=args.test_samples, seed=args.seed if seed is None else seed, device=args.device,
         timeout=args.timeout, data_dir=args.data_dir, cifar_source=args.cifar10, imdb_source=args.imdb,
         docker=args.docker, threads=args.threads, export=getattr(args, "export", False),
-        export_batch_sizes=getattr(args, "export_batch_sizes", None), export_runs=getattr(args, "export_runs", None))
+        export_batch_sizes=getattr(args, "export_batch_sizes", None), export_runs=getattr(args, "export_runs", None),
+        quiet_wait=getattr(args, "quiet_wait", quiet.default_wait()),
+        quiet_threshold=getattr(args, "quiet_threshold", quiet.default_threshold()))
 
 
 def cmd_run(args) -> int:

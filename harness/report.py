@@ -24,7 +24,7 @@ import pandas as pd
 from common import REPOSITORY, machine, record
 from common.benchmarks import BENCHMARKS
 from common import flops
-from harness import gpus, guard, onnx_runs, parity_runs, phases
+from harness import gpus, guard, onnx_runs, parity_runs, phases, quietreport
 
 
 def load_records(results: Path, check_notebooks: bool = False) -> list[dict]:
@@ -164,6 +164,7 @@ def to_frame(records: list[dict]) -> pd.DataFrame:
             "threads_requested": (r.get("environment") or {}).get("threads_requested"),
             **{f"phase_{part}": (r.get("phases") or {}).get(part) for part in phases.PARTS + ("harness", "other")},
             "notebook_disagrees": r.get("notebook_disagrees"),
+            **quietreport.frame_columns(r),
         })
     columns = ["framework", "api", "benchmark", "variant", "status", "timestamp"]
     frame = pd.DataFrame(rows, columns=list(rows[0]) if rows else columns)
@@ -327,9 +328,12 @@ def equivalence(checks: dict, framework: str, benchmark: str) -> str:
 
 
 def _ordered(rows: pd.DataFrame) -> pd.DataFrame:
+    """Ok rows first, quiet before busy (``quietreport.mark_busy``), fastest first within each."""
     rows = rows.copy()
     rows["_ok"] = rows["runs"] > 0
-    return rows.sort_values(["_ok", "train_seconds"], ascending=[False, True], na_position="last")
+    if "_busy" not in rows:
+        rows["_busy"] = False
+    return rows.sort_values(["_ok", "_busy", "train_seconds"], ascending=[False, True, True], na_position="last")
 
 
 def benchmark_table(frame: pd.DataFrame, benchmark: str, checks: dict | None = None,
@@ -340,8 +344,8 @@ def benchmark_table(frame: pd.DataFrame, benchmark: str, checks: dict | None = N
     ``checks`` holds the latest parity record of each (framework, benchmark).
     """
     checks = checks or {}
-    rows = _ordered(shown_rows(frame, benchmark) if shown is None else shown)
-    fastest = rows.loc[rows["_ok"], "train_seconds"].min()
+    rows = _ordered(quietreport.mark_busy(frame, shown_rows(frame, benchmark) if shown is None else shown))
+    fastest = rows.loc[rows["_ok"] & ~rows["_busy"], "train_seconds"].min()  # a busy run is not ranked
     unit = BENCHMARKS[benchmark].unit
     repeats = int(rows["runs"].max()) if len(rows) else 0
     spread = " (min–max)" if repeats > 1 else ""
@@ -359,24 +363,30 @@ def benchmark_table(frame: pd.DataFrame, benchmark: str, checks: dict | None = N
             if disagreements:
                 note = (f"**record disagrees with its executed notebook**: {_cell('; '.join(disagreements))}"
                         + (f" {note}" if note else ""))
+            if r["_busy"]:
+                note = f"**busy**: {_cell(quietreport.busy_note(r))}" + (f" {note}" if note else "")
             seeds = sorted(int(frame.loc[i, "seed"]) for i in r["members"])
             runs = str(r["runs"]) if r["runs"] == 1 else f"{r['runs']} (seeds {seeds[0]}–{seeds[-1]})"
             cells = [runs, _with_range(r, "test_accuracy", 1, 100, " %"), _with_range(r, "train_seconds", 1),
-                     _number(r["train_seconds"] / fastest, 2, "×") if fastest else "–",
+                     "– (busy)" if r["_busy"] else _number(r["train_seconds"] / fastest, 2, "×") if fastest else "–",
                      _number(r["throughput_per_second"], 0), achieved(r, benchmark),
                      _number(None if missing(r["feeding_share"]) else r["feeding_share"] * 100, 1, " %")]
         else:
             note = f"**{_cell(r['status'])}**: {_cell(r['error'])}"
             cells = ["0"] + ["–"] * 6
         lines.append("| " + " | ".join([name] + cells + [equivalence(checks, r["framework"], benchmark), note]) + " |")
-    lines += ["", f"| Framework | API | Variant | First epoch, s{spread} | Device | Versions |",
-              "|---|---|---|---|---|---|"]
+    lines += ["", f"| Framework | API | Variant | First epoch, s{spread} | Device | Versions | Peak memory | Energy |",
+              "|---|---|---|---|---|---|---|---|"]
     for _, r in rows.iterrows():
         first = _with_range(r, "first_epoch_seconds", 1) if r["runs"] > 0 else "–"
         lines.append("| " + " | ".join([_cell(r["framework"]), _cell(r["api"]), _cell(r["variant"]), first,
-                                        _cell(r["device"]), _cell(r["versions"])]) + " |")
+                                        _cell(r["device"]), _cell(r["versions"]), _cell(quietreport.memory_cell(r)),
+                                        _cell(quietreport.energy_cell(r))]) + " |")
     data = sorted({_cell(frame.loc[i, "data"]) for members in rows["members"] for i in members})
     lines += ["", "Data: " + " / ".join(data) + "."]
+    energy = quietreport.energy_line(rows)
+    if energy:
+        lines.append(_cell(energy))
     return "\n".join(lines)
 
 

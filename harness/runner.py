@@ -36,7 +36,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -44,7 +44,7 @@ import nbformat
 
 from common import REPOSITORY, data, machine, params, record
 from common.benchmarks import BENCHMARKS
-from harness import docker, guard, kernels, phases, venvs
+from harness import docker, guard, kernels, phases, quiet, venvs
 from harness.frameworks import Framework
 from harness.notebooks import papermill_arguments
 
@@ -68,6 +68,8 @@ class RunSettings:
     export: bool = False  # the notebook's export step: the model as ONNX into RESULTS/exports/STEM
     export_batch_sizes: list | None = None  # the batch sizes its prediction is timed at (None: 1, 64, 1024)
     export_runs: int | None = None  # timed runs per batch size (None: 30)
+    quiet_wait: float = field(default_factory=quiet.default_wait)  # seconds a run waits for a quiet machine
+    quiet_threshold: float = field(default_factory=quiet.default_threshold)  # other processes' cores above which it is busy
 
     def sizes(self, benchmark: str) -> dict:
         """The epochs, batch size and sample counts a run of ``benchmark`` uses: these settings,
@@ -355,6 +357,7 @@ def execute(framework: Framework, benchmark: str, settings: RunSettings, results
     record_path, executed = run_paths(results, framework, benchmark)
     record_path.parent.mkdir(parents=True, exist_ok=True)
     prefix = f"[{framework.name}/{benchmark}] "
+    load = None  # the quiet-machine guard (harness.quiet), once the run gets that far
     try:  # from the reservation on, an interrupt is recorded
         reserve(record_path, executed, framework, benchmark, settings)
         reason = (docker.unavailable_reason if settings.docker else kernels.unavailable_reason)(framework)
@@ -365,13 +368,21 @@ def execute(framework: Framework, benchmark: str, settings: RunSettings, results
         parameters, data_dir = settings.notebook_parameters(benchmark, record_path), None
         if settings.docker:
             parameters, data_dir = docker_data(benchmark, parameters)
-        outcome = launch(framework, framework.notebook(benchmark), executed, parameters, results,
-                         settings.timeout, prefix, in_docker=settings.docker, device=settings.device,
-                         data_dir=data_dir, threads=settings.threads)
+        load = quiet.RunLoad(settings.quiet_wait, settings.quiet_threshold, target_device(settings), prefix,
+                             docker=settings.docker)
+        load.wait()  # up to --quiet-wait seconds for other processes to let go of the machine
+        load.start()
+        try:
+            outcome = launch(framework, framework.notebook(benchmark), executed, parameters, results,
+                             settings.timeout, prefix, in_docker=settings.docker, device=settings.device,
+                             data_dir=data_dir, threads=settings.threads)
+        finally:
+            measured = {"load": load.finish()}
     except Interrupted as interrupt:  # papermill and the kernel are stopped: record it, then say so
         with interrupts_held():
             message = f"{interrupt.describe()}; the run was stopped"
-            _write_failure(record_path, framework, benchmark, settings, "interrupted", message, executed)
+            _write_failure(record_path, framework, benchmark, settings, "interrupted", message, executed,
+                           **quiet.failure_fields(load))
             _say(prefix + "interrupted: " + message)
         raise
     if outcome.status == "ok" and record_path.is_file():
@@ -379,6 +390,7 @@ def execute(framework: Framework, benchmark: str, settings: RunSettings, results
         result["notebook"] = str(executed.relative_to(results)) if executed.is_file() else None
         result["kernel_environment"] = kernel_provenance(framework, settings)
         result["phases"] = phases.from_notebook(executed, outcome.seconds)
+        result.update(measured)
         exported = export_folder(record_path)
         if settings.export and exported.is_dir():
             result["export"] = str(exported.relative_to(results))
@@ -402,7 +414,8 @@ def execute(framework: Framework, benchmark: str, settings: RunSettings, results
     if status != "timeout":  # papermill() has said so already
         print(prefix + f"{status}: {message}")
     try:
-        result = _write_failure(record_path, framework, benchmark, settings, status, message, executed)
+        result = _write_failure(record_path, framework, benchmark, settings, status, message, executed,
+                                **quiet.failure_fields(load))
     except OSError as error:
         if not guard.is_full(error):
             raise
@@ -805,16 +818,17 @@ def target_device(settings: RunSettings) -> str:
 
 
 def _write_failure(record_path: Path, framework: Framework, benchmark: str, settings: RunSettings,
-                   status: str, message: str, executed: Path | None) -> dict:
+                   status: str, message: str, executed: Path | None, **measured) -> dict:
     """The record of a run that did not get as far as writing its own: the machine it was
-    meant for (so that the report files it under that device) and where its kernel came from."""
+    meant for (so that the report files it under that device) and where its kernel came from;
+    ``measured``: what the harness measured of it (``load``, ``peak_memory``)."""
     result = record.build(
         framework=framework.label, api=framework.api, benchmark=benchmark, status=status, error=message,
         **settings.sizes(benchmark), seed=settings.seed, notebook=str(executed.relative_to(record_path.parent.parent))
         if executed is not None and executed.is_file() else None,
         environment=machine.capture(device=target_device(settings), versions={},
                                     threads_requested=settings.threads),
-        kernel_environment=kernel_provenance(framework, settings),
+        kernel_environment=kernel_provenance(framework, settings), **measured,
     )
     record.write(record_path, result)
     release(record_path)

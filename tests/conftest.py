@@ -5,6 +5,8 @@
     real_data         the real CIFAR-10 and IMDB of ../shared/data, or None where they are absent
     short_runs        short_runs(framework): its two notebooks run once per session on the CPU, 1 thread
     (autouse)         $ROSETTA_LOCK: the test session's own machine lock (see suite_lock_of_the_tests)
+    (autouse)         $ROSETTA_QUIET_WAIT=0 and _THRESHOLD=1000: runs neither wait nor count as busy
+                      (see no_quiet_wait_in_the_tests)
     http_server       base URL (a str) of a server for the folder ``http_server.directory``
     truncated_server  the same, but every body stops halfway short of its Content-Length
     closed_port_url   base URL of a loopback port that refuses connections
@@ -160,6 +162,23 @@ def suite_lock_of_the_tests(tmp_path_factory):
         os.environ.pop("ROSETTA_LOCK", None)
     else:
         os.environ["ROSETTA_LOCK"] = previous
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_quiet_wait_in_the_tests():
+    """The runs of the tests wait for no quiet machine and are never busy ($ROSETTA_QUIET_WAIT=0,
+    $ROSETTA_QUIET_THRESHOLD=1000 cores: harness/quiet.py): the machine that runs them is busy with
+    the tests themselves, and they are checks, not benchmarks. They still measure the machine and
+    record it; the tests of the guard pass --quiet-wait and --quiet-threshold themselves. Processes
+    the tests start inherit both."""
+    previous = {name: os.environ.get(name) for name in ("ROSETTA_QUIET_WAIT", "ROSETTA_QUIET_THRESHOLD")}
+    os.environ.update(ROSETTA_QUIET_WAIT="0", ROSETTA_QUIET_THRESHOLD="1000")
+    yield
+    for name, value in previous.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="session")
