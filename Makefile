@@ -13,6 +13,7 @@
 #   make bench RESUME=1     continue an interrupted suite: skip what already has an ok record
 #   make bench REPEATS=3    every notebook 3 times (seeds SEED, SEED+1, SEED+2): medians and spread
 #   make bench NO_WAIT=1    where another suite holds this machine, refuse instead of waiting for it
+#   make bench QUIET_WAIT=0 run at once on a busy machine (default: wait up to 60 s for quiet; see README)
 #   make test PYTEST_ARGS="-k data"       (make test-fast takes PYTEST_ARGS too)
 #
 # Frameworks already installed (a vendor container, a cloud image, a conda environment):
@@ -72,6 +73,9 @@ RUN_FLAGS += $(call option,--repeats,$(REPEATS))
 # it, refuse at once (exit status 2) instead of waiting for it. Also for make onnx, which times prediction.
 NO_WAIT_FLAG = $(if $(filter 1 yes true,$(NO_WAIT)),--no-wait)
 RUN_FLAGS += $(NO_WAIT_FLAG)
+# QUIET_WAIT=SECONDS (0: no wait), QUIET_THRESHOLD=CORES: before each run, wait up to that long for other
+# processes to use at most that many cores (harness/quiet.py; default 60 s, 0.25 cores).
+RUN_FLAGS += $(call option,--quiet-wait,$(QUIET_WAIT)) $(call option,--quiet-threshold,$(QUIET_THRESHOLD))
 # EXPORT=0 (or no, false): leave out the notebooks' export to ONNX and its checks.
 RUN_FLAGS += $(if $(filter 0 no false,$(EXPORT)),--no-export)
 # EXPORT_BATCH_SIZES="1 8", EXPORT_RUNS=3: the batch sizes and timed runs of each export's prediction

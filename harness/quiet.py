@@ -246,6 +246,7 @@ class Sampler:
         self.values: list[float] = []
         self.gpu: dict[int, dict] = {}
         self.gpu_note: str | None = None
+        self.gpu_measured = False  # whether nvidia-smi answered once
         self.note: str | None = None
         self.peak: int | None = None  # the largest VmHWM of the run's processes (the harness's own left out)
         self.started = time.monotonic()
@@ -283,6 +284,8 @@ class Sampler:
         others, note = gpu_others(_own_pids(self.root))
         if note:
             self.gpu_note = note
+        else:
+            self.gpu_measured = True
         for process in others or ():
             self.gpu[process["pid"]] = process
 
@@ -298,7 +301,7 @@ class Sampler:
                           other_cores_max=round(max(self.values), 3), samples=len(self.values))
         else:
             during["not_measured"] = self.note or "not measured: the run ended before a sample"
-        return {"during": during, "gpu_others": list(self.gpu.values()) if self.device == "cuda" else None,
+        return {"during": during, "gpu_others": list(self.gpu.values()) if self.gpu_measured else None,
                 "gpu_note": self.gpu_note}
 
 

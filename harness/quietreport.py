@@ -29,7 +29,7 @@ def frame_columns(r: dict) -> dict:
         "gpu_allocator": memory.get("gpu_allocator"),
         "gpu_used_bytes": memory.get("gpu_used_bytes") or energy.get("gpu_used_bytes_max"),
         "cpu_joules": energy.get("cpu_joules"), "gpu_joules": energy.get("gpu_joules"),
-        "energy_note": _energy_note(energy),
+        "energy_note": _energy_note(energy, (r.get("environment") or {}).get("device") == "cuda"),
     }
 
 
@@ -37,8 +37,11 @@ def _missing(value) -> bool:
     return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
 
-def _energy_note(energy: dict) -> str | None:
-    notes = [f"{part}: {energy[part + '_note']}" for part in ("cpu", "gpu") if energy.get(part + "_note")]
+def _energy_note(energy: dict, gpu: bool) -> str | None:
+    """Why a run's energy is missing: the CPU's counters, and on a GPU run the GPU's."""
+    parts = (("cpu", "RAPL on the CPU"), ("gpu", "NVML on the GPU")) if gpu else (("cpu", "RAPL on the CPU"),)
+    notes = [f"{name}: {energy[part + '_note'].replace('not exposed: ', '', 1)}" for part, name in parts
+             if energy.get(part + "_note")]
     return "; ".join(notes) or None
 
 

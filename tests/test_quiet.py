@@ -1,0 +1,269 @@
+"""The quiet-machine guard (harness/quiet.py), peak memory and energy (common/resources.py).
+
+The runs are real `rosetta run` processes of a selftest notebook (tests/helpers/rosetta_run.py)
+beside a real CPU hog: a Python busy loop started by the test, outside the harness's process tree.
+The machine that runs the tests is shared, so each test measures the work already on it first and
+sets the busy threshold 0.4 cores above it: a hog of one core passes it, the work already there
+does not. Where too little of the machine is left for a hog to show, the test is skipped, saying so.
+"""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import selftest
+from test_cli_process import start_run
+
+from common import record, resources
+from harness import quiet, report
+
+HOG = "import time\nend = time.time() + float(__import__('sys').argv[1])\nwhile time.time() < end: pass\n"
+
+# A notebook body that trains for about 2 s through common.timing's Timer, holding ~250 MB.
+BODY = """
+import time
+import numpy as np
+from common import record, timing
+timer = timing.Timer()
+timer.start()
+block = np.ones(250 * 2**20 // 8)  # 250 MiB, every page written
+time.sleep(2.0)
+timer.epoch_done()
+record.write(record_path, record.build(
+    framework="Selftest", api="test", benchmark="cifar", accuracy=0.5, timing=timer.summary(1000),
+    epochs=10, batch_size=64, train_samples=50000, test_samples=10000, seed=seed))
+"""
+
+
+def _hog(seconds: float) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", HOG, str(seconds)])
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.kill()
+    process.wait()
+    assert not selftest.alive(process.pid)
+
+
+def _threshold() -> float:
+    """0.4 cores above the work already on the machine; skips where a hog would not show."""
+    background = quiet.measure(1.0)
+    if background.get("other_cores") is None:
+        pytest.skip(f"other processes' CPU use cannot be measured here: {background.get('not_measured')}")
+    if background["other_cores"] > (os.cpu_count() or 1) - 0.8:
+        pytest.skip(f"the machine is already busy ({background['other_cores']:.2f} of {os.cpu_count()} cores "
+                    "used by other processes): a one-core hog would not show above that")
+    return round(background["other_cores"] + 0.4, 2)
+
+
+def _run(tmp_path, monkeypatch, *arguments) -> tuple:
+    run = start_run(tmp_path, monkeypatch, BODY, "--results", "out", *arguments)
+    output, _ = run.communicate(timeout=120)
+    assert run.returncode == 0, output
+    found = sorted((tmp_path / "out" / "records").glob("*.json"))
+    assert len(found) == 1, output
+    return record.read(found[0]), output
+
+
+def _quiet_record(results: Path, seconds: float) -> None:
+    """A record of another framework, quiet, slower than the selftest run."""
+    record.write(results / "records" / "00000000-000000-quiet-cifar.json", record.build(
+        framework="Quiet", api="test", benchmark="cifar", accuracy=0.5, epochs=10, batch_size=64,
+        train_samples=50000, test_samples=10000, seed=42, timing={"train_seconds": seconds},
+        load={"busy": False, "reason": None, "threshold_cores": 0.25}))
+
+
+def test_a_run_beside_a_cpu_hog_is_recorded_busy_and_the_report_flags_it_and_does_not_rank_it(tmp_path, monkeypatch):
+    threshold = _threshold()
+    hog = _hog(120)
+    try:
+        done, output = _run(tmp_path, monkeypatch, "--quiet-wait", "1", "--quiet-threshold", str(threshold))
+    finally:
+        _stop(hog)
+    load = done["load"]
+    assert load["busy"] is True, load
+    assert load["during"]["other_cores_mean"] > threshold and load["during"]["samples"] >= 2, load
+    assert load["before"]["other_cores"] > threshold and len(load["before"]["loadavg"]) == 3, load
+    assert load["threshold_cores"] == threshold and load["wait_limit_seconds"] == 1
+    assert "waiting up to 1 s for a quiet machine" in output and "recorded as busy" in output, output
+    assert f"other processes used {load['during']['other_cores_mean']:.2f} cores on average" in load["reason"]
+    _quiet_record(tmp_path / "out", done["train_seconds"] * 10)  # slower, but quiet: it is the one ranked
+    readme = report.render(tmp_path / "out").read_text()
+    rows = [line for line in readme.splitlines() if line.startswith("| Quiet") or line.startswith("| Selftest")]
+    assert rows[0].startswith("| Quiet |") and "| 1.00× |" in rows[0], readme  # ranked, first, though slower
+    assert rows[1].startswith("| Selftest |") and "| – (busy) |" in rows[1], readme
+    assert f"**busy**: other processes used {load['during']['other_cores_mean']:.2f} cores on average" in rows[1]
+
+
+def test_a_quiet_run_is_not_flagged_and_records_the_kernels_peak_memory(tmp_path, monkeypatch):
+    threshold = _threshold() + 0.25  # the machine's own work may vary a little meanwhile
+    done, output = _run(tmp_path, monkeypatch, "--quiet-wait", "0", "--quiet-threshold", str(threshold))
+    load = done["load"]
+    during, before = load["during"], load["before"]
+    # busy exactly where its own figures pass the threshold: on a quiet machine, never
+    assert load["busy"] == (during["other_cores_mean"] > threshold or before["other_cores"] > threshold), load
+    if load["busy"]:
+        pytest.skip(f"the machine's other work rose past {threshold} cores during the run: {load['reason']}")
+    assert "waiting" not in output and load["reason"] is None
+    assert done["peak_memory"]["resident_bytes"] > 250 * 2**20, done["peak_memory"]  # the 250 MiB it held
+    assert done["peak_memory"]["gpu_allocator_bytes"] is None  # no GPU framework in this kernel
+    readme = report.render(tmp_path / "out").read_text()
+    assert "busy" not in readme
+    setup = [line for line in readme.splitlines() if line.startswith("| Selftest | test |")]
+    assert len(setup) == 1 and f"{done['peak_memory']['resident_bytes'] / 1e6:,.0f} MB" in setup[0], readme
+
+
+def test_a_hog_that_stops_within_the_wait_lets_the_run_start_quiet(tmp_path, monkeypatch):
+    threshold = _threshold() + 0.25
+    hog = _hog(3)
+    try:
+        time.sleep(0.5)
+        done, output = _run(tmp_path, monkeypatch, "--quiet-wait", "60", "--quiet-threshold", str(threshold))
+    finally:
+        _stop(hog)
+    load = done["load"]
+    assert "waiting up to 60 s for a quiet machine" in output and "quiet after" in output, output
+    assert 1.0 <= load["waited_seconds"] < 30, load  # it waited for the hog, and not for the whole minute
+    assert load["before"]["other_cores"] <= threshold, load
+
+
+def test_records_without_a_busy_flag_and_busy_ones_are_ordered_quiet_first(tmp_path):
+    for name, seconds, busy in (("Fast", 1.0, True), ("Slow", 4.0, False), ("Old", 2.0, None)):
+        record.write(tmp_path / "records" / f"{name}.json", record.build(
+            framework=name, api="test", benchmark="cifar", accuracy=0.5, epochs=10, batch_size=64,
+            train_samples=50000, test_samples=10000, seed=42, timing={"train_seconds": seconds},
+            **({} if busy is None else {"load": {"busy": busy, "reason": "other processes used 1.20 cores on "
+                                                 "average during the run" if busy else None}})))
+    readme = report.render(tmp_path).read_text()
+    rows = [line.split(" | ")[0][2:] for line in readme.splitlines() if line.startswith("| ") and "×" in line
+            or "(busy)" in line]
+    assert rows == ["Old", "Slow", "Fast"], readme  # a record from before the guard counts as quiet
+    assert "| 2.00× |" in readme and "**busy**: other processes used 1.20 cores on average" in readme
+
+
+FAKE_SMI = """#!/bin/sh
+# nvidia-smi --query-compute-apps: a process of another user, and the harness itself (its parent)
+if [ -n "$FAKE_SMI_FAIL" ]; then echo "NVIDIA-SMI has failed because it couldn't communicate with the driver"; exit 9; fi
+echo "4242, 1536, /usr/bin/python3"
+echo "$PPID, 300, python"
+"""
+
+
+@pytest.fixture
+def fake_smi(tmp_path, monkeypatch):
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    (folder / "nvidia-smi").write_text(FAKE_SMI)
+    (folder / "nvidia-smi").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    return folder
+
+
+def test_other_processes_on_the_gpu_are_listed_and_the_runs_own_left_out(fake_smi):
+    found, note = quiet.gpu_others({os.getpid()})
+    assert note is None and found == [{"pid": 4242, "used_memory_mib": 1536, "name": "/usr/bin/python3"}]
+    load = quiet.RunLoad(0, 1000.0, "cuda")  # no CPU threshold reached: the GPU alone makes it busy
+    load.wait()
+    load.start()
+    done = load.finish()
+    assert done["busy"] is True and done["gpu_others"] == found and "pid 4242 (1536 MiB)" in done["reason"]
+    record.validate(record.build(framework="F", api="a", benchmark="cifar", status="failed", error="x", epochs=1,
+                                 batch_size=1, train_samples=1, test_samples=1, seed=0, load=done))
+
+
+def test_a_failing_or_missing_nvidia_smi_is_not_measured_and_the_run_goes_on(fake_smi, monkeypatch):
+    monkeypatch.setenv("FAKE_SMI_FAIL", "1")
+    found, note = quiet.gpu_others({os.getpid()})
+    assert found is None and note.startswith("not measured: nvidia-smi exited with 9: NVIDIA-SMI has failed")
+    load = quiet.RunLoad(0, 1000.0, "cuda")
+    load.wait()
+    load.start()
+    done = load.finish()
+    assert done["gpu_others"] is None and done["gpu_note"] == note and done["busy"] is False
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert quiet.gpu_others() == (None, "not measured: nvidia-smi not found")
+
+
+def test_the_harness_and_its_children_are_not_other_work(tmp_path):
+    """The same second, two meters: one rooted at this process (the hog is its child: its own
+    work), one rooted at a sleeping process the hog is not under (the hog is other work)."""
+    sleeper = subprocess.Popen(["sleep", "30"])
+    hog = _hog(30)
+    try:
+        time.sleep(0.3)
+        own, outside = quiet.CpuMeter(os.getpid()), quiet.CpuMeter(sleeper.pid)
+        time.sleep(1.5)
+        mine, theirs = own.sample()[0], outside.sample()[0]
+    finally:
+        _stop(hog)
+        _stop(sleeper)
+    assert theirs - mine > 0.4, (mine, theirs)  # the hog's core, counted by the one and not by the other
+
+
+def _zone(root: Path, name: str, energy, wrap=None, label="package-0") -> None:
+    zone = root / name
+    zone.mkdir(parents=True, exist_ok=True)
+    (zone / "energy_uj").write_text(f"{energy}\n")
+    (zone / "name").write_text(label + "\n")
+    if wrap is not None:
+        (zone / "max_energy_range_uj").write_text(f"{wrap}\n")
+
+
+def test_rapl_counters_are_summed_over_the_packages_across_a_wrap_around(tmp_path):
+    _zone(tmp_path, "intel-rapl:0", 900_000_000, wrap=1_000_000_000)
+    _zone(tmp_path, "intel-rapl:1", 5_000_000, wrap=1_000_000_000, label="package-1")
+    _zone(tmp_path, "intel-rapl:0:0", 1, label="core")  # part of package 0: not added twice
+    meter = resources.EnergyMeter(str(tmp_path), nvml=False)
+    meter.start()
+    _zone(tmp_path, "intel-rapl:0", 50_000_000, wrap=1_000_000_000)  # wrapped: 150 J since
+    _zone(tmp_path, "intel-rapl:1", 7_000_000, wrap=1_000_000_000, label="package-1")  # 2 J
+    meter.mark()
+    summary = meter.summary()
+    assert summary["cpu_joules"] == pytest.approx(152.0) and summary["cpu_note"] is None
+    assert summary["cpu_zones"] == ["package-0", "package-1"]
+
+
+def test_rapl_that_cannot_be_read_is_not_exposed_with_the_reason(tmp_path):
+    absent = resources.EnergyMeter(str(tmp_path / "powercap"), nvml=False)
+    absent.start()
+    absent.mark()
+    assert absent.summary()["cpu_joules"] is None
+    assert absent.summary()["cpu_note"] == f"not exposed: {tmp_path / 'powercap'} does not exist (no RAPL driver, " \
+                                           "or not visible here)"
+    (tmp_path / "intel-rapl:0" / "energy_uj").mkdir(parents=True)  # not a number to read
+    unreadable = resources.EnergyMeter(str(tmp_path), nvml=False)
+    unreadable.start()
+    unreadable.mark()
+    assert unreadable.summary()["cpu_joules"] is None
+    assert unreadable.summary()["cpu_note"].startswith(f"not exposed: {tmp_path / 'intel-rapl:0'}/energy_uj: ")
+
+
+def test_the_machines_own_energy_counters_never_stop_the_timer():
+    """On this machine, as it is: the timer's summary has energy and memory, figures or reasons."""
+    from common import timing
+    timer = timing.Timer()
+    timer.start()
+    timer.epoch_done()
+    summary = timer.summary(10)
+    energy = summary["energy"]
+    assert (energy["cpu_joules"] is None) == (energy["cpu_note"] is not None), energy
+    assert (energy["gpu_joules"] is None) == (energy["gpu_note"] is not None), energy
+    if not Path(resources.POWERCAP).is_dir():
+        assert energy["cpu_note"].startswith("not exposed: /sys/class/powercap does not exist")
+    assert summary["peak_memory"]["resident_bytes"] > 10 * 2**20
+
+
+@pytest.mark.parametrize("load, message", [
+    ({"busy": "yes"}, "field load.busy is \"yes\"; expected true or false."),
+    ({"busy": True, "during": {"other_cores_mean": -1}}, "field load.during.other_cores_mean is -1; expected a"),
+    ({"busy": False, "before": {"loadavg": "high"}}, "field load.before.loadavg is \"high\"; expected a list"),
+])
+def test_a_malformed_load_is_refused_naming_the_field(load, message):
+    built = record.build(framework="F", api="a", benchmark="cifar", status="failed", error="x", epochs=1,
+                         batch_size=1, train_samples=1, test_samples=1, seed=0, load=load)
+    with pytest.raises(ValueError, match="record: " + message.replace("(", r"\(").replace(".", r"\.")):
+        record.validate(built)
