@@ -19,7 +19,7 @@ import selftest
 from test_cli_process import start_run
 
 from common import record, resources
-from harness import quiet, report
+from harness import kernels, quiet, report, runner
 
 HOG = "import time\nend = time.time() + float(__import__('sys').argv[1])\nwhile time.time() < end: pass\n"
 
@@ -129,6 +129,22 @@ def test_a_hog_that_stops_within_the_wait_lets_the_run_start_quiet(tmp_path, mon
     assert "waiting up to 60 s for a quiet machine" in output and "quiet after" in output, output
     assert 1.0 <= load["waited_seconds"] < 30, load  # it waited for the hog, and not for the whole minute
     assert load["before"]["other_cores"] <= threshold, load
+
+
+def test_a_failed_run_records_the_load_and_the_peak_memory_the_harness_saw(tmp_path, monkeypatch):
+    selftest.install_kernel(tmp_path, monkeypatch)
+    monkeypatch.setattr(kernels, "unavailable_reason", lambda framework: None)
+    body = "import numpy as np, time\nblock = np.ones(250 * 2**20 // 8)\ntime.sleep(1.5)\nraise ValueError('broken')"
+    framework = selftest.framework(tmp_path / "nb" / "failing.ipynb", body)
+    result = runner.execute(framework, "cifar", runner.RunSettings(quiet_wait=0, quiet_threshold=0.25),
+                            tmp_path / "results")
+    assert result["status"] == "failed" and "ValueError: broken" in result["error"]
+    written = record.read(next((tmp_path / "results" / "records").glob("*.json")))
+    load = written["load"]
+    assert load["threshold_cores"] == 0.25 and load["wait_limit_seconds"] == 0 and load["during"]["samples"] >= 2
+    assert load["busy"] == (load["before"]["other_cores"] > 0.25 or load["during"]["other_cores_mean"] > 0.25)
+    assert written["peak_memory"]["resident_bytes"] > 250 * 2**20, written["peak_memory"]  # the kernel's VmHWM
+    assert written["peak_memory"]["how"].startswith("VmHWM of the run's processes")
 
 
 def test_records_without_a_busy_flag_and_busy_ones_are_ordered_quiet_first(tmp_path):
