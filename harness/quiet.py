@@ -313,16 +313,17 @@ def load_record(before: dict | None, during: dict | None, threshold: float, limi
     during = during or {}
     measured_before = (before.get("before") or {})
     measured_during = during.get("during")
-    others = list(before.get("gpu_others") or []) + [p for p in during.get("gpu_others") or []
-                                                       if p["pid"] not in {q["pid"] for q in before.get("gpu_others") or []}]
+    seen = {p["pid"] for p in before.get("gpu_others") or []}
+    others = list(before.get("gpu_others") or []) + [p for p in during.get("gpu_others") or [] if p["pid"] not in seen]
     reasons = []
     mean = (measured_during or {}).get("other_cores_mean")
     if mean is not None and mean > threshold:
         reasons.append(f"other processes used {mean:.2f} cores on average during the run")
     first = measured_before.get("other_cores")
     if first is not None and first > threshold:
+        waited = before.get("waited_seconds")
         reasons.append(f"other processes used {first:.2f} cores before it"
-                       + (f" (after waiting {before.get('waited_seconds', 0):.0f} s)" if limit and before.get("waited_seconds") else ""))
+                       + (f" (after waiting {waited:.0f} s)" if limit and waited else ""))
     if others:
         reasons.append(describe_busy({}, others, threshold))
     gpu_measured = before.get("gpu_others") is not None or during.get("gpu_others") is not None
@@ -413,5 +414,6 @@ def failure_fields(load: RunLoad | None) -> dict:
         return {}
     found = {"load": load.last if load.last is not None else load.finish()}
     if load.peak is not None:
-        found["peak_memory"] = {"resident_bytes": load.peak, "how": f"VmHWM of the run's processes, sampled every {INTERVAL:g} s"}
+        found["peak_memory"] = {"resident_bytes": load.peak,
+                                "how": f"VmHWM of the run's processes, sampled every {INTERVAL:g} s"}
     return found

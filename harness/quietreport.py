@@ -20,6 +20,7 @@ def frame_columns(r: dict) -> dict:
     memory = r.get("peak_memory") or {}
     energy = r.get("energy") or {}
     return {
+        "run_device": (r.get("environment") or {}).get("device"),
         "busy": load.get("busy") if load else None, "busy_reason": load.get("reason"),
         "other_cores_mean": during.get("other_cores_mean"), "other_cores_max": during.get("other_cores_max"),
         "other_cores_before": (load.get("before") or {}).get("other_cores"),
@@ -52,7 +53,7 @@ def mark_busy(frame: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
     busy, notes = [], []
     for _, row in rows.iterrows():
         members = frame.loc[[i for i in row["members"] if i in frame.index]] if "busy" in frame else frame.iloc[0:0]
-        flagged = members[members["busy"].apply(lambda v: v is True or v == True)] if len(members) else members  # noqa: E712
+        flagged = members[[value is True or value == True for value in members["busy"]]]  # noqa: E712
         busy.append(bool(len(flagged)) and row["runs"] > 0)
         if len(flagged):
             worst = flagged.sort_values("other_cores_mean", na_position="first").iloc[-1]
@@ -85,7 +86,7 @@ def memory_cell(row) -> str:
     gpu = []
     if not _missing(row.get("gpu_allocator_bytes")):
         gpu.append(f"{_size(row['gpu_allocator_bytes'])} allocator peak")
-    if not _missing(row.get("gpu_used_bytes")) and row.get("device_group", "") and "cpu" not in str(row.get("device")).lower():
+    if not _missing(row.get("gpu_used_bytes")) and row.get("run_device") == "cuda":
         gpu.append(f"{_size(row['gpu_used_bytes'])} used (NVML)")
     if gpu:
         parts.append("GPU " + ", ".join(gpu))

@@ -368,7 +368,8 @@ def benchmark_table(frame: pd.DataFrame, benchmark: str, checks: dict | None = N
             seeds = sorted(int(frame.loc[i, "seed"]) for i in r["members"])
             runs = str(r["runs"]) if r["runs"] == 1 else f"{r['runs']} (seeds {seeds[0]}–{seeds[-1]})"
             cells = [runs, _with_range(r, "test_accuracy", 1, 100, " %"), _with_range(r, "train_seconds", 1),
-                     "– (busy)" if r["_busy"] else _number(r["train_seconds"] / fastest, 2, "×") if fastest else "–",
+                     "– (busy)" if r["_busy"]  # not ranked
+                     else _number(r["train_seconds"] / fastest, 2, "×") if fastest else "–",
                      _number(r["throughput_per_second"], 0), achieved(r, benchmark),
                      _number(None if missing(r["feeding_share"]) else r["feeding_share"] * 100, 1, " %")]
         else:

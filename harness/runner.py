@@ -69,7 +69,7 @@ class RunSettings:
     export_batch_sizes: list | None = None  # the batch sizes its prediction is timed at (None: 1, 64, 1024)
     export_runs: int | None = None  # timed runs per batch size (None: 30)
     quiet_wait: float = field(default_factory=quiet.default_wait)  # seconds a run waits for a quiet machine
-    quiet_threshold: float = field(default_factory=quiet.default_threshold)  # other processes' cores above which it is busy
+    quiet_threshold: float = field(default_factory=quiet.default_threshold)  # others' cores that make it busy
 
     def sizes(self, benchmark: str) -> dict:
         """The epochs, batch size and sample counts a run of ``benchmark`` uses: these settings,
@@ -391,6 +391,8 @@ def execute(framework: Framework, benchmark: str, settings: RunSettings, results
         result["kernel_environment"] = kernel_provenance(framework, settings)
         result["phases"] = phases.from_notebook(executed, outcome.seconds)
         result.update(measured)
+        if not result.get("peak_memory"):  # a notebook whose timer did not say: what the harness saw
+            result["peak_memory"] = quiet.failure_fields(load).get("peak_memory")
         exported = export_folder(record_path)
         if settings.export and exported.is_dir():
             result["export"] = str(exported.relative_to(results))

@@ -119,7 +119,7 @@ def test_a_quiet_run_is_not_flagged_and_records_the_kernels_peak_memory(tmp_path
 
 def test_a_hog_that_stops_within_the_wait_lets_the_run_start_quiet(tmp_path, monkeypatch):
     threshold = _threshold() + 0.25
-    hog = _hog(3)
+    hog = _hog(8)  # outlasts the start of `rosetta run` (seconds on a loaded machine)
     try:
         time.sleep(0.5)
         done, output = _run(tmp_path, monkeypatch, "--quiet-wait", "60", "--quiet-threshold", str(threshold))
@@ -163,7 +163,9 @@ def test_records_without_a_busy_flag_and_busy_ones_are_ordered_quiet_first(tmp_p
 
 FAKE_SMI = """#!/bin/sh
 # nvidia-smi --query-compute-apps: a process of another user, and the harness itself (its parent)
-if [ -n "$FAKE_SMI_FAIL" ]; then echo "NVIDIA-SMI has failed because it couldn't communicate with the driver"; exit 9; fi
+if [ -n "$FAKE_SMI_FAIL" ]; then
+    echo "NVIDIA-SMI has failed because it couldn't communicate with the driver"; exit 9
+fi
 echo "4242, 1536, /usr/bin/python3"
 echo "$PPID, 300, python"
 """
@@ -283,3 +285,18 @@ def test_a_malformed_load_is_refused_naming_the_field(load, message):
                          batch_size=1, train_samples=1, test_samples=1, seed=0, load=load)
     with pytest.raises(ValueError, match="record: " + message.replace("(", r"\(").replace(".", r"\.")):
         record.validate(built)
+
+
+def test_the_setup_table_shows_peak_memory_and_energy_of_a_gpu_run(tmp_path):
+    gpu = {"device": "cuda", "gpu": "Test GPU", "versions": {"torch": "2.13"}, "python": "3.11"}
+    record.write(tmp_path / "records" / "gpu.json", record.build(
+        framework="PyTorch", api="test", benchmark="cifar", accuracy=0.5, epochs=10, batch_size=64,
+        train_samples=50000, test_samples=10000, seed=42, environment=gpu, timing={
+            "train_seconds": 3.0,
+            "peak_memory": {"resident_bytes": 3_200_000_000, "gpu_allocator_bytes": 1_500_000_000,
+                            "gpu_allocator": "torch.cuda.max_memory_allocated", "gpu_used_bytes": 2_000_000_000},
+            "energy": {"cpu_joules": None, "cpu_note": "not exposed: /sys/class/powercap does not exist",
+                       "gpu_joules": 567.4, "gpu_note": None}}))
+    readme = report.render(tmp_path).read_text()
+    setup = [line for line in readme.splitlines() if line.startswith("| PyTorch | test |")]
+    assert setup and setup[0].endswith("| 3.2 GB; GPU 1.5 GB allocator peak, 2.0 GB used (NVML) | 567 J GPU |"), readme
