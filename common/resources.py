@@ -98,8 +98,9 @@ class Nvml:
         if visible is not None and visible.strip() in ("", "-1"):
             self.reason = "not measured: CUDA_VISIBLE_DEVICES hides every GPU"
             return
-        if visible and visible.split(",")[0].strip().isdigit():
-            self.index = int(visible.split(",")[0])
+        first = visible.split(",")[0].strip() if visible else ""
+        if first.isdigit():
+            self.index = int(first)
         try:
             self.library = ctypes.CDLL("libnvidia-ml.so.1")
         except OSError:
@@ -110,8 +111,12 @@ class Nvml:
                 self.reason = "not exposed: NVML did not start (nvmlInit)"
                 return
             handle = ctypes.c_void_p()
-            if self.library.nvmlDeviceGetHandleByIndex_v2(ctypes.c_uint(self.index), ctypes.byref(handle)) != 0:
-                self.reason = "not exposed: NVML has no GPU %d" % self.index
+            if first.startswith("GPU-"):  # CUDA_VISIBLE_DEVICES by UUID
+                found = self.library.nvmlDeviceGetHandleByUUID(ctypes.c_char_p(first.encode()), ctypes.byref(handle))
+            else:
+                found = self.library.nvmlDeviceGetHandleByIndex_v2(ctypes.c_uint(self.index), ctypes.byref(handle))
+            if found != 0:
+                self.reason = "not exposed: NVML has no GPU %s" % (first or self.index)
                 return
             self.handle = handle
         except AttributeError as error:

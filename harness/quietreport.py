@@ -94,9 +94,10 @@ def memory_cell(row) -> str:
 
 
 def energy_cell(row) -> str:
-    """'1,234 J CPU' / '567 J GPU, 890 J CPU' over the training, or 'not exposed'."""
+    """'1,234 J CPU' / '567 J GPU, 890 J CPU' over the training (the GPU's on a GPU run only), or
+    'not exposed'."""
     parts = []
-    if not _missing(row.get("gpu_joules")):
+    if not _missing(row.get("gpu_joules")) and row.get("run_device") == "cuda":  # a CPU run's GPU idled
         parts.append(f"{row['gpu_joules']:,.0f} J GPU")
     if not _missing(row.get("cpu_joules")):
         parts.append(f"{row['cpu_joules']:,.0f} J CPU")

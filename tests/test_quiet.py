@@ -8,6 +8,7 @@ does not. Where too little of the machine is left for a hog to show, the test is
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -18,7 +19,7 @@ import pytest
 import selftest
 from test_cli_process import start_run
 
-from common import record, resources
+from common import REPOSITORY, record, resources
 from harness import kernels, quiet, report, runner
 
 HOG = "import time\nend = time.time() + float(__import__('sys').argv[1])\nwhile time.time() < end: pass\n"
@@ -300,3 +301,39 @@ def test_the_setup_table_shows_peak_memory_and_energy_of_a_gpu_run(tmp_path):
     readme = report.render(tmp_path).read_text()
     setup = [line for line in readme.splitlines() if line.startswith("| PyTorch | test |")]
     assert setup and setup[0].endswith("| 3.2 GB; GPU 1.5 GB allocator peak, 2.0 GB used (NVML) | 567 J GPU |"), readme
+
+
+FAKE_NVML = r"""
+/* A stand-in for libnvidia-ml.so.1: one GPU whose energy counter advances 1500 mJ a read. */
+typedef struct { unsigned long long total, free, used; } memory_t;
+static unsigned long long energy = 1000000;
+int nvmlInit_v2(void) { return 0; }
+int nvmlDeviceGetHandleByIndex_v2(unsigned int index, void **handle) { *handle = (void *) 1; return index == 0 ? 0 : 2; }
+int nvmlDeviceGetHandleByUUID(const char *uuid, void **handle) { *handle = (void *) 1; return 0; }
+int nvmlDeviceGetTotalEnergyConsumption(void *handle, unsigned long long *value) { energy += 1500; *value = energy; return 0; }
+int nvmlDeviceGetMemoryInfo(void *handle, memory_t *memory) {
+    memory->total = 80000000000ULL; memory->used = 2000000000ULL; memory->free = memory->total - memory->used; return 0;
+}
+"""
+
+
+def test_nvml_energy_and_used_memory_are_read_through_the_driver_library(tmp_path):
+    """A fake libnvidia-ml.so.1 (compiled here) found through LD_LIBRARY_PATH by a fresh Python:
+    the timer's summary has the GPU's energy over the training and the memory used on it."""
+    source = tmp_path / "nvml.c"
+    source.write_text(FAKE_NVML)
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        pytest.skip("no C compiler to build the stand-in NVML library")
+    subprocess.run([compiler, "-shared", "-fPIC", "-o", str(tmp_path / "libnvidia-ml.so.1"), str(source)], check=True)
+    script = ("import json; from common import timing\n"
+              "timer = timing.Timer(); timer.start(); timer.epoch_done(); timer.epoch_done()\n"
+              "print(json.dumps(timer.summary(10)))")
+    environment = {**os.environ, "LD_LIBRARY_PATH": str(tmp_path), "PYTHONPATH": str(REPOSITORY)}
+    environment.pop("CUDA_VISIBLE_DEVICES", None)
+    done = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True,
+                          check=True, cwd=tmp_path)
+    summary = json.loads(done.stdout.splitlines()[-1])
+    assert summary["energy"]["gpu_joules"] == pytest.approx(3.0) and summary["energy"]["gpu_note"] is None
+    assert summary["energy"]["gpu_used_bytes_max"] == 2_000_000_000
+    assert summary["peak_memory"]["gpu_used_bytes"] == 2_000_000_000
