@@ -129,12 +129,12 @@ def _non_negative_cores(text: str) -> float:
 
 
 def _add_quiet_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quiet-wait", type=_non_negative_seconds, default=quiet.default_wait(), metavar="SECONDS",
+    parser.add_argument("--quiet-wait", type=_non_negative_seconds, default=None, metavar="SECONDS",
                         help="before each run, wait up to SECONDS for other processes to use at most "
                              "--quiet-threshold cores (and to leave the GPU); a machine still busy then runs "
                              "anyway, recorded and shown as busy; 0: no wait "
                              f"(default $ROSETTA_QUIET_WAIT, else {quiet.DEFAULT_WAIT:g})")
-    parser.add_argument("--quiet-threshold", type=_non_negative_cores, default=quiet.default_threshold(),
+    parser.add_argument("--quiet-threshold", type=_non_negative_cores, default=None,
                         metavar="CORES", help="other processes' CPU use, in cores, above which the machine "
                                               "counts as busy (default $ROSETTA_QUIET_THRESHOLD, else "
                                               f"{quiet.DEFAULT_THRESHOLD:g})")
@@ -385,8 +385,9 @@ def run_settings(args, seed: int | None = None) -> runner.RunSettings:
         timeout=args.timeout, data_dir=args.data_dir, cifar_source=args.cifar10, imdb_source=args.imdb,
         docker=args.docker, threads=args.threads, export=getattr(args, "export", False),
         export_batch_sizes=getattr(args, "export_batch_sizes", None), export_runs=getattr(args, "export_runs", None),
-        quiet_wait=getattr(args, "quiet_wait", quiet.default_wait()),
-        quiet_threshold=getattr(args, "quiet_threshold", quiet.default_threshold()))
+        quiet_wait=quiet.default_wait() if getattr(args, "quiet_wait", None) is None else args.quiet_wait,
+        quiet_threshold=quiet.default_threshold() if getattr(args, "quiet_threshold", None) is None
+        else args.quiet_threshold)
 
 
 def cmd_run(args) -> int:
@@ -667,6 +668,8 @@ def _validate(args: argparse.Namespace) -> None:
     """What can be checked before anything starts."""
     if args.command in ("run", "bench", "agree"):
         validate_run(args)
+        args.quiet_wait = quiet.default_wait() if args.quiet_wait is None else args.quiet_wait  # $ROSETTA_QUIET_*
+        args.quiet_threshold = quiet.default_threshold() if args.quiet_threshold is None else args.quiet_threshold
     if args.command == "agree":
         agreement.seeds(args.seeds, args.seed)  # at least two
         if args.seed + args.seeds > SEED_LIMIT:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 import shutil
 import subprocess
@@ -338,23 +339,31 @@ def load_record(before: dict | None, during: dict | None, threshold: float, limi
     }
 
 
+def _from_environment(name: str, default: float, expected: str) -> float:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name}={text!r}: expected {expected}, a number 0 or more (default {default:g}).")
+    return value
+
+
 def default_threshold() -> float:
     """``$ROSETTA_QUIET_THRESHOLD`` where set (the tests set one no machine reaches: their runs are
-    checks, side by side on a busy machine, not benchmarks), else ``DEFAULT_THRESHOLD``."""
-    value = os.environ.get("ROSETTA_QUIET_THRESHOLD")
-    try:
-        return float(value) if value not in (None, "") and float(value) >= 0 else DEFAULT_THRESHOLD
-    except ValueError:
-        return DEFAULT_THRESHOLD
+    checks, side by side on a busy machine, not benchmarks), else ``DEFAULT_THRESHOLD``; a
+    ValueError in one line where it is not a number of cores."""
+    return _from_environment("ROSETTA_QUIET_THRESHOLD", DEFAULT_THRESHOLD,
+                             "the cores other processes may use before the machine counts as busy")
 
 
 def default_wait() -> float:
-    """``$ROSETTA_QUIET_WAIT`` where set (the tests set 0), else ``DEFAULT_WAIT``."""
-    value = os.environ.get("ROSETTA_QUIET_WAIT")
-    try:
-        return float(value) if value not in (None, "") and float(value) >= 0 else DEFAULT_WAIT
-    except ValueError:
-        return DEFAULT_WAIT
+    """``$ROSETTA_QUIET_WAIT`` where set (the tests set 0), else ``DEFAULT_WAIT``; a ValueError in
+    one line where it is not a number of seconds."""
+    return _from_environment("ROSETTA_QUIET_WAIT", DEFAULT_WAIT, "the seconds a run waits for a quiet machine")
 
 
 def peak_resident(pids, proc: str = PROC) -> int | None:

@@ -337,3 +337,17 @@ def test_nvml_energy_and_used_memory_are_read_through_the_driver_library(tmp_pat
     assert summary["energy"]["gpu_joules"] == pytest.approx(3.0) and summary["energy"]["gpu_note"] is None
     assert summary["energy"]["gpu_used_bytes_max"] == 2_000_000_000
     assert summary["peak_memory"]["gpu_used_bytes"] == 2_000_000_000
+
+
+@pytest.mark.parametrize("variable, value, expected", [
+    ("ROSETTA_QUIET_WAIT", "lots", "ROSETTA_QUIET_WAIT='lots': expected the seconds a run waits for a quiet machine"),
+    ("ROSETTA_QUIET_THRESHOLD", "-1", "ROSETTA_QUIET_THRESHOLD='-1': expected the cores other processes may use"),
+])
+def test_a_quiet_setting_in_the_environment_that_is_not_a_number_is_one_line(tmp_path, monkeypatch, capsys,
+                                                                              variable, value, expected):
+    from harness import cli
+    monkeypatch.setenv(variable, value)
+    assert cli.main(["run", "pytorch", "--results", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("rosetta: " + expected) and error.count("\n") == 1, error
+    assert not (tmp_path / "out" / "records").exists()  # nothing started
