@@ -13,6 +13,13 @@ import math
 import pandas as pd
 
 
+EXPLAINED = ("A run is **busy** where other processes used more than its threshold of CPU (0.25 cores by default) "
+             "before it or on average during it, or held its GPU (docs/measurements.md): a busy row is shown "
+             "after the quiet ones, with what else ran, and is not ranked (no \"vs fastest\"). \"Peak memory\" "
+             "is the kernel's peak resident memory (on a GPU also the framework allocator's peak and the "
+             "memory in use); \"Energy\" the energy of the training, where the machine exposes its counters.")
+
+
 def frame_columns(r: dict) -> dict:
     """The columns of one record in the report's frame and results.csv."""
     load = r.get("load") or {}

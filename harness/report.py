@@ -666,6 +666,7 @@ def render(results: Path, readme: Path | None = None) -> Path:
              "the latest `rosetta parity` check of that notebook's model against the NumPy "
              "reference, with the largest weight difference after its first step and after its "
              "last (see docs/parity.md).", ""]
+    parts += [quietreport.EXPLAINED, ""]
     found = devices(frame)
     if not found:
         parts += ["No runs yet.", ""]
