@@ -220,7 +220,7 @@ def wait_for_quiet(limit: float = DEFAULT_WAIT, threshold: float = DEFAULT_THRES
             _say(prefix + f"waiting up to {limit:.0f} s for a quiet machine (other processes at most "
                  f"{threshold:g} cores, no other process on the GPU): " + describe_busy(before, others, threshold))
             said = True
-        time.sleep(min(1.0, max(0.0, limit - waited)))
+        time.sleep(min(0.5, max(0.0, limit - waited)))  # with the measurement: once a second
     waited = time.monotonic() - started
     if said and not (cpu_busy or others):
         _say(prefix + f"quiet after {waited:.0f} s")
@@ -288,7 +288,14 @@ class Sampler:
         else:
             self.gpu_measured = True
         for process in others or ():
-            self.gpu[process["pid"]] = process
+            # Before the run nothing of the harness uses the GPU, so whatever is there is other work. During
+            # it, a pid that this machine's /proc does not show may be the run's own kernel as seen from
+            # outside a container (nvidia-smi gives host pids): it is noted, not counted.
+            if os.path.exists(f"{PROC}/{process['pid']}"):
+                self.gpu[process["pid"]] = process
+            else:
+                self.gpu_note = (f"pid {process['pid']} on the GPU is not in this machine's process table (another "
+                                 "container's, or this run's seen from outside one): not counted")
 
     def stop(self) -> dict:
         """``{"other_cores_mean", "other_cores_max", "samples", "loadavg", "seconds"}`` over the run

@@ -169,6 +169,7 @@ if [ -n "$FAKE_SMI_FAIL" ]; then
 fi
 echo "4242, 1536, /usr/bin/python3"
 echo "$PPID, 300, python"
+if [ -n "$FAKE_SMI_ALSO" ]; then echo "$FAKE_SMI_ALSO, 100, other"; fi
 """
 
 
@@ -192,6 +193,29 @@ def test_other_processes_on_the_gpu_are_listed_and_the_runs_own_left_out(fake_sm
     assert done["busy"] is True and done["gpu_others"] == found and "pid 4242 (1536 MiB)" in done["reason"]
     record.validate(record.build(framework="F", api="a", benchmark="cifar", status="failed", error="x", epochs=1,
                                  batch_size=1, train_samples=1, test_samples=1, seed=0, load=done))
+
+
+def test_during_a_run_a_gpu_process_outside_this_machines_process_table_is_noted_not_counted(fake_smi, monkeypatch):
+    """nvidia-smi in a container lists host pids: the run's own kernel may appear under a pid that
+    /proc here does not have (4242, say); a process that /proc shows and that is not the run's is other work."""
+    if Path("/proc/4242").exists():
+        pytest.skip("pid 4242 exists here: the fake's unknown pid would be known")
+    # a process outside this one's tree: its parent, a shell, ends at once and leaves it to init
+    sleeper = int(subprocess.run(["sh", "-c", "sleep 30 >/dev/null 2>&1 & echo $!"], capture_output=True,
+                                 text=True, check=True).stdout)
+    monkeypatch.setenv("FAKE_SMI_ALSO", str(sleeper))
+    try:
+        sampler = quiet.Sampler("cuda", interval=0.2)  # rooted at this process: the fake's $PPID is its own
+        time.sleep(1.0)
+        during = sampler.stop()
+    finally:
+        os.kill(sleeper, 9)
+        deadline = time.monotonic() + 5
+        while selftest.alive(sleeper) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not selftest.alive(sleeper)
+    assert [p["pid"] for p in during["gpu_others"]] == [sleeper], during
+    assert during["gpu_note"].startswith("pid 4242 on the GPU is not in this machine's process table"), during
 
 
 def test_a_failing_or_missing_nvidia_smi_is_not_measured_and_the_run_goes_on(fake_smi, monkeypatch):
