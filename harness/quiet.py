@@ -100,7 +100,7 @@ class CpuMeter:
 
     def _own(self) -> dict[int, tuple[int, int]]:
         processes = _processes(self.proc)
-        return {pid: processes[pid] for pid in own_tree(processes, self.root)}
+        return {pid: processes[pid] for pid in own_tree(processes, self.root) if pid in processes}
 
     def sample(self) -> tuple[float, float] | None:
         """(other cores, steal cores) since the last sample (None at the first)."""
