@@ -13,7 +13,6 @@ environment needs a package for it). Where a counter cannot be read, the summary
 text. Python 3.6 compatible (the oldest kernels import it).
 """
 import ctypes
-import ctypes.util
 import os
 import sys
 from typing import Dict, List, Optional

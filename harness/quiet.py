@@ -27,7 +27,6 @@ import shutil
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 DEFAULT_WAIT = 60.0  # seconds a run waits for quiet (--quiet-wait)
 DEFAULT_THRESHOLD = 0.25  # cores of other work above which the machine counts as busy (--quiet-threshold)
