@@ -474,7 +474,10 @@ def onnx_tables(checks: list[dict]) -> str:
     return "\n".join(lines)
 
 
-MARKDOWN = re.compile(r"([\\`*_\[\]<>|])")  # what could end a cell, start a link, emphasis or code, or open HTML
+# What could end a cell, start a link, emphasis or code, or open HTML. An underscore inside a word
+# (fit_generator, ROSETTA_PYTHON36) starts no emphasis in GitHub's markdown and is left as it is, so
+# that the table reads the same raw and rendered; one at a word's edge is escaped.
+MARKDOWN = re.compile(r"([\\`*\[\]<>|]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9]))")
 
 
 def _line(text) -> str:

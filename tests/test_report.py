@@ -440,7 +440,7 @@ def _unescaped_pipes(line: str) -> int:
     return count
 
 
-HOSTILE_NAME = "Evil | name\\|\n## injected <script>alert(1)</script> [x](http://e.example) `c` *b*"
+HOSTILE_NAME = "Evil | name\\|\n## injected <script>alert(1)</script> [x](http://e.example) `c` *b* _i_"
 
 
 def test_text_from_a_record_cannot_break_or_inject_into_the_markdown(tmp_path):
@@ -463,8 +463,16 @@ def test_text_from_a_record_cannot_break_or_inject_into_the_markdown(tmp_path):
             header = _unescaped_pipes(line)
         assert _unescaped_pipes(line) == header, line
     assert "Evil \\| name\\\\\\| ## injected &lt;script&gt;" in readme  # shown, as text
+    assert "\\*b\\* \\_i\\_" in readme  # emphasis at a word's edge is escaped
     assert readme.count("\n## GPU \\| &lt;img src=x&gt; \\[y\\](http://e.example) ## fake") == 1  # the device heading
     assert (tmp_path / "cifar-gpu-img-src-x-y-http-e-example-fake.png").is_file()
+
+
+def test_an_underscore_inside_a_word_is_left_as_it_is():
+    # GitHub's markdown starts no emphasis inside a word: the raw table reads like the rendered one
+    assert report._cell("Keras 2 fit_generator/predict") == "Keras 2 fit_generator/predict"
+    assert report._cell("set ROSETTA_PYTHON36 or use docker/cntk") == "set ROSETTA_PYTHON36 or use docker/cntk"
+    assert report._cell("_x_ and __init__") == "\\_x\\_ and \\_\\_init\\_\\_"
 
 
 @pytest.mark.parametrize("kind", ["name with TeX", "plot path is a folder"])
