@@ -217,7 +217,7 @@ def split(frame, rows) -> list[Table]:
     if uncalibrated:
         groups.append(uncalibrated)
     newest = lambda group: max(str(rows.loc[i, "timestamp"]) for i in group)  # noqa: E731
-    groups.sort(key=lambda group: (len(group), newest(group)), reverse=True)
+    groups.sort(key=lambda group: (len(group), group[0] in row_probe, newest(group)), reverse=True)
     failed = [index for index in rows.index if index not in ok]
     if groups:
         groups[0] = groups[0] + failed

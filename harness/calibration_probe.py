@@ -8,8 +8,8 @@ before NumPy (or the GPU library) loads and reads them. Prints one JSON line: {"
 "how"} or {"not_measured": why}. It imports nothing of this repository and is written for any
 Python from 3.5 on (no f-strings), since on a GPU it runs in a framework's interpreter.
 
-CPU: NumPy, a 512 x 512 float32 matrix product (2 * 512^3 FLOPs), best of 5 after a warm-up;
-a copy of 64 MiB of float32 (``np.copyto``), best of 5 after a warm-up that also touches the
+CPU: NumPy, a 512 x 512 float32 matrix product (2 * 512^3 FLOPs), the median of 5 timings after a warm-up;
+a copy of 64 MiB of float32 (``np.copyto``), the median of 5 after a warm-up that also touches the
 pages. GB/s counts the bytes read and the bytes written (2 x 64 MiB per copy), as STREAM's copy
 does. GPU: the same on the device through torch, else CuPy, else JAX, at 4096 x 4096 and 256 MiB
 (the CPU's sizes take a GPU microseconds, which would time the launch, not the device), the device
@@ -24,21 +24,23 @@ GPU_N, GPU_MATMUL_REPEATS = 4096, 7
 CPU_COPY_MIB, GPU_COPY_MIB, COPY_REPEATS = 64, 256, 5
 
 
-def best(step, repeats, synchronise=None):
-    """The shortest of ``repeats`` timings of ``step()``, after one untimed call (the warm-up);
-    ``synchronise()`` waits for the device before each clock reading."""
+def median_time(step, repeats, synchronise=None):
+    """The median of ``repeats`` timings of ``step()``, after one untimed call (the warm-up);
+    ``synchronise()`` waits for the device before each clock reading. The median, not the best: a
+    machine that other work slows most of the time calibrates slow, not at its one lucky moment."""
     step()
     if synchronise:
         synchronise()
-    shortest = None
+    times = []
     for _ in range(repeats):
         started = time.perf_counter()
         step()
         if synchronise:
             synchronise()
-        seconds = time.perf_counter() - started
-        shortest = seconds if shortest is None else min(shortest, seconds)
-    return shortest
+        times.append(time.perf_counter() - started)
+    times.sort()
+    middle = len(times) // 2
+    return times[middle] if len(times) % 2 else (times[middle - 1] + times[middle]) / 2
 
 
 def rates(n, matmul_seconds, copied_bytes, copy_seconds):
@@ -46,7 +48,7 @@ def rates(n, matmul_seconds, copied_bytes, copy_seconds):
 
 
 def describe(library, n, matmul_repeats, mib, extra=""):
-    return ("{} {}x{} float32 matmul, best of {}; {} MiB float32 copy, best of {}, "
+    return ("{} {}x{} float32 matmul, median of {}; {} MiB float32 copy, median of {}, "
             "GB/s counting bytes read and written{}").format(library, n, n, matmul_repeats, mib, COPY_REPEATS, extra)
 
 
@@ -55,10 +57,10 @@ def cpu():
     rng = np.random.RandomState(0)
     a, b = rng.rand(CPU_N, CPU_N).astype(np.float32), rng.rand(CPU_N, CPU_N).astype(np.float32)
     c = np.empty_like(a)
-    matmul = best(lambda: np.dot(a, b, out=c), CPU_MATMUL_REPEATS)
+    matmul = median_time(lambda: np.dot(a, b, out=c), CPU_MATMUL_REPEATS)
     count = CPU_COPY_MIB * 2 ** 20 // 4
     source, target = np.ones(count, dtype=np.float32), np.empty(count, dtype=np.float32)
-    copy = best(lambda: np.copyto(target, source), COPY_REPEATS)
+    copy = median_time(lambda: np.copyto(target, source), COPY_REPEATS)
     gflops, gbps = rates(CPU_N, matmul, count * 4, copy)
     blas = ""
     try:
@@ -78,11 +80,11 @@ def gpu_torch():
     a = torch.rand(GPU_N, GPU_N, device=device, dtype=torch.float32)
     b = torch.rand(GPU_N, GPU_N, device=device, dtype=torch.float32)
     c = torch.empty_like(a)
-    matmul = best(lambda: torch.matmul(a, b, out=c), GPU_MATMUL_REPEATS, torch.cuda.synchronize)
+    matmul = median_time(lambda: torch.matmul(a, b, out=c), GPU_MATMUL_REPEATS, torch.cuda.synchronize)
     count = GPU_COPY_MIB * 2 ** 20 // 4
     source = torch.ones(count, device=device, dtype=torch.float32)
     target = torch.empty_like(source)
-    copy = best(lambda: target.copy_(source), COPY_REPEATS, torch.cuda.synchronize)
+    copy = median_time(lambda: target.copy_(source), COPY_REPEATS, torch.cuda.synchronize)
     gflops, gbps = rates(GPU_N, matmul, count * 4, copy)
     return {"gflops": gflops, "gbps": gbps, "gpu": torch.cuda.get_device_name(0),
             "how": describe("torch {} on {}".format(torch.__version__, torch.cuda.get_device_name(0)),
@@ -97,11 +99,11 @@ def gpu_cupy():
     a = cupy.random.rand(GPU_N, GPU_N, dtype=cupy.float32)
     b = cupy.random.rand(GPU_N, GPU_N, dtype=cupy.float32)
     c = cupy.empty_like(a)
-    matmul = best(lambda: cupy.matmul(a, b, out=c), GPU_MATMUL_REPEATS, synchronise)
+    matmul = median_time(lambda: cupy.matmul(a, b, out=c), GPU_MATMUL_REPEATS, synchronise)
     count = GPU_COPY_MIB * 2 ** 20 // 4
     source = cupy.ones(count, dtype=cupy.float32)
     target = cupy.empty_like(source)
-    copy = best(lambda: cupy.copyto(target, source), COPY_REPEATS, synchronise)
+    copy = median_time(lambda: cupy.copyto(target, source), COPY_REPEATS, synchronise)
     gflops, gbps = rates(GPU_N, matmul, count * 4, copy)
     name = cupy.cuda.runtime.getDeviceProperties(0)["name"]
     name = name.decode() if isinstance(name, bytes) else str(name)
@@ -129,7 +131,7 @@ def gpu_jax():
     def multiply():
         state["out"] = product(a, b)
 
-    matmul = best(multiply, GPU_MATMUL_REPEATS, synchronise)
+    matmul = median_time(multiply, GPU_MATMUL_REPEATS, synchronise)
     count = GPU_COPY_MIB * 2 ** 20 // 4
     source = jax.device_put(jnp.ones(count, dtype=jnp.float32), device)
     duplicate = jax.jit(lambda x: x + 0.0)  # a fresh buffer: one read and one write of every byte
@@ -137,7 +139,7 @@ def gpu_jax():
     def copy_step():
         state["out"] = duplicate(source)
 
-    copy = best(copy_step, COPY_REPEATS, synchronise)
+    copy = median_time(copy_step, COPY_REPEATS, synchronise)
     gflops, gbps = rates(GPU_N, matmul, count * 4, copy)
     name = getattr(device, "device_kind", str(device))
     return {"gflops": gflops, "gbps": gbps, "gpu": name,
