@@ -1,5 +1,6 @@
 """Every run calibrates its machine: the probe, a busy machine, the GPU path (through fake libraries),
 a probe that fails, and the report's use of the figures."""
+import json
 import os
 import signal
 import subprocess
@@ -170,6 +171,53 @@ cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(
     getDeviceProperties=lambda index: {"name": b"Fake CuPy GPU"}))
 """
 
+# And for JAX: the work is done in block_until_ready(); a product below float32 precision is refused.
+FAKE_JAX = """
+import time, types
+__version__ = "0.0-fake"
+_pending = [0.0]
+lax = types.SimpleNamespace(Precision=types.SimpleNamespace(HIGHEST="highest"))
+
+class _Device(object):
+    platform, device_kind = "gpu", "Fake JAX GPU"
+
+def devices():
+    return [_Device()]
+
+def device_put(array, device):
+    return array
+
+class Array(object):
+    def __init__(self, shape):
+        self.shape = shape
+    def __add__(self, other):
+        _pending[0] += 0.025
+        return Array(self.shape)
+    def block_until_ready(self):
+        time.sleep(_pending[0])
+        _pending[0] = 0.0
+        return self
+
+def jit(function):
+    return function
+
+from jax import numpy
+"""
+
+FAKE_JAX_NUMPY = """
+import jax
+float32 = "float32"
+
+def ones(shape, dtype=None):
+    return jax.Array(shape)
+
+def matmul(a, b, precision=None):
+    if precision != "highest":
+        raise RuntimeError("a product below float32 precision")
+    jax._pending[0] += 0.05
+    return jax.Array(a.shape)
+"""
+
 
 def _fake_library(folder, name: str, text: str) -> None:
     (folder / name).mkdir(parents=True)
@@ -202,6 +250,16 @@ def test_the_gpu_probe_falls_back_to_cupy_where_torch_sees_no_device(tmp_path, m
     assert found["not_measured"] is None, found
     assert 0.7 * 2 * 4096 ** 3 / 0.04 / 1e9 < found["gflops"] <= 2 * 4096 ** 3 / 0.04 / 1e9
     assert found["how"].startswith("CuPy 0.0-fake on Fake CuPy GPU") and found["gpu"] == "Fake CuPy GPU"
+
+
+def test_the_gpu_probe_falls_back_to_jax_where_neither_torch_nor_cupy_is_there(tmp_path, monkeypatch):
+    _fake_library(tmp_path, "jax", FAKE_JAX)
+    (tmp_path / "jax" / "numpy.py").write_text(textwrap.dedent(FAKE_JAX_NUMPY))
+    found = _gpu(monkeypatch, tmp_path)
+    assert found["not_measured"] is None, found
+    assert 0.7 * 2 * 4096 ** 3 / 0.05 / 1e9 < found["gflops"] <= 2 * 4096 ** 3 / 0.05 / 1e9
+    assert 0.7 * 2 * 256 * 2 ** 20 / 0.025 / 1e9 < found["gbps"] <= 2 * 256 * 2 ** 20 / 0.025 / 1e9
+    assert found["how"].startswith("jax 0.0-fake on Fake JAX GPU") and "precision HIGHEST" in found["how"]
 
 
 def test_a_gpu_probe_that_cannot_measure_says_why(tmp_path, monkeypatch):
@@ -380,3 +438,26 @@ def test_a_run_whose_probe_could_not_run_says_why_in_its_row(tmp_path):
     section = _cifar(report.render(tmp_path).read_text())
     assert "not calibrated: the probe gave no result within 30 s and was stopped" in _rows(
         section.split("#### Calibrated apart")[1])["B"]
+
+
+def test_an_onnx_check_records_the_calibration_of_its_machine(tmp_path):
+    """An ONNX check times prediction too: its record carries the machine's calibration, taken with the
+    run's threads (its export record's), and the report reads it back."""
+    from harness import onnx_runs
+
+    results, folder = tmp_path / "results", tmp_path / "results" / "exports" / "1-x-cifar"
+    folder.mkdir(parents=True)
+    (folder / "export.json").write_text('{"status": "exported", "threads": 1}')
+    checker = tmp_path / "checker"  # stands in for `python -m common.onnx_check FOLDER --device D --out OUT`
+    checker.write_text(f"#!{sys.executable}\nimport json, sys\nout = sys.argv[sys.argv.index('--out') + 1]\n"
+                       "json.dump({'framework': 'X', 'benchmark': 'cifar', 'device': 'cpu', 'status': 'ok', "
+                       "'ok': True, 'message': 'checked', 'threads': 1}, open(out, 'w'))\n")
+    checker.chmod(0o755)
+    run = {"framework": "X", "benchmark": "cifar", "export": "exports/1-x-cifar", "notebook": "records/1-x-cifar.ipynb",
+           "environment": {"device": "cpu", "cpu": "Test CPU"}}
+    checked = onnx_runs.check(run, results, str(checker))
+    assert checked["status"] == "ok" and checked["calibration"]["threads"] == 1
+    assert checked["calibration"]["gflops"] > 0 and checked["calibration"]["not_measured"] is None
+    assert onnx_runs.latest(results)[("X", "cifar", "cpu")]["calibration"] == checked["calibration"]
+    (results / "onnx" / "1-x-cifar.json").write_text(json.dumps({**checked, "calibration": {"gflops": "fast"}}))
+    assert onnx_runs.latest(results) == {}  # skipped with a warning, as any malformed field
