@@ -225,7 +225,8 @@ def split(frame, rows) -> list[Table]:
         groups = [failed]
     tables = []
     for group in groups:
-        calibrated = [row_probe[i] for i in group if i in row_probe and rows.loc[i, "runs"] > 0]
+        calibrated = [row_probe[i] for i in group if i in row_probe and rows.loc[i, "runs"] > 0] \
+            or [row_probe[i] for i in group if i in row_probe]  # a table of runs that all failed: theirs
         gflops = _median([p[0] for p in calibrated]) if calibrated else None
         gbps = _median([p[1] for p in calibrated]) if calibrated else None
         for index in group:

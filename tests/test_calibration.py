@@ -461,3 +461,10 @@ def test_an_onnx_check_records_the_calibration_of_its_machine(tmp_path):
     assert onnx_runs.latest(results)[("X", "cifar", "cpu")]["calibration"] == checked["calibration"]
     (results / "onnx" / "1-x-cifar.json").write_text(json.dumps({**checked, "calibration": {"gflops": "fast"}}))
     assert onnx_runs.latest(results) == {}  # skipped with a warning, as any malformed field
+
+
+def test_a_table_of_failed_runs_shows_their_calibration(tmp_path):
+    _write(tmp_path, "1-A", "A", 10.0, (50.0, 10.0), status="failed", error="RuntimeError: boom")
+    _write(tmp_path, "1-B", "B", 10.0, (52.0, 10.4), status="failed", error="RuntimeError: boom")
+    section = _cifar(report.render(tmp_path).read_text())
+    assert "Calibration: 51.0 GFLOP/s, 10.2 GB/s" in section and list(_rows(section)) == ["A", "B"]
