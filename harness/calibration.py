@@ -273,15 +273,23 @@ def line(table: Table) -> str:
             "memory copy timed before each run: docs/measurements.md).")
 
 
-def apart(tables: list[Table], main: Table, heading: str, render) -> list[str]:
-    """The markdown of the tables after the first: each under ``heading`` and its calibration, never
-    ranked with ``main``; ``render(rows)`` gives a table's markdown."""
+def apart(tables: list[Table], main: Table, render, earlier: str | None = None) -> list[str]:
+    """The markdown of the tables after the first, each under its calibration, never ranked with
+    ``main``; ``render(rows)`` gives a table's markdown; ``earlier``: the configuration they belong to,
+    where it is an earlier one."""
     parts = []
     for table in tables:
-        parts += [f"{heading}: {describe(table)}", "",
-                  f"Not ranked with the table above (calibration: {describe(main)}): these runs' machines "
-                  f"calibrate more than {APART * 100:.0f} % apart from it, or only one of the two has a calibration.",
-                  "", render(table.rows), ""]
+        label = f"calibrated apart: {describe(table)}" if table.gflops is not None else "not calibrated"
+        title = f"Earlier configuration: {earlier}; {label}" if earlier else label[0].upper() + label[1:]
+        if table.gflops is None:
+            why = ("these runs have no calibration (records from before the harness measured its machine, or "
+                   "whose probe could not run); the table above has one")
+        elif main.gflops is None:
+            why = "these runs have a calibration; the table above has none"
+        else:
+            why = (f"their machines calibrate more than {APART * 100:.0f} % apart from its "
+                   f"({describe(main)})")
+        parts += [f"#### {title}", "", f"Not ranked with the table above: {why}.", "", render(table.rows), ""]
     return parts
 
 

@@ -702,14 +702,13 @@ def render(results: Path, readme: Path | None = None) -> Path:
                       f"{_short(error)}", file=sys.stderr)
             if image:
                 parts += [f"![{_escape(BENCHMARKS[benchmark].title + ' on ' + device)}]({image.name})", ""]
-            parts += calibration.apart(others, main, "#### Calibrated apart", table)
+            parts += calibration.apart(others, main, table)
             for key, rows in older:
                 first, *others = calibration.split(shown, rows)
                 parts += [f"#### Earlier configuration: {describe_configuration(key)}", "",
                           "Not ranked with the table above: these runs differ from it in their configuration.", "",
                           calibration.line(first), "", table(first.rows), ""]
-                parts += calibration.apart(others, first, f"#### Earlier configuration: {describe_configuration(key)}; "
-                                           "calibrated apart", table)
+                parts += calibration.apart(others, first, table, earlier=describe_configuration(key))
         exported = [c for c in onnx.values() if c.get("device_group") == device]
         if exported:
             latest_keys = {b: groups[0][0] for b, groups in tables[device].items() if groups}

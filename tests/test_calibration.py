@@ -403,12 +403,15 @@ def test_machines_calibrated_apart_are_never_ranked_together(tmp_path):
     _write(tmp_path, "2-E", "E", 24.0, (62.0, 12.5))
     _write(tmp_path, "3-F", "F", 5.0, None)
     section = _cifar(report.render(tmp_path).read_text())
-    main, slow, uncalibrated = section.split("#### Calibrated apart")
+    main, rest = section.split("#### Calibrated apart")
+    slow, uncalibrated = rest.split("#### Not calibrated")
     assert list(_rows(main)) == ["A", "C", "B"] and "| 1.00× |" in _rows(main)["A"]
     assert "Calibration: 100.0 GFLOP/s, 20.5 GB/s" in main
-    assert slow.startswith(": 61.0 GFLOP/s, 12.2 GB/s") and "Not ranked with the table above" in slow
+    assert slow.startswith(": 61.0 GFLOP/s, 12.2 GB/s") and ("Not ranked with the table above: their machines "
+                                                              "calibrate more than 10 % apart from its (100.0") in slow
     assert list(_rows(slow)) == ["D", "E"] and "| 1.00× |" in _rows(slow)["D"] and "| 2.00× |" in _rows(slow)["E"]
-    assert uncalibrated.startswith(": not calibrated") and list(_rows(uncalibrated)) == ["F"]
+    assert "Not ranked with the table above: these runs have no calibration" in uncalibrated
+    assert list(_rows(uncalibrated)) == ["F"]
     assert "off this table" not in section  # each table's rows are within 10 % of its median
 
 
@@ -437,7 +440,7 @@ def test_a_run_whose_probe_could_not_run_says_why_in_its_row(tmp_path):
                      "not_measured": "the probe gave no result within 30 s and was stopped"}))
     section = _cifar(report.render(tmp_path).read_text())
     assert "not calibrated: the probe gave no result within 30 s and was stopped" in _rows(
-        section.split("#### Calibrated apart")[1])["B"]
+        section.split("#### Not calibrated")[1])["B"]
 
 
 def test_an_onnx_check_records_the_calibration_of_its_machine(tmp_path):
@@ -468,3 +471,18 @@ def test_a_table_of_failed_runs_shows_their_calibration(tmp_path):
     _write(tmp_path, "1-B", "B", 10.0, (52.0, 10.4), status="failed", error="RuntimeError: boom")
     section = _cifar(report.render(tmp_path).read_text())
     assert "Calibration: 51.0 GFLOP/s, 10.2 GB/s" in section and list(_rows(section)) == ["A", "B"]
+
+
+def test_an_earlier_configuration_is_split_by_calibration_too(tmp_path):
+    _write(tmp_path, "1-A", "A", 10.0, (100.0, 20.0))
+    _write(tmp_path, "1-B", "B", 20.0, (101.0, 20.0))
+    _write(tmp_path, "1-C", "C", 15.0, (60.0, 12.0))
+    record.write(tmp_path / "records" / "2-A.json", record.build(
+        framework="A", api="test", benchmark="cifar", epochs=1, batch_size=64, train_samples=2000, test_samples=1000,
+        seed=42, accuracy=0.2, timing={"train_seconds": 5.0}, environment=CPU))
+    section = _cifar(report.render(tmp_path).read_text())
+    assert section.index("Configuration: 1 epoch") < section.index("#### Earlier configuration: 2 epochs") < \
+        section.index("#### Earlier configuration: 2 epochs, batch 64, 4,000 training and 2,000 test samples, every "
+                      "core; calibrated apart: 60.0 GFLOP/s, 12.0 GB/s")
+    earlier = section.split("#### Earlier configuration: 2 epochs")[1]
+    assert "Calibration: 100.5 GFLOP/s, 20.0 GB/s" in earlier and list(_rows(earlier)) == ["A", "B"]
