@@ -278,6 +278,12 @@ NESTED = {
         "python_version": (_text, "a text", True), "versions": (_text, "a text", True),
         "cuda_build": (lambda v: isinstance(v, bool), "true or false", True),
     },
+    "calibration": {  # the machine's probe before the run (harness/calibration.py); null figures: not measured
+        "device": (_text, "a text", False), "threads": (_positive_integer, "a positive integer", True),
+        "gflops": (_positive, "a finite number > 0", True), "gbps": (_positive, "a finite number > 0", True),
+        "how": (_text, "a text", True), "seconds": (_non_negative, "a finite number >= 0", True),
+        "not_measured": (_text, "a text", True), "gpu": (_text, "a text", True),
+    },
     "data": {
         "source": (_text, "a text", True), "path": (_text, "a text", True),
         "sha256": (_text, "a text", True), "checksum": (_text, "a text", True),

@@ -24,7 +24,7 @@ import pandas as pd
 from common import REPOSITORY, machine, record
 from common.benchmarks import BENCHMARKS
 from common import flops
-from harness import gpus, guard, onnx_runs, parity_runs, phases
+from harness import calibration, gpus, guard, onnx_runs, parity_runs, phases
 
 
 def load_records(results: Path, check_notebooks: bool = False) -> list[dict]:
@@ -164,6 +164,7 @@ def to_frame(records: list[dict]) -> pd.DataFrame:
             "threads_requested": (r.get("environment") or {}).get("threads_requested"),
             **{f"phase_{part}": (r.get("phases") or {}).get(part) for part in phases.PARTS + ("harness", "other")},
             "notebook_disagrees": r.get("notebook_disagrees"),
+            **calibration.columns(r),
         })
     columns = ["framework", "api", "benchmark", "variant", "status", "timestamp"]
     frame = pd.DataFrame(rows, columns=list(rows[0]) if rows else columns)
@@ -368,6 +369,8 @@ def benchmark_table(frame: pd.DataFrame, benchmark: str, checks: dict | None = N
         else:
             note = f"**{_cell(r['status'])}**: {_cell(r['error'])}"
             cells = ["0"] + ["–"] * 6
+        if isinstance(r.get("calibration_note"), str):  # calibration.split: a machine off the table's calibration
+            note += (" " if note else "") + _cell(r["calibration_note"])
         lines.append("| " + " | ".join([name] + cells + [equivalence(checks, r["framework"], benchmark), note]) + " |")
     lines += ["", f"| Framework | API | Variant | First epoch, s{spread} | Device | Versions |",
               "|---|---|---|---|---|---|"]
@@ -689,8 +692,11 @@ def render(results: Path, readme: Path | None = None) -> Path:
                 parts += ["No runs on this device.", ""]
                 continue
             (key, rows), older = groups[0], groups[1:]
-            parts += [f"Configuration: {describe_configuration(key)}.", "",
-                      benchmark_table(shown, benchmark, checks, rows), ""]
+            table = lambda found: benchmark_table(shown, benchmark, checks, found)  # noqa: E731
+            main, *others = calibration.split(shown, rows)  # machines calibrated apart are not ranked together
+            rows = main.rows
+            parts += [f"Configuration: {describe_configuration(key)}.", "", calibration.line(main), "",
+                      table(rows), ""]
             image = None
             try:
                 image = plot(shown, benchmark, results / f"{benchmark}-{slug(device)}.png", device, rows)
@@ -699,10 +705,13 @@ def render(results: Path, readme: Path | None = None) -> Path:
                       f"{_short(error)}", file=sys.stderr)
             if image:
                 parts += [f"![{_escape(BENCHMARKS[benchmark].title + ' on ' + device)}]({image.name})", ""]
+            parts += calibration.apart(others, main, table)
             for key, rows in older:
+                first, *others = calibration.split(shown, rows)
                 parts += [f"#### Earlier configuration: {describe_configuration(key)}", "",
                           "Not ranked with the table above: these runs differ from it in their configuration.", "",
-                          benchmark_table(shown, benchmark, checks, rows), ""]
+                          calibration.line(first), "", table(first.rows), ""]
+                parts += calibration.apart(others, first, table, earlier=describe_configuration(key))
         exported = [c for c in onnx.values() if c.get("device_group") == device]
         if exported:
             latest_keys = {b: groups[0][0] for b, groups in tables[device].items() if groups}

@@ -44,7 +44,7 @@ import nbformat
 
 from common import REPOSITORY, data, machine, params, record
 from common.benchmarks import BENCHMARKS
-from harness import docker, guard, kernels, phases, venvs
+from harness import calibration, docker, guard, kernels, phases, venvs
 from harness.frameworks import Framework
 from harness.notebooks import papermill_arguments
 
@@ -355,6 +355,7 @@ def execute(framework: Framework, benchmark: str, settings: RunSettings, results
     record_path, executed = run_paths(results, framework, benchmark)
     record_path.parent.mkdir(parents=True, exist_ok=True)
     prefix = f"[{framework.name}/{benchmark}] "
+    calibrated = None  # the machine's calibration, measured just before the notebook starts
     try:  # from the reservation on, an interrupt is recorded
         reserve(record_path, executed, framework, benchmark, settings)
         reason = (docker.unavailable_reason if settings.docker else kernels.unavailable_reason)(framework)
@@ -365,13 +366,16 @@ def execute(framework: Framework, benchmark: str, settings: RunSettings, results
         parameters, data_dir = settings.notebook_parameters(benchmark, record_path), None
         if settings.docker:
             parameters, data_dir = docker_data(benchmark, parameters)
+        calibrated = calibration.before_run(framework, target_device(settings), settings.threads, settings.docker)
+        print(prefix + calibration.summary(calibrated), flush=True)
         outcome = launch(framework, framework.notebook(benchmark), executed, parameters, results,
                          settings.timeout, prefix, in_docker=settings.docker, device=settings.device,
                          data_dir=data_dir, threads=settings.threads)
     except Interrupted as interrupt:  # papermill and the kernel are stopped: record it, then say so
         with interrupts_held():
             message = f"{interrupt.describe()}; the run was stopped"
-            _write_failure(record_path, framework, benchmark, settings, "interrupted", message, executed)
+            _write_failure(record_path, framework, benchmark, settings, "interrupted", message, executed,
+                           calibrated)
             _say(prefix + "interrupted: " + message)
         raise
     if outcome.status == "ok" and record_path.is_file():
@@ -379,6 +383,7 @@ def execute(framework: Framework, benchmark: str, settings: RunSettings, results
         result["notebook"] = str(executed.relative_to(results)) if executed.is_file() else None
         result["kernel_environment"] = kernel_provenance(framework, settings)
         result["phases"] = phases.from_notebook(executed, outcome.seconds)
+        result["calibration"] = calibrated
         exported = export_folder(record_path)
         if settings.export and exported.is_dir():
             result["export"] = str(exported.relative_to(results))
@@ -402,7 +407,7 @@ def execute(framework: Framework, benchmark: str, settings: RunSettings, results
     if status != "timeout":  # papermill() has said so already
         print(prefix + f"{status}: {message}")
     try:
-        result = _write_failure(record_path, framework, benchmark, settings, status, message, executed)
+        result = _write_failure(record_path, framework, benchmark, settings, status, message, executed, calibrated)
     except OSError as error:
         if not guard.is_full(error):
             raise
@@ -805,9 +810,10 @@ def target_device(settings: RunSettings) -> str:
 
 
 def _write_failure(record_path: Path, framework: Framework, benchmark: str, settings: RunSettings,
-                   status: str, message: str, executed: Path | None) -> dict:
+                   status: str, message: str, executed: Path | None, calibrated: dict | None = None) -> dict:
     """The record of a run that did not get as far as writing its own: the machine it was
-    meant for (so that the report files it under that device) and where its kernel came from."""
+    meant for (so that the report files it under that device), where its kernel came from, and
+    the machine's calibration where it was measured before the run."""
     result = record.build(
         framework=framework.label, api=framework.api, benchmark=benchmark, status=status, error=message,
         **settings.sizes(benchmark), seed=settings.seed, notebook=str(executed.relative_to(record_path.parent.parent))
@@ -815,6 +821,7 @@ def _write_failure(record_path: Path, framework: Framework, benchmark: str, sett
         environment=machine.capture(device=target_device(settings), versions={},
                                     threads_requested=settings.threads),
         kernel_environment=kernel_provenance(framework, settings),
+        **({"calibration": calibrated} if calibrated else {}),
     )
     record.write(record_path, result)
     release(record_path)
