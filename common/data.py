@@ -292,7 +292,9 @@ def _write_atomically(target: Path, write) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(temporary, 0o644)  # mkstemp makes it 0600: the cache is for every run of the user
+        mask = os.umask(0o022)
+        os.umask(mask)
+        os.chmod(temporary, 0o666 & ~mask)  # mkstemp makes it 0600; the cache is as readable as a download
         os.replace(temporary, str(target))
     except BaseException:
         try:

@@ -433,7 +433,8 @@ def cmd_agree(args) -> int:
         where = machine.describe(environment)
     elif environment:  # each record gives its own threads; the machine's cores are what they share
         where = f"CPU: {environment.get('cpu') or 'unknown model'} ({environment.get('cpu_count')} cores)"
-    how = (f"Made by `rosetta {' '.join(shlex.quote(a) for a in args.argv)}` on {where}, at commit "
+    command = report.portable_text(" ".join(shlex.quote(a) for a in args.argv))  # no path of this machine
+    how = (f"Made by `rosetta {command}` on {where}, at commit "
            f"{machine.git_commit() or 'unknown'}; this call took {time.monotonic() - started:.0f} s. The records "
            "and executed notebooks are in this folder.")
     if stopped is not None:
