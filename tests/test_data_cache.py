@@ -164,16 +164,20 @@ def test_two_writers_at_once(tiny_cifar, tiny_imdb, tmp_path, decodes):
         import os, sys, time
         sys.path.insert(0, {str(REPOSITORY)!r})
         from common import data
+        open(sys.argv[1], "w").close()  # imported and ready
         while not os.path.exists({str(go)!r}):
             time.sleep(0.005)
         x = data.cifar_for_library(source={str(tiny_cifar)!r}, cache={str(cache)!r})[0]
         t = data.imdb_for_library(source={str(tiny_imdb)!r}, cache={str(cache)!r})[0]
         print(float(x.sum()), int(t.sum()))
     """)
-    writers = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True) for _ in range(2)]
-    time.sleep(0.5)  # both started and waiting
-    go.touch()
+    ready = [tmp_path / f"ready-{n}" for n in range(2)]
+    writers = [subprocess.Popen([sys.executable, "-c", script, str(flag)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for flag in ready]
+    deadline = time.monotonic() + 60
+    while not all(flag.exists() for flag in ready) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    go.touch()  # both imported and waiting: they decode and write at the same moment
     outputs = [writer.communicate(timeout=60) for writer in writers]
     assert [writer.returncode for writer in writers] == [0, 0], outputs
     expected = data._decode_cifar(tiny_cifar, True)["x_train"]
