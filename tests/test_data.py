@@ -30,10 +30,12 @@ REAL_IMDB = SHARED_DATA / "imdb" / "imdb.npz"
 # --- helpers -----------------------------------------------------------------------
 
 @pytest.fixture(autouse=True)
-def clean_environment(monkeypatch):
-    """No ROSETTA_* variable of this machine may leak into a test."""
+def clean_environment(monkeypatch, tmp_path):
+    """No ROSETTA_* variable of this machine may leak into a test, and the default cache folder
+    (where a local copy's decoded arrays go) is the test's own, never the user's."""
     for name in ("ROSETTA_CIFAR10", "ROSETTA_IMDB", "ROSETTA_DATA_DIR"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
 
 
 def sha256_hex(path: Path) -> str:

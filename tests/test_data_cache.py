@@ -22,9 +22,10 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
-def clean_environment(monkeypatch):
+def clean_environment(monkeypatch, tmp_path):
     for name in ("ROSETTA_CIFAR10", "ROSETTA_IMDB", "ROSETTA_DATA_DIR"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))  # never the user's cache folder
 
 
 @pytest.fixture
@@ -91,10 +92,17 @@ def test_keyed_by_checksum_and_decoder(tiny_cifar, tmp_path, decodes, monkeypatc
     assert np.array_equal(data.load_cifar10(source=renamed, cache=cache)[0], x_one)
     assert decodes["cifar"] == 2
 
-    # Other decoding code: the entry is not used.
+    # Other decoding code: the entry is not used, and is replaced (that of the other archive stays).
+    before = set(entry_files(cache, "cifar10"))
     monkeypatch.setattr(data, "_DECODER", ["another-decoder"])
     assert np.array_equal(data.load_cifar10(source=tiny_cifar, cache=cache)[0], x_one)
     assert decodes["cifar"] == 3
+    after = set(entry_files(cache, "cifar10"))
+    assert len(after) == len(before) and after != before
+    checksums = {json.loads(f.read_text())["checksum"]: json.loads(f.read_text())["decoder"]
+                 for f in (cache / data.ARRAYS_FOLDER).glob("cifar10-*.json")}
+    assert checksums["sha256:" + data.sha256_of(tiny_cifar)] == "another-decoder"
+    assert checksums["sha256:" + data.sha256_of(other)] != "another-decoder"
 
 
 def test_the_decoder_version_follows_the_code(tmp_path):
