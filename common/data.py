@@ -325,22 +325,30 @@ def _write_entry(folder: Path, name: str, arrays: Dict[str, np.ndarray], about: 
     return True
 
 
+KEEP_OTHER_DECODERS = 1  # entries of the same data by other decoding code kept beside the new one
+
+
 def _prune(folder: Path, name: str, manifest: dict) -> None:
-    """Removes the entries of the same data made by other decoding code: each edit of this file
-    would otherwise leave a stale copy (1.6 GB for CIFAR-10). A process still mapping one keeps
-    its arrays (the files go once unmapped); entries of other data are left alone."""
+    """Removes the older entries of the same data made by other decoding code, keeping the newest
+    ``KEEP_OTHER_DECODERS`` of them: each edit of this file would otherwise leave a stale copy
+    (1.6 GB for CIFAR-10), while two checkouts of different code sharing one cache folder keep
+    one entry each rather than rebuilding each other's. A process still mapping a removed file
+    keeps its arrays (the file goes once unmapped); entries of other data are left alone."""
     same = {key: manifest.get(key) for key in ("dataset", "checksum", "extra")}
+    others = []
     for other in folder.glob(f"{manifest.get('dataset')}-*.json"):
         stem = other.name[:-len(".json")]
         if stem == name:
             continue
         try:
             found = json.loads(other.read_text())
+            built = other.stat().st_mtime
         except (OSError, ValueError):
             continue
-        if not isinstance(found, dict) or found.get("decoder") == manifest.get("decoder") or \
-                {key: found.get(key) for key in same} != same:
-            continue
+        if isinstance(found, dict) and found.get("decoder") != manifest.get("decoder") and \
+                {key: found.get(key) for key in same} == same:
+            others.append((built, stem, other))
+    for _, stem, other in sorted(others, reverse=True)[KEEP_OTHER_DECODERS:]:
         for path in [other] + list(folder.glob(stem + ".*.npy")):  # the manifest first: the entry is gone
             try:
                 path.unlink()
