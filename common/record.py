@@ -47,7 +47,7 @@ def differs_from_benchmark(benchmark: str, epochs: int, batch_size: int,
     spec = BENCHMARKS[benchmark]
     differences = []
     if epochs != spec.epochs:
-        differences.append(f"{epochs} epochs, not {spec.epochs}")
+        differences.append(f"{epochs} epoch{'' if epochs == 1 else 's'}, not {spec.epochs}")
     if batch_size != spec.batch:
         differences.append(f"batch {batch_size}, not {spec.batch}")
     if train_samples != spec.train:
