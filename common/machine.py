@@ -186,7 +186,8 @@ def describe(info: dict) -> str:
     if info["device"] == "cuda":
         extras = [f"driver {info.get('driver')}", f"CUDA {info.get('cuda')}", f"cuDNN {info.get('cudnn')}"]
         return f"{info['gpu']} ({', '.join(extras)})"
-    return f"CPU: {info['cpu']} ({info.get('threads') or info.get('cpu_count')} threads)"
+    threads = info.get("threads") or info.get("cpu_count")
+    return f"CPU: {info['cpu']} ({threads} thread{'' if threads == 1 else 's'})"
 
 
 def print_summary(info: dict) -> None:

@@ -47,7 +47,7 @@ def differs_from_benchmark(benchmark: str, epochs: int, batch_size: int,
     spec = BENCHMARKS[benchmark]
     differences = []
     if epochs != spec.epochs:
-        differences.append(f"{epochs} epochs, not {spec.epochs}")
+        differences.append(f"{epochs} epoch{'' if epochs == 1 else 's'}, not {spec.epochs}")
     if batch_size != spec.batch:
         differences.append(f"batch {batch_size}, not {spec.batch}")
     if train_samples != spec.train:
@@ -281,6 +281,12 @@ NESTED = {
         "python": (_text, "a text", True), "image": (_text, "a text", True),
         "python_version": (_text, "a text", True), "versions": (_text, "a text", True),
         "cuda_build": (lambda v: isinstance(v, bool), "true or false", True),
+    },
+    "calibration": {  # the machine's probe before the run (harness/calibration.py); null figures: not measured
+        "device": (_text, "a text", False), "threads": (_positive_integer, "a positive integer", True),
+        "gflops": (_positive, "a finite number > 0", True), "gbps": (_positive, "a finite number > 0", True),
+        "how": (_text, "a text", True), "seconds": (_non_negative, "a finite number >= 0", True),
+        "not_measured": (_text, "a text", True), "gpu": (_text, "a text", True),
     },
     "data": {
         "source": (_text, "a text", True), "path": (_text, "a text", True),

@@ -311,20 +311,13 @@ def validate_run(args: argparse.Namespace) -> None:
 
 
 def load_data(args: argparse.Namespace, benchmarks) -> tuple[dict, dict]:
-    """Each benchmark's data, fetched and verified before any notebook starts: its provenance, and
-    for a benchmark whose data cannot be read the error (its runs then fail; the others run)."""
+    """Each benchmark's data, fetched, verified and decoded into the array cache before any notebook
+    starts (the notebooks then only memory-map it): its provenance, and for a benchmark whose data
+    cannot be read the error (its runs then fail; the others run)."""
     provenances, errors = {}, {}
     for benchmark in benchmarks:
         try:
-            if benchmark == "cifar":
-                x_train, _, x_test, _, provenance = data.load_cifar10(args.cifar10, args.data_dir)
-                print(f"CIFAR-10: {len(x_train)} + {len(x_test)} images, {provenance['source']} "
-                      f"{provenance['path']}")
-            else:
-                x_train, _, x_test, _, provenance = data.load_imdb(args.imdb, args.data_dir)
-                print(f"IMDB: {len(x_train)} + {len(x_test)} reviews, {provenance['source']} "
-                      f"{provenance['path']}")
-            provenances[benchmark] = provenance
+            provenances[benchmark] = _prepare(args, benchmark)
         except data.DataError as error:
             errors[benchmark] = str(error)
             print(f"rosetta: {benchmark}: {error} Its runs are recorded as failed; the others still run.",
@@ -367,14 +360,21 @@ def cmd_envs(args) -> int:
 
 
 def cmd_data(args, benchmarks=BENCHMARKS) -> int:
-    """Fetches and verifies what the benchmarks need before any notebook starts."""
-    if "cifar" in benchmarks:
-        x_train, _, x_test, _, provenance = data.load_cifar10(args.cifar10, args.data_dir)
-        print(f"CIFAR-10: {len(x_train)} + {len(x_test)} images, {provenance['source']} {provenance['path']}")
-    if "imdb" in benchmarks:
-        x_train, _, x_test, _, provenance = data.load_imdb(args.imdb, args.data_dir)
-        print(f"IMDB: {len(x_train)} + {len(x_test)} reviews, {provenance['source']} {provenance['path']}")
+    """Fetches, verifies and decodes into the array cache what the benchmarks need."""
+    for benchmark in ("cifar", "imdb"):
+        if benchmark in benchmarks:
+            _prepare(args, benchmark)
     return 0
+
+
+def _prepare(args, benchmark: str) -> dict:
+    """One benchmark's data verified and in the array cache (data.prepare); its provenance."""
+    train, test, provenance = data.prepare(benchmark, args.cifar10 if benchmark == "cifar" else args.imdb,
+                                           args.data_dir)
+    what = "CIFAR-10" if benchmark == "cifar" else "IMDB"
+    items = "images" if benchmark == "cifar" else "reviews"
+    print(f"{what}: {train} + {test} {items}, {provenance['source']} {provenance['path']}")
+    return provenance
 
 
 def run_settings(args, seed: int | None = None) -> runner.RunSettings:
@@ -469,7 +469,8 @@ def cmd_agree(args) -> int:
         where = machine.describe(environment)
     elif environment:  # each record gives its own threads; the machine's cores are what they share
         where = f"CPU: {environment.get('cpu') or 'unknown model'} ({environment.get('cpu_count')} cores)"
-    how = (f"Made by `rosetta {' '.join(shlex.quote(a) for a in args.argv)}` on {where}, at commit "
+    command = report.portable_text(" ".join(shlex.quote(a) for a in args.argv))  # no path of this machine
+    how = (f"Made by `rosetta {command}` on {where}, at commit "
            f"{machine.git_commit() or 'unknown'}; this call took {time.monotonic() - started:.0f} s. The records "
            "and executed notebooks are in this folder.")
     if stopped is not None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from common import REPOSITORY, export, record
 from common.benchmarks import BENCHMARKS
-from harness import kernels, report, venvs
+from harness import calibration, kernels, report, venvs
 from harness.frameworks import Framework
 
 ONNXRUNTIME = Framework(
@@ -123,6 +123,7 @@ def check(run: dict, results: Path, python: str | None, unavailable: str | None 
             result = _failure(run, "unavailable", unavailable, device)
     else:
         print(prefix + f"checking {folder.relative_to(results)}", flush=True)
+        calibrated = calibration.before_run(None, device, _threads(folder))  # the machine, as for a run
         command = [python, "-m", "common.onnx_check", str(folder), "--device", device, "--out", str(out)]
         environment = {**os.environ, "PYTHONPATH": str(REPOSITORY), "PYTHONDONTWRITEBYTECODE": "1"}
         try:
@@ -136,6 +137,7 @@ def check(run: dict, results: Path, python: str | None, unavailable: str | None 
             why = f"no result after {timeout:.0f} s" if done is None else \
                 f"exit {done.returncode}: {(done.stderr or done.stdout).strip()[-1500:]}"
             result = _failure(run, "failed", f"the check did not finish: {why}", device)
+        result["calibration"] = calibrated
     result["device_group"] = report.device_group(run)  # the report's tables are per device
     result["run"] = run.get("notebook")
     result["export_dir"] = run["export"]
@@ -143,6 +145,26 @@ def check(run: dict, results: Path, python: str | None, unavailable: str | None 
     record.write_json(out, result)
     print(prefix + result["message"], flush=True)
     return result
+
+
+def _threads(folder: Path) -> int | None:
+    """The CPU threads the check times with: the run's, as its export record says (None: every core)."""
+    try:
+        threads = export.read(folder).get("threads")
+    except (ValueError, AttributeError):
+        return None
+    return threads if record._positive_integer(threads) else None
+
+
+def _calibration(value) -> bool:
+    """A machine's calibration (``harness.calibration``) as a run's record holds it."""
+    if not isinstance(value, dict):
+        return False
+    try:
+        record._check_fields(value, record.NESTED["calibration"], "", "")
+    except ValueError:
+        return False
+    return True
 
 
 def check_all(results: Path, frameworks: list[Framework] | None = None, benchmarks: list[str] | None = None,
@@ -214,6 +236,7 @@ OPTIONAL = {name: (record._text, "a text") for name in ("device", "device_group"
 OPTIONAL.update({
     "ok": (lambda v: isinstance(v, bool), "true or false"),
     "threads": (record._positive_integer, "a positive integer"),
+    "calibration": (_calibration, "a calibration: an object with device, threads, gflops, gbps, how, seconds"),
     "exporter_versions": (record._mapping_of(record._scalar), "an object of versions"),
     "graph": (_graph, "an object with opset (an integer), bytes (a number >= 0) and gru_form (a text or null)"),
     "checks": (_checks, "a list of checks, each with its name, and reference, framework and classes with "

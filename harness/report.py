@@ -24,7 +24,7 @@ import pandas as pd
 from common import REPOSITORY, machine, record
 from common.benchmarks import BENCHMARKS
 from common import flops
-from harness import gpus, guard, onnx_runs, parity_runs, phases, quietreport
+from harness import calibration, gpus, guard, onnx_runs, parity_runs, phases, quietreport
 
 
 def load_records(results: Path, check_notebooks: bool = False) -> list[dict]:
@@ -114,7 +114,7 @@ def _versions(row: dict) -> str:
     source = row.get("kernel_environment") or {}
     if source.get("kind") == "existing":
         found = "" if versions else f" {source.get('versions') or ''}".rstrip()
-        origin = f"existing environment {source.get('python')}{found}"
+        origin = f"existing environment {portable_path(source.get('python'))}{found}"
     elif source.get("kind") == "built":
         origin = f"built from {Path(source.get('spec') or '').name}"
     elif source.get("kind") == "docker":
@@ -124,10 +124,38 @@ def _versions(row: dict) -> str:
     return f"{text} ({origin})" if text else origin
 
 
+# An absolute path in a text: after a space, a bracket, a quote or the start, never inside a URL or a
+# relative path ("https://host/a", "owner/repo"); two parts at least ("/x/y").
+ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/-])/(?:[^\s/|,;:()\[\]'\"`]+/)+[^\s/|,;:()\[\]'\"`]+")
+
+
+def portable_path(path) -> str:
+    """A path as committed text names it: relative to the repository where inside it; an
+    interpreter as its environment's folder and bin/NAME; anything else by its file name. The
+    records keep the full path: this is for the rendered text and the CSV, read on other machines."""
+    text = str(path)
+    try:
+        return Path(text).relative_to(REPOSITORY).as_posix() or "."
+    except ValueError:
+        pass
+    parts = Path(text).parts
+    if len(parts) >= 3 and parts[-2] == "bin":  # .../ENV/bin/python
+        return "/".join(parts[-3:])
+    return Path(text).name or text
+
+
+def portable_text(text):
+    """``text`` with each absolute path in it made portable (:func:`portable_path`); None stays None."""
+    if not isinstance(text, str):
+        return text
+    return ABSOLUTE_PATH.sub(lambda found: portable_path(found.group(0)), text)
+
+
 def _data(row: dict) -> str:
     parts = []
-    if row.get("subset"):
-        parts.append("subset: " + "; ".join(row.get("differs_from_benchmark") or []))
+    if row.get("subset"):  # "1 epochs" in records written before record.py said "1 epoch"
+        parts.append("subset: " + "; ".join(re.sub(r"^1 epochs\b", "1 epoch", str(difference))
+                                             for difference in row.get("differs_from_benchmark") or []))
     else:
         parts.append("full")
     source = (row.get("data") or {}).get("source")
@@ -142,7 +170,7 @@ def to_frame(records: list[dict]) -> pd.DataFrame:
     for r in records:
         rows.append({
             "framework": r["framework"], "api": r["api"], "benchmark": r["benchmark"],
-            "variant": r["variant"], "status": r["status"], "error": r.get("error"),
+            "variant": r["variant"], "status": r["status"], "error": portable_text(r.get("error")),
             "test_accuracy": r.get("test_accuracy"), "train_seconds": r.get("train_seconds"),
             "first_epoch_seconds": r.get("first_epoch_seconds"),
             "median_epoch_seconds": r.get("median_epoch_seconds"),
@@ -164,6 +192,7 @@ def to_frame(records: list[dict]) -> pd.DataFrame:
             "threads_requested": (r.get("environment") or {}).get("threads_requested"),
             **{f"phase_{part}": (r.get("phases") or {}).get(part) for part in phases.PARTS + ("harness", "other")},
             "notebook_disagrees": r.get("notebook_disagrees"),
+            **calibration.columns(r),
             **quietreport.frame_columns(r),
         })
     columns = ["framework", "api", "benchmark", "variant", "status", "timestamp"]
@@ -375,6 +404,8 @@ def benchmark_table(frame: pd.DataFrame, benchmark: str, checks: dict | None = N
         else:
             note = f"**{_cell(r['status'])}**: {_cell(r['error'])}"
             cells = ["0"] + ["–"] * 6
+        if isinstance(r.get("calibration_note"), str):  # calibration.split: a machine off the table's calibration
+            note += (" " if note else "") + _cell(r["calibration_note"])
         lines.append("| " + " | ".join([name] + cells + [equivalence(checks, r["framework"], benchmark), note]) + " |")
     lines += ["", f"| Framework | API | Variant | First epoch, s{spread} | Device | Versions | Peak memory | Energy |",
               "|---|---|---|---|---|---|---|---|"]
@@ -406,9 +437,65 @@ def overhead_line(frame: pd.DataFrame, shown: pd.DataFrame) -> str | None:
              "the rest": ["other"]}
     named = ", ".join(f"{name} {runs[[f'phase_{c}' for c in columns]].fillna(0).sum().sum():,.0f} s"
                       for name, columns in parts.items())
-    return (f"Where the time went: the {len(runs)} run(s) with phase times took {wall:,.0f} s in the harness, "
+    return (f"Where the time went: the {len(runs)} run(s) of this table with phase times took {wall:,.0f} s in the harness, "
             f"{work:,.0f} s of it training and prediction; the overhead is {(wall - work) / wall * 100:.0f} % "
             f"({named}).") if wall > 0 else None
+
+
+def _seeds(seeds: list[int]) -> str:
+    if len(seeds) == 1:
+        return f"seed {seeds[0]}"
+    if seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"seeds {seeds[0]}–{seeds[-1]}"
+    return "seeds " + ", ".join(map(str, seeds))
+
+
+def repeat_order(frame: pd.DataFrame, shown: pd.DataFrame) -> str | None:
+    """The order the repeats of a table's rows ran in, read from their records' timestamps and
+    seeds: interleaved (every framework once per round, round after round), back to back (each
+    framework's repeats one after another), mixed, or one run each. None for no runs."""
+    runs = []
+    for _, row in shown.iterrows():
+        name = row["framework"] if row["variant"] == "fp32" else f"{row['framework']} ({row['variant']})"
+        runs += [(pd.to_datetime(frame.loc[i, "timestamp"], utc=True), int(frame.loc[i, "seed"]), name)
+                 for i in row["members"]]
+    if not runs:
+        return None
+    runs.sort(key=lambda run: run[0])
+    counts = {}
+    for _, _, name in runs:
+        counts[name] = counts.get(name, 0) + 1
+    seeds = _seeds(sorted({seed for _, seed, _ in runs}))
+    repeated = [name for name, count in counts.items() if count > 1]
+    if not repeated:
+        return f"Repeats: none, one run each ({seeds})."
+    order = [(seed, name) for _, seed, name in runs if name in repeated]
+    rounds = sorted({seed for seed, _ in order})
+    positions = {name: [i for i, (_, other) in enumerate(order) if other == name] for name in repeated}
+    together = all(spots == list(range(spots[0], spots[0] + len(spots))) for spots in positions.values())
+    if (len(repeated) > 1 and [seed for seed, _ in order] == sorted(seed for seed, _ in order)
+            and len(set(order)) == len(order)):
+        text = (f"Repeats interleaved: every framework once per round, {len(rounds)} rounds, "
+                f"{_seeds(rounds)} (from the records' times and seeds)")
+    elif together:
+        text = (f"Repeats back to back: each framework's runs one after another, not interleaved, "
+                f"{_seeds(rounds)} (from the records' times and seeds)")
+    else:
+        text = (f"Repeats in mixed order: neither every framework once per round nor each framework's runs "
+                f"together, {_seeds(rounds)} (from the records' times and seeds)")
+    single = [name for name, count in counts.items() if count == 1]
+    if single:
+        text += f"; one run each: {', '.join(single)}"
+    return text + "."
+
+
+def table_notes(frame: pd.DataFrame, rows: pd.DataFrame) -> list[str]:
+    """The lines under a table: the order its repeats ran in, and where its runs' time went."""
+    lines = []
+    for line in (repeat_order(frame, rows), overhead_line(frame, rows)):
+        if line:
+            lines += [_escape(line), ""]
+    return lines
 
 
 def _milliseconds(entry: dict | None) -> str:
@@ -438,6 +525,15 @@ def _check_configuration(check: dict, frame: pd.DataFrame) -> tuple | None:
     return configuration(runs.iloc[-1]) if len(runs) else None
 
 
+def _status_note(status, message) -> str:
+    """``**status**: message`` for a table cell, without the status twice: an ONNX check's message
+    starts with its own status ("no exporter: ...", "failed: ...")."""
+    message = "" if message is None else portable_text(str(message))
+    if status and message.startswith(f"{status}: "):
+        message = message[len(f"{status}: "):]
+    return f"**{_cell(status)}**: {_cell(message)}"
+
+
 def onnx_tables(checks: list[dict]) -> str:
     """The ONNX tables of one device: each export's three checks, then the framework's prediction
     against ONNX Runtime's at each batch size (median latency, 90th percentile in brackets)."""
@@ -449,15 +545,15 @@ def onnx_tables(checks: list[dict]) -> str:
         model = BENCHMARKS[c["benchmark"]].model if c["benchmark"] in BENCHMARKS else c["benchmark"]
         by_name = {k["check"]: k for k in c.get("checks", [])}
         if not by_name:
-            lines.append(f"| {_cell(c['framework'])} | {_cell(model)} | – | – | – | – | **{_cell(c.get('status'))}**: "
-                         f"{_cell(c.get('message'))} |")
+            lines.append(f"| {_cell(c['framework'])} | {_cell(model)} | – | – | – | – | "
+                         f"{_status_note(c.get('status'), c.get('message'))} |")
             continue
         reference, framework, classes = by_name["reference"], by_name["framework"], by_name["classes"]
         equivalent = ("yes" if reference["ok"] else "**no**") + f": {reference['max_abs_difference']:.0e}"
         agrees = ("yes" if framework["ok"] and classes["ok"] else "**no**") + (
             f": logits {framework['max_abs_difference']:.0e}, classes {classes['agree'] + classes['ties']}/"
             f"{classes['samples']}")
-        note = "" if c.get("ok") else f"**failed**: {_cell(c.get('message'))}"
+        note = "" if c.get("ok") else _status_note("failed", c.get("message"))
         if c.get("timing_skipped"):
             note += f" not timed on {_cell(c.get('device'))}: {_cell(c['timing_skipped'])}"
         lines.append(f"| {_cell(c['framework'])} | {_cell(model)} | {_cell(_exporter(c))} | {_cell(_graph(c))} "
@@ -485,7 +581,10 @@ def onnx_tables(checks: list[dict]) -> str:
     return "\n".join(lines)
 
 
-MARKDOWN = re.compile(r"([\\`*_\[\]<>|])")  # what could end a cell, start a link, emphasis or code, or open HTML
+# What could end a cell, start a link, emphasis or code, or open HTML. An underscore inside a word
+# (fit_generator, ROSETTA_PYTHON36) starts no emphasis in GitHub's markdown and is left as it is, so
+# that the table reads the same raw and rendered; one at a word's edge is escaped.
+MARKDOWN = re.compile(r"([\\`*\[\]<>|]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9]))")
 
 
 def _line(text) -> str:
@@ -687,10 +786,6 @@ def render(results: Path, readme: Path | None = None) -> Path:
     for device in found:
         shown = frame[frame["device_group"] == device]
         parts += [f"## {_escape(device)}", ""]
-        main = [groups[0][1] for groups in tables[device].values() if groups]
-        overhead = overhead_line(shown, pd.concat(main)) if main else None
-        if overhead:
-            parts += [overhead, ""]
         for benchmark in BENCHMARKS:
             parts += [f"### {BENCHMARKS[benchmark].title}", ""]
             groups = tables[device][benchmark]
@@ -698,8 +793,15 @@ def render(results: Path, readme: Path | None = None) -> Path:
                 parts += ["No runs on this device.", ""]
                 continue
             (key, rows), older = groups[0], groups[1:]
-            parts += [f"Configuration: {describe_configuration(key)}.", "",
-                      benchmark_table(shown, benchmark, checks, rows), ""]
+
+            def table(found: pd.DataFrame) -> str:  # a table, then the lines under it: repeat order, overhead
+                return "\n".join([benchmark_table(shown, benchmark, checks, found), "",
+                                  *table_notes(shown, found)]).rstrip("\n")
+
+            main, *others = calibration.split(shown, rows)  # machines calibrated apart are not ranked together
+            rows = main.rows
+            parts += [f"Configuration: {describe_configuration(key)}.", "", calibration.line(main), "",
+                      table(rows), ""]
             image = None
             try:
                 image = plot(shown, benchmark, results / f"{benchmark}-{slug(device)}.png", device, rows)
@@ -708,10 +810,13 @@ def render(results: Path, readme: Path | None = None) -> Path:
                       f"{_short(error)}", file=sys.stderr)
             if image:
                 parts += [f"![{_escape(BENCHMARKS[benchmark].title + ' on ' + device)}]({image.name})", ""]
+            parts += calibration.apart(others, main, table)
             for key, rows in older:
+                first, *others = calibration.split(shown, rows)
                 parts += [f"#### Earlier configuration: {describe_configuration(key)}", "",
                           "Not ranked with the table above: these runs differ from it in their configuration.", "",
-                          benchmark_table(shown, benchmark, checks, rows), ""]
+                          calibration.line(first), "", table(first.rows), ""]
+                parts += calibration.apart(others, first, table, earlier=describe_configuration(key))
         exported = [c for c in onnx.values() if c.get("device_group") == device]
         if exported:
             latest_keys = {b: groups[0][0] for b, groups in tables[device].items() if groups}

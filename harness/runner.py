@@ -44,7 +44,7 @@ import nbformat
 
 from common import REPOSITORY, data, machine, params, record
 from common.benchmarks import BENCHMARKS
-from harness import docker, guard, kernels, phases, quiet, venvs
+from harness import calibration, docker, guard, kernels, phases, quiet, venvs
 from harness.frameworks import Framework
 from harness.notebooks import papermill_arguments
 
@@ -357,6 +357,7 @@ def execute(framework: Framework, benchmark: str, settings: RunSettings, results
     record_path, executed = run_paths(results, framework, benchmark)
     record_path.parent.mkdir(parents=True, exist_ok=True)
     prefix = f"[{framework.name}/{benchmark}] "
+    calibrated = None  # the machine's calibration, measured just before the notebook starts
     load = None  # the quiet-machine guard (harness.quiet), once the run gets that far
     try:  # from the reservation on, an interrupt is recorded
         reserve(record_path, executed, framework, benchmark, settings)
@@ -371,6 +372,8 @@ def execute(framework: Framework, benchmark: str, settings: RunSettings, results
         load = quiet.RunLoad(settings.quiet_wait, settings.quiet_threshold, target_device(settings), prefix,
                              docker=settings.docker)
         load.wait()  # up to --quiet-wait seconds for other processes to let go of the machine
+        calibrated = calibration.before_run(framework, target_device(settings), settings.threads, settings.docker)
+        print(prefix + calibration.summary(calibrated), flush=True)
         load.start()
         try:
             outcome = launch(framework, framework.notebook(benchmark), executed, parameters, results,
@@ -382,7 +385,7 @@ def execute(framework: Framework, benchmark: str, settings: RunSettings, results
         with interrupts_held():
             message = f"{interrupt.describe()}; the run was stopped"
             _write_failure(record_path, framework, benchmark, settings, "interrupted", message, executed,
-                           **quiet.failure_fields(load))
+                           calibrated, **quiet.failure_fields(load))
             _say(prefix + "interrupted: " + message)
         raise
     if outcome.status == "ok" and record_path.is_file():
@@ -390,6 +393,7 @@ def execute(framework: Framework, benchmark: str, settings: RunSettings, results
         result["notebook"] = str(executed.relative_to(results)) if executed.is_file() else None
         result["kernel_environment"] = kernel_provenance(framework, settings)
         result["phases"] = phases.from_notebook(executed, outcome.seconds)
+        result["calibration"] = calibrated
         result.update(measured)
         if not result.get("peak_memory"):  # a notebook whose timer did not say: what the harness saw
             result["peak_memory"] = quiet.failure_fields(load).get("peak_memory")
@@ -416,7 +420,7 @@ def execute(framework: Framework, benchmark: str, settings: RunSettings, results
     if status != "timeout":  # papermill() has said so already
         print(prefix + f"{status}: {message}")
     try:
-        result = _write_failure(record_path, framework, benchmark, settings, status, message, executed,
+        result = _write_failure(record_path, framework, benchmark, settings, status, message, executed, calibrated,
                                 **quiet.failure_fields(load))
     except OSError as error:
         if not guard.is_full(error):
@@ -820,17 +824,20 @@ def target_device(settings: RunSettings) -> str:
 
 
 def _write_failure(record_path: Path, framework: Framework, benchmark: str, settings: RunSettings,
-                   status: str, message: str, executed: Path | None, **measured) -> dict:
+                   status: str, message: str, executed: Path | None, calibrated: dict | None = None,
+                   **measured) -> dict:
     """The record of a run that did not get as far as writing its own: the machine it was
-    meant for (so that the report files it under that device) and where its kernel came from;
-    ``measured``: what the harness measured of it (``load``, ``peak_memory``)."""
+    meant for (so that the report files it under that device), where its kernel came from,
+    the machine's calibration where it was measured before the run, and ``measured``: what the
+    harness measured of it (``load``, ``peak_memory``)."""
     result = record.build(
         framework=framework.label, api=framework.api, benchmark=benchmark, status=status, error=message,
         **settings.sizes(benchmark), seed=settings.seed, notebook=str(executed.relative_to(record_path.parent.parent))
         if executed is not None and executed.is_file() else None,
         environment=machine.capture(device=target_device(settings), versions={},
                                     threads_requested=settings.threads),
-        kernel_environment=kernel_provenance(framework, settings), **measured,
+        kernel_environment=kernel_provenance(framework, settings),
+        **({"calibration": calibrated} if calibrated else {}), **measured,
     )
     record.write(record_path, result)
     release(record_path)

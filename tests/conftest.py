@@ -247,11 +247,18 @@ def short_runs(request, real_data, tiny_cifar, tiny_imdb, tmp_path_factory):
     sources = real_data or {"cifar": tiny_cifar, "imdb": tiny_imdb}
     sizes = REAL_RUNS if real_data else TINY_RUNS
     folders, printed = {}, set()
+    # The data decoded once, as the harness does before its notebooks, into a cache of the session's
+    # own (not the user's): the kernels then only memory-map it, however many start at once.
+    from common import data
+
+    data_dir = str(tmp_path_factory.mktemp("data-cache"))
+    for benchmark in ("cifar", "imdb"):
+        data.prepare(benchmark, str(sources[benchmark]), data_dir)
 
     def job(framework, benchmark):
         if framework.name not in folders:
             folders[framework.name] = tmp_path_factory.mktemp(f"results-{framework.name}")
-        settings = runner.RunSettings(device="cpu", timeout=900, cifar_source=str(sources["cifar"]),
+        settings = runner.RunSettings(device="cpu", timeout=900, data_dir=data_dir, cifar_source=str(sources["cifar"]),
                                       imdb_source=str(sources["imdb"]), threads=1, export=True,
                                       export_batch_sizes=SHORT_EXPORT["batch_sizes"],
                                       export_runs=SHORT_EXPORT["runs"], **sizes[benchmark])

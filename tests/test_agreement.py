@@ -87,12 +87,16 @@ def test_rosetta_agree_runs_each_seed_and_writes_the_table(monkeypatch, tmp_path
 
     monkeypatch.setattr(runner, "run_all", fake_run_all)
     monkeypatch.setattr(cli, "load_data", lambda args, benchmarks: ({}, {}))
-    assert cli.main(["agree", "pytorch", "mxnet", "--seeds", "3", "--results", str(tmp_path)]) == 0
+    imdb = tmp_path / "data" / "imdb.npz"  # a local copy, named by an absolute path of this machine
+    imdb.parent.mkdir()
+    imdb.write_bytes(b"not read: load_data is stubbed")
+    assert cli.main(["agree", "pytorch", "mxnet", "--seeds", "3", "--imdb", str(imdb), "--results", str(tmp_path)]) == 0
     folder = tmp_path / "agreement"
     assert ran == [(seed, 2, 8000, "cpu", folder) for seed in (42, 43, 44)]  # the defaults: a short GRU run
     text = (folder / "README.md").read_text()
     assert "| MXNet | 3 | 71.0 | 70.0 – 72.0 | -9.0 | **differs** | 70.0 · 71.0 · 72.0 |" in text
-    assert "Made by `rosetta agree pytorch mxnet --seeds 3 --results" in text and "42, 43, 44" in text
+    assert f"Made by `rosetta agree pytorch mxnet --seeds 3 --imdb imdb.npz --results {tmp_path.name}`" in text
+    assert "42, 43, 44" in text and str(tmp_path) not in text  # paths by file name, not this machine's
     assert "on CPU: Test CPU (2 cores)" in text  # the machine, not one record's threads
     assert "agreement:" in capsys.readouterr().out
 

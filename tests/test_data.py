@@ -30,10 +30,12 @@ REAL_IMDB = SHARED_DATA / "imdb" / "imdb.npz"
 # --- helpers -----------------------------------------------------------------------
 
 @pytest.fixture(autouse=True)
-def clean_environment(monkeypatch):
-    """No ROSETTA_* variable of this machine may leak into a test."""
+def clean_environment(monkeypatch, tmp_path):
+    """No ROSETTA_* variable of this machine may leak into a test, and the default cache folder
+    (where a local copy's decoded arrays go) is the test's own, never the user's."""
     for name in ("ROSETTA_CIFAR10", "ROSETTA_IMDB", "ROSETTA_DATA_DIR"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
 
 
 def sha256_hex(path: Path) -> str:
@@ -72,7 +74,10 @@ def cut(source: Path, destination: Path, keep: int) -> Path:
 
 
 def listing(folder: Path) -> list[str]:
-    return sorted(p.name for p in Path(folder).iterdir()) if Path(folder).exists() else []
+    """The downloads in a cache folder (its arrays/ folder is the array cache, tested in test_data_cache.py)."""
+    if not Path(folder).exists():
+        return []
+    return sorted(p.name for p in Path(folder).iterdir() if p.name != data.ARRAYS_FOLDER)
 
 
 def keras_numbering(reviews, num_words=30000, start_char=1, oov_char=2, index_from=3):
@@ -493,7 +498,7 @@ def test_cifar_local_copies_agree(tiny_cifar, tmp_path):
         sha256_hex(batches_folder / n) for n in fakedata.CIFAR_TRAIN_BATCHES + ["test_batch"]
     ).encode()).hexdigest()
     assert results[str(batches_folder)]["sha256"] == combined
-    assert not cache.exists()  # local copies never download
+    assert listing(cache) == []  # local copies never download (the cache holds only their arrays)
 
 
 def test_cifar_local_copy_digest_changes_with_content(tiny_cifar, tmp_path):
@@ -526,7 +531,7 @@ def test_environment_variables_name_local_copies(tiny_cifar, tiny_imdb, tmp_path
     assert tokens.shape == (200, 150)
     assert provenance == {"source": "local copy", "path": str(tiny_imdb.resolve()),
                           "sha256": sha256_hex(tiny_imdb)}
-    assert not cache.exists()
+    assert listing(cache) == []  # nothing downloaded: the cache holds only the decoded arrays
 
 
 def test_source_argument_wins_over_environment(tiny_cifar, tmp_path, monkeypatch):

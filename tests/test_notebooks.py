@@ -87,7 +87,7 @@ def test_notebooks_run_in_their_kernel(framework, short_runs):
     for benchmark in ("CNN on CIFAR-10", "GRU on IMDB"):
         assert f"## {benchmark}" in readme
     assert readme.count(f"| {framework.label} |") == 4  # each benchmark: its main table and its setup table
-    assert "CPU:" in readme and f"subset: {cifar['epochs']} epochs" in readme
+    assert "CPU:" in readme and f"subset: {cifar['epochs']} epoch{'' if cifar['epochs'] == 1 else 's'}," in readme
     executed = nbformat.read(results / cifar["notebook"], as_version=4)
     assert any("3,441,592 parameters" in json.dumps(cell.get("outputs", [])) for cell in executed.cells)
 

@@ -69,12 +69,14 @@ def _run(tmp_path, monkeypatch, *arguments) -> tuple:
     return record.read(found[0]), output
 
 
-def _quiet_record(results: Path, seconds: float) -> None:
-    """A record of another framework, quiet, slower than the selftest run."""
+def _quiet_record(results: Path, seconds: float, like: dict) -> None:
+    """A record of another framework, quiet, slower than the selftest run, on the machine of ``like``
+    (its calibration, where it has one: runs of machines that calibrate apart are not ranked together)."""
     record.write(results / "records" / "00000000-000000-quiet-cifar.json", record.build(
         framework="Quiet", api="test", benchmark="cifar", accuracy=0.5, epochs=10, batch_size=64,
         train_samples=50000, test_samples=10000, seed=42, timing={"train_seconds": seconds},
-        load={"busy": False, "reason": None, "threshold_cores": 0.25}))
+        load={"busy": False, "reason": None, "threshold_cores": 0.25},
+        **({"calibration": like["calibration"]} if like.get("calibration") else {})))
 
 
 def test_a_run_beside_a_cpu_hog_is_recorded_busy_and_the_report_flags_it_and_does_not_rank_it(tmp_path, monkeypatch):
@@ -91,7 +93,7 @@ def test_a_run_beside_a_cpu_hog_is_recorded_busy_and_the_report_flags_it_and_doe
     assert load["threshold_cores"] == threshold and load["wait_limit_seconds"] == 1
     assert "waiting up to 1 s for a quiet machine" in output and "recorded as busy" in output, output
     assert f"other processes used {load['during']['other_cores_mean']:.2f} cores on average" in load["reason"]
-    _quiet_record(tmp_path / "out", done["train_seconds"] * 10)  # slower, but quiet: it is the one ranked
+    _quiet_record(tmp_path / "out", done["train_seconds"] * 10, done)  # slower, but quiet: it is the one ranked
     readme = report.render(tmp_path / "out").read_text()
     rows = [line for line in readme.splitlines() if line.startswith("| Quiet") or line.startswith("| Selftest")]
     assert rows[0].startswith("| Quiet |") and "| 1.00× |" in rows[0], readme  # ranked, first, though slower

@@ -23,7 +23,7 @@ def test_full_run_is_not_a_subset():
 def test_smaller_run_says_how_it_differs():
     r = _ok(epochs=1, train_samples=2000)
     assert r["subset"] is True
-    assert r["differs_from_benchmark"] == ["1 epochs, not 10", "2000 of 50000 training samples"]
+    assert r["differs_from_benchmark"] == ["1 epoch, not 10", "2000 of 50000 training samples"]
 
 
 def test_write_then_read_round_trip(tmp_path):

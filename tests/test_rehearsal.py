@@ -260,7 +260,11 @@ def test_every_run_is_ok_in_the_existing_interpreter_and_carries_the_commit(rehe
         timed = json.loads((rehearsal["results"] / run["export"] / "export.json").read_text())["framework_latencies"]
         assert [entry["batch_size"] for entry in timed] == [1, 8] and timed[0]["runs"] == 3, where  # EXPORT_*
     table = (rehearsal["results"] / "README.md").read_text()
-    assert f"(existing environment {rehearsal['py']})" in table  # the Versions column names it
+    from harness import report
+
+    # the Versions column names it, as its environment's folder and bin/NAME (no path of this machine)
+    assert f"(existing environment {report.portable_path(rehearsal['py'])})" in table
+    assert rehearsal["py"] not in table
 
 
 @pytest.mark.kernel

@@ -1,0 +1,315 @@
+"""The calibration of every run: how fast its machine was, measured just before it ran.
+
+    python -m harness.calibration [--device cpu|cuda] [--threads N] [--python PATH] [--backend auto|torch|cupy|jax]
+
+prints what a run would record. Before each run the runner times a fixed probe
+(``harness/calibration_probe.py``) on the run's device with the run's threads: a float32 matrix
+product (GFLOP/s) and a memory copy (GB/s). The record holds it as ``calibration``. Two runs of
+one framework on machines that calibrate apart are told apart by it: a slow machine, not a slow
+framework.
+
+On the CPU the probe runs in the harness's own Python, through its NumPy, so every row of a table
+is calibrated with the same BLAS whatever the framework: it is the machine that is calibrated,
+not the framework. It runs in a process of its own, started with the run's thread variables
+(``runner.kernel_environment``), which NumPy's BLAS reads only as it loads. On a GPU it runs
+through torch, else CuPy, else JAX, in one interpreter chosen the same way for every row:
+``$ROSETTA_CALIBRATION_PYTHON`` where set, else the PyTorch environment's kernel, else the run's
+own kernel (``gpu_python``). Whatever goes wrong (no such interpreter or library, a crash, a
+hang past ``TIMEOUTS``, output that is not the probe's) is recorded as ``not_measured`` with why;
+the run goes on.
+
+The report (``split``) ranks together only runs whose machines calibrate within ``APART`` of each
+other: a table's rows are grouped so that, in GFLOP/s and in GB/s, the largest calibration of a
+group is at most 10 % above its smallest; the largest group is the table, the others follow as
+"Calibrated apart"; runs without a calibration group together as "not calibrated". A run whose
+probe is more than 10 % off its table's median is flagged in its row's Notes.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from common import machine
+
+PROBE = Path(__file__).with_name("calibration_probe.py")
+TIMEOUTS = {"cpu": 30.0, "cuda": 120.0}  # seconds; the probe takes under 1 s, a GPU library's start a few
+APART = 0.10  # machines whose calibrations differ by more than this share are not ranked together
+PYTHON_VARIABLE = "ROSETTA_CALIBRATION_PYTHON"  # the interpreter of the GPU probe, where set
+BACKEND_VARIABLE = "ROSETTA_CALIBRATION_BACKEND"  # auto (torch, else cupy, else jax), torch, cupy or jax
+
+
+# --- measuring ----------------------------------------------------------------------------------
+
+def measure(device: str, threads: int | None = None, python: str | None = None, environment: dict | None = None,
+            backend: str | None = None) -> dict:
+    """The calibration of ``device`` ("cpu" or "cuda") with ``threads`` CPU threads (None: every
+    core): the probe run by ``python`` (default: this Python) in ``environment`` (default: the
+    kernel's, ``runner.kernel_environment(threads)``). Never raises for a probe that fails: the
+    result then has ``not_measured``, why, and no figures."""
+    from harness import runner  # runner imports this module
+
+    count = machine.cpu_threads(threads)
+    found = {"device": device, "threads": count, "gflops": None, "gbps": None, "how": None,
+             "seconds": None, "not_measured": None}
+    command = [python or sys.executable, str(PROBE), "--device", "cpu" if device == "cpu" else "cuda",
+               "--backend", backend or os.environ.get(BACKEND_VARIABLE) or "auto"]
+    environment = {**(environment or runner.kernel_environment(threads)), **machine.thread_variables(threads)}
+    started = time.perf_counter()
+    try:
+        done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=TIMEOUTS.get(device, TIMEOUTS["cuda"]), env=environment)
+        found.update(_parse(done))
+    except subprocess.TimeoutExpired as error:
+        found["not_measured"] = f"the probe gave no result within {error.timeout:.0f} s and was stopped"
+    except (OSError, ValueError) as error:  # no such interpreter, not executable
+        found["not_measured"] = f"the probe could not start: {type(error).__name__}: {error}"
+    found["seconds"] = round(time.perf_counter() - started, 3)
+    if found["not_measured"]:
+        found["gflops"] = found["gbps"] = None
+    return found
+
+
+def _parse(done: subprocess.CompletedProcess) -> dict:
+    """The probe's figures from its last line of output, or ``not_measured`` saying why there are none."""
+    lines = done.stdout.strip().splitlines()
+    try:
+        said = json.loads(lines[-1]) if lines else None
+    except ValueError:
+        said = None
+    if not isinstance(said, dict):
+        last = (done.stderr.strip().splitlines() or done.stdout.strip().splitlines() or ["no output"])[-1]
+        return {"not_measured": f"the probe exited with {done.returncode} without its figures: {last[-300:]}"}
+    if said.get("not_measured"):
+        return {"not_measured": str(said["not_measured"])[:1000]}
+    gflops, gbps = said.get("gflops"), said.get("gbps")
+    if not all(_positive(v) for v in (gflops, gbps)) or not isinstance(said.get("how"), str):
+        return {"not_measured": f"the probe's figures are not positive numbers: {lines[-1][:300]}"}
+    found = {"gflops": round(float(gflops), 3), "gbps": round(float(gbps), 3), "how": said["how"]}
+    if isinstance(said.get("gpu"), str):
+        found["gpu"] = said["gpu"]
+    return found
+
+
+def _positive(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def gpu_python(framework=None) -> tuple[str | None, dict | None, str | None]:
+    """The interpreter (and its environment) that probes a GPU, the same for every run where it can be:
+    ``$ROSETTA_CALIBRATION_PYTHON``, else the PyTorch environment's kernel, else ``framework``'s kernel;
+    (None, None, why) where there is none."""
+    from harness import kernels
+    from harness.frameworks import FRAMEWORKS
+
+    if os.environ.get(PYTHON_VARIABLE):
+        return os.environ[PYTHON_VARIABLE], None, None
+    for candidate in (FRAMEWORKS["pytorch"], framework):
+        info = kernels.kernel_info(candidate) if candidate is not None else None
+        python = (info or {}).get("python")
+        if python and Path(python).exists():
+            return python, kernels.kernel_environment(candidate), None
+    return None, None, "no registered kernel to probe the GPU with (`rosetta envs pytorch` registers one)"
+
+
+def before_run(framework, device: str, threads: int | None, in_docker: bool = False) -> dict:
+    """The calibration a run records: the CPU through this Python's NumPy, a GPU through ``gpu_python``."""
+    if device == "cpu":
+        return measure("cpu", threads)
+    if in_docker:
+        return _unmeasured(device, threads, "a run in docker: its GPU is not probed from outside its image")
+    python, environment, why = gpu_python(framework)
+    if python is None:
+        return _unmeasured(device, threads, why)
+    if environment is not None:
+        environment = {**environment, "PYTHONUNBUFFERED": "1"}
+    return measure(device, threads, python=python, environment=environment)
+
+
+def _unmeasured(device: str, threads: int | None, why: str) -> dict:
+    return {"device": device, "threads": machine.cpu_threads(threads), "gflops": None, "gbps": None, "how": None,
+            "seconds": 0.0, "not_measured": why}
+
+
+def summary(found: dict | None) -> str:
+    """One line for the run's output: the figures, or why there are none."""
+    if not found:
+        return "calibration: none"
+    if found.get("not_measured"):
+        return f"calibration not measured: {found['not_measured']}"
+    return (f"calibration: {found['gflops']:,.1f} GFLOP/s, {found['gbps']:,.1f} GB/s ({found['device']}, "
+            f"{found['threads']} thread{'' if found['threads'] == 1 else 's'}, {found['seconds']:.2f} s)")
+
+
+# --- the report ---------------------------------------------------------------------------------
+
+def columns(found: dict) -> dict:
+    """The calibration columns of a record's row in the report's frame (None where not measured)."""
+    calibration = found.get("calibration") if isinstance(found.get("calibration"), dict) else {}
+    return {"calibration_gflops": calibration.get("gflops"), "calibration_gbps": calibration.get("gbps"),
+            "calibration_missing": calibration.get("not_measured")}
+
+
+@dataclass
+class Table:
+    """The rows of one table of a configuration, and the median calibration of their runs (None: not calibrated)."""
+
+    rows: object  # a DataFrame of report.shown_rows
+    gflops: float | None
+    gbps: float | None
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _median(values: list[float]) -> float:
+    values = sorted(values)
+    middle = len(values) // 2
+    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+
+
+def _probes(frame, members) -> list[tuple[float, float]]:
+    """The (GFLOP/s, GB/s) of each run among ``members`` that has both."""
+    if "calibration_gflops" not in frame:
+        return []
+    found = []
+    for index in members:
+        gflops, gbps = frame.loc[index, "calibration_gflops"], frame.loc[index, "calibration_gbps"]
+        if _is_number(gflops) and _is_number(gbps):
+            found.append((float(gflops), float(gbps)))
+    return found
+
+
+def _fits(group: list[tuple[float, float]], probe: tuple[float, float]) -> bool:
+    """Whether ``probe`` may join ``group``: in each figure the largest stays within ``APART`` of the smallest."""
+    together = group + [probe]
+    return all(max(p[i] for p in together) <= (1 + APART) * min(p[i] for p in together) for i in (0, 1))
+
+
+def split(frame, rows) -> list[Table]:
+    """``rows`` (``report.shown_rows`` of one configuration) as tables never ranking together machines
+    more than ``APART`` apart: each row's calibration is the median of its runs' probes; the rows with
+    an ok run are grouped (sorted by GFLOP/s, each joining the first group it fits, ``_fits``), those
+    without a calibration in a group of their own; the group with the most rows (then the newest run)
+    comes first, and the rows with no ok run join it (they are not ranked). Each row gains
+    ``calibration_note``: its runs more than ``APART`` off its table's median, or why it has none."""
+    rows = rows.copy()
+    rows["calibration_note"] = None
+    probes = {index: _probes(frame, members) for index, members in zip(rows.index, rows["members"])}
+    row_probe = {index: (_median([p[0] for p in found]), _median([p[1] for p in found]))
+                 for index, found in probes.items() if found}
+    ok = [index for index in rows.index if rows.loc[index, "runs"] > 0]
+    groups: list[list] = []
+    for index in sorted((i for i in ok if i in row_probe), key=lambda i: row_probe[i]):
+        for group in groups:
+            if _fits([row_probe[i] for i in group], row_probe[index]):
+                group.append(index)
+                break
+        else:
+            groups.append([index])
+    uncalibrated = [index for index in ok if index not in row_probe]
+    if uncalibrated:
+        groups.append(uncalibrated)
+    newest = lambda group: max(str(rows.loc[i, "timestamp"]) for i in group)  # noqa: E731
+    groups.sort(key=lambda group: (len(group), group[0] in row_probe, newest(group)), reverse=True)
+    failed = [index for index in rows.index if index not in ok]
+    if groups:
+        groups[0] = groups[0] + failed
+    else:
+        groups = [failed]
+    tables = []
+    for group in groups:
+        calibrated = [row_probe[i] for i in group if i in row_probe and rows.loc[i, "runs"] > 0] \
+            or [row_probe[i] for i in group if i in row_probe]  # a table of runs that all failed: theirs
+        gflops = _median([p[0] for p in calibrated]) if calibrated else None
+        gbps = _median([p[1] for p in calibrated]) if calibrated else None
+        for index in group:
+            rows.at[index, "calibration_note"] = _note(frame, rows.loc[index], probes[index], gflops, gbps)
+        tables.append(Table(rows.loc[group], gflops, gbps))
+    return tables
+
+
+def _note(frame, row, probes: list[tuple[float, float]], gflops: float | None, gbps: float | None) -> str | None:
+    """The runs of ``row`` whose probe is more than ``APART`` off the table's median, or why it has no calibration."""
+    if not probes:
+        missing = [frame.loc[i, "calibration_missing"] for i in row["members"] if "calibration_missing" in frame
+                   and isinstance(frame.loc[i, "calibration_missing"], str)]
+        return f"not calibrated: {missing[-1]}" if missing else None
+    if gflops is None:
+        return None
+    off = []
+    for index in row["members"]:
+        found = _probes(frame, [index])
+        if not found:
+            continue
+        flops, bandwidth = found[0]
+        shares = [value / median - 1 for value, median in ((flops, gflops), (bandwidth, gbps))]
+        if any(abs(share) > APART for share in shares):
+            off.append(f"the run of {frame.loc[index, 'timestamp']} calibrated {flops:,.1f} GFLOP/s "
+                       f"({shares[0] * 100:+.0f} %), {bandwidth:,.1f} GB/s ({shares[1] * 100:+.0f} %)")
+    if not off:
+        return None
+    return "machine off this table's calibration by more than 10 %: " + "; ".join(off)
+
+
+def describe(table: Table) -> str:
+    """'98.1 GFLOP/s, 22.8 GB/s', or that the table's runs have no calibration."""
+    if table.gflops is None:
+        return "not calibrated (records without a calibration, or whose probe could not run)"
+    return f"{table.gflops:,.1f} GFLOP/s, {table.gbps:,.1f} GB/s"
+
+
+def line(table: Table) -> str:
+    """The line under a table's configuration."""
+    if table.gflops is None:
+        return f"Calibration: {describe(table)}."
+    return (f"Calibration: {describe(table)}, the median of its rows' probes (a float32 matrix product and a "
+            "memory copy timed before each run: docs/measurements.md).")
+
+
+def apart(tables: list[Table], main: Table, render, earlier: str | None = None) -> list[str]:
+    """The markdown of the tables after the first, each under its calibration, never ranked with
+    ``main``; ``render(rows)`` gives a table's markdown; ``earlier``: the configuration they belong to,
+    where it is an earlier one."""
+    parts = []
+    for table in tables:
+        label = f"calibrated apart: {describe(table)}" if table.gflops is not None else "not calibrated"
+        title = f"Earlier configuration: {earlier}; {label}" if earlier else label[0].upper() + label[1:]
+        if table.gflops is None:
+            why = ("these runs have no calibration (records from before the harness measured its machine, or "
+                   "whose probe could not run); the table above has one")
+        elif main.gflops is None:
+            why = "these runs have a calibration; the table above has none"
+        else:
+            why = (f"their machines calibrate more than {APART * 100:.0f} % apart from its "
+                   f"({describe(main)})")
+        parts += [f"#### {title}", "", f"Not ranked with the table above: {why}.", "", render(table.rows), ""]
+    return parts
+
+
+def main(arguments: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m harness.calibration", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--python", default=None, help="the interpreter of the probe (default: this one on the "
+                        "CPU; on a GPU $ROSETTA_CALIBRATION_PYTHON, else the PyTorch kernel's)")
+    parser.add_argument("--backend", choices=("auto", "torch", "cupy", "jax"), default=None)
+    options = parser.parse_args(arguments)
+    if options.python or options.device == "cpu":
+        found = measure(options.device, options.threads, python=options.python, backend=options.backend)
+    else:
+        found = before_run(None, options.device, options.threads)
+    print(json.dumps(found, indent=2))
+    return 0 if not found["not_measured"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""What each table says about how its runs were made, from their records: the order the repeats
+ran in and the share of the harness's overhead; and text that reads the same on any machine
+(no absolute path of the machine that made it, "1 epoch", "1 thread", each status once)."""
+from __future__ import annotations
+
+from common import REPOSITORY, machine, record
+from harness import report
+
+CPU = {"device": "cpu", "cpu": "Test CPU", "cpu_count": 2, "threads": 2, "versions": {"fw": "1.0"},
+       "python": "3.11", "git_commit": "b" * 40}
+PARTS = {"kernel_start": 1.0, "imports": 1.0, "environment": 0.0, "data": 2.0, "model": 1.0, "optimiser": 0.0,
+         "train": 40.0, "predict": 5.0, "evaluate": 0.0, "parity": 0.0, "export": 0.0}
+
+
+def _write(results, name, minute, framework="PyTorch", benchmark="cifar", seed=42, phases=None, written=None,
+           **fields):
+    """A record made at 12:MINUTE (the order the repeats ran in is read from these times); ``written``:
+    fields as an older harness wrote them."""
+    given = dict(epochs=2, accuracy=0.5, timing={"train_seconds": 40.0 + seed - 42}, environment=CPU)
+    given.update(fields)
+    made = record.build(framework=framework, api="x", benchmark=benchmark, batch_size=64, train_samples=4000,
+                        test_samples=2000, seed=seed, **({"phases": phases} if phases else {}), **given)
+    made.update(written or {})
+    made["timestamp"] = f"2026-12-03T12:{minute:02d}:00+0000"
+    record.write(results / "records" / f"{name}.json", made)
+
+
+def _section(readme: str, benchmark: str) -> str:
+    title = {"cifar": "### CNN on CIFAR-10", "imdb": "### GRU on IMDB"}[benchmark]
+    return readme.split(title)[1].split("\n### ")[0]
+
+
+def test_interleaved_repeats_are_said_so(tmp_path):
+    minute = 0
+    for seed in (42, 43, 44):  # what `--repeats 3` does: every framework, then every framework again
+        for framework in ("PyTorch", "MXNet", "JAX"):
+            _write(tmp_path, f"{minute:02d}-{framework}", minute, framework, seed=seed)
+            minute += 1
+    _write(tmp_path, "50-Chainer", 50, "Chainer")  # added later, once
+    cifar = _section(report.render(tmp_path).read_text(), "cifar")
+    assert ("Repeats interleaved: every framework once per round, 3 rounds, seeds 42–44 (from the records' "
+            "times and seeds); one run each: Chainer.") in cifar
+
+
+def test_repeats_back_to_back_are_said_so(tmp_path):
+    minute = 0
+    for framework in ("PyTorch", "MXNet"):
+        for seed in (42, 43, 44):  # each framework's repeats one after another
+            _write(tmp_path, f"{minute:02d}-{framework}", minute, framework, seed=seed)
+            minute += 1
+    cifar = _section(report.render(tmp_path).read_text(), "cifar")
+    assert "Repeats back to back: each framework's runs one after another, not interleaved, seeds 42–44" in cifar
+    assert "interleaved: every framework" not in cifar
+
+
+def test_mixed_and_single_runs_are_said_so(tmp_path):
+    for minute, (framework, seed) in enumerate([("PyTorch", 42), ("PyTorch", 43), ("MXNet", 42), ("MXNet", 43),
+                                                ("PyTorch", 44), ("MXNet", 44)]):
+        _write(tmp_path, f"{minute:02d}-{framework}-{seed}", minute, framework, seed=seed)
+    _write(tmp_path, "30-imdb", 30, "PyTorch", benchmark="imdb")
+    _write(tmp_path, "31-imdb", 31, "MXNet", benchmark="imdb")
+    readme = report.render(tmp_path).read_text()
+    assert "Repeats in mixed order: neither every framework once per round" in _section(readme, "cifar")
+    assert "Repeats: none, one run each (seed 42)." in _section(readme, "imdb")
+
+
+def test_each_table_states_its_own_overhead(tmp_path):
+    """Two tables (two benchmarks) of one device: each says its own runs' overhead, none for both."""
+    _write(tmp_path, "1-cifar", 1, phases={**PARTS, "harness": 100.0, "other": 50.0})  # 55 % overhead
+    _write(tmp_path, "2-imdb", 2, benchmark="imdb", phases={**PARTS, "harness": 50.0, "other": 0.0})  # 10 %
+    readme = report.render(tmp_path).read_text()
+    device = readme.split("\n## CPU: Test CPU\n")[1]
+    assert "Where the time went" not in device.split("### CNN on CIFAR-10")[0]  # no line for the device
+    cifar, imdb = _section(readme, "cifar"), _section(readme, "imdb")
+    assert ("the 1 run(s) of this table with phase times took 100 s in the harness, 45 s of it training and "
+            "prediction; the overhead is 55 % (kernel start 1 s, imports 1 s, data 2 s, model build 1 s, "
+            "evaluation, parity and export 0 s, the rest 50 s).") in cifar
+    assert "took 50 s in the harness, 45 s of it training and prediction; the overhead is 10 %" in imdb
+    assert cifar.count("Where the time went") == 1 and imdb.count("Where the time went") == 1
+
+
+def test_an_earlier_configuration_has_its_own_notes(tmp_path):
+    _write(tmp_path, "1-old", 1, phases={**PARTS, "harness": 100.0, "other": 50.0})
+    made = record.build(framework="PyTorch", api="x", benchmark="cifar", epochs=3, batch_size=64,
+                        train_samples=4000, test_samples=2000, seed=42, accuracy=0.5, timing={"train_seconds": 9.0},
+                        environment=CPU, phases={**PARTS, "harness": 60.0, "other": 10.0})
+    made["timestamp"] = "2026-12-03T13:00:00+0000"
+    record.write(tmp_path / "records" / "2-new.json", made)
+    cifar = _section(report.render(tmp_path).read_text(), "cifar")
+    latest, earlier = cifar.split("#### Earlier configuration")
+    assert "took 60 s in the harness" in latest and "took 100 s in the harness" in earlier
+    assert "Repeats: none, one run each (seed 42)." in latest and "Repeats: none" in earlier
+
+
+def test_one_epoch_and_one_thread_in_the_singular():
+    assert record.differs_from_benchmark("cifar", 1, 64, 4000, 2000)[0] == "1 epoch, not 10"
+    assert record.differs_from_benchmark("cifar", 2, 64, 4000, 2000)[0] == "2 epochs, not 10"
+    assert machine.describe({"device": "cpu", "cpu": "Test CPU", "threads": 1}) == "CPU: Test CPU (1 thread)"
+    assert machine.describe({"device": "cpu", "cpu": "Test CPU", "threads": 2}) == "CPU: Test CPU (2 threads)"
+
+
+def test_the_tables_and_the_csv_name_no_path_of_the_machine(tmp_path):
+    """Records keep full paths (they are data); the README and results.csv name a path inside the
+    repository relative to it, an interpreter by its environment, anything else by file name."""
+    inside = REPOSITORY / "results" / "records" / "x.kernel.log"
+    _write(tmp_path, "1-ok", 1, framework="CNTK", environment={**CPU, "threads": 1}, epochs=1,
+           data={"source": "local copy", "path": "/srv/machine-x/data/imdb.npz", "sha256": "ab"},
+           kernel_environment={"kind": "existing", "python": "/opt/machine-x/envs/cntk/bin/python", "versions": ""},
+           written={"differs_from_benchmark": ["1 epochs, not 10", "4000 of 50000 training samples"]})
+    _write(tmp_path, "2-failed", 2, framework="MXNet", status="failed",
+           error=f"KernelDied: see {inside}; the data /srv/machine-x/data/cifar-10-python.tar.gz, "
+                 "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz")
+    readme = report.render(tmp_path).read_text()
+    csv = (tmp_path / "results.csv").read_text()
+    for text in (readme, csv):
+        assert "/srv/machine-x" not in text and "/opt/machine-x" not in text and str(REPOSITORY) not in text
+        assert "results/records/x.kernel.log" in text and "cifar-10-python.tar.gz" in text
+        assert "existing environment cntk/bin/python" in text
+        assert "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz" in text  # a URL stays whole
+        assert "1 epochs" not in text and "1 threads" not in text
+    assert "subset: 1 epoch, not 10" in readme and "(1 thread)" in readme
+    assert '"/srv/machine-x/data/imdb.npz"' in (tmp_path / "records" / "1-ok.json").read_text()  # kept in the record
+
+
+def test_an_onnx_status_is_said_once():
+    text = report.onnx_tables([{"framework": "Lasagne (Theano)", "benchmark": "cifar", "status": "no exporter",
+                                "message": "no exporter: Theano writes none; see /srv/machine-x/export.json"}])
+    assert "**no exporter**: Theano writes none; see export.json |" in text
+    assert "no exporter: no exporter" not in text.replace("*", "")
