@@ -231,6 +231,20 @@ def _ok_record(results, name, benchmark, commit="abc123", **changes):
     record.write(results / "records" / f"{name}.json", record.build(**fields))
 
 
+def _resumed_cifar(monkeypatch, tmp_path) -> list:
+    """The benchmarks that `rosetta run pytorch --benchmark cifar --resume` (1 epoch, 2,000 samples, the
+    CPU, commit abc123, the cifar data of ``_ok_record``) runs again, the notebooks stubbed."""
+    provenances = {"cifar": {"source": "official", "checksum": "cifar-hash"}}
+    monkeypatch.setattr(cli, "load_data", lambda args, benchmarks: (provenances, {}))
+    monkeypatch.setattr(cli.machine, "git_commit", lambda: "abc123")
+    ran = []
+    monkeypatch.setattr(runner, "execute", lambda framework, benchmark, settings, results:
+                        ran.append(benchmark) or {"status": "ok"})
+    assert cli.main(["run", "pytorch", "--benchmark", "cifar", "--epochs", "1", "--train-samples", "2000",
+                     "--device", "cpu", "--resume", "--results", str(tmp_path)]) == 0
+    return ran
+
+
 @pytest.mark.parametrize("commit", ["abc123", "abc123-dirty"])
 def test_resume_skips_what_already_has_an_ok_record_with_the_same_settings(monkeypatch, tmp_path, capsys,
                                                                            commit):
@@ -265,15 +279,7 @@ def test_resume_skips_what_already_has_an_ok_record_with_the_same_settings(monke
 def test_resume_reruns_what_differs_in_settings_data_code_or_device(monkeypatch, tmp_path, change):
     _register(monkeypatch, tmp_path, None)
     _ok_record(tmp_path, "1-cifar", "cifar", **change)
-    provenances = {"cifar": {"source": "official", "checksum": "cifar-hash"}}
-    monkeypatch.setattr(cli, "load_data", lambda args, benchmarks: (provenances, {}))
-    monkeypatch.setattr(cli.machine, "git_commit", lambda: "abc123")
-    ran = []
-    monkeypatch.setattr(runner, "execute", lambda framework, benchmark, settings, results:
-                        ran.append(benchmark) or {"status": "ok"})
-    assert cli.main(["run", "pytorch", "--benchmark", "cifar", "--epochs", "1", "--train-samples", "2000",
-                     "--device", "cpu", "--resume", "--results", str(tmp_path)]) == 0
-    assert ran == ["cifar"]
+    assert _resumed_cifar(monkeypatch, tmp_path) == ["cifar"]
 
 
 @pytest.mark.parametrize("recorded, now", [
@@ -291,28 +297,12 @@ def test_resume_reruns_what_differs_in_settings_data_code_or_device(monkeypatch,
 def test_resume_reruns_a_run_whose_kernel_differs(monkeypatch, tmp_path, recorded, now):
     _register(monkeypatch, tmp_path, now)
     _ok_record(tmp_path, "1-cifar", "cifar", kernel_environment=recorded)
-    provenances = {"cifar": {"source": "official", "checksum": "cifar-hash"}}
-    monkeypatch.setattr(cli, "load_data", lambda args, benchmarks: (provenances, {}))
-    monkeypatch.setattr(cli.machine, "git_commit", lambda: "abc123")
-    ran = []
-    monkeypatch.setattr(runner, "execute", lambda framework, benchmark, settings, results:
-                        ran.append(benchmark) or {"status": "ok"})
-    assert cli.main(["run", "pytorch", "--benchmark", "cifar", "--epochs", "1", "--train-samples", "2000",
-                     "--device", "cpu", "--resume", "--results", str(tmp_path)]) == 0
-    assert ran == ([] if recorded == now else ["cifar"])
+    assert _resumed_cifar(monkeypatch, tmp_path) == ([] if recorded == now else ["cifar"])
 
 
 def test_resume_reruns_a_run_of_another_variant(monkeypatch, tmp_path):
     _ok_record(tmp_path, "1-cifar", "cifar", variant="amp")  # only fp32 runs are asked for
-    provenances = {"cifar": {"source": "official", "checksum": "cifar-hash"}}
-    monkeypatch.setattr(cli, "load_data", lambda args, benchmarks: (provenances, {}))
-    monkeypatch.setattr(cli.machine, "git_commit", lambda: "abc123")
-    ran = []
-    monkeypatch.setattr(runner, "execute", lambda framework, benchmark, settings, results:
-                        ran.append(benchmark) or {"status": "ok"})
-    assert cli.main(["run", "pytorch", "--benchmark", "cifar", "--epochs", "1", "--train-samples", "2000",
-                     "--device", "cpu", "--resume", "--results", str(tmp_path)]) == 0
-    assert ran == ["cifar"]
+    assert _resumed_cifar(monkeypatch, tmp_path) == ["cifar"]
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
