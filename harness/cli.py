@@ -108,33 +108,26 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     _add_data_options(parser)
 
 
-def _non_negative_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number of seconds >= 0, got {text!r}")
-    return value
-
-
-def _non_negative_cores(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of cores >= 0, got {text!r}")
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number of cores >= 0, got {text!r}")
-    return value
+def _non_negative(unit: str):
+    """An argument type: a finite number of ``unit`` (seconds, cores) that is 0 or more."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number of {unit} >= 0, got {text!r}")
+        if not (math.isfinite(value) and value >= 0):
+            raise argparse.ArgumentTypeError(f"expected a finite number of {unit} >= 0, got {text!r}")
+        return value
+    return parse
 
 
 def _add_quiet_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quiet-wait", type=_non_negative_seconds, default=None, metavar="SECONDS",
+    parser.add_argument("--quiet-wait", type=_non_negative("seconds"), default=None, metavar="SECONDS",
                         help="before each run, wait up to SECONDS for other processes to use at most "
                              "--quiet-threshold cores (and to leave the GPU); a machine still busy then runs "
                              "anyway, recorded and shown as busy; 0: no wait "
                              f"(default $ROSETTA_QUIET_WAIT, else {quiet.DEFAULT_WAIT:g})")
-    parser.add_argument("--quiet-threshold", type=_non_negative_cores, default=None,
+    parser.add_argument("--quiet-threshold", type=_non_negative("cores"), default=None,
                         metavar="CORES", help="other processes' CPU use, in cores, above which the machine "
                                               "counts as busy (default $ROSETTA_QUIET_THRESHOLD, else "
                                               f"{quiet.DEFAULT_THRESHOLD:g})")
