@@ -339,6 +339,20 @@ def _check_fields(found: dict, fields: dict, where: str, prefix: str) -> None:
                              + (" or null." if nullable else "."))
 
 
+def check_object(data, where: str, kind: str, required: dict, optional: dict) -> dict:
+    """Raises ValueError naming ``where``, the field, its value and what was expected where ``data``, a
+    ``kind`` of record other than a run's (a parity or ONNX check record), is not a JSON object or lacks
+    what the report reads: each of ``required`` (name: (check, what it must be)), and each of
+    ``optional`` that is not null."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: the {kind} is {_shown(data)}; expected a JSON object.")
+    for name, (check, expected) in list(required.items()) + list(optional.items()):
+        value = data.get(name)
+        if (name in required or value is not None) and not check(value):
+            raise ValueError(f"{where}: field {name} is {_shown(value)}; expected {expected}.")
+    return data
+
+
 def _shown(value) -> str:
     """A value as JSON writes it, cut short where long (NaN and infinities as JSON's extensions name them)."""
     try:

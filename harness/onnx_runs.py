@@ -250,12 +250,7 @@ OPTIONAL.update({
 def validate(data, where: str) -> dict:
     """Raises ValueError naming ``where``, the field, its value and what was expected where an ONNX check
     record lacks what the report reads (``FIELDS``; ``OPTIONAL``, where not null)."""
-    if not isinstance(data, dict):
-        raise ValueError(f"{where}: the ONNX check record is {record._shown(data)}; expected a JSON object.")
-    for name, (check, expected) in {**FIELDS, **OPTIONAL}.items():
-        value = data.get(name)
-        if (name in FIELDS or value is not None) and not check(value):
-            raise ValueError(f"{where}: field {name} is {record._shown(value)}; expected {expected}.")
+    record.check_object(data, where, "ONNX check record", FIELDS, OPTIONAL)
     if data.get("onnxruntime_latencies") and not data.get("framework_latencies"):
         raise ValueError(f"{where}: field framework_latencies is {record._shown(data.get('framework_latencies'))}; "
                          "expected the framework's timings beside ONNX Runtime's.")

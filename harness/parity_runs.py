@@ -122,10 +122,4 @@ OPTIONAL = {"status": (record._text, "a text"), "message": (record._text, "a tex
 def validate(data, where: str) -> dict:
     """Raises ValueError naming ``where``, the field, its value and what was expected where a parity
     record lacks what the report reads (``FIELDS``; ``OPTIONAL``, where not null)."""
-    if not isinstance(data, dict):
-        raise ValueError(f"{where}: the parity record is {record._shown(data)}; expected a JSON object.")
-    for name, (check, expected) in {**FIELDS, **OPTIONAL}.items():
-        value = data.get(name)
-        if (name in FIELDS or value is not None) and not check(value):
-            raise ValueError(f"{where}: field {name} is {record._shown(value)}; expected {expected}.")
-    return data
+    return record.check_object(data, where, "parity record", FIELDS, OPTIONAL)
