@@ -283,3 +283,13 @@ def short_runs(request, real_data, tiny_cifar, tiny_imdb, tmp_path_factory):
     run.real = real_data is not None
     yield run
     pool.close()
+
+
+@pytest.fixture
+def selftest_kernel(tmp_path, monkeypatch):
+    """The selftest kernel (this Python) registered for the test, and every framework taken as available."""
+    import selftest
+    from harness import kernels
+
+    selftest.install_kernel(tmp_path, monkeypatch)
+    monkeypatch.setattr(kernels, "unavailable_reason", lambda framework: None)

@@ -24,6 +24,15 @@ record_path = None
 """
 
 
+# A notebook body that writes an ok record of the sizes it is given.
+WRITE_OK = """
+from common import record
+record.write(record_path, record.build(
+    framework="Fake", api="test", benchmark="cifar", accuracy=0.25,
+    timing={"train_seconds": 1.5, "first_epoch_seconds": 1.5}, epochs=epochs or 10, batch_size=64,
+    train_samples=train_samples or 50000, test_samples=10000, seed=seed))
+"""
+
 def install_kernel(folder: Path, monkeypatch) -> None:
     """Registers the kernel rosetta-selftest (this Python) under ``folder``, found through JUPYTER_PATH."""
     kernel = folder / "jupyter" / "kernels" / KERNEL

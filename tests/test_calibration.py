@@ -14,20 +14,6 @@ import selftest
 from common import machine, record
 from harness import calibration, kernels, report, runner
 
-WRITE_OK = """
-from common import record
-record.write(record_path, record.build(
-    framework="Fake", api="test", benchmark="cifar", accuracy=0.25,
-    timing={"train_seconds": 1.5, "first_epoch_seconds": 1.5}, epochs=epochs or 10, batch_size=64,
-    train_samples=train_samples or 50000, test_samples=10000, seed=seed))
-"""
-
-
-@pytest.fixture
-def selftest_kernel(tmp_path, monkeypatch):
-    selftest.install_kernel(tmp_path, monkeypatch)
-    monkeypatch.setattr(kernels, "unavailable_reason", lambda framework: None)
-
 
 # --- the probe on this machine ---------------------------------------------------------------
 
@@ -295,7 +281,7 @@ def test_the_gpu_probe_uses_the_pytorch_kernel_for_every_framework(tmp_path, mon
 # --- in the runner ---------------------------------------------------------------------------------
 
 def test_every_run_records_its_calibration_ok_and_failed_alike(tmp_path, selftest_kernel):
-    working = selftest.framework(tmp_path / "working.ipynb", WRITE_OK, "working")
+    working = selftest.framework(tmp_path / "working.ipynb", selftest.WRITE_OK, "working")
     broken = selftest.framework(tmp_path / "broken.ipynb", "raise RuntimeError('boom')", "broken")
     done = runner.run_all([working, broken], ["cifar"], runner.RunSettings(threads=1), tmp_path / "results")
     assert [r["status"] for r in done] == ["ok", "failed"]
@@ -313,7 +299,7 @@ def test_a_failing_probe_never_fails_the_run(tmp_path, selftest_kernel, monkeypa
     hang.write_text(f"import os, time\nopen({str(tmp_path / 'hang.pid')!r}, 'w').write(str(os.getpid()))\n"
                     "time.sleep(600)\n")
     monkeypatch.setattr(calibration, "PROBE", crash)
-    working = selftest.framework(tmp_path / "working.ipynb", WRITE_OK, "working")
+    working = selftest.framework(tmp_path / "working.ipynb", selftest.WRITE_OK, "working")
     result = runner.execute(working, "cifar", runner.RunSettings(), tmp_path / "results")
     assert result["status"] == "ok"
     assert result["calibration"]["not_measured"] == "the probe exited with 3 without its figures: Illegal instruction"

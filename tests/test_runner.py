@@ -8,22 +8,8 @@ import pytest
 import selftest
 
 from common import record
-from harness import kernels, report, runner
+from harness import report, runner
 from harness.frameworks import Framework
-
-WRITE_OK = """
-from common import record
-record.write(record_path, record.build(
-    framework="Fake", api="test", benchmark="cifar", accuracy=0.25,
-    timing={"train_seconds": 1.5, "first_epoch_seconds": 1.5}, epochs=epochs or 10, batch_size=64,
-    train_samples=train_samples or 50000, test_samples=10000, seed=seed))
-"""
-
-
-@pytest.fixture
-def selftest_kernel(tmp_path, monkeypatch):
-    selftest.install_kernel(tmp_path, monkeypatch)
-    monkeypatch.setattr(kernels, "unavailable_reason", lambda framework: None)
 
 
 def _framework(tmp_path, body: str, name="selftest") -> Framework:
@@ -31,7 +17,7 @@ def _framework(tmp_path, body: str, name="selftest") -> Framework:
 
 
 def test_ok_run_keeps_record_and_executed_notebook(tmp_path, selftest_kernel):
-    framework = _framework(tmp_path, WRITE_OK)
+    framework = _framework(tmp_path, selftest.WRITE_OK)
     result = runner.execute(framework, "cifar", runner.RunSettings(epochs=2, train_samples=100),
                             tmp_path / "results")
     assert result["status"] == "ok" and result["test_accuracy"] == 0.25
@@ -79,7 +65,7 @@ def test_notebook_without_record_is_a_failure(tmp_path, selftest_kernel):
 
 def test_one_failure_does_not_stop_the_others(tmp_path, selftest_kernel):
     broken = _framework(tmp_path, "raise RuntimeError('boom')", name="broken")
-    working = _framework(tmp_path, WRITE_OK, name="working")
+    working = _framework(tmp_path, selftest.WRITE_OK, name="working")
     done = runner.run_all([broken, working], ["cifar", "imdb"], runner.RunSettings(), tmp_path / "results")
     assert [r["status"] for r in done] == ["failed", "ok"]  # neither has an imdb notebook
     table = report.benchmark_table(report.to_frame(report.load_records(tmp_path / "results")), "cifar")
