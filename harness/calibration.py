@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -168,12 +169,6 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _median(values: list[float]) -> float:
-    values = sorted(values)
-    middle = len(values) // 2
-    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
-
-
 def _probes(frame, members) -> list[tuple[float, float]]:
     """The (GFLOP/s, GB/s) of each run among ``members`` that has both."""
     if "calibration_gflops" not in frame:
@@ -202,7 +197,7 @@ def split(frame, rows) -> list[Table]:
     rows = rows.copy()
     rows["calibration_note"] = None
     probes = {index: _probes(frame, members) for index, members in zip(rows.index, rows["members"])}
-    row_probe = {index: (_median([p[0] for p in found]), _median([p[1] for p in found]))
+    row_probe = {index: (statistics.median([p[0] for p in found]), statistics.median([p[1] for p in found]))
                  for index, found in probes.items() if found}
     ok = [index for index in rows.index if rows.loc[index, "runs"] > 0]
     groups: list[list] = []
@@ -227,8 +222,8 @@ def split(frame, rows) -> list[Table]:
     for group in groups:
         calibrated = [row_probe[i] for i in group if i in row_probe and rows.loc[i, "runs"] > 0] \
             or [row_probe[i] for i in group if i in row_probe]  # a table of runs that all failed: theirs
-        gflops = _median([p[0] for p in calibrated]) if calibrated else None
-        gbps = _median([p[1] for p in calibrated]) if calibrated else None
+        gflops = statistics.median([p[0] for p in calibrated]) if calibrated else None
+        gbps = statistics.median([p[1] for p in calibrated]) if calibrated else None
         for index in group:
             rows.at[index, "calibration_note"] = _note(frame, rows.loc[index], probes[index], gflops, gbps)
         tables.append(Table(rows.loc[group], gflops, gbps))
