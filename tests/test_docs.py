@@ -123,3 +123,75 @@ def test_the_framework_notes_are_listed_in_the_readme_and_the_design():
     assert notes.exists()
     assert "(docs/frameworks.md)" in (REPOSITORY / "README.md").read_text()
     assert "(frameworks.md" in DESIGN.read_text()
+
+
+# --- "Adding a framework" names every file an entry of the registry needs -------------------------
+
+# Each file (or place) a framework needs, as docs/design.md's list writes it, and how to see that one
+# framework of the registry has it: a list of what is missing, empty when all is there.
+def _needs():
+    from harness import gpus
+
+    def notebooks(f):
+        paths = {b: f.notebook(b).relative_to(REPOSITORY).as_posix() for b in f.notebooks}
+        stems = {re.fullmatch(rf"notebooks/{b}/(\w+)_{b.upper()}\.ipynb", path) for b, path in paths.items()}
+        wrong = [path for b, path in paths.items() if not f.notebook(b).is_file()]
+        if None in stems or len({m.group(1) for m in stems if m}) != 1:
+            wrong.append(f"{sorted(paths.values())} (not notebooks/BENCHMARK/STEM_BENCHMARK.ipynb with one STEM)")
+        return wrong
+
+    def exists(template):
+        def check(f):
+            path = REPOSITORY / template.replace("ENV", f.env)
+            return [] if path.is_file() else [str(path.relative_to(REPOSITORY))]
+        return check
+
+    def build_spec(f):
+        present = (REPOSITORY / "harness" / "envs" / f"{f.env}-build.txt").is_file()
+        return [] if present == f.build_first else [f"harness/envs/{f.env}-build.txt (build_first={f.build_first})"]
+
+    def text(path, line):
+        return lambda f: [] if line(f) in (REPOSITORY / path).read_text() else [f"{path}: {line(f)!r}"]
+
+    frameworks_md = (REPOSITORY / "docs" / "frameworks.md").read_text()
+    written_in = frameworks_md.split("## What each notebook is written in", 1)[1].split("\n## ", 1)[0]
+    return {
+        "notebooks/BENCHMARK/STEM_BENCHMARK.ipynb": notebooks,
+        "harness/envs/ENV-cpu.txt": exists("harness/envs/ENV-cpu.txt"),
+        "harness/envs/ENV-cuda.txt": exists("harness/envs/ENV-cuda.txt"),
+        "harness/envs/ENV-build.txt": build_spec,
+        "harness/frameworks.py": lambda f: [] if FRAMEWORKS.get(f.name) == f else [f"no entry {f.name!r}"],
+        "docker/ENV/Dockerfile": exists("docker/ENV/Dockerfile"),
+        "docker/ENV/Dockerfile.dockerignore": exists("docker/ENV/Dockerfile.dockerignore"),
+        "harness/gpus.py": lambda f: [] if f.env in gpus.PROBES else [f"harness/gpus.py: no probe {f.env!r}"],
+        "results/gpus/README.md": text("results/gpus/README.md", lambda f: f"| {f.label} | `{f.env}` |"),
+        "README.md": text("README.md", lambda f: f"| {f.label} (`{f.name}`)"),
+        "docs/frameworks.md": lambda f: ([] if f"- **{f.label.split(' (')[0]}**" in written_in
+                                         else [f"docs/frameworks.md: no paragraph '- **{f.label.split(' (')[0]}**'"]),
+    }
+
+
+def _adding_a_framework() -> str:
+    return DESIGN.read_text().split("## Adding a framework\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_adding_a_framework_names_every_file_the_registry_needs():
+    """The design's list names each file the test knows a framework needs, names no other, and every
+    framework of the registry has them all."""
+    section, needs = _adding_a_framework(), _needs()
+    named = {token for token in re.findall(r"`([^`\s]+)`", section) if "/" in token or token.endswith(".md")}
+    assert not [need for need in needs if f"`{need}`" not in section], "not in docs/design.md's list"
+    examples = ("notebooks/cifar/", "notebooks/imdb/", "results/gpus/inspection.json", "tests/")  # not needs
+    assert not [token for token in named if token not in needs and not token.startswith(examples)], named
+    missing = {f.name: problems for f in FRAMEWORKS.values() for need in needs.values() if (problems := need(f))}
+    assert not missing, missing
+
+
+def test_a_framework_without_its_files_is_caught():
+    """An entry with a new environment and notebooks that do not exist misses every file of the list."""
+    import dataclasses
+
+    pytorch = FRAMEWORKS["pytorch"]
+    ghost = dataclasses.replace(pytorch, name="ghost", label="Ghost", env="ghost", build_first=True,
+                                notebooks={b: path.replace("PyTorch", "Ghost") for b, path in pytorch.notebooks.items()})
+    assert [need for need, check in _needs().items() if not check(ghost)] == []
