@@ -166,8 +166,8 @@ def _needs():
         "harness/gpus.py": lambda f: [] if f.env in gpus.PROBES else [f"harness/gpus.py: no probe {f.env!r}"],
         "results/gpus/README.md": text("results/gpus/README.md", lambda f: f"| {f.label} | `{f.env}` |"),
         "README.md": text("README.md", lambda f: f"| {f.label} (`{f.name}`)"),
-        "docs/frameworks.md": lambda f: ([] if f"- **{f.label.split(' (')[0]}**" in written_in
-                                         else [f"docs/frameworks.md: no paragraph '- **{f.label.split(' (')[0]}**'"]),
+        "docs/frameworks.md": lambda f: ([] if re.search(rf"^(- )?\*\*{re.escape(f.label.split(' (')[0])}\*\*", written_in, re.M)
+                                         else [f"docs/frameworks.md: no paragraph '**{f.label.split(' (')[0]}**'"]),
     }
 
 
