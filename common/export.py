@@ -209,9 +209,9 @@ def free_batch_axis(path):
 
 
 def cntk_scan(path, output):
-    """Makes CNTK 2.7's export of a recurrence (a Scan, as Keras 2's CNTK backend writes a recurrent layer) run
-    for any batch: keeps only the graph output ``output`` (CNTK adds the recurrence's state and a
-    bias as outputs); makes each slice that runs to the end of its axis (``[200:]``, which CNTK
+    """Makes CNTK 2.7's export of a recurrence (a Scan, as Keras 2's CNTK backend writes a recurrent
+    layer) run for any batch: keeps only the graph output ``output`` (CNTK adds the recurrence's
+    state and a bias as outputs); makes each slice that runs to the end of its axis (``[200:]``, which CNTK
     writes with the end 0, an empty slice for ONNX) end at the largest int32, in subgraphs too; and
     frees the batch axis (first) of each Scan body's inputs and outputs, written as 1. Run it before
     :func:`free_batch_axis`. Returns how many slices it changed. Needs onnx."""

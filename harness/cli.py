@@ -2,12 +2,12 @@
 
     rosetta envs [NAME ...] [--flavour cpu|cuda] [--force] [--python [NAME=]PATH ...]
     rosetta data [--data-dir DIR] [--DATASET PATH ...]   # one data option per benchmark (common/benchmarks.py)
-    rosetta run [NAME ...] [--benchmark BENCHMARK ...] [--epochs N] [--train-samples N] ... [--repeats N] [--docker] [--resume]
-    rosetta parity [NAME ...] [--benchmark BENCHMARK ...] [--device cpu]
-    rosetta onnx [NAME ...] [--benchmark BENCHMARK ...] [--python [NAME=]PATH]   # each latest run's ONNX export checked and timed
+    rosetta run [NAME ...] [--benchmark BENCH ...] [--epochs N] [--train-samples N] ... [--repeats N] [--docker] [--resume]
+    rosetta parity [NAME ...] [--benchmark BENCH ...] [--device cpu]
+    rosetta onnx [NAME ...] [--benchmark BENCH ...] [--python [NAME=]PATH]   # each latest run's ONNX export checked and timed
     rosetta report [--results DIR]
     rosetta bench [NAME ...] [run options]    # envs, data, parity, run and report in one go
-    rosetta compare A B [--benchmark BENCHMARK ...] [--out DIR]   # two notebooks side by side, as HTML
+    rosetta compare A B [--benchmark BENCH ...] [--out DIR]    # two notebooks side by side, as HTML
     rosetta compare --all [NAME ...] [--out DIR]               # every pair, and an index page
     rosetta list
     rosetta doctor [NAME ...] [--gpu sm_90] [--inspect]   # which rows can use this GPU (or a named one)
@@ -87,7 +87,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                         help="seconds one notebook may run (default %(default).0f)")
     parser.add_argument("--threads", type=_positive, metavar="N",
                         help="CPU threads for every framework, each set the way it takes them "
-                             f"(default: every core, here {machine.cores()}; CNTK's recurrent notebook's own default is 1)")
+                             f"(default: every core, here {machine.cores()}; CNTK's recurrent notebook's own "
+                             "default is 1)")
     parser.add_argument("--results", type=Path, default=REPOSITORY / "results")
     parser.add_argument("--resume", action="store_true",
                         help="skip each framework and benchmark that already has an ok record with the "
@@ -369,7 +370,8 @@ def run_settings(args, seed: int | None = None) -> runner.RunSettings:
     return runner.RunSettings(
         epochs=args.epochs, batch_size=args.batch_size, train_samples=args.train_samples,
         test_samples=args.test_samples, seed=args.seed if seed is None else seed, device=args.device,
-        timeout=args.timeout, data_dir=args.data_dir, data_sources={b: getattr(args, spec.dest) for b, spec in BENCHMARKS.items()},
+        timeout=args.timeout, data_dir=args.data_dir,
+        data_sources={name: getattr(args, benchmark.dest) for name, benchmark in BENCHMARKS.items()},
         docker=args.docker, threads=args.threads, export=getattr(args, "export", False),
         export_batch_sizes=getattr(args, "export_batch_sizes", None), export_runs=getattr(args, "export_runs", None),
         quiet_wait=quiet.default_wait() if getattr(args, "quiet_wait", None) is None else args.quiet_wait,
