@@ -251,7 +251,7 @@ READ_IN_ENVIRONMENT = """
 import sys
 sys.path.insert(0, REPOSITORY)
 import numpy as np
-from common import data
+from common import cifar10, data, imdb
 
 def no_decoding(*args, **kwargs):
     raise AssertionError("decoded the archive: the cache was not used")
