@@ -19,7 +19,7 @@ from common.benchmarks import BENCHMARKS
 
 BENCHMARK = BENCHMARKS["cifar"]
 
-REMOTE = CIFAR10 = data.RemoteFile(
+CIFAR10 = data.RemoteFile(
     name=BENCHMARK.what,
     url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
     filename="cifar-10-python.tar.gz",

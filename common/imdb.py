@@ -20,7 +20,7 @@ from common.benchmarks import BENCHMARKS
 
 BENCHMARK = BENCHMARKS["imdb"]
 
-REMOTE = IMDB = data.RemoteFile(
+IMDB = data.RemoteFile(
     name=BENCHMARK.what,
     url="https://storage.googleapis.com/tensorflow/tf-keras-datasets/imdb.npz",
     filename="imdb.npz",
