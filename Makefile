@@ -3,12 +3,13 @@
 #   make test      build what is needed, run the test suite (CPU only)
 #   make test-fast the tests that need no framework environment (no kernels, no real data): a
 #                  minute or two on 2 cores, no `rosetta envs`; it builds only the harness's .venv
-#   make compare A=pytorch B=jax   two notebooks side by side: results/compare/pytorch-vs-jax-cifar.html
-#   make agree     every framework with 5 seeds on a short GRU run: results/agreement/README.md
+#   make compare A=pytorch B=jax   two notebooks side by side: results/compare/pytorch-vs-jax-BENCHMARK.html
+#   make agree     every framework with 5 seeds on one short run: results/agreement/README.md
 #
 # Overrides, without editing files:
 #   make bench FRAMEWORKS="pytorch" EPOCHS=1 TRAIN_SAMPLES=2000 TEST_SAMPLES=1000
-#   make bench FLAVOUR=cpu DEVICE=cpu TIMEOUT=3600 CIFAR10=/path/cifar-10-python.tar.gz IMDB=/path/imdb.npz
+#   make bench FLAVOUR=cpu DEVICE=cpu TIMEOUT=3600 CIFAR10=/path/... IMDB=/path/...
+#                  a local copy of each benchmark's data (DATA_VARIABLES; `rosetta data --help`)
 #   make bench THREADS=4    CPU threads for every framework (default: every core)
 #   make bench RESUME=1     continue an interrupted suite: skip what already has an ok record
 #   make bench REPEATS=3    every notebook 3 times (seeds SEED, SEED+1, SEED+2): medians and spread
@@ -57,11 +58,15 @@ FRAMEWORKS ?=
 TEST_FRAMEWORKS ?=
 
 option = $(if $(strip $(2)),$(1) $(strip $(2)))
+# The benchmarks' data options (common/benchmarks.py: Benchmark.variable, Benchmark.option): each variable
+# set gives its option and its path (the variable is the option in capitals, without the dashes).
+DATA_VARIABLES = CIFAR10 IMDB
+DATA_FLAGS := $(foreach v,$(DATA_VARIABLES),$(call option,--$(shell echo $(v) | tr A-Z a-z),$($(v))))
 RUN_FLAGS = $(call option,--epochs,$(EPOCHS)) $(call option,--train-samples,$(TRAIN_SAMPLES)) \
 	$(call option,--test-samples,$(TEST_SAMPLES)) $(call option,--batch-size,$(BATCH_SIZE)) \
 	$(call option,--seed,$(SEED)) $(call option,--device,$(DEVICE)) $(call option,--timeout,$(TIMEOUT)) \
 	$(call option,--flavour,$(FLAVOUR)) $(call option,--data-dir,$(DATA_DIR)) \
-	$(call option,--cifar10,$(CIFAR10)) $(call option,--imdb,$(IMDB)) $(call option,--threads,$(THREADS))
+	$(DATA_FLAGS) $(call option,--threads,$(THREADS))
 # DOCKER=1 (or yes, true): run the notebooks in the docker images instead of the venvs.
 USE_DOCKER = $(filter 1 yes true,$(DOCKER))
 RUN_FLAGS += $(if $(USE_DOCKER),--docker)
@@ -139,7 +144,7 @@ envs: $(VENV)/.installed openmpi
 	$(VENV)/bin/rosetta envs $(FRAMEWORKS) $(call option,--flavour,$(FLAVOUR)) $(ENV_FLAGS)
 
 data: $(VENV)/.installed
-	$(VENV)/bin/rosetta data $(call option,--data-dir,$(DATA_DIR)) $(call option,--cifar10,$(CIFAR10)) $(call option,--imdb,$(IMDB))
+	$(VENV)/bin/rosetta data $(call option,--data-dir,$(DATA_DIR)) $(DATA_FLAGS)
 
 report: $(VENV)/.installed
 	$(VENV)/bin/rosetta report
@@ -151,14 +156,14 @@ onnx: $(VENV)/.installed
 list: $(VENV)/.installed
 	$(VENV)/bin/rosetta list
 
-# Every framework once per seed on one short configuration (default: the GRU, 2 epochs on 4,000 reviews,
+# Every framework once per seed on one short configuration (default: common/benchmarks.py's AGREEMENT,
 # on the CPU, 5 seeds): results/agreement/README.md, each mean and range of accuracy beside PyTorch's.
-#   make agree [SEEDS=5] [FRAMEWORKS="pytorch mxnet"] [BENCHMARK=cifar] [EPOCHS=.. TRAIN_SAMPLES=.. DEVICE=..]
+#   make agree [SEEDS=5] [FRAMEWORKS="pytorch mxnet"] [BENCHMARK=NAME] [EPOCHS=.. TRAIN_SAMPLES=.. DEVICE=..]
 agree: envs
 	$(VENV)/bin/rosetta agree $(FRAMEWORKS) $(call option,--seeds,$(SEEDS)) $(call option,--benchmark,$(BENCHMARK)) \
 		$(RUN_FLAGS)
 
-# Two frameworks' notebooks side by side: make compare A=pytorch B=jax [BENCHMARK=cifar] [OUT=dir];
+# Two frameworks' notebooks side by side: make compare A=pytorch B=jax [BENCHMARK=NAME] [OUT=dir];
 # without A and B, every pair and an index page (results/compare/index.html).
 compare: $(VENV)/.installed
 	$(VENV)/bin/rosetta compare $(if $(strip $(A)$(B)),$(A) $(B),--all) $(call option,--benchmark,$(BENCHMARK)) \
@@ -180,11 +185,11 @@ wheels:
 
 # One archive for an offline machine (harness/bundle.py): the checkout at HEAD with a COMMIT file, the
 # wheels for WHEELS_PYTHON (gathered into WHEELHOUSE where set, else a temporary folder), and copies of
-# CIFAR10 and IMDB where set. Uncommitted changes are not included.
+# each benchmark's data where its variable (DATA_VARIABLES) is set. Uncommitted changes are not included.
 BUNDLE ?= dl-rosetta-bundle.tar
 bundle:
 	$(PYTHON) -m harness.bundle $(BUNDLE) $(WHEELS_FLAGS) $(call option,--wheelhouse,$(WHEELHOUSE)) \
-		$(call option,--cifar10,$(CIFAR10)) $(call option,--imdb,$(IMDB))
+		$(DATA_FLAGS)
 
 clean:
 	rm -rf $(VENV) envs

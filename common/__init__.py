@@ -4,8 +4,9 @@ NumPy, pooch and the standard library only, so that it installs into every
 framework's environment. One module, one job:
 
     params       the shared hyper-parameters (docs/design.md's values, one place)
-    benchmarks   the benchmarks: each one's model, layout, title and sizes
-    data         download, verify, cache and parse CIFAR-10 and IMDB
+    benchmarks   the benchmarks: every fact that differs from one to another (data set, model, sizes...)
+    data         download, verify, cache and cut the data sets, for every benchmark alike
+    (one module per data set, named in benchmarks: its archive, decoding and arrays)
     iterator     the seeded minibatch order every framework trains on
     timing       the training timer, synchronising the device at its ends
     machine      what the run ran on: device, drivers, versions, git commit

@@ -1,17 +1,18 @@
-"""CIFAR-10 and IMDB: download, verify, cache, parse, and convert for a framework.
+"""The data sets: download, verify, cache, and cut to size, for every benchmark alike.
 
     from common import data
-    x_train, y_train, x_test, y_test, provenance = data.cifar_for_library(channels_first=True)
-    x_train, y_train, x_test, y_test, provenance = data.imdb_for_library()
+    train, test, provenance = data.prepare(benchmark)      # before the notebooks: verified and cached
+    x_train, y_train, x_test, y_test, provenance = data.<loader>(...)   # in a notebook
 
-Every loader returns the same five: training inputs and labels, test inputs and labels, and
-where the data came from.
+Each benchmark's data set has a module of its own (``common.benchmarks``: ``dataset``) that
+knows its archive and decodes it; this module is what they share. Each data-set module's
+loader is also here under the name the notebooks call (``Benchmark.loader``). Every loader
+returns the same five: training inputs and labels, test inputs and labels, and where the data
+came from.
 
 Where the data comes from, first match wins:
-1. a local copy named by the ``source`` argument, or by the environment variable
-   ``ROSETTA_CIFAR10`` (a ``cifar-10-python.tar.gz``, a ``cifar-10-batches-py``
-   folder or a folder holding either) or ``ROSETTA_IMDB`` (an ``imdb.npz`` or a
-   folder holding one);
+1. a local copy named by the ``source`` argument, or by the benchmark's environment variable
+   (``Benchmark.env_var``; what the copy may be is ``Benchmark.expected``);
 2. the official archive in the cache folder (``cache_dir`` argument, else
    ``ROSETTA_DATA_DIR``, else the user cache folder ``~/.cache/dl-rosetta``),
    downloaded from the official URL on first use with a progress bar and
@@ -26,8 +27,9 @@ data is the official archive or a named local copy, its path and SHA-256.
 The array cache: the arrays a notebook starts from are decoded once per source checksum and
 kept as ``.npy`` files in ``arrays/`` of the cache folder (the download's folder; for a local
 copy too, whose own folder may be read-only), then memory-mapped by every later load. An
-entry's name holds the source's checksum and the decoding code's version (a hash of this file
-and common/params.py), so another archive or a change in decoding gets an entry of its own.
+entry's name holds the source's checksum and the decoding code's version (a hash of this file,
+the data-set modules and common/params.py), so another archive or a change in decoding gets an
+entry of its own.
 Each file is written to a temporary name and renamed into place, so that two processes
 building the same entry at once leave complete files; on reading, each file's header, shape,
 dtype and length are checked against the entry's manifest, and an entry that fails is decoded
@@ -39,13 +41,9 @@ import hashlib
 import json
 import mmap
 import os
-import pickle
-import sys
-import tarfile
+import importlib.util
 import tempfile
 import warnings
-import zipfile
-import zlib
 from dataclasses import dataclass  # on Python 3.6 (CNTK's env): the `dataclasses` backport
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
@@ -53,6 +51,7 @@ from typing import Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from common import params
+from common.benchmarks import BENCHMARKS
 
 
 class DataError(RuntimeError):
@@ -76,7 +75,7 @@ class RemoteFile:
     flag: str        # the `rosetta` option that names one
 
 
-def _corrupt_advice(remote: RemoteFile, local: bool) -> str:
+def corrupt_advice(remote: RemoteFile, local: bool) -> str:
     """What to do about an unreadable archive: a cached download can be fetched again, while
     a named local copy is the user's own, to be replaced rather than deleted."""
     if local:
@@ -84,28 +83,6 @@ def _corrupt_advice(remote: RemoteFile, local: bool) -> str:
                 "to use the official download.")
     return (f"Delete it and run again to download a fresh copy, or point {remote.env_var} "
             f"({remote.flag}) at a good one.")
-
-
-CIFAR10 = RemoteFile(
-    name="CIFAR-10",
-    url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-    filename="cifar-10-python.tar.gz",
-    known_hash="md5:c58f30108f718f92721af3b95e74349a",
-    env_var="ROSETTA_CIFAR10",
-    flag="--cifar10",
-)
-IMDB = RemoteFile(
-    name="IMDB",
-    url="https://storage.googleapis.com/tensorflow/tf-keras-datasets/imdb.npz",
-    filename="imdb.npz",
-    known_hash="sha256:69664113be75683a8fe16e3ed0ab59fda8886cb3cd7ada244f7d9544e4676b9f",
-    env_var="ROSETTA_IMDB",
-    flag="--imdb",
-)
-
-CIFAR_FOLDER = "cifar-10-batches-py"
-CIFAR_TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
-CIFAR_TEST_BATCH = "test_batch"
 
 
 # --- where files live ---------------------------------------------------------------
@@ -176,7 +153,7 @@ def fetch(remote: RemoteFile, cache: Optional[Union[str, os.PathLike]] = None, p
     return Path(path)
 
 
-def _resolve(remote: RemoteFile, source, cache) -> Tuple[Path, dict]:
+def resolve(remote: RemoteFile, source, cache) -> Tuple[Path, dict]:
     """The file or folder to read and its provenance for the record."""
     source = source or os.environ.get(remote.env_var) or None
     if source is None:
@@ -198,11 +175,12 @@ _DECODER = []           # the decoding code's version, computed once
 
 
 def decoder_version() -> str:
-    """A hash of the code that decodes and converts the data (this file and common/params.py):
-    a cache entry made by other code is never used."""
+    """A hash of the code that decodes and converts the data (this file, the data-set modules and
+    common/params.py): a cache entry made by other code is never used."""
     if not _DECODER:
         digest = hashlib.sha256(f"format {CACHE_FORMAT}\n".encode())
-        for source in (__file__, params.__file__):
+        modules = [importlib.util.find_spec(b.dataset).origin for b in BENCHMARKS.values()]
+        for source in [__file__] + modules + [params.__file__]:
             with open(source, "rb") as f:
                 digest.update(f.read())
         _DECODER.append(digest.hexdigest()[:16])
@@ -331,7 +309,7 @@ KEEP_OTHER_DECODERS = 1  # entries of the same data by other decoding code kept 
 def _prune(folder: Path, name: str, manifest: dict) -> None:
     """Removes the older entries of the same data made by other decoding code, keeping the newest
     ``KEEP_OTHER_DECODERS`` of them: each edit of this file would otherwise leave a stale copy
-    (1.6 GB for CIFAR-10), while two checkouts of different code sharing one cache folder keep
+    (1.6 GB for the largest data set), while two checkouts of different code sharing one cache folder keep
     one entry each rather than rebuilding each other's. A process still mapping a removed file
     keeps its arrays (the file goes once unmapped); entries of other data are left alone."""
     same = {key: manifest.get(key) for key in ("dataset", "checksum", "extra")}
@@ -373,115 +351,9 @@ def cached_arrays(dataset: str, checksum: str, extra: dict, names: List[str], bu
     return arrays
 
 
-# --- CIFAR-10 -----------------------------------------------------------------------
+# --- helpers of the data-set modules -------------------------------------------------
 
-def _unpickle_batch(raw: bytes, where: str) -> Tuple[np.ndarray, np.ndarray]:
-    try:
-        batch = pickle.loads(raw, encoding="bytes")
-        images = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-        labels = np.asarray(batch[b"labels"], dtype=np.int64)
-    except Exception as error:  # any failure here means the file is not a CIFAR batch
-        raise DataError(f"{where} is not a CIFAR-10 batch ({type(error).__name__}: {error}).") from error
-    if len(images) != len(labels):
-        raise DataError(f"{where} holds {len(images)} images but {len(labels)} labels.")
-    return images, labels
-
-
-def _read_cifar_tarball(path: Path, local: bool = False) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
-    batches = {}
-    try:
-        with tarfile.open(path, "r:gz") as archive:
-            for name in CIFAR_TRAIN_BATCHES + [CIFAR_TEST_BATCH]:
-                member = f"{CIFAR_FOLDER}/{name}"
-                try:
-                    raw = archive.extractfile(member).read()
-                except KeyError:
-                    raise DataError(f"{path} has no {member}: it is not a cifar-10-python.tar.gz.")
-                batches[name] = _unpickle_batch(raw, f"{member} in {path}")
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as error:
-        raise DataError(f"{path} is truncated or corrupt ({type(error).__name__}: {error}). "
-                        + _corrupt_advice(CIFAR10, local)) from error
-    return batches
-
-
-def _read_cifar_folder(folder: Path) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
-    batches = {}
-    for name in CIFAR_TRAIN_BATCHES + [CIFAR_TEST_BATCH]:
-        file = folder / name
-        if not file.is_file():
-            raise DataError(f"{folder} has no {name}: a {CIFAR_FOLDER} folder holds "
-                            f"{', '.join(CIFAR_TRAIN_BATCHES)} and {CIFAR_TEST_BATCH}.")
-        batches[name] = _unpickle_batch(file.read_bytes(), str(file))
-    return batches
-
-
-def _cifar_batches(path: Path, local: bool = False) -> Tuple[dict, Path]:
-    if path.is_dir():
-        if (path / CIFAR_FOLDER).is_dir():
-            path = path / CIFAR_FOLDER
-        elif (path / CIFAR10.filename).is_file():
-            path = path / CIFAR10.filename
-    if path.is_dir():
-        return _read_cifar_folder(path), path
-    return _read_cifar_tarball(path, local), path
-
-
-CIFAR_ARRAYS = ["x_train_raw", "y_train", "x_test_raw", "y_test", "x_train", "x_test", "x_train_last", "x_test_last"]
-
-
-def _decode_cifar(path: Path, local: bool) -> Dict[str, np.ndarray]:
-    """Every array of a CIFAR-10 source, decoded: the raw uint8 images, the labels, and the
-    float32 pixels in [0, 1] that every notebook starts from, channels first (N, 3, 32, 32)
-    and last (N, 32, 32, 3)."""
-    batches, _ = _cifar_batches(path, local)
-    x_train = np.concatenate([batches[n][0] for n in CIFAR_TRAIN_BATCHES])
-    y_train = np.concatenate([batches[n][1] for n in CIFAR_TRAIN_BATCHES])
-    x_test, y_test = batches[CIFAR_TEST_BATCH]
-    arrays = {"x_train_raw": x_train, "y_train": y_train, "x_test_raw": x_test, "y_test": y_test,
-              "x_train": x_train.astype(np.float32) / 255.0, "x_test": x_test.astype(np.float32) / 255.0}
-    arrays["x_train_last"] = np.ascontiguousarray(arrays["x_train"].transpose(0, 2, 3, 1))
-    arrays["x_test_last"] = np.ascontiguousarray(arrays["x_test"].transpose(0, 2, 3, 1))
-    return arrays
-
-
-def _cifar_source(source, cache) -> Tuple[Path, dict, str]:
-    """The CIFAR-10 archive or folder to read, its provenance, and the checksum that keys its cache."""
-    path, provenance = _resolve(CIFAR10, source, cache)
-    local = provenance["source"] == "local copy"
-    if path.is_dir():
-        if (path / CIFAR_FOLDER).is_dir():
-            path = path / CIFAR_FOLDER
-        elif (path / CIFAR10.filename).is_file():
-            path = path / CIFAR10.filename
-    provenance["path"] = str(path.resolve())
-    if local:
-        if path.is_dir():
-            missing = [n for n in CIFAR_TRAIN_BATCHES + [CIFAR_TEST_BATCH] if not (path / n).is_file()]
-            if missing:
-                raise DataError(f"{path} has no {missing[0]}: a {CIFAR_FOLDER} folder holds "
-                                f"{', '.join(CIFAR_TRAIN_BATCHES)} and {CIFAR_TEST_BATCH}.")
-        files = [path] if path.is_file() else [path / n for n in CIFAR_TRAIN_BATCHES + [CIFAR_TEST_BATCH]]
-        provenance["sha256"] = _combined_sha256(files)
-    checksum = "sha256:" + provenance["sha256"] if local else provenance["checksum"]
-    return path, provenance, checksum
-
-
-def _cifar_arrays(source, cache) -> Tuple[Dict[str, np.ndarray], dict]:
-    path, provenance, checksum = _cifar_source(source, cache)
-    arrays = cached_arrays("cifar10", checksum, {}, CIFAR_ARRAYS,
-                           lambda: _decode_cifar(path, provenance["source"] == "local copy"), cache,
-                           about={"source": provenance["path"]})
-    return arrays, provenance
-
-
-def load_cifar10(source=None, cache=None):
-    """Raw CIFAR-10: (x_train, y_train, x_test, y_test, provenance), uint8 images (N, 3, 32, 32)
-    and int64 labels (memory-mapped from the array cache where it holds them)."""
-    arrays, provenance = _cifar_arrays(source, cache)
-    return arrays["x_train_raw"], arrays["y_train"], arrays["x_test_raw"], arrays["y_test"], provenance
-
-
-def _combined_sha256(files: List[Path]) -> str:
+def combined_sha256(files: List[Path]) -> str:
     if len(files) == 1:
         return sha256_of(files[0])
     return hashlib.sha256("".join(sha256_of(f) for f in files).encode()).hexdigest()
@@ -492,126 +364,6 @@ def one_hot(labels: np.ndarray, classes: int) -> np.ndarray:
     encoded[np.arange(len(labels)), labels] = 1.0
     return encoded
 
-
-def cifar_for_library(channels_first: bool = True, one_hot_labels: bool = False,
-                      source=None, cache=None):
-    """CIFAR-10 as every notebook starts from it: float32 pixels in [0, 1].
-
-    ``channels_first`` gives (N, 3, 32, 32), else (N, 32, 32, 3); labels are
-    int64 class numbers, or float32 one-hot rows with ``one_hot_labels``. From the array
-    cache the arrays are memory-mapped (:func:`subset` makes in-memory copies).
-    """
-    arrays, provenance = _cifar_arrays(source, cache)
-    layout = "" if channels_first else "_last"
-    x_train, x_test = arrays["x_train" + layout], arrays["x_test" + layout]
-    y_train, y_test = arrays["y_train"], arrays["y_test"]
-    if one_hot_labels:
-        y_train = one_hot(y_train, params.CNN_CLASSES)
-        y_test = one_hot(y_test, params.CNN_CLASSES)
-    return x_train, y_train, x_test, y_test, provenance
-
-
-# --- IMDB ---------------------------------------------------------------------------
-
-def _alias_numpy_core() -> None:
-    """NumPy 2 pickles object arrays as ``numpy._core``; NumPy < 1.26 (Python 3.6 has at most
-    1.19) names that module ``numpy.core``: alias it, as NumPy 1.26 itself does."""
-    import numpy.core.multiarray  # noqa: F401 (what pickled arrays refer to)
-
-    for name, module in list(sys.modules.items()):
-        if name == "numpy.core" or name.startswith("numpy.core."):
-            sys.modules.setdefault("numpy._core" + name[len("numpy.core"):], module)
-
-
-def _imdb_source(source, cache) -> Tuple[Path, dict, str]:
-    """The imdb.npz to read, its provenance, and the checksum that keys its cache."""
-    path, provenance = _resolve(IMDB, source, cache)
-    if path.is_dir():
-        path = path / IMDB.filename
-        if not path.is_file():
-            raise DataError(f"{path.parent} holds no {IMDB.filename}.")
-    provenance["path"] = str(path.resolve())
-    if provenance["source"] == "local copy":
-        provenance["sha256"] = sha256_of(path)
-        return path, provenance, "sha256:" + provenance["sha256"]
-    return path, provenance, provenance["checksum"]
-
-
-def _decode_imdb(path: Path, local: bool):
-    """The four arrays of an imdb.npz: object arrays of word-index lists, and their labels."""
-    if not hasattr(np, "_core"):
-        _alias_numpy_core()
-    try:
-        # Open the file here: np.load leaves its own handle open when the zip is unreadable.
-        with open(path, "rb") as f:
-            archive = np.load(f, allow_pickle=True)
-            if not isinstance(archive, np.lib.npyio.NpzFile):  # a .npy file or a pickle
-                raise DataError(f"{path} is not an .npz archive: an imdb.npz holds "
-                                "x_train, y_train, x_test and y_test.")
-            with archive:
-                return tuple(archive[key] for key in ("x_train", "y_train", "x_test", "y_test"))
-    except KeyError as error:
-        raise DataError(f"{path} lacks the array {error}: an imdb.npz holds "
-                        "x_train, y_train, x_test and y_test.") from error
-    except (zipfile.BadZipFile, EOFError, ValueError, OSError, zlib.error, pickle.UnpicklingError) as error:
-        raise DataError(f"{path} is truncated or corrupt ({type(error).__name__}: {error}). "
-                        + _corrupt_advice(IMDB, local)) from error
-
-
-def load_imdb(source=None, cache=None):
-    """The raw ``imdb.npz`` arrays, (x_train, y_train, x_test, y_test, provenance): object arrays of
-    word-index lists and their labels (decoded on every call: object arrays cannot be memory-mapped;
-    :func:`imdb_for_library` gives the cached, numbered form)."""
-    path, provenance, _ = _imdb_source(source, cache)
-    arrays = _decode_imdb(path, provenance["source"] == "local copy")
-    return (*arrays, provenance)
-
-
-def number_reviews(reviews, vocab: int = params.IMDB_VOCAB, seq_len: int = params.IMDB_SEQ_LEN) -> np.ndarray:
-    """Keras' numbering, then the last ``seq_len`` tokens, left-aligned, zero-padded right.
-
-    Each review becomes [1 (start)] + [word + 3 ...], words at or beyond ``vocab``
-    becoming 2 (out of vocabulary), exactly as ``keras.datasets.imdb.load_data``
-    numbers them.
-    """
-    out = np.zeros((len(reviews), seq_len), dtype=np.int32)
-    for row, words in enumerate(reviews):
-        tokens = np.asarray(words, dtype=np.int64) + params.IMDB_INDEX_FROM
-        tokens = np.concatenate([[params.IMDB_START], tokens])
-        tokens[tokens >= vocab] = params.IMDB_OOV
-        tokens = tokens[-seq_len:]
-        out[row, : len(tokens)] = tokens
-    return out
-
-
-IMDB_ARRAYS = ["x_train", "y_train", "x_test", "y_test"]
-
-
-def imdb_for_library(vocab: int = params.IMDB_VOCAB, seq_len: int = params.IMDB_SEQ_LEN,
-                     source=None, cache=None):
-    """IMDB as every notebook starts from it: int32 (N, seq_len) tokens, int64 labels.
-
-    The order is Keras' (``load_data`` shuffles train, then test, with one
-    ``RandomState(113)``), so ``x_train[0]`` is Keras' first review. From the array cache
-    the arrays are memory-mapped (:func:`subset` makes in-memory copies).
-    """
-    path, provenance, checksum = _imdb_source(source, cache)
-
-    def build():
-        x_train, y_train, x_test, y_test = _decode_imdb(path, provenance["source"] == "local copy")
-        rng = np.random.RandomState(params.IMDB_SHUFFLE_SEED)
-        order = np.arange(len(x_train))
-        rng.shuffle(order)
-        x_train, y_train = x_train[order], y_train[order]
-        order = np.arange(len(x_test))
-        rng.shuffle(order)
-        x_test, y_test = x_test[order], y_test[order]
-        return {"x_train": number_reviews(x_train, vocab, seq_len), "y_train": np.asarray(y_train, dtype=np.int64),
-                "x_test": number_reviews(x_test, vocab, seq_len), "y_test": np.asarray(y_test, dtype=np.int64)}
-
-    arrays = cached_arrays("imdb", checksum, {"vocab": int(vocab), "seq_len": int(seq_len)}, IMDB_ARRAYS, build,
-                           cache, about={"source": provenance["path"]})
-    return arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], provenance
 
 
 # --- subsets ------------------------------------------------------------------------
@@ -637,12 +389,24 @@ def _in_memory(array):
 # --- before the notebooks -----------------------------------------------------------
 
 def prepare(benchmark: str, source=None, cache=None) -> Tuple[int, int, dict]:
-    """What the harness does before any notebook starts: verify ``benchmark``'s data ("cifar" or
-    "imdb") and decode it into the array cache (once per checksum), so that the notebooks only
-    memory-map it. Returns the training and test counts and the provenance."""
-    if benchmark == "cifar":
-        arrays, provenance = _cifar_arrays(source, cache)
-    else:
-        x_train, _, x_test, _, provenance = imdb_for_library(source=source, cache=cache)
-        arrays = {"x_train": x_train, "x_test": x_test}
+    """What the harness does before any notebook starts: verify ``benchmark``'s data and decode
+    it into the array cache (once per checksum), so that the notebooks only memory-map it.
+    Returns the training and test counts and the provenance."""
+    arrays, provenance = BENCHMARKS[benchmark].data().arrays(source, cache)
     return len(arrays["x_train"]), len(arrays["x_test"]), provenance
+
+
+# --- the loaders, under the names the notebooks call ----------------------------------
+
+def _loader(benchmark: str):
+    def load(*args, **kwargs):
+        return BENCHMARKS[benchmark].data().for_library(*args, **kwargs)
+
+    load.__name__ = BENCHMARKS[benchmark].loader
+    load.__doc__ = "{}'s data as every notebook starts from it: see {}.for_library.".format(
+        BENCHMARKS[benchmark].what, BENCHMARKS[benchmark].dataset)
+    return load
+
+
+for _name, _benchmark in BENCHMARKS.items():
+    globals()[_benchmark.loader] = _loader(_name)

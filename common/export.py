@@ -2,7 +2,7 @@
 
 In a notebook (step 11, run when ``export_dir`` is set):
 
-    with export.step(export_dir, "PyTorch", "imdb", predict_logits, x_test, y_predicted,
+    with export.step(export_dir, "PyTorch", benchmark, predict_logits, x_test, y_predicted,
                      canonical_weights(), layout="NT", threads=threads,
                      batch_sizes=export_batch_sizes, runs=export_runs, sync=None) as out:
         torch.onnx.export(model, (torch.from_numpy(out.batch),), out.model_path, dynamo=True)
@@ -41,7 +41,7 @@ BATCH = 16               # the batch whose logits are compared element by elemen
 BATCH_SIZES = (1, 64, 1024)
 RUNS = 30                # timed runs per batch size, after the warm-up
 WARMUP = 5
-LAYOUTS = {"cifar": ("NCHW", "NHWC"), "imdb": ("NT",)}  # N samples, C channels, H, W, T time steps
+LAYOUTS = {b.name: tuple(b.export_layouts) for b in BENCHMARKS.values()}  # the input layouts each may take
 SCHEMA_VERSION = 1
 
 
@@ -209,9 +209,9 @@ def free_batch_axis(path):
 
 
 def cntk_scan(path, output):
-    """Makes CNTK 2.7's export of a recurrence (a Scan, as Keras 2's CNTK backend writes a GRU) run
-    for any batch: keeps only the graph output ``output`` (CNTK adds the recurrence's state and a
-    bias as outputs); makes each slice that runs to the end of its axis (``[200:]``, which CNTK
+    """Makes CNTK 2.7's export of a recurrence (a Scan, as Keras 2's CNTK backend writes a recurrent
+    layer) run for any batch: keeps only the graph output ``output`` (CNTK adds the recurrence's
+    state and a bias as outputs); makes each slice that runs to the end of its axis (``[200:]``, which CNTK
     writes with the end 0, an empty slice for ONNX) end at the largest int32, in subgraphs too; and
     frees the batch axis (first) of each Scan body's inputs and outputs, written as 1. Run it before
     :func:`free_batch_axis`. Returns how many slices it changed. Needs onnx."""

@@ -1,9 +1,9 @@
 """The FLOPs of one prediction and of one training step, per sample, and GPU peak throughputs.
 
     from common import flops
-    flops.per_sample("cifar", training=True)       # 370,821,120: one image's share of a step
-    flops.products("imdb")                         # the breakdown, one Product per weight matrix
-    rate = flops.achieved(flops.per_sample("cifar", True), samples, seconds)   # FLOP/s
+    flops.per_sample("cnn", training=True)         # 370,821,120: one image's share of a step
+    flops.products("gru")                          # the breakdown, one Product per weight matrix
+    rate = flops.achieved(flops.per_sample("cnn", True), samples, seconds)     # FLOP/s
     flops.share_of_peak(rate, "NVIDIA H200", "tf32")                          # 0 to 1, or None
 
 The convention is the one of model FLOPs utilisation: only the matrix products and the
@@ -37,8 +37,9 @@ import sys
 from typing import List, NamedTuple, Optional
 
 from common import params
+from common.benchmarks import BENCHMARKS
 
-IMAGE = (3, 32, 32)        # CIFAR-10: channels, height, width (docs/design.md)
+IMAGE = (3, 32, 32)        # the CNN's input: channels, height, width (docs/design.md)
 KERNEL = 3                 # every convolution is 3 x 3, stride 1, "same" padding
 CONVS_PER_BLOCK = 2        # each block: two convolutions, then a 2 x 2 max-pool, stride 2
 
@@ -99,20 +100,20 @@ def _gru() -> List[Product]:
 
 
 MODELS = {"cnn": _cnn, "gru": _gru}
-_ALIASES = {"cifar": "cnn", "cnn": "cnn", "imdb": "gru", "gru": "gru"}  # benchmark, layout or model
+_ALIASES = dict({b.name: b.layout for b in BENCHMARKS.values()}, **{layout: layout for layout in MODELS})
 
 
 def _layout(model: str) -> str:
     key = _ALIASES.get(str(model).lower())
     if key is None:
         raise ValueError("model must be a benchmark ({}) or a layout ({}), got {!r}.".format(
-            ", ".join(("cifar", "imdb")), ", ".join(sorted(MODELS)), model))
+            ", ".join(BENCHMARKS), ", ".join(sorted(MODELS)), model))
     return key
 
 
 def products(model: str) -> List[Product]:
-    """The breakdown: one Product per weight matrix of ``model`` ("cifar" or "imdb", or the
-    layouts "cnn" and "gru"), in the order the forward pass meets them."""
+    """The breakdown: one Product per weight matrix of ``model`` (a benchmark's name, or its
+    layout: "cnn" or "gru"), in the order the forward pass meets them."""
     return MODELS[_layout(model)]()
 
 
@@ -245,7 +246,7 @@ def table(model: str) -> List[str]:
 
 def main(out=None) -> None:
     out = out or sys.stdout
-    for benchmark in ("cifar", "imdb"):
+    for benchmark in BENCHMARKS:
         print("{}: FLOPs per sample (a multiply-add = 2)".format(benchmark), file=out)
         for line in table(benchmark):
             print(line, file=out)

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from common import canonical, export, parity, reference
+from common.benchmarks import BENCHMARKS
 
 TOLERANCE = parity.TOLERANCES["logits"]  # relative to the largest logit's magnitude, as in parity
 CHUNK = 1024                             # test samples per ONNX Runtime call
@@ -50,7 +51,7 @@ def graph_summary(path, benchmark):
     grus = [node for node in model.graph.node if node.op_type == "GRU"]
     linear_before_reset = [next((int(a.i) for a in node.attribute if a.name == "linear_before_reset"), 0)
                            for node in grus]
-    if benchmark != "imdb":
+    if not BENCHMARKS[benchmark].recurrent:
         form = None
     elif grus:
         form = "fused GRU node" if len(grus) == 1 else f"{len(grus)} GRU nodes"

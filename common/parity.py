@@ -26,16 +26,13 @@ from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-from common import canonical, params, reference
+from common import canonical, reference
+from common.benchmarks import BENCHMARKS, of_layout
 
 PARITY_SEED = 2017
 BATCH = 16
 SHAPES = canonical.LAYOUTS  # the canonical shape of each array, for notebooks that must reshape
-# Steps per model. The GRU is smooth and stays within 2e-6 of the reference over 20 steps;
-# the CNN's ReLUs and max-pooling make it chaotic: a float32 rounding flips a pooling
-# window's maximum now and then, and from then on the weights drift (PyTorch: 1.3e-6 after
-# 5 steps, 1.7e-4 after 10, 2e-3 after 20). Five steps keep it clear of that.
-STEPS = {"cnn": 5, "gru": 20}
+STEPS = {b.layout: b.parity_steps for b in BENCHMARKS.values()}  # per model: common.benchmarks says why
 BIAS_SCALE = 0.1
 TOLERANCES = {"logits": 1e-4, "loss": 1e-4, "weights": 1e-5, "losses": 1e-4, "final_weights": 2e-5,
               "initial": 0.02, "dropout": 1e-7}
@@ -44,19 +41,8 @@ KINDS = {"logits": "relative", "loss": "relative", "weights": "absolute", "losse
 
 
 def _batch(model: str, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
-    if model == "cnn":
-        x = rng.uniform(0.0, 1.0, size=(BATCH, 3, 32, 32)).astype(np.float32)
-        labels = rng.integers(0, params.CNN_CLASSES, size=BATCH)
-    else:
-        x = np.zeros((BATCH, params.IMDB_SEQ_LEN), dtype=np.int32)
-        lengths = np.linspace(20, params.IMDB_SEQ_LEN, BATCH).astype(int)  # short and full reviews
-        for row, length in enumerate(lengths):
-            tokens = rng.integers(params.IMDB_INDEX_FROM, params.IMDB_VOCAB, size=length)
-            tokens[rng.random(length) < 0.05] = params.IMDB_OOV
-            tokens[0] = params.IMDB_START
-            x[row, :length] = tokens
-        labels = rng.integers(0, params.GRU_CLASSES, size=BATCH)
-    return x, labels.astype(np.int64)
+    """One fixed batch and its labels, drawn by the data-set module of the model's benchmark."""
+    return of_layout(model).data().parity_batch(rng, BATCH)
 
 
 def make_inputs(model: str, seed: int = PARITY_SEED) -> Dict[str, np.ndarray]:
@@ -144,12 +130,12 @@ def check_initial(model: str, initial: dict) -> dict:
             "ok": not problems, "problems": problems}
 
 
-DROPOUT = {"cnn": tuple(params.CNN_DROPOUT), "gru": ()}  # the design's rates, site by site
+DROPOUT = {b.layout: tuple(b.dropout) for b in BENCHMARKS.values()}  # the design's rates, site by site
 
 
 def check_dropout(model: str, rates) -> dict:
     """The rate at each dropout site in training mode, in order, against the design's; a site
-    with rate 0 applies no dropout and is left out (a GRU layer's own, unused dropout)."""
+    with rate 0 applies no dropout and is left out (a recurrent layer's own, unused dropout)."""
     applied = [float(rate) for rate in rates if rate > 0]
     expected = list(DROPOUT[model])
     same_sites = len(applied) == len(expected)
@@ -166,7 +152,7 @@ def compare(model: str, inputs_path: Union[str, os.PathLike], outputs_path: Unio
     outputs = read_outputs(outputs_path, model)
     steps = len(xs)
     logits, losses = np.asarray(outputs["logits"], np.float64), outputs["losses"]
-    expected = (len(xs[0]), params.CNN_CLASSES if model == "cnn" else params.GRU_CLASSES)
+    expected = (len(xs[0]), of_layout(model).classes)
     if logits.shape != expected:
         raise ValueError(f"{outputs_path}: logits have shape {logits.shape}, expected {expected}.")
     if losses.shape != (steps,):

@@ -1,7 +1,7 @@
 """The result record: one JSON file per run, written atomically.
 
     path = record.write(record_path, record.build(
-        framework="PyTorch", api="module (nn.Module + torch.optim)", benchmark="cifar",
+        framework="PyTorch", api="module (nn.Module + torch.optim)", benchmark=benchmark,
         accuracy=0.78, timing=timer.summary(len(x_train)), epochs=10, batch_size=64,
         train_samples=50000, test_samples=10000, seed=42, environment=env, data=provenance))
 

@@ -182,6 +182,7 @@ def _gru_backward(w, tokens, cache, d_logits):
 # --- the public functions -------------------------------------------------------------
 
 _MODELS = {"cnn": (_cnn, _cnn_backward), "gru": (_gru, _gru_backward)}
+_INPUTS = {"cnn": np.float64, "gru": np.int64}  # pixels, tokens
 
 
 def _model(model: str):
@@ -193,7 +194,7 @@ def _model(model: str):
 def forward(model: str, weights: dict, x: np.ndarray) -> np.ndarray:
     """float64 logits; x is (N, 3, 32, 32) pixels for the CNN, (N, T) tokens for the GRU."""
     run, _ = _model(model)
-    inputs = np.asarray(x, dtype=np.float64) if model == "cnn" else np.asarray(x, dtype=np.int64)
+    inputs = np.asarray(x, dtype=_INPUTS[model])
     return run(_f64(weights), inputs)[0]
 
 
@@ -201,7 +202,7 @@ def loss_and_gradients(model: str, weights: dict, x: np.ndarray, labels: np.ndar
     """The mean softmax cross-entropy and its float64 gradient for every canonical array."""
     run, backward = _model(model)
     w = _f64(weights)
-    inputs = np.asarray(x, dtype=np.float64) if model == "cnn" else np.asarray(x, dtype=np.int64)
+    inputs = np.asarray(x, dtype=_INPUTS[model])
     logits, cache = run(w, inputs)
     loss, d_logits = _softmax_cross_entropy(logits, np.asarray(labels, dtype=np.int64))
     return loss, backward(w, inputs, cache, d_logits)

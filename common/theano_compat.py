@@ -19,8 +19,8 @@ NumPy and SciPy of Theano's time; see ``harness/envs/theano-cpu.txt``):
   for ``blas.ldflags``.
 - Lasagne 0.1 calls ``conv2d(..., image_shape=...)``, which Theano 1.0 renamed
   ``input_shape``; :func:`install` silences that one deprecation warning.
-- (NumPy 1.19 reading an ``imdb.npz`` pickled by NumPy 2 is handled by
-  ``common.data.load_imdb`` for every old NumPy, not here.)
+- (NumPy 1.19 reading an object array pickled by NumPy 2 is handled by the data-set module
+  that reads one, for every old NumPy, not here.)
 - Theano's GPU back end needs ``pygpu`` (libgpuarray), which PyPI does not ship as a
   wheel; :func:`gpu_usable` says whether it is there and a GPU is visible, and
   :func:`cuda_version` reads the CUDA toolkit libgpuarray compiles with (Theano,

@@ -1,7 +1,7 @@
 """One archive to carry to an offline machine: the checkout, its wheels, and the data if given.
 
     python -m harness.bundle dl-rosetta-bundle.tar --python-version 3.12      # what `make bundle` runs
-    python -m harness.bundle OUT.tar --cifar10 /data/cifar-10-python.tar.gz --imdb /data/imdb.npz
+    python -m harness.bundle OUT.tar --DATASET PATH ...                        # data copies, one option per benchmark
     python -m harness.bundle OUT.tar.gz --wheelhouse wheels --no-gather        # a folder gathered before
 
 The archive holds one folder, ``dl-rosetta/``:
@@ -11,7 +11,8 @@ The archive holds one folder, ``dl-rosetta/``:
   (a warning says so);
 - ``wheels/``: the wheelhouse for the offline machine's Python (``harness.wheels``, in an
   interpreter of that version), gathered into a temporary folder, or into ``--wheelhouse DIR``;
-- ``data/``: copies of the files given with ``--cifar10`` and ``--imdb``, under their own names.
+- ``data/``: copies of the files given with the benchmarks' data options (``rosetta data``'s, one per
+  benchmark in ``common.benchmarks``), under their own names.
 
 It prints the size of each part, the archive's, and the commands to run on the other side.
 A name ending in ``.tar.gz`` or ``.tgz`` is compressed with gzip (the wheels and the data
@@ -29,6 +30,7 @@ import tempfile
 from pathlib import Path
 
 from common import REPOSITORY
+from common.benchmarks import BENCHMARKS
 from harness import venvs, wheels
 from harness.venvs import KERNEL_LIST, KERNEL_NO_DEPS
 
@@ -67,9 +69,12 @@ def user_step(wheelhouse: str) -> str:
 
 def make(out: Path, python_version: str, wheelhouse: Path | None = None, gather: bool = True,
          skip: list[str] = (), interpreter: str | None = None, arch: str | None = None, glibc: str = "2.28",
-         cifar10: Path | None = None, imdb: Path | None = None, specs: list[str] = ()) -> dict:
-    """Writes the bundle ``out``; returns the parts' sizes (bytes) and counts."""
-    for option, path in (("--cifar10", cifar10), ("--imdb", imdb)):
+         copies: dict | None = None, specs: list[str] = ()) -> dict:
+    """Writes the bundle ``out`` with ``copies`` (benchmark -> a local copy of its data, or None);
+    returns the parts' sizes (bytes) and counts."""
+    copies = copies or {}
+    for benchmark, path in copies.items():
+        option = BENCHMARKS[benchmark].option
         if path is not None and not path.exists():
             raise ValueError(f"{option} {path}: no such file or folder; expected a local copy of the data set.")
     if not gather and (wheelhouse is None or not wheelhouse.is_dir()):
@@ -113,13 +118,13 @@ def make(out: Path, python_version: str, wheelhouse: Path | None = None, gather:
             sizes["wheels"] = (count, total)
             sizes["largest"] = wheels.largest(kept)
             sizes["data"] = {}
-            for path in filter(None, (cifar10, imdb)):
+            for path in filter(None, copies.values()):
                 sizes["data"][path.name] = _add_tree(archive, path, f"{TOP}/data/{path.name}")
     sizes["total"] = out.stat().st_size
     return sizes
 
 
-def report(out: Path, sizes: dict, python_version: str, cifar10: Path | None, imdb: Path | None) -> str:
+def report(out: Path, sizes: dict, python_version: str, copies: dict | None = None) -> str:
     files, size = sizes["checkout"]
     count, wheel_bytes = sizes["wheels"]
     lines = [f"bundle {out}:",
@@ -128,11 +133,13 @@ def report(out: Path, sizes: dict, python_version: str, cifar10: Path | None, im
     for name, (n, data_bytes) in sizes["data"].items():
         lines.append(f"  data      {_mib(data_bytes):>10}  {name}" + (f" ({n} files)" if n > 1 else ""))
     if not sizes["data"]:
-        lines.append("  data            none  (CIFAR10=... IMDB=... add copies)")
+        lines.append("  data            none  ({} add copies)".format(
+            " ".join(f"{b.variable}=..." for b in BENCHMARKS.values())))
     lines.append(f"  total     {_mib(sizes['total']):>10}  the archive")
     if sizes.get("largest"):
         lines.append("  largest wheels: " + ", ".join(f"{name} {_mib(size)}" for name, size in sizes["largest"]))
-    data = "".join(f" {variable}=data/{path.name}" for variable, path in (("CIFAR10", cifar10), ("IMDB", imdb)) if path)
+    data = "".join(f" {BENCHMARKS[benchmark].variable}=data/{path.name}"
+                   for benchmark, path in (copies or {}).items() if path)
     lines += ["on the offline machine (PY: the interpreter that has the frameworks):",
               f"  tar -xf {out.name} && cd {TOP}",
               *(f"  {line}" for line in user_step("wheels").splitlines()),
@@ -156,16 +163,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interpreter", metavar="PATH", help="as `python -m harness.wheels --interpreter`")
     parser.add_argument("--arch", help="x86_64 or aarch64 (default: this machine's)")
     parser.add_argument("--glibc", default="2.28", help="as `python -m harness.wheels --glibc` (default 2.28)")
-    parser.add_argument("--cifar10", type=Path, metavar="PATH", help="a local CIFAR-10 copy to carry along")
-    parser.add_argument("--imdb", type=Path, metavar="PATH", help="a local IMDB copy (imdb.npz) to carry along")
+    for benchmark in BENCHMARKS.values():
+        parser.add_argument(benchmark.option, type=Path, metavar="PATH",
+                            help=f"a local {benchmark.what} copy to carry along")
     args = parser.parse_args(argv)
+    copies = {name: getattr(args, benchmark.dest) for name, benchmark in BENCHMARKS.items()}
     try:
         sizes = make(args.out, args.python_version, args.wheelhouse, args.gather, args.skip, args.interpreter,
-                     args.arch, args.glibc, args.cifar10, args.imdb, args.spec)
+                     args.arch, args.glibc, copies, args.spec)
     except ValueError as error:
         print(f"harness.bundle: {error}", file=sys.stderr)
         return 2
-    print(report(args.out, sizes, args.python_version, args.cifar10, args.imdb))
+    print(report(args.out, sizes, args.python_version, copies))
     return 0
 
 

@@ -1,13 +1,13 @@
 """`rosetta`: build the environments, fetch the data, run the notebooks, report.
 
     rosetta envs [NAME ...] [--flavour cpu|cuda] [--force] [--python [NAME=]PATH ...]
-    rosetta data [--data-dir DIR] [--cifar10 PATH] [--imdb PATH]
-    rosetta run [NAME ...] [--benchmark cifar imdb] [--epochs N] [--train-samples N] ... [--repeats N] [--docker] [--resume]
-    rosetta parity [NAME ...] [--benchmark cifar imdb] [--device cpu]
-    rosetta onnx [NAME ...] [--benchmark cifar imdb] [--python [NAME=]PATH]   # each latest run's ONNX export checked and timed
+    rosetta data [--data-dir DIR] [--DATASET PATH ...]   # one data option per benchmark (common/benchmarks.py)
+    rosetta run [NAME ...] [--benchmark BENCH ...] [--epochs N] [--train-samples N] ... [--repeats N] [--docker] [--resume]
+    rosetta parity [NAME ...] [--benchmark BENCH ...] [--device cpu]
+    rosetta onnx [NAME ...] [--benchmark BENCH ...] [--python [NAME=]PATH]   # each latest run's ONNX export checked and timed
     rosetta report [--results DIR]
     rosetta bench [NAME ...] [run options]    # envs, data, parity, run and report in one go
-    rosetta compare A B [--benchmark cifar imdb] [--out DIR]   # two notebooks side by side, as HTML
+    rosetta compare A B [--benchmark BENCH ...] [--out DIR]    # two notebooks side by side, as HTML
     rosetta compare --all [NAME ...] [--out DIR]               # every pair, and an index page
     rosetta list
     rosetta doctor [NAME ...] [--gpu sm_90] [--inspect]   # which rows can use this GPU (or a named one)
@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from common import REPOSITORY, data, machine
-from common.benchmarks import BENCHMARKS
+from common.benchmarks import AGREEMENT, BENCHMARKS
 from harness import (agreement, compare, existing, gpus, guard, kernels, onnx_runs, output, parity_runs, quiet,
                      report, runner, venvs)
 from harness.frameworks import FRAMEWORKS, select
@@ -70,9 +70,8 @@ def _seconds(text: str) -> float:
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="download cache (default $ROSETTA_DATA_DIR or ~/.cache/dl-rosetta)")
-    parser.add_argument("--cifar10", metavar="PATH", help="a local CIFAR-10 copy: cifar-10-python.tar.gz "
-                        "or a cifar-10-batches-py folder (default $ROSETTA_CIFAR10, else download)")
-    parser.add_argument("--imdb", metavar="PATH", help="a local imdb.npz (default $ROSETTA_IMDB, else download)")
+    for benchmark in BENCHMARKS.values():
+        parser.add_argument(benchmark.option, metavar="PATH", help=benchmark.source_help)
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -88,7 +87,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                         help="seconds one notebook may run (default %(default).0f)")
     parser.add_argument("--threads", type=_positive, metavar="N",
                         help="CPU threads for every framework, each set the way it takes them "
-                             f"(default: every core, here {machine.cores()}; the CNTK GRU's own default is 1)")
+                             f"(default: every core, here {machine.cores()}; CNTK's recurrent notebook's own "
+                             "default is 1)")
     parser.add_argument("--results", type=Path, default=REPOSITORY / "results")
     parser.add_argument("--resume", action="store_true",
                         help="skip each framework and benchmark that already has an ok record with the "
@@ -201,8 +201,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     _add_run_options(agreeing)
     agreeing.add_argument("--seeds", type=_positive, default=agreement.DEFAULT_SEEDS,
                           help="how many seeds (default %(default)s, at least 2)")
-    agreeing.set_defaults(benchmark=["imdb"], epochs=2, train_samples=8000, test_samples=2000, device="cpu",
-                          export=False)
+    agreeing.set_defaults(**AGREEMENT, device="cpu", export=False)
     commands.add_parser("list", help="the frameworks, their notebooks and environments")
     doctor = commands.add_parser(
         "doctor", help="which frameworks can use this machine's GPU (or one named with --gpu)",
@@ -237,11 +236,10 @@ def _absolute(path) -> str | None:
 
 
 def resolve_paths(args: argparse.Namespace) -> argparse.Namespace:
-    """Every path the user gave (options, or ROSETTA_CIFAR10 / ROSETTA_IMDB / ROSETTA_DATA_DIR),
+    """Every path the user gave (options, or each benchmark's data variable / ROSETTA_DATA_DIR),
     made absolute once, here; the kernels receive these. ``args.origins`` says where each came from."""
     args.origins = {}
-    for option, variable in (("data_dir", "ROSETTA_DATA_DIR"), ("cifar10", data.CIFAR10.env_var),
-                             ("imdb", data.IMDB.env_var)):
+    for option, variable in [("data_dir", "ROSETTA_DATA_DIR")] + [(b.dest, b.env_var) for b in BENCHMARKS.values()]:
         if not hasattr(args, option):
             continue
         given = getattr(args, option)
@@ -269,9 +267,8 @@ def validate_run(args: argparse.Namespace) -> None:
     names the flag, the value and what is expected."""
     select(args.frameworks)
     downloads = False
-    for option, benchmark, expected in (("cifar10", "cifar", "a cifar-10-python.tar.gz, a "
-                                         "cifar-10-batches-py folder or a folder holding either"),
-                                        ("imdb", "imdb", "an imdb.npz or a folder holding one")):
+    for benchmark, spec in BENCHMARKS.items():
+        option, expected = spec.dest, spec.expected
         path = getattr(args, option)
         if benchmark not in args.benchmark:
             continue
@@ -354,7 +351,7 @@ def cmd_envs(args) -> int:
 
 def cmd_data(args, benchmarks=BENCHMARKS) -> int:
     """Fetches, verifies and decodes into the array cache what the benchmarks need."""
-    for benchmark in ("cifar", "imdb"):
+    for benchmark in BENCHMARKS:
         if benchmark in benchmarks:
             _prepare(args, benchmark)
     return 0
@@ -362,11 +359,9 @@ def cmd_data(args, benchmarks=BENCHMARKS) -> int:
 
 def _prepare(args, benchmark: str) -> dict:
     """One benchmark's data verified and in the array cache (data.prepare); its provenance."""
-    train, test, provenance = data.prepare(benchmark, args.cifar10 if benchmark == "cifar" else args.imdb,
-                                           args.data_dir)
-    what = "CIFAR-10" if benchmark == "cifar" else "IMDB"
-    items = "images" if benchmark == "cifar" else "reviews"
-    print(f"{what}: {train} + {test} {items}, {provenance['source']} {provenance['path']}")
+    spec = BENCHMARKS[benchmark]
+    train, test, provenance = data.prepare(benchmark, getattr(args, spec.dest), args.data_dir)
+    print(f"{spec.what}: {train} + {test} {spec.unit}, {provenance['source']} {provenance['path']}")
     return provenance
 
 
@@ -375,7 +370,8 @@ def run_settings(args, seed: int | None = None) -> runner.RunSettings:
     return runner.RunSettings(
         epochs=args.epochs, batch_size=args.batch_size, train_samples=args.train_samples,
         test_samples=args.test_samples, seed=args.seed if seed is None else seed, device=args.device,
-        timeout=args.timeout, data_dir=args.data_dir, cifar_source=args.cifar10, imdb_source=args.imdb,
+        timeout=args.timeout, data_dir=args.data_dir,
+        data_sources={name: getattr(args, benchmark.dest) for name, benchmark in BENCHMARKS.items()},
         docker=args.docker, threads=args.threads, export=getattr(args, "export", False),
         export_batch_sizes=getattr(args, "export_batch_sizes", None), export_runs=getattr(args, "export_runs", None),
         quiet_wait=quiet.default_wait() if getattr(args, "quiet_wait", None) is None else args.quiet_wait,

@@ -1,7 +1,7 @@
 """Two frameworks' notebooks side by side, step by step, as a static HTML page.
 
-    rosetta compare pytorch jax                    # results/compare/pytorch-vs-jax-cifar.html and -imdb.html
-    rosetta compare pytorch jax --benchmark cifar  # one benchmark only
+    rosetta compare pytorch jax                    # results/compare/pytorch-vs-jax-BENCHMARK.html, one per benchmark
+    rosetta compare pytorch jax --benchmark NAME   # one benchmark only
     rosetta compare --all [--out DIR]              # every pair, and DIR/index.html linking them
     make compare A=pytorch B=jax                   # the same through make (no A and B: --all)
 

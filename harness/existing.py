@@ -20,6 +20,7 @@ import re
 import shutil
 import subprocess
 
+from common.benchmarks import BENCHMARKS
 from harness import kernels, venvs
 from harness.frameworks import FRAMEWORKS, Framework
 from harness.wheels import normalise
@@ -28,7 +29,8 @@ from harness.wheels import normalise
 PIP_NAMES = {"theano": "Theano", "lasagne": "Lasagne"}
 # What every kernel needs beyond its framework (module, why), and what only some runs need.
 KERNEL_NEEDS = (("ipykernel", "the kernel itself"), ("numpy", "common, every notebook"))
-KERNEL_WANTS = (("pooch", "only downloads need it, not local copies (--cifar10, --imdb)"),
+KERNEL_WANTS = (("pooch", "only downloads need it, not local copies ({})".format(
+                    ", ".join(b.option for b in BENCHMARKS.values()))),
                 ("tqdm", "only download progress bars need it"))
 
 PROBE = r"""

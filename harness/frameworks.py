@@ -1,6 +1,7 @@
 """The frameworks this project compares: their environments, kernels and notebooks.
 
-Adding a framework means adding its two notebooks, its requirement specs in
+Adding a framework means adding its notebooks (one per benchmark, named by the benchmark's
+``notebook_pattern`` in ``common.benchmarks`` from the framework's ``stem``), its requirement specs in
 ``harness/envs/`` (``ENV-cpu.txt`` and ``ENV-cuda.txt``, and ``ENV-build.txt`` for
 what must be installed before them) and one entry here. Two frameworks may share
 one environment (MXNet's Module API and Gluon do; Keras 3 runs in its backend's).
@@ -10,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from common import REPOSITORY
+from common.benchmarks import BENCHMARKS
 
 
 @dataclass(frozen=True)
@@ -18,13 +20,19 @@ class Framework:
     label: str                 # what the results table shows
     api: str                   # the API level the notebooks use
     env: str                   # the environment (and kernel) the notebooks run in
-    notebooks: dict = field(default_factory=dict)  # benchmark -> path under notebooks/
+    stem: str = ""             # what its notebooks' names start with ("PyTorch"): see notebook_pattern
+    notebooks: dict = field(default_factory=dict)  # benchmark -> path under notebooks/ (default: from stem)
     versions_probe: str = ""   # Python run in the environment; prints "name version" lines
     cpu_probe: str = ""        # Python that exits non-zero if a CPU flavour holds a CUDA build
     python: str | None = None  # the interpreter version it needs ("3.6"); None: the harness's own
     build_first: bool = False  # install ENV-build.txt first, then the spec without build isolation
     sonames: dict = field(default_factory=dict)  # system library name it needs -> prefix of the one to link
     sonames_hint: str = ""     # how to install those system libraries
+
+    def __post_init__(self):
+        if self.stem and not self.notebooks:
+            object.__setattr__(self, "notebooks", {name: benchmark.notebook(self.stem)
+                                                   for name, benchmark in BENCHMARKS.items()})
 
     @property
     def kernel(self) -> str:
@@ -46,14 +54,14 @@ JAX_CPU_PROBE = "import importlib.util as u, sys; sys.exit(any(u.find_spec(f'jax
 
 def keras_on(backend: str, backend_label: str, env: str, cpu_probe: str) -> Framework:
     """Keras 3 on one backend (`backend`: KERAS_BACKEND's value, also the backend's module),
-    in that backend's environment; its notebooks are Keras_<backend label>_<BENCHMARK>."""
+    in that backend's environment; its notebooks' stem is Keras_<backend label>."""
     stem = backend_label.replace(" ", "")
     return Framework(
         name=f"keras-{backend}",
         label=f"Keras ({backend_label})",
         api="Keras 3 fit/predict",
         env=env,
-        notebooks={"cifar": f"cifar/Keras_{stem}_CIFAR.ipynb", "imdb": f"imdb/Keras_{stem}_IMDB.ipynb"},
+        stem=f"Keras_{stem}",
         versions_probe=f"import os; os.environ['KERAS_BACKEND'] = '{backend}'; import keras, {backend}; "
                        f"print('keras', keras.__version__, '{backend}', {backend}.__version__)",
         cpu_probe=cpu_probe,
@@ -64,13 +72,13 @@ def keras2_on(backend: str, backend_label: str, env: str, python: str, sonames: 
               sonames_hint: str = "") -> Framework:
     """Keras 2.3.1, the last Keras with Theano and CNTK backends, on one of them (``backend``: KERAS_BACKEND's
     value, also the backend's module), in that backend's environment and interpreter (``python``) and with
-    the system libraries it links; its notebooks are Keras2_<backend label>_<BENCHMARK>."""
+    the system libraries it links; its notebooks' stem is Keras2_<backend label>."""
     return Framework(
         name=f"keras2-{backend}",
         label=f"Keras 2 ({backend_label})",
         api="Keras 2 fit_generator/predict",
         env=env,
-        notebooks={b: f"{b}/Keras2_{backend_label}_{b.upper()}.ipynb" for b in ("cifar", "imdb")},
+        stem=f"Keras2_{backend_label}",
         versions_probe=f"import os; os.environ['KERAS_BACKEND'] = '{backend}'; import keras, {backend}; "
                        f"print('keras', keras.__version__, '{backend}', {backend}.__version__)",
         python=python,
@@ -90,7 +98,7 @@ FRAMEWORKS = {
         label="PyTorch",
         api="nn.Module + torch.optim",
         env="pytorch",
-        notebooks={"cifar": "cifar/PyTorch_CIFAR.ipynb", "imdb": "imdb/PyTorch_IMDB.ipynb"},
+        stem="PyTorch",
         versions_probe="import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)",
         cpu_probe=TORCH_CPU_PROBE,
     ),
@@ -100,7 +108,7 @@ FRAMEWORKS = {
         label="TensorFlow",
         api="tf.function + GradientTape",
         env="tensorflow",
-        notebooks={"cifar": "cifar/TensorFlow_CIFAR.ipynb", "imdb": "imdb/TensorFlow_IMDB.ipynb"},
+        stem="TensorFlow",
         versions_probe="import tensorflow as tf; print('tensorflow', tf.__version__)",
         cpu_probe=TENSORFLOW_CPU_PROBE,
     ),
@@ -110,7 +118,7 @@ FRAMEWORKS = {
         label="JAX (Flax)",
         api="Flax Linen + Optax, jax.jit",
         env="jax",
-        notebooks={"cifar": "cifar/JAX_CIFAR.ipynb", "imdb": "imdb/JAX_IMDB.ipynb"},
+        stem="JAX",
         versions_probe="import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, "
                        "'optax', optax.__version__)",
         cpu_probe=JAX_CPU_PROBE,
@@ -121,7 +129,7 @@ FRAMEWORKS = {
         label="MXNet",
         api="Module (symbolic)",
         env="mxnet",
-        notebooks={"cifar": "cifar/MXNet_CIFAR.ipynb", "imdb": "imdb/MXNet_IMDB.ipynb"},
+        stem="MXNet",
         versions_probe="import mxnet; print('mxnet', mxnet.__version__)",
     ),
     "gluon": Framework(
@@ -129,7 +137,7 @@ FRAMEWORKS = {
         label="Gluon",
         api="Gluon (hybridized)",
         env="mxnet",
-        notebooks={"cifar": "cifar/Gluon_CIFAR.ipynb", "imdb": "imdb/Gluon_IMDB.ipynb"},
+        stem="Gluon",
         versions_probe="import mxnet; print('mxnet', mxnet.__version__)",
     ),
     "chainer": Framework(
@@ -137,7 +145,7 @@ FRAMEWORKS = {
         label="Chainer",
         api="Chain + optimizers",
         env="chainer",
-        notebooks={"cifar": "cifar/Chainer_CIFAR.ipynb", "imdb": "imdb/Chainer_IMDB.ipynb"},
+        stem="Chainer",
         versions_probe="import chainer; print('chainer', chainer.__version__)",
         build_first=True,
     ),
@@ -146,7 +154,7 @@ FRAMEWORKS = {
         label="Lasagne (Theano)",
         api="Lasagne layers + theano.function",
         env="theano",
-        notebooks={"cifar": "cifar/Lasagne_CIFAR.ipynb", "imdb": "imdb/Lasagne_IMDB.ipynb"},
+        stem="Lasagne",
         versions_probe="from common import theano_compat; theano_compat.install(); import theano, lasagne; "
                        "print('theano', theano.__version__, 'lasagne', lasagne.__version__)",
         python="3.9",  # Theano 1.0.5's last supported interpreters; see harness/envs/theano-cpu.txt
@@ -156,7 +164,7 @@ FRAMEWORKS = {
         label="CNTK",
         api="cntk.layers + Trainer",
         env="cntk",
-        notebooks={"cifar": "cifar/CNTK_CIFAR.ipynb", "imdb": "imdb/CNTK_IMDB.ipynb"},
+        stem="CNTK",
         versions_probe="import cntk; print('cntk', cntk.__version__)",
         python="3.6",
         sonames=OPENMPI_SONAMES,
@@ -170,7 +178,7 @@ FRAMEWORKS = {
         label="Caffe2",
         api="model_helper + brew",
         env="caffe2",
-        notebooks={"cifar": "cifar/Caffe2_CIFAR.ipynb", "imdb": "imdb/Caffe2_IMDB.ipynb"},
+        stem="Caffe2",
         versions_probe="import torch; from caffe2.python import workspace; "
                        "print('caffe2 (torch)', torch.__version__, 'cuda', torch.version.cuda)",
         # No cpu_probe: PyPI's torch 1.10.2, the last wheel with Caffe2's operators, is a CUDA

@@ -16,7 +16,7 @@ should wait for the other; the tests of the lock name a lock of their own.
 
 **Room on the disk.** Before a suite starts, and before each notebook in it, the disk of the
 results folder must have ``$ROSETTA_MIN_FREE_MIB`` free (default ``DEFAULT_MIN_FREE_MIB``: an
-executed notebook, its record and its ONNX export, whose test set alone is 123 MB for the CNN,
+executed notebook, its record and its ONNX export, whose test set alone can be 123 MB,
 with room to spare); with less, nothing more starts (``DiskFull``, one line, exit status 2). A
 disk that fills later (ENOSPC, or EDQUOT, a quota) ends the suite in one line too, naming the
 folder and what is kept: records are written to a temporary file and renamed, so each one there

@@ -1,6 +1,6 @@
 """The quiet-machine guard: how much of the machine other processes use, before and during a run.
 
-    before = quiet.wait_for_quiet(limit=60, threshold=0.25, prefix="[pytorch/cifar] ", device="cpu")
+    before = quiet.wait_for_quiet(limit=60, threshold=0.25, prefix="[pytorch/BENCHMARK] ", device="cpu")
     sampler = quiet.Sampler(device="cpu")      # during the run: a thread, every 0.5 s
     ...
     load = quiet.load_record(before, sampler.stop(), threshold=0.25, limit=60)

@@ -515,7 +515,9 @@ def _graph(check: dict) -> str:
     if not graph:
         return "–"
     text = f"opset {graph['opset']}, {graph['bytes'] / 2**20:.1f} MiB"
-    return text + (f", GRU: {graph['gru_form']}" if graph.get("gru_form") else "")
+    if not graph.get("gru_form"):
+        return text
+    return text + f", {BENCHMARKS[check['benchmark']].model}: {graph['gru_form']}"  # the recurrence's form
 
 
 def _check_configuration(check: dict, frame: pd.DataFrame) -> tuple | None:

@@ -60,11 +60,10 @@ class RunSettings:
     seed: int = params.SEED
     device: str = "auto"
     data_dir: str | None = None
-    cifar_source: str | None = None
-    imdb_source: str | None = None
+    data_sources: dict = field(default_factory=dict)  # benchmark -> a local copy of its data (None: the cache)
     timeout: float = 4 * 3600.0
     docker: bool = False  # run in the framework's image dl-rosetta/ENV instead of its venv
-    threads: int | None = None  # CPU threads for every framework; None: every core (the CNTK GRU: 1)
+    threads: int | None = None  # CPU threads for every framework; None: every core (CNTK's recurrent notebook: 1)
     export: bool = False  # the notebook's export step: the model as ONNX into RESULTS/exports/STEM
     export_batch_sizes: list | None = None  # the batch sizes its prediction is timed at (None: 1, 64, 1024)
     export_runs: int | None = None  # timed runs per batch size (None: 30)
@@ -86,7 +85,7 @@ class RunSettings:
             "test_samples": self.test_samples,
             "seed": self.seed,
             "device": self.device,
-            "data_source": self.cifar_source if benchmark == "cifar" else self.imdb_source,
+            "data_source": self.data_sources.get(benchmark),
             "data_dir": self.data_dir,
             "record_path": str(record_path),
             "threads": self.threads,
@@ -466,12 +465,12 @@ def docker_data(benchmark: str, parameters: dict) -> tuple[dict, Path]:
     """A run's parameters for a container, and the data cache to mount there.
 
     In a local run the kernel finds the data where the harness found it (the data
-    cache, ``$ROSETTA_CIFAR10``...); a container sees neither the host's
+    cache, the benchmark's data variable); a container sees neither the host's
     environment nor its cache, so both are named explicitly here.
     """
     parameters = dict(parameters)
-    remote = data.CIFAR10 if benchmark == "cifar" else data.IMDB
-    parameters["data_source"] = parameters.get("data_source") or os.environ.get(remote.env_var) or None
+    variable = BENCHMARKS[benchmark].env_var
+    parameters["data_source"] = parameters.get("data_source") or os.environ.get(variable) or None
     cache = data.cache_dir(parameters.get("data_dir"))
     cache.mkdir(parents=True, exist_ok=True)  # else docker would create it, owned by root
     parameters["data_dir"] = str(cache)

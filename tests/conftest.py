@@ -258,8 +258,8 @@ def short_runs(request, real_data, tiny_cifar, tiny_imdb, tmp_path_factory):
     def job(framework, benchmark):
         if framework.name not in folders:
             folders[framework.name] = tmp_path_factory.mktemp(f"results-{framework.name}")
-        settings = runner.RunSettings(device="cpu", timeout=900, data_dir=data_dir, cifar_source=str(sources["cifar"]),
-                                      imdb_source=str(sources["imdb"]), threads=1, export=True,
+        settings = runner.RunSettings(device="cpu", timeout=900, data_dir=data_dir,
+                                      data_sources={b: str(sources[b]) for b in sources}, threads=1, export=True,
                                       export_batch_sizes=SHORT_EXPORT["batch_sizes"],
                                       export_runs=SHORT_EXPORT["runs"], **sizes[benchmark])
         return framework, benchmark, settings, folders[framework.name]

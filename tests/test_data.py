@@ -21,7 +21,7 @@ import pooch
 import pytest
 
 import fakedata
-from common import data, params
+from common import cifar10, data, imdb, params
 
 SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 REAL_IMDB = SHARED_DATA / "imdb" / "imdb.npz"
@@ -140,7 +140,7 @@ def make_again(tiny_cifar: Path) -> bytes:
 
 
 def test_fake_cifar_classes_are_learnable(tiny_cifar):
-    x_train, y_train, x_test, y_test, _ = data.load_cifar10(source=tiny_cifar)
+    x_train, y_train, x_test, y_test, _ = cifar10.load_cifar10(source=tiny_cifar)
     colour = lambda x: x.reshape(len(x), 3, -1).mean(axis=2)
     means = np.stack([colour(x_train[y_train == c]).mean(axis=0) for c in range(10)])
     distances = ((colour(x_test)[:, None, :] - means[None]) ** 2).sum(axis=2)
@@ -172,8 +172,8 @@ def test_fake_imdb_has_official_keys_and_the_cases_we_need(tiny_imdb):
 
 @pytest.mark.parametrize("algorithm", ["sha256", "md5"])
 def test_fetch_downloads_and_verifies(tiny_cifar, http_server, tmp_path, algorithm):
-    served = serve_copy(http_server, tiny_cifar, data.CIFAR10.filename)
-    remote = remote_like(data.CIFAR10, http_server, served, algorithm)
+    served = serve_copy(http_server, tiny_cifar, cifar10.CIFAR10.filename)
+    remote = remote_like(cifar10.CIFAR10, http_server, served, algorithm)
     cache = tmp_path / "cache"
     path = data.fetch(remote, cache=cache, progress=False)
     assert path == cache / "cifar-10-python.tar.gz"
@@ -183,12 +183,12 @@ def test_fetch_downloads_and_verifies(tiny_cifar, http_server, tmp_path, algorit
 
 
 def test_cifar_download_parses(tiny_cifar, http_server, tmp_path, monkeypatch):
-    served = serve_copy(http_server, tiny_cifar, data.CIFAR10.filename)
-    remote = remote_like(data.CIFAR10, http_server, served)
-    monkeypatch.setattr(data, "CIFAR10", remote)
+    served = serve_copy(http_server, tiny_cifar, cifar10.CIFAR10.filename)
+    remote = remote_like(cifar10.CIFAR10, http_server, served)
+    monkeypatch.setattr(cifar10, "CIFAR10", remote)
     cache = tmp_path / "cache"
 
-    x_train, y_train, x_test, y_test, provenance = data.load_cifar10(cache=cache)
+    x_train, y_train, x_test, y_test, provenance = cifar10.load_cifar10(cache=cache)
 
     assert x_train.dtype == np.uint8 and x_train.shape == (200, 3, 32, 32)
     assert x_test.dtype == np.uint8 and x_test.shape == (100, 3, 32, 32)
@@ -204,10 +204,10 @@ def test_cifar_download_parses(tiny_cifar, http_server, tmp_path, monkeypatch):
 
 
 def test_cifar_for_library_formats(tiny_cifar, http_server, tmp_path, monkeypatch):
-    served = serve_copy(http_server, tiny_cifar, data.CIFAR10.filename)
-    monkeypatch.setattr(data, "CIFAR10", remote_like(data.CIFAR10, http_server, served))
+    served = serve_copy(http_server, tiny_cifar, cifar10.CIFAR10.filename)
+    monkeypatch.setattr(cifar10, "CIFAR10", remote_like(cifar10.CIFAR10, http_server, served))
     cache = tmp_path / "cache"
-    raw_train, raw_y_train, raw_test, raw_y_test, _ = data.load_cifar10(cache=cache)
+    raw_train, raw_y_train, raw_test, raw_y_test, _ = cifar10.load_cifar10(cache=cache)
 
     first = data.cifar_for_library(channels_first=True, cache=cache)
     x_train, y_train, x_test, y_test, provenance = first
@@ -239,12 +239,12 @@ def test_cifar_for_library_formats(tiny_cifar, http_server, tmp_path, monkeypatc
 
 
 def test_imdb_download_parses(tiny_imdb, http_server, tmp_path, monkeypatch):
-    served = serve_copy(http_server, tiny_imdb, data.IMDB.filename)
-    remote = remote_like(data.IMDB, http_server, served)
-    monkeypatch.setattr(data, "IMDB", remote)
+    served = serve_copy(http_server, tiny_imdb, imdb.IMDB.filename)
+    remote = remote_like(imdb.IMDB, http_server, served)
+    monkeypatch.setattr(imdb, "IMDB", remote)
     cache = tmp_path / "cache"
 
-    x_train, y_train, x_test, y_test, provenance = data.load_imdb(cache=cache)
+    x_train, y_train, x_test, y_test, provenance = imdb.load_imdb(cache=cache)
     with np.load(tiny_imdb, allow_pickle=True) as original:
         assert list(x_train) == list(original["x_train"]) and list(x_test) == list(original["x_test"])
         assert np.array_equal(y_train, original["y_train"]) and np.array_equal(y_test, original["y_test"])
@@ -261,8 +261,8 @@ def test_imdb_download_parses(tiny_imdb, http_server, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("algorithm", ["sha256", "md5"])
 def test_wrong_checksum_rejected_and_not_cached(tiny_cifar, http_server, tmp_path, algorithm):
-    served = serve_copy(http_server, tiny_cifar, data.CIFAR10.filename)
-    remote = remote_like(data.CIFAR10, http_server, served, algorithm)
+    served = serve_copy(http_server, tiny_cifar, cifar10.CIFAR10.filename)
+    remote = remote_like(cifar10.CIFAR10, http_server, served, algorithm)
     wrong = f"{algorithm}:{'0' * len(remote.known_hash.split(':')[1])}"
     remote = dataclasses.replace(remote, known_hash=wrong)
     cache = tmp_path / "cache"
@@ -276,9 +276,9 @@ def test_wrong_checksum_rejected_and_not_cached(tiny_cifar, http_server, tmp_pat
 
 
 def test_wrong_checksum_through_the_loader(tiny_imdb, http_server, tmp_path, monkeypatch):
-    serve_copy(http_server, tiny_imdb, data.IMDB.filename)
-    bad = dataclasses.replace(data.IMDB, url=f"{http_server}/imdb.npz", known_hash="sha256:" + "ab" * 32)
-    monkeypatch.setattr(data, "IMDB", bad)
+    serve_copy(http_server, tiny_imdb, imdb.IMDB.filename)
+    bad = dataclasses.replace(imdb.IMDB, url=f"{http_server}/imdb.npz", known_hash="sha256:" + "ab" * 32)
+    monkeypatch.setattr(imdb, "IMDB", bad)
     with pytest.raises(data.DataError, match="checksum"):
         data.imdb_for_library(cache=tmp_path / "cache")
     assert listing(tmp_path / "cache") == []
@@ -291,7 +291,7 @@ def test_truncated_cifar_tarball_rejected(tiny_cifar, tmp_path, fraction):
     size = tiny_cifar.stat().st_size
     broken = cut(tiny_cifar, tmp_path / "cifar-10-python.tar.gz", int(size * fraction))
     with pytest.raises(data.DataError) as caught:
-        data.load_cifar10(source=broken, cache=tmp_path / "cache")
+        cifar10.load_cifar10(source=broken, cache=tmp_path / "cache")
     message = str(caught.value)
     assert str(broken) in message
     assert re.search(r"truncated|corrupt", message)
@@ -312,7 +312,7 @@ def test_corrupt_cifar_batch_rejected(tmp_path):
     batch = folder / "data_batch_3"
     batch.write_bytes(batch.read_bytes()[:1000])
     with pytest.raises(data.DataError, match="not a CIFAR-10 batch") as caught:
-        data.load_cifar10(source=folder)
+        cifar10.load_cifar10(source=folder)
     assert str(batch) in str(caught.value)
 
 
@@ -335,7 +335,7 @@ def test_corrupt_imdb_rejected(tiny_imdb, tmp_path):
     broken = tmp_path / "imdb.npz"
     broken.write_bytes(bytes(content))
     with pytest.raises(data.DataError, match="truncated or corrupt") as caught:
-        data.load_imdb(source=broken)
+        imdb.load_imdb(source=broken)
     assert str(broken) in str(caught.value)
 
 
@@ -356,15 +356,15 @@ def test_imdb_missing_array_rejected(tmp_path):
     incomplete = tmp_path / "imdb.npz"
     np.savez(incomplete, x_train=np.zeros(3), y_train=np.zeros(3))
     with pytest.raises(data.DataError, match="x_test"):
-        data.load_imdb(source=incomplete)
+        imdb.load_imdb(source=incomplete)
 
 
 # --- the cache ---------------------------------------------------------------------
 
 def test_second_call_uses_the_cache_without_network(tiny_cifar, http_server, closed_port_url,
                                                     tmp_path, monkeypatch):
-    served = serve_copy(http_server, tiny_cifar, data.CIFAR10.filename)
-    remote = remote_like(data.CIFAR10, http_server, served)
+    served = serve_copy(http_server, tiny_cifar, cifar10.CIFAR10.filename)
+    remote = remote_like(cifar10.CIFAR10, http_server, served)
     cache = tmp_path / "cache"
     first = data.fetch(remote, cache=cache, progress=False)
     stamp = first.stat().st_mtime_ns
@@ -376,16 +376,16 @@ def test_second_call_uses_the_cache_without_network(tiny_cifar, http_server, clo
 
     elsewhere = dataclasses.replace(remote, url=f"{closed_port_url}/cifar-10-python.tar.gz")
     assert data.fetch(elsewhere, cache=cache, progress=False) == first
-    monkeypatch.setattr(data, "CIFAR10", elsewhere)
-    x_train, *_, provenance = data.load_cifar10(cache=cache)
+    monkeypatch.setattr(cifar10, "CIFAR10", elsewhere)
+    x_train, *_, provenance = cifar10.load_cifar10(cache=cache)
     assert x_train.shape == (200, 3, 32, 32) and provenance["source"] == "official"
     assert http_server.requests == ["/cifar-10-python.tar.gz"]
     assert listing(cache) == ["cifar-10-python.tar.gz"]
 
 
 def test_interrupted_download_is_not_trusted(tiny_cifar, truncated_server, http_server, tmp_path):
-    served = serve_copy(truncated_server, tiny_cifar, data.CIFAR10.filename)
-    remote = remote_like(data.CIFAR10, truncated_server, served)
+    served = serve_copy(truncated_server, tiny_cifar, cifar10.CIFAR10.filename)
+    remote = remote_like(cifar10.CIFAR10, truncated_server, served)
     cache = tmp_path / "cache"
     with pytest.raises(data.DataError) as caught:
         data.fetch(remote, cache=cache, progress=False)
@@ -394,7 +394,7 @@ def test_interrupted_download_is_not_trusted(tiny_cifar, truncated_server, http_
     assert listing(cache) == []  # neither the target nor a half-written temporary file
 
     # A later run, with the network back, downloads it whole.
-    serve_copy(http_server, tiny_cifar, data.CIFAR10.filename)
+    serve_copy(http_server, tiny_cifar, cifar10.CIFAR10.filename)
     good = dataclasses.replace(remote, url=f"{http_server}/cifar-10-python.tar.gz")
     path = data.fetch(good, cache=cache, progress=False)
     assert sha256_hex(path) == sha256_hex(tiny_cifar)
@@ -402,8 +402,8 @@ def test_interrupted_download_is_not_trusted(tiny_cifar, truncated_server, http_
 
 
 def test_corrupted_cache_is_downloaded_again(tiny_cifar, http_server, tmp_path, capsys):
-    served = serve_copy(http_server, tiny_cifar, data.CIFAR10.filename)
-    remote = remote_like(data.CIFAR10, http_server, served)
+    served = serve_copy(http_server, tiny_cifar, cifar10.CIFAR10.filename)
+    remote = remote_like(cifar10.CIFAR10, http_server, served)
     cache = tmp_path / "cache"
     path = data.fetch(remote, cache=cache, progress=False)
     content = bytearray(path.read_bytes())
@@ -421,24 +421,24 @@ def test_corrupted_cache_is_downloaded_again(tiny_cifar, http_server, tmp_path, 
 
 def test_corrupted_cache_without_network_is_not_used(tiny_imdb, http_server, closed_port_url,
                                                       tmp_path, monkeypatch):
-    served = serve_copy(http_server, tiny_imdb, data.IMDB.filename)
-    remote = remote_like(data.IMDB, http_server, served)
+    served = serve_copy(http_server, tiny_imdb, imdb.IMDB.filename)
+    remote = remote_like(imdb.IMDB, http_server, served)
     cache = tmp_path / "cache"
     path = data.fetch(remote, cache=cache, progress=False)
     path.write_bytes(path.read_bytes()[:-100])  # truncated in the cache
     offline = dataclasses.replace(remote, url=f"{closed_port_url}/imdb.npz")
-    monkeypatch.setattr(data, "IMDB", offline)
+    monkeypatch.setattr(imdb, "IMDB", offline)
     with pytest.raises(data.DataError, match="could not download"):
         data.imdb_for_library(cache=cache)
 
 
 # --- no network, no copy -------------------------------------------------------------
 
-@pytest.mark.parametrize("official", [data.CIFAR10, data.IMDB], ids=["cifar", "imdb"])
+@pytest.mark.parametrize("official", [cifar10.CIFAR10, imdb.IMDB], ids=["cifar", "imdb"])
 def test_no_network_and_no_copy(official, closed_port_url, tmp_path, monkeypatch):
     remote = dataclasses.replace(official, url=f"{closed_port_url}/{official.filename}")
-    monkeypatch.setattr(data, "CIFAR10" if official is data.CIFAR10 else "IMDB", remote)
-    loader = data.load_cifar10 if official.env_var == "ROSETTA_CIFAR10" else data.load_imdb
+    monkeypatch.setattr(*((cifar10, "CIFAR10") if official is cifar10.CIFAR10 else (imdb, "IMDB")), remote)
+    loader = cifar10.load_cifar10 if official.env_var == "ROSETTA_CIFAR10" else imdb.load_imdb
     cache = tmp_path / "cache"
     with pytest.raises(data.DataError) as caught:
         loader(cache=cache)
@@ -449,13 +449,13 @@ def test_no_network_and_no_copy(official, closed_port_url, tmp_path, monkeypatch
 
 
 def test_the_official_remotes_are_as_published():
-    assert data.CIFAR10.url == "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
-    assert data.CIFAR10.known_hash == "md5:c58f30108f718f92721af3b95e74349a"
-    assert data.CIFAR10.env_var == "ROSETTA_CIFAR10"
-    assert data.IMDB.url == "https://storage.googleapis.com/tensorflow/tf-keras-datasets/imdb.npz"
-    assert data.IMDB.known_hash == ("sha256:69664113be75683a8fe16e3ed0ab59fda8886cb3"
+    assert cifar10.CIFAR10.url == "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+    assert cifar10.CIFAR10.known_hash == "md5:c58f30108f718f92721af3b95e74349a"
+    assert cifar10.CIFAR10.env_var == "ROSETTA_CIFAR10"
+    assert imdb.IMDB.url == "https://storage.googleapis.com/tensorflow/tf-keras-datasets/imdb.npz"
+    assert imdb.IMDB.known_hash == ("sha256:69664113be75683a8fe16e3ed0ab59fda8886cb3"
                                     "cd7ada244f7d9544e4676b9f")
-    assert data.IMDB.env_var == "ROSETTA_IMDB"
+    assert imdb.IMDB.env_var == "ROSETTA_IMDB"
 
 
 # --- local copies --------------------------------------------------------------------
@@ -480,7 +480,7 @@ def test_cifar_local_copies_agree(tiny_cifar, tmp_path):
 
     results = {}
     for source in (tiny_cifar, str(tiny_cifar), batches_folder, unpacked, holding_tarball):
-        *arrays, provenance = data.load_cifar10(source=source, cache=cache)
+        *arrays, provenance = cifar10.load_cifar10(source=source, cache=cache)
         for got, want in zip(arrays, expected):
             assert np.array_equal(got, want), source
         results[str(source)] = provenance
@@ -503,10 +503,10 @@ def test_cifar_local_copies_agree(tiny_cifar, tmp_path):
 
 def test_cifar_local_copy_digest_changes_with_content(tiny_cifar, tmp_path):
     folder = unpack(tiny_cifar, tmp_path / "unpacked") / "cifar-10-batches-py"
-    *_, before = data.load_cifar10(source=folder)
+    *_, before = cifar10.load_cifar10(source=folder)
     other = fakedata.make_cifar_folder(tmp_path / "other", seed=1)
     shutil.copyfile(other / "test_batch", folder / "test_batch")
-    *_, after = data.load_cifar10(source=folder)
+    *_, after = cifar10.load_cifar10(source=folder)
     assert before["sha256"] != after["sha256"]
 
 
@@ -521,7 +521,7 @@ def test_cifar_for_library_from_a_folder(tiny_cifar, tmp_path):
 def test_environment_variables_name_local_copies(tiny_cifar, tiny_imdb, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     monkeypatch.setenv("ROSETTA_CIFAR10", str(tiny_cifar))
-    x_train, *_, provenance = data.load_cifar10(cache=cache)
+    x_train, *_, provenance = cifar10.load_cifar10(cache=cache)
     assert x_train.shape == (200, 3, 32, 32)
     assert provenance == {"source": "local copy", "path": str(tiny_cifar.resolve()),
                           "sha256": sha256_hex(tiny_cifar)}
@@ -536,12 +536,12 @@ def test_environment_variables_name_local_copies(tiny_cifar, tiny_imdb, tmp_path
 
 def test_source_argument_wins_over_environment(tiny_cifar, tmp_path, monkeypatch):
     monkeypatch.setenv("ROSETTA_CIFAR10", str(tmp_path / "elsewhere"))
-    *_, provenance = data.load_cifar10(source=tiny_cifar)
+    *_, provenance = cifar10.load_cifar10(source=tiny_cifar)
     assert provenance["path"] == str(tiny_cifar.resolve())
 
 
-@pytest.mark.parametrize("loader", [data.load_cifar10, data.cifar_for_library,
-                                    data.load_imdb, data.imdb_for_library])
+@pytest.mark.parametrize("loader", [cifar10.load_cifar10, data.cifar_for_library,
+                                    imdb.load_imdb, data.imdb_for_library])
 def test_missing_source_named(loader, tmp_path):
     missing = tmp_path / "no" / "such" / "copy"
     with pytest.raises(data.DataError, match="does not exist") as caught:
@@ -554,7 +554,7 @@ def test_missing_copy_named_by_environment(tmp_path, monkeypatch):
     missing = tmp_path / "gone.npz"
     monkeypatch.setenv("ROSETTA_IMDB", str(missing))
     with pytest.raises(data.DataError, match="ROSETTA_IMDB") as caught:
-        data.load_imdb(cache=tmp_path / "cache")
+        imdb.load_imdb(cache=tmp_path / "cache")
     assert str(missing) in str(caught.value)
 
 
@@ -562,16 +562,16 @@ def test_folders_without_the_files(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(data.DataError, match="data_batch_1") as caught:
-        data.load_cifar10(source=empty)
+        cifar10.load_cifar10(source=empty)
     assert str(empty) in str(caught.value)
     with pytest.raises(data.DataError, match="imdb.npz") as caught:
-        data.load_imdb(source=empty)
+        imdb.load_imdb(source=empty)
     assert str(empty) in str(caught.value)
 
 
 def test_imdb_local_copies_agree(tiny_imdb):
-    from_file = data.load_imdb(source=tiny_imdb)
-    from_folder = data.load_imdb(source=tiny_imdb.parent)
+    from_file = imdb.load_imdb(source=tiny_imdb)
+    from_folder = imdb.load_imdb(source=tiny_imdb.parent)
     for a, b in zip(from_file[:4], from_folder[:4]):
         assert list(a) == list(b)
     assert from_file[4] == from_folder[4] == {"source": "local copy", "path": str(tiny_imdb.resolve()),
@@ -598,8 +598,8 @@ def test_cache_dir_precedence(tmp_path, monkeypatch):
 
 
 def test_fetch_follows_the_cache_precedence(tiny_imdb, http_server, tmp_path, monkeypatch):
-    served = serve_copy(http_server, tiny_imdb, data.IMDB.filename)
-    remote = remote_like(data.IMDB, http_server, served)
+    served = serve_copy(http_server, tiny_imdb, imdb.IMDB.filename)
+    remote = remote_like(imdb.IMDB, http_server, served)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.setenv("ROSETTA_DATA_DIR", str(tmp_path / "from-env"))
 
@@ -613,8 +613,8 @@ def test_fetch_follows_the_cache_precedence(tiny_imdb, http_server, tmp_path, mo
 
 
 def test_unusable_cache_folder(tiny_imdb, http_server, tmp_path):
-    served = serve_copy(http_server, tiny_imdb, data.IMDB.filename)
-    remote = remote_like(data.IMDB, http_server, served)
+    served = serve_copy(http_server, tiny_imdb, imdb.IMDB.filename)
+    remote = remote_like(imdb.IMDB, http_server, served)
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     with pytest.raises(data.DataError, match="ROSETTA_DATA_DIR") as caught:
@@ -626,7 +626,7 @@ def test_unusable_cache_folder(tiny_imdb, http_server, tmp_path):
 # --- IMDB numbering, Keras' way ------------------------------------------------------
 
 def test_number_reviews_short_review():
-    row = data.number_reviews([[5, 10, 29996, 29997, 40000]])
+    row = imdb.number_reviews([[5, 10, 29996, 29997, 40000]])
     assert row.dtype == np.int32 and row.shape == (1, 150)
     # start token, words shifted by 3, words shifted to 30000 or more become 2, zeros after.
     assert row[0, :6].tolist() == [1, 8, 13, 29999, 2, 2]
@@ -635,27 +635,27 @@ def test_number_reviews_short_review():
 
 def test_number_reviews_long_review():
     words = list(range(1, 201))                    # 200 words: 201 tokens with the start
-    row = data.number_reviews([words])[0]
+    row = imdb.number_reviews([words])[0]
     assert row.tolist() == [w + 3 for w in range(51, 201)]  # the last 150; start token dropped
     assert row[0] != 1 and row.all()
 
 
 def test_number_reviews_at_the_length_boundary():
-    rows = data.number_reviews([list(range(4, 153)), list(range(4, 154)), []])
+    rows = imdb.number_reviews([list(range(4, 153)), list(range(4, 154)), []])
     assert rows[0].tolist() == [1] + [w + 3 for w in range(4, 153)]  # 149 words: fits exactly
     assert rows[1].tolist() == [w + 3 for w in range(4, 154)]        # 150 words: start dropped
     assert rows[2].tolist() == [1] + [0] * 149                        # empty review
 
 
 def test_number_reviews_other_sizes():
-    rows = data.number_reviews([[1, 2, 3, 4, 5, 6], [7]], vocab=8, seq_len=4)
+    rows = imdb.number_reviews([[1, 2, 3, 4, 5, 6], [7]], vocab=8, seq_len=4)
     assert rows.tolist() == [[6, 7, 2, 2], [1, 2, 0, 0]]
 
 
 def test_number_reviews_matches_keras(tiny_imdb):
     with np.load(tiny_imdb, allow_pickle=True) as archive:
         reviews = list(archive["x_train"]) + list(archive["x_test"])
-    got = data.number_reviews(reviews)
+    got = imdb.number_reviews(reviews)
     want = last_tokens_padded_right(keras_numbering(reviews))
     assert np.array_equal(got, want)
     assert (got == 2).any() and (got[:, -1] == 0).any() and (got[:, 0] != 1).any()
@@ -732,7 +732,7 @@ def test_real_imdb_local_copy():
 # --- what the messages advise -------------------------------------------------------------------
 
 def test_a_corrupt_local_copy_is_to_be_replaced_not_deleted(tiny_cifar, tiny_imdb, tmp_path):
-    for load, original, flag in ((data.load_cifar10, tiny_cifar, "--cifar10"), (data.load_imdb, tiny_imdb, "--imdb")):
+    for load, original, flag in ((cifar10.load_cifar10, tiny_cifar, "--cifar10"), (imdb.load_imdb, tiny_imdb, "--imdb")):
         broken = cut(original, tmp_path / original.name, original.stat().st_size // 2)
         with pytest.raises(data.DataError) as caught:
             load(source=broken, cache=tmp_path / "cache")
@@ -743,5 +743,5 @@ def test_a_corrupt_local_copy_is_to_be_replaced_not_deleted(tiny_cifar, tiny_imd
 
 def test_a_missing_copy_names_the_options_that_exist(tmp_path):
     with pytest.raises(data.DataError) as caught:
-        data.load_imdb(source=tmp_path / "nowhere.npz")
+        imdb.load_imdb(source=tmp_path / "nowhere.npz")
     assert "--imdb or ROSETTA_IMDB" in str(caught.value) and "--source" not in str(caught.value)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import fakedata
-from common import data
+from common import cifar10, data, imdb
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 
@@ -32,18 +32,18 @@ def clean_environment(monkeypatch, tmp_path):
 def decodes(monkeypatch):
     """How often each data set was decoded from its archive in this process."""
     counts = {"cifar": 0, "imdb": 0}
-    cifar, imdb = data._decode_cifar, data._decode_imdb
+    decode_cifar, decode_imdb = cifar10._decode_cifar, imdb._decode_imdb
 
     def count_cifar(*args, **kwargs):
         counts["cifar"] += 1
-        return cifar(*args, **kwargs)
+        return decode_cifar(*args, **kwargs)
 
     def count_imdb(*args, **kwargs):
         counts["imdb"] += 1
-        return imdb(*args, **kwargs)
+        return decode_imdb(*args, **kwargs)
 
-    monkeypatch.setattr(data, "_decode_cifar", count_cifar)
-    monkeypatch.setattr(data, "_decode_imdb", count_imdb)
+    monkeypatch.setattr(cifar10, "_decode_cifar", count_cifar)
+    monkeypatch.setattr(imdb, "_decode_imdb", count_imdb)
     return counts
 
 
@@ -62,12 +62,12 @@ def test_built_once_then_memory_mapped(tiny_cifar, tiny_imdb, tmp_path, decodes)
     tokens = data.imdb_for_library(source=tiny_imdb, cache=cache)
     assert decodes == {"cifar": 1, "imdb": 1}
     files = entry_files(cache, "cifar10")
-    assert len(files) == 1 + len(data.CIFAR_ARRAYS)  # the manifest and one .npy per array
+    assert len(files) == 1 + len(cifar10.CIFAR_ARRAYS)  # the manifest and one .npy per array
     stamps = {f: f.stat().st_mtime_ns for f in files}
 
     for _ in range(2):
         again = data.cifar_for_library(source=tiny_cifar, cache=cache)
-        raw = data.load_cifar10(source=tiny_cifar, cache=cache)
+        raw = cifar10.load_cifar10(source=tiny_cifar, cache=cache)
         tokens_again = data.imdb_for_library(source=tiny_imdb, cache=cache)
     assert decodes == {"cifar": 1, "imdb": 1}  # neither archive decoded again
     assert {f: f.stat().st_mtime_ns for f in entry_files(cache, "cifar10")} == stamps  # nor rewritten
@@ -80,8 +80,8 @@ def test_built_once_then_memory_mapped(tiny_cifar, tiny_imdb, tmp_path, decodes)
 def test_keyed_by_checksum_and_decoder(tiny_cifar, tmp_path, decodes, monkeypatch):
     cache = tmp_path / "cache"
     other = fakedata.make_cifar_tarball(tmp_path / "other" / "cifar-10-python.tar.gz", seed=1)
-    x_one, *_ = data.load_cifar10(source=tiny_cifar, cache=cache)
-    x_two, *_ = data.load_cifar10(source=other, cache=cache)
+    x_one, *_ = cifar10.load_cifar10(source=tiny_cifar, cache=cache)
+    x_two, *_ = cifar10.load_cifar10(source=other, cache=cache)
     assert decodes["cifar"] == 2 and not np.array_equal(x_one, x_two)
     names = {json.loads(f.read_text())["checksum"] for f in (cache / data.ARRAYS_FOLDER).glob("cifar10-*.json")}
     assert names == {"sha256:" + data.sha256_of(tiny_cifar), "sha256:" + data.sha256_of(other)}
@@ -89,7 +89,7 @@ def test_keyed_by_checksum_and_decoder(tiny_cifar, tmp_path, decodes, monkeypatc
     # The same file under another name is the same data: the same entry.
     renamed = tmp_path / "renamed.tar.gz"
     renamed.write_bytes(tiny_cifar.read_bytes())
-    assert np.array_equal(data.load_cifar10(source=renamed, cache=cache)[0], x_one)
+    assert np.array_equal(cifar10.load_cifar10(source=renamed, cache=cache)[0], x_one)
     assert decodes["cifar"] == 2
 
     # Other decoding code: the entry is not used. The newest entry of other code stays beside the
@@ -102,13 +102,13 @@ def test_keyed_by_checksum_and_decoder(tiny_cifar, tmp_path, decodes, monkeypatc
     for number, decoder in enumerate(["second-decoder", "third-decoder"], start=1):
         time.sleep(0.01)  # manifests of distinct times
         monkeypatch.setattr(data, "_DECODER", [decoder])
-        assert np.array_equal(data.load_cifar10(source=tiny_cifar, cache=cache)[0], x_one)
+        assert np.array_equal(cifar10.load_cifar10(source=tiny_cifar, cache=cache)[0], x_one)
         assert decodes["cifar"] == 2 + number
     assert decoders() == ["second-decoder", "third-decoder"]  # the first one's entry is gone
     assert first[0] not in decoders()
-    assert len(entry_files(cache, "cifar10")) == 3 * (1 + len(data.CIFAR_ARRAYS))  # and every file of it
+    assert len(entry_files(cache, "cifar10")) == 3 * (1 + len(cifar10.CIFAR_ARRAYS))  # and every file of it
     monkeypatch.setattr(data, "_DECODER", ["second-decoder"])
-    data.load_cifar10(source=tiny_cifar, cache=cache)
+    cifar10.load_cifar10(source=tiny_cifar, cache=cache)
     assert decodes["cifar"] == 4  # the kept entry is used as it is
 
 
@@ -195,7 +195,7 @@ def test_two_writers_at_once(tiny_cifar, tiny_imdb, tmp_path, decodes):
     go.touch()  # both imported and waiting: they decode and write at the same moment
     outputs = [writer.communicate(timeout=60) for writer in writers]
     assert [writer.returncode for writer in writers] == [0, 0], outputs
-    expected = data._decode_cifar(tiny_cifar, True)["x_train"]
+    expected = cifar10._decode_cifar(tiny_cifar, True)["x_train"]
     assert outputs[0][0] == outputs[1][0]
     assert float(outputs[0][0].split()[0]) == float(expected.sum())
     assert not [f for f in (cache / data.ARRAYS_FOLDER).iterdir() if f.name.endswith(".part")]
@@ -227,7 +227,7 @@ def test_cached_arrays_are_the_decoded_ones(tiny_cifar, tiny_imdb, tmp_path):
         for a, b in zip(tokens[:4], fresh[:4]):
             assert same_bits(a, b)
     # and both equal the decoding without any cache machinery
-    decoded = data._decode_cifar(tiny_cifar, True)
+    decoded = cifar10._decode_cifar(tiny_cifar, True)
     x_train, y_train, x_test, y_test, _ = data.cifar_for_library(False, source=tiny_cifar, cache=cache)
     assert same_bits(x_train, np.ascontiguousarray(decoded["x_train"].transpose(0, 2, 3, 1)))
     assert same_bits(x_train, np.ascontiguousarray((decoded["x_train_raw"].astype(np.float32) / 255.0)
@@ -251,13 +251,13 @@ READ_IN_ENVIRONMENT = """
 import sys
 sys.path.insert(0, REPOSITORY)
 import numpy as np
-from common import data
+from common import cifar10, data, imdb
 
 def no_decoding(*args, **kwargs):
     raise AssertionError("decoded the archive: the cache was not used")
 
-decode_cifar, decode_imdb = data._decode_cifar, data._decode_imdb
-data._decode_cifar = data._decode_imdb = no_decoding
+decode_cifar, decode_imdb = cifar10._decode_cifar, imdb._decode_imdb
+cifar10._decode_cifar = imdb._decode_imdb = no_decoding
 for channels_first in (True, False):
     x_train, y_train, x_test, y_test, _ = data.cifar_for_library(channels_first, source=CIFAR, cache=CACHE)
     assert data._is_mapped(x_train), type(x_train)

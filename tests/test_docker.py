@@ -268,7 +268,7 @@ def test_docker_run_command_runs_the_notebook_in_its_image_with_the_gpu(tmp_path
     cifar.parent.mkdir()
     cifar.write_bytes(b"not read here")
     settings = runner.RunSettings(epochs=1, train_samples=500, data_dir=str(tmp_path / "cache"),
-                                  cifar_source=str(cifar), docker=True)
+                                  data_sources={"cifar": str(cifar)}, docker=True)
     command, stop = docker_run_command(framework, "cifar", executed, record_path, settings, results)
 
     assert command[:3] == ["docker", "run", "--rm"] and callable(stop)

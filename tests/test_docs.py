@@ -132,6 +132,8 @@ def test_the_framework_notes_are_listed_in_the_readme_and_the_design():
 def _needs():
     from harness import gpus
 
+    from common.benchmarks import BENCHMARKS
+
     def notebooks(f):
         paths = {b: f.notebook(b).relative_to(REPOSITORY).as_posix() for b in f.notebooks}
         stems = {re.fullmatch(rf"notebooks/{b}/(\w+)_{b.upper()}\.ipynb", path) for b, path in paths.items()}
@@ -160,6 +162,8 @@ def _needs():
         "harness/envs/ENV-cpu.txt": exists("harness/envs/ENV-cpu.txt"),
         "harness/envs/ENV-cuda.txt": exists("harness/envs/ENV-cuda.txt"),
         "harness/envs/ENV-build.txt": build_spec,
+        "common/benchmarks.py": lambda f: [f"{f.notebooks[b]} is not {BENCHMARKS[b].notebook(f.stem)}"
+                                           for b in f.notebooks if f.notebooks[b] != BENCHMARKS[b].notebook(f.stem)],
         "harness/frameworks.py": lambda f: [] if FRAMEWORKS.get(f.name) == f else [f"no entry {f.name!r}"],
         "docker/ENV/Dockerfile": exists("docker/ENV/Dockerfile"),
         "docker/ENV/Dockerfile.dockerignore": exists("docker/ENV/Dockerfile.dockerignore"),
@@ -192,6 +196,6 @@ def test_a_framework_without_its_files_is_caught():
     import dataclasses
 
     pytorch = FRAMEWORKS["pytorch"]
-    ghost = dataclasses.replace(pytorch, name="ghost", label="Ghost", env="ghost", build_first=True,
-                                notebooks={b: path.replace("PyTorch", "Ghost") for b, path in pytorch.notebooks.items()})
+    ghost = dataclasses.replace(pytorch, name="ghost", label="Ghost", env="ghost", build_first=True, stem="Ghost",
+                                notebooks={b: path.replace("PyTorch", "Gost") for b, path in pytorch.notebooks.items()})
     assert [need for need, check in _needs().items() if not check(ghost)] == []

@@ -400,7 +400,8 @@ def test_a_kernel_without_its_exporter_fails_only_the_export(benchmark, tiny_cif
     shim.mkdir(parents=True)
     (shim / "__init__.py").write_text(HIDDEN_EXPORTER)
     monkeypatch.setenv("PYTHONPATH", str(shim.parent))  # the kernel's PYTHONPATH: this repository, then this
-    settings = runner.RunSettings(device="cpu", timeout=600, cifar_source=str(tiny_cifar), imdb_source=str(tiny_imdb),
+    settings = runner.RunSettings(device="cpu", timeout=600,
+                                  data_sources={"cifar": str(tiny_cifar), "imdb": str(tiny_imdb)},
                                   threads=1, export=True, export_batch_sizes=[1], export_runs=1, epochs=1,
                                   batch_size=32)
     results = tmp_path / "results"
