@@ -31,8 +31,8 @@ from pathlib import Path
 
 from common import REPOSITORY, data, machine
 from common.benchmarks import BENCHMARKS
-from harness import (agreement, compare, existing, gpus, guard, kernels, onnx_runs, output, parity_runs, quiet,
-                     report, runner, venvs)
+from harness import (agree, compare, existing, gpus, guard, kernels, onnx, output, parity, quiet, records, report,
+                     runner, venvs)
 from harness.frameworks import FRAMEWORKS, select
 
 SEED_LIMIT = 2**32  # every framework's generator takes a seed in [0, 2**32)
@@ -199,7 +199,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                     "framework's mean and range of test accuracy beside PyTorch's, flagged past 2 points. "
                     "Runs that already have an ok record of the same settings, data and commit are kept.")
     _add_run_options(agreeing)
-    agreeing.add_argument("--seeds", type=_positive, default=agreement.DEFAULT_SEEDS,
+    agreeing.add_argument("--seeds", type=_positive, default=agree.DEFAULT_SEEDS,
                           help="how many seeds (default %(default)s, at least 2)")
     agreeing.set_defaults(benchmark=["imdb"], epochs=2, train_samples=8000, test_samples=2000, device="cpu",
                           export=False)
@@ -430,8 +430,8 @@ def cmd_run(args) -> int:
 def cmd_agree(args) -> int:
     """Every framework once per seed, then the agreement table (also after an interruption)."""
     frameworks = select(args.frameworks)
-    wanted = agreement.seeds(args.seeds, args.seed)
-    folder = agreement.agreement_dir(args.results)
+    wanted = agree.seeds(args.seeds, args.seed)
+    folder = agree.agreement_dir(args.results)
     provenances, data_errors = load_data(args, args.benchmark)
     started, status, stopped = time.monotonic(), 0, None
     try:
@@ -447,16 +447,16 @@ def cmd_agree(args) -> int:
         status = interrupt.exit_code
     except guard.DiskFull as full:  # the table of what finished where it fits, then main says it
         stopped, status = full, 2
-    records = report.load_records(folder)
+    found = records.load_records(folder)
     settings = run_settings(args)
     configurations = []
     for benchmark in args.benchmark:
         sizes = settings.sizes(benchmark)
-        configurations.append(agreement.Configuration(
+        configurations.append(agree.Configuration(
             benchmark=benchmark, epochs=sizes["epochs"], train_samples=sizes["train_samples"],
             test_samples=sizes["test_samples"], device=runner.target_device(settings),
             title=BENCHMARKS[benchmark].title))
-    environment = next((r.get("environment") for r in reversed(records) if r.get("environment")), None)
+    environment = next((r.get("environment") for r in reversed(found) if r.get("environment")), None)
     where = "this machine"
     if environment and environment.get("device") == "cuda":
         where = machine.describe(environment)
@@ -467,11 +467,11 @@ def cmd_agree(args) -> int:
            f"{machine.git_commit() or 'unknown'}; this call took {time.monotonic() - started:.0f} s. The records "
            "and executed notebooks are in this folder.")
     if stopped is not None:
-        guard.finish_table(stopped, lambda: agreement.write(args.results, records, configurations, wanted, how,
+        guard.finish_table(stopped, lambda: agree.write(args.results, found, configurations, wanted, how,
                                                             machine.git_commit()))
         raise stopped
     try:
-        print(f"agreement: {agreement.write(args.results, records, configurations, wanted, how, machine.git_commit())}")
+        print(f"agreement: {agree.write(args.results, found, configurations, wanted, how, machine.git_commit())}")
     except ValueError as error:  # no reference run to compare with
         print(f"rosetta: no agreement table: {error}", file=sys.stderr)
         return status or 1
@@ -479,7 +479,7 @@ def cmd_agree(args) -> int:
 
 
 def cmd_parity(args) -> int:
-    done = parity_runs.check_all(select(args.frameworks), args.benchmark, args.results, args.device)
+    done = parity.check_all(select(args.frameworks), args.benchmark, args.results, args.device)
     print(f"report: {report.render(args.results)}")
     differing = [f"{r['framework']} {r['benchmark']}: {r['message']}" for r in done if not r["equivalent"]]
     for line in differing:
@@ -490,11 +490,11 @@ def cmd_parity(args) -> int:
 def onnx_pythons(args) -> list[str]:
     """The existing interpreters (``--python``, ``$ROSETTA_EXISTING_PYTHON``) the ONNX checks may run in."""
     entries = args.python if args.python is not None else existing.from_variable()
-    return onnx_runs.existing_pythons(existing.existing_interpreters(entries, select(args.frameworks)))
+    return onnx.existing_pythons(existing.existing_interpreters(entries, select(args.frameworks)))
 
 
 def cmd_onnx(args) -> int:
-    done = onnx_runs.check_all(args.results, select(args.frameworks), args.benchmark, args.flavour,
+    done = onnx.check_all(args.results, select(args.frameworks), args.benchmark, args.flavour,
                                onnx_pythons(args))
     print(f"report: {report.render(args.results)}")
     failing = [f"{r['framework']} {r['benchmark']}: {r['message']}" for r in done
@@ -626,10 +626,10 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 cmd_envs(args)
             if not args.skip_parity:
-                parity_runs.check_all(select(args.frameworks), args.benchmark, args.results, in_docker=args.docker)
+                parity.check_all(select(args.frameworks), args.benchmark, args.results, in_docker=args.docker)
             status = cmd_run(args)
             if args.export:  # on the host, also for runs in docker: the exports are in --results
-                onnx_runs.check_all(args.results, select(args.frameworks), args.benchmark, args.flavour,
+                onnx.check_all(args.results, select(args.frameworks), args.benchmark, args.flavour,
                                     onnx_pythons(args))
                 print(f"report: {report.render(args.results)}")
             return status
@@ -665,7 +665,7 @@ def _validate(args: argparse.Namespace) -> None:
         args.quiet_wait = quiet.default_wait() if args.quiet_wait is None else args.quiet_wait  # $ROSETTA_QUIET_*
         args.quiet_threshold = quiet.default_threshold() if args.quiet_threshold is None else args.quiet_threshold
     if args.command == "agree":
-        agreement.seeds(args.seeds, args.seed)  # at least two
+        agree.seeds(args.seeds, args.seed)  # at least two
         if args.seed + args.seeds > SEED_LIMIT:
             raise ValueError(f"--seed {args.seed} --seeds {args.seeds}: the last seed would be "
                              f"{args.seed + args.seeds - 1}; expected seeds below {SEED_LIMIT}.")

@@ -38,7 +38,7 @@ from pygments.lexers import PythonLexer
 
 from common import REPOSITORY
 from common.benchmarks import BENCHMARKS
-from harness import report
+from harness import records, report
 from harness.frameworks import FRAMEWORKS, Framework, select
 from harness.notebooks import STEPS, cell_steps
 
@@ -225,8 +225,8 @@ def _relative(path: Path, out: Path) -> str:
 
 
 def records_frame(results: Path):
-    """``report.to_frame`` of every record under ``results/records`` (none: an empty frame)."""
-    return report.to_frame(report.load_records(results) if (results / "records").is_dir() else [])
+    """``report.to_frame`` of every record (``records.load_records``) under ``results/records`` (none: an empty frame)."""
+    return report.to_frame(records.load_records(results) if (results / "records").is_dir() else [])
 
 
 def latest_results(framework: Framework, benchmark: str, frame):

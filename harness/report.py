@@ -21,88 +21,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from common import REPOSITORY, machine, record
+from common import REPOSITORY, machine
 from common.benchmarks import BENCHMARKS
 from common import flops
-from harness import calibration, gpus, guard, onnx_runs, parity_runs, phases, quietreport
-
-
-def load_records(results: Path, check_notebooks: bool = False) -> list[dict]:
-    """Every readable record under ``results/records``; one that cannot be read (not a regular file,
-    larger than ``record.RECORD_LIMIT``, not JSON, not a record, a field of the wrong kind or out of
-    range, another schema) is skipped with a warning naming its file, so the report always renders.
-
-    ``check_notebooks``: each ok record is compared with the executed notebook beside it
-    (``notebook_disagreement``); where they disagree, ``notebook_disagrees`` says how."""
-    records = []
-    for path in sorted((results / "records").glob("*.json")):
-        try:
-            found = record.read(path)
-        except (ValueError, TypeError, OSError, UnicodeDecodeError) as error:
-            print(f"warning: skipping {path}: {error}", file=sys.stderr)
-            continue
-        if check_notebooks:
-            found["notebook_disagrees"] = notebook_disagreement(found, path.with_name(path.name[:-len(".json")]
-                                                                                   + ".ipynb"))
-        records.append(found)
-    return records
-
-
-NOTEBOOK_LIMIT = 64 * 2**20  # bytes: an executed notebook is tens of kB
-# What every notebook prints once it has measured its run, from the values it then writes to its
-# record: "test accuracy 0.5460 on 10000 images, training 41.3 s" (accuracy to 4 places, seconds to 1).
-PRINTED = re.compile(r"test accuracy (\d+(?:\.\d+)?) on \d+ \w+, training (\d+(?:\.\d+)?) s\b")
-
-
-def printed_result(executed: Path) -> tuple[float, float] | None:
-    """The (accuracy, training seconds) the executed notebook printed last (``PRINTED``), or None where
-    it is missing, not a regular file of at most ``NOTEBOOK_LIMIT`` bytes, not a notebook, or printed none."""
-    try:
-        notebook = record.loads(record.read_limited(executed, NOTEBOOK_LIMIT), str(executed), strict=False)
-    except (OSError, ValueError):
-        return None
-    found = None
-    cells = notebook.get("cells") if isinstance(notebook, dict) else None
-    for cell in cells if isinstance(cells, list) else []:
-        outputs = cell.get("outputs") if isinstance(cell, dict) else None
-        for output in outputs if isinstance(outputs, list) else []:
-            if not isinstance(output, dict) or output.get("output_type") != "stream":
-                continue
-            text = output.get("text")
-            text = "".join(t for t in text if isinstance(t, str)) if isinstance(text, list) else text
-            for match in PRINTED.finditer(text if isinstance(text, str) else ""):
-                found = (float(match[1]), float(match[2]))
-    return found
-
-
-def notebook_disagreement(found: dict, executed: Path) -> str | None:
-    """How an ok record's accuracy or training time differs from what its executed notebook printed
-    (beyond the printout's rounding), or None: they agree, or the notebook printed nothing to compare."""
-    printed = printed_result(executed) if found.get("status") == "ok" else None
-    if printed is None:
-        return None
-    differences = []
-    accuracy, seconds = found["test_accuracy"], found["train_seconds"]
-    if abs(accuracy - printed[0]) > 0.5e-4 + 1e-9:  # printed to 4 places
-        differences.append(f"accuracy {accuracy * 100:.2f} % in the record, {printed[0] * 100:.2f} % in the notebook")
-    if abs(seconds - printed[1]) > 0.05 + 1e-6:  # printed to 1 place
-        differences.append(f"training {seconds:.1f} s in the record, {printed[1]:.1f} s in the notebook")
-    return "; ".join(differences) or None
+from harness import calibration, gpus, guard, phases, quietreport, records
 
 
 def _device(row: dict) -> str:
     env = row.get("environment")
     return machine.describe(env) if env else ""
-
-
-def device_group(row: dict) -> str:
-    """The device a run is ranked on: the GPU model, or the CPU model for a CPU run."""
-    env = row.get("environment")
-    if not env:
-        return "device not recorded"
-    if env.get("device") == "cuda":
-        return env.get("gpu") or "unknown NVIDIA GPU"
-    return f"CPU: {env.get('cpu') or 'unknown model'}"
 
 
 def _versions(row: dict) -> str:
@@ -164,10 +91,10 @@ def _data(row: dict) -> str:
     return ", ".join(parts)
 
 
-def to_frame(records: list[dict]) -> pd.DataFrame:
+def to_frame(runs: list[dict]) -> pd.DataFrame:
     """One row per record, with the columns the tables and the CSV use."""
     rows = []
-    for r in records:
+    for r in runs:
         rows.append({
             "framework": r["framework"], "api": r["api"], "benchmark": r["benchmark"],
             "variant": r["variant"], "status": r["status"], "error": portable_text(r.get("error")),
@@ -178,7 +105,7 @@ def to_frame(records: list[dict]) -> pd.DataFrame:
             "epochs": r["epochs"], "batch_size": r["batch_size"],
             "train_samples": r["train_samples"], "test_samples": r["test_samples"],
             "subset": r.get("subset"), "seed": r["seed"], "parameters": r.get("parameters"),
-            "device": _device(r), "device_group": device_group(r), "versions": _versions(r), "data": _data(r),
+            "device": _device(r), "device_group": records.device_group(r), "versions": _versions(r), "data": _data(r),
             "environment_kind": (r.get("kernel_environment") or {}).get("kind"),
             "cpu_count": (r.get("environment") or {}).get("cpu_count"),
             "platform": (r.get("environment") or {}).get("platform"),
@@ -739,10 +666,10 @@ def render(results: Path, readme: Path | None = None) -> Path:
     ``readme``: a README whose results list to rewrite (default: the repository's own, when
     ``results`` is the repository's results folder).
     """
-    records = load_records(results, check_notebooks=True)
-    frame = to_frame(records)
-    checks = parity_runs.latest(results)
-    onnx = onnx_runs.latest(results)
+    found = records.load_records(results, check_notebooks=True)
+    frame = to_frame(found)
+    checks = records.latest_parity(results)
+    onnx = records.latest_onnx(results)
     guard.replace_text(results / "results.csv", frame.to_csv(index=False))  # a full disk keeps the old one
     for old in results.glob("*.png"):  # plots of devices or benchmarks no longer shown
         try:
@@ -750,7 +677,7 @@ def render(results: Path, readme: Path | None = None) -> Path:
         except OSError as error:
             print(f"warning: could not remove the old plot {old}: {error}", file=sys.stderr)
     parts = ["# Results", "",
-             f"Generated by `rosetta report` from the {len(records)} JSON record(s) in `records/`; "
+             f"Generated by `rosetta report` from the {len(found)} JSON record(s) in `records/`; "
              "do not edit by hand. Each device has its own tables, one per benchmark and configuration "
              "(epochs, batch size, training and test samples, CPU threads asked for): the newest "
              "configuration's first, then any older configuration's in a table of its own, never ranked "

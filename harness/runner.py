@@ -44,7 +44,7 @@ import nbformat
 
 from common import REPOSITORY, data, machine, params, record
 from common.benchmarks import BENCHMARKS
-from harness import calibration, docker, guard, kernels, phases, quiet, venvs
+from harness import calibration, docker, guard, kernels, phases, quiet, records, venvs
 from harness.frameworks import Framework
 from harness.notebooks import papermill_arguments
 
@@ -150,10 +150,6 @@ def interrupts_held():
             signal.signal(number, action)
 
 
-def records_dir(results: Path) -> Path:
-    return results / "records"
-
-
 def export_folder(record_path: Path) -> Path:
     """Where a run's export step writes (``RESULTS/exports/STEM``, beside ``RESULTS/records``)."""
     return record_path.parent.parent / "exports" / record_path.name[:-len(".json")]
@@ -257,7 +253,7 @@ def recover_lost(results: Path) -> list[dict]:
     record, becomes a ``lost`` record with what it says, and goes. A reservation beside its record
     (an older harness left them all) goes too; an empty one without a record (an older harness
     that may still run) stays."""
-    folder = records_dir(results)
+    folder = records.records_dir(results)
     if not folder.is_dir():
         return []
     reserved = reservations_folder(folder)
@@ -317,7 +313,7 @@ def _say(text: str, stream=None) -> None:
 
 def run_paths(results: Path, framework: Framework, benchmark: str) -> tuple[Path, Path]:
     """The record and the executed notebook of a new run, side by side."""
-    stem = new_stem(records_dir(results), f"{framework.name}-{benchmark}")
+    stem = new_stem(records.records_dir(results), f"{framework.name}-{benchmark}")
     return stem.parent / (stem.name + ".json"), stem.parent / (stem.name + ".ipynb")  # not with_suffix: STAMP.2-name has a dot
 
 
@@ -436,7 +432,7 @@ def launch(framework: Framework, notebook: Path, executed: Path, parameters: dic
            data_dir: Path | None = None, threads: int | None = None) -> Outcome:
     """Runs ``notebook`` into ``executed`` with ``parameters`` through papermill, in the framework's
     kernel or (``in_docker``) in its image, echoing its output, within ``timeout``: how every
-    notebook is run, a benchmark run (``execute``) or a parity run (``harness.parity_runs``).
+    notebook is run, a benchmark run (``execute``) or a parity run (``harness.parity``).
     ``threads`` sets the kernel's thread variables (``kernel_environment``; None: every core)."""
     command, on_timeout = launch_command(framework, notebook, executed, parameters, results,
                                          in_docker=in_docker, device=device, data_dir=data_dir)
@@ -873,11 +869,7 @@ def finished_runs(frameworks: list[Framework], benchmarks: list[str], settings: 
     labels = {framework.label: framework for framework in frameworks}
     kernels_now: dict[str, dict] = {}
     found: dict[tuple[str, str], str] = {}
-    for path in sorted(records_dir(results).glob("*.json")):
-        try:
-            done = record.read(path)
-        except (ValueError, TypeError, OSError, UnicodeDecodeError):
-            continue
+    for path, done in records.read_runs(records.records_dir(results), warn=False):
         benchmark = done["benchmark"]
         if done["framework"] not in labels or benchmark not in benchmarks or done["status"] != "ok":
             continue

@@ -8,7 +8,7 @@ import pytest
 import selftest
 
 from common import record
-from harness import report, runner
+from harness import records, report, runner
 from harness.frameworks import Framework
 
 
@@ -68,7 +68,7 @@ def test_one_failure_does_not_stop_the_others(tmp_path, selftest_kernel):
     working = _framework(tmp_path, selftest.WRITE_OK, name="working")
     done = runner.run_all([broken, working], ["cifar", "imdb"], runner.RunSettings(), tmp_path / "results")
     assert [r["status"] for r in done] == ["failed", "ok"]  # neither has an imdb notebook
-    table = report.benchmark_table(report.to_frame(report.load_records(tmp_path / "results")), "cifar")
+    table = report.benchmark_table(report.to_frame(records.load_records(tmp_path / "results")), "cifar")
     assert "**failed**: RuntimeError: boom" in table
 
 
@@ -109,7 +109,7 @@ def test_a_killed_kernel_is_recorded_as_a_dead_kernel_with_its_signal(tmp_path, 
     assert result["status"] == "failed"
     assert result["error"].startswith("DeadKernelError: the kernel died (killed by signal 9, SIGKILL")
     assert "; the kernel's last output: " in result["error"] and result["error"].endswith("last words")
-    table = report.benchmark_table(report.to_frame(report.load_records(tmp_path / "results")), "cifar")
+    table = report.benchmark_table(report.to_frame(records.load_records(tmp_path / "results")), "cifar")
     assert "DeadKernelError: the kernel died (killed by signal 9" in table
 
 
