@@ -31,8 +31,8 @@ from pathlib import Path
 
 from common import REPOSITORY, data, machine
 from common.benchmarks import BENCHMARKS
-from harness import (agree, compare, existing, gpus, guard, kernels, onnx, output, parity, quiet, records, report,
-                     runner, venvs)
+from harness import (agree, compare, existing, gpus, guard, kernels, onnx, output, parity, processes, quiet, records,
+                     report, runner, venvs)
 from harness.frameworks import FRAMEWORKS, select
 
 SEED_LIMIT = 2**32  # every framework's generator takes a seed in [0, 2**32)
@@ -409,8 +409,8 @@ def cmd_run(args) -> int:
                                             machine.git_commit())
             done += runner.run_all(frameworks, args.benchmark, settings, args.results, skip=skip,
                                    data_errors=data_errors)
-    except runner.Interrupted as interrupt:  # the table of what finished; then on to main, which exits
-        with runner.interrupts_held():  # the table first: output may fail (a closed terminal, a dead pipe)
+    except processes.Interrupted as interrupt:  # the table of what finished; then on to main, which exits
+        with processes.interrupts_held():  # the table first: output may fail (a closed terminal, a dead pipe)
             table = report.render(args.results)
             interrupt.reported = True
             print(f"rosetta: {interrupt.describe()}: the run in progress is recorded as interrupted.",
@@ -441,8 +441,8 @@ def cmd_agree(args) -> int:
             skip = runner.finished_runs(frameworks, args.benchmark, settings, folder, provenances,
                                         machine.git_commit())
             runner.run_all(frameworks, args.benchmark, settings, folder, skip=skip, data_errors=data_errors)
-    except runner.Interrupted as interrupt:
-        with runner.interrupts_held():
+    except processes.Interrupted as interrupt:
+        with processes.interrupts_held():
             print(f"rosetta: {interrupt.describe()}: the table shows the runs done so far.", file=sys.stderr)
         status = interrupt.exit_code
     except guard.DiskFull as full:  # the table of what finished where it fits, then main says it
@@ -591,7 +591,7 @@ def cmd_compare(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = resolve_paths(parse(argv))
     args.argv = list(argv) if argv is not None else sys.argv[1:]
-    handlers = runner.raise_on_interrupts()  # SIGINT, SIGTERM and SIGHUP raise runner.Interrupted
+    handlers = processes.raise_on_interrupts()  # SIGINT, SIGTERM and SIGHUP raise processes.Interrupted
     streams = output.tolerate_broken()  # a dead pipe or closed terminal stops the output, not the harness
     lock = guard.MachineLock()
     try:
@@ -636,8 +636,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, data.DataError, venvs.EnvironmentBuildError) as error:
         print(f"rosetta: {error}", file=sys.stderr)
         return 2
-    except runner.Interrupted as interrupt:  # nothing more starts: the table of what finished, and exit
-        with runner.interrupts_held():
+    except processes.Interrupted as interrupt:  # nothing more starts: the table of what finished, and exit
+        with processes.interrupts_held():
             if not interrupt.reported:  # outside the notebook runs: building environments, parity, ONNX checks
                 if args.command in ("bench", "parity") and args.results.is_dir():
                     table = report.render(args.results)
@@ -653,7 +653,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     finally:
         lock.release()
-        runner.restore_handlers(handlers)
+        processes.restore_handlers(handlers)
         output.restore(streams)
     return 0
 

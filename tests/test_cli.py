@@ -7,7 +7,7 @@ import pytest
 
 from common import REPOSITORY, record
 from common.benchmarks import BENCHMARKS
-from harness import cli, runner
+from harness import cli, processes, runner
 from harness.frameworks import FRAMEWORKS, select
 
 
@@ -321,7 +321,7 @@ def test_bench_interrupted_before_its_runs_exits_130_and_still_writes_the_report
     import signal
 
     def interrupted(*arguments, **options):
-        raise runner.Interrupted(signal.SIGTERM)
+        raise processes.Interrupted(signal.SIGTERM)
 
     monkeypatch.setattr(cli.parity, "check_all", interrupted)
     assert cli.main(["bench", "pytorch", "--results", str(tmp_path)]) == 143
