@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from common import record
-from harness import records, report
+from harness import columns, records, report
 
 
 def _write(results, name, **fields):
@@ -468,9 +468,9 @@ def test_text_from_a_record_cannot_break_or_inject_into_the_markdown(tmp_path):
 
 def test_an_underscore_inside_a_word_is_left_as_it_is():
     # GitHub's markdown starts no emphasis inside a word: the raw table reads like the rendered one
-    assert report._cell("Keras 2 fit_generator/predict") == "Keras 2 fit_generator/predict"
-    assert report._cell("set ROSETTA_PYTHON36 or use docker/cntk") == "set ROSETTA_PYTHON36 or use docker/cntk"
-    assert report._cell("_x_ and __init__") == "\\_x\\_ and \\_\\_init\\_\\_"
+    assert columns.cell("Keras 2 fit_generator/predict") == "Keras 2 fit_generator/predict"
+    assert columns.cell("set ROSETTA_PYTHON36 or use docker/cntk") == "set ROSETTA_PYTHON36 or use docker/cntk"
+    assert columns.cell("_x_ and __init__") == "\\_x\\_ and \\_\\_init\\_\\_"
 
 
 @pytest.mark.parametrize("kind", ["name with TeX", "plot path is a folder"])
