@@ -56,14 +56,19 @@ def read_runs(folder: Path, warn: bool = True) -> list[tuple[Path, dict]]:
     return found
 
 
-def device_group(row: dict) -> str:
-    """The device a run is ranked on: the GPU model, or the CPU model for a CPU run."""
-    env = row.get("environment")
-    if not env:
-        return "device not recorded"
-    if env.get("device") == "cuda":
-        return env.get("gpu") or "unknown NVIDIA GPU"
-    return f"CPU: {env.get('cpu') or 'unknown model'}"
+def notebook_disagreement(found: dict, executed: Path) -> str | None:
+    """How an ok record's accuracy or training time differs from what its executed notebook printed
+    (beyond the printout's rounding), or None: they agree, or the notebook printed nothing to compare."""
+    printed = printed_result(executed) if found.get("status") == "ok" else None
+    if printed is None:
+        return None
+    differences = []
+    accuracy, seconds = found["test_accuracy"], found["train_seconds"]
+    if abs(accuracy - printed[0]) > 0.5e-4 + 1e-9:  # printed to 4 places
+        differences.append(f"accuracy {accuracy * 100:.2f} % in the record, {printed[0] * 100:.2f} % in the notebook")
+    if abs(seconds - printed[1]) > 0.05 + 1e-6:  # printed to 1 place
+        differences.append(f"training {seconds:.1f} s in the record, {printed[1]:.1f} s in the notebook")
+    return "; ".join(differences) or None
 
 
 NOTEBOOK_LIMIT = 64 * 2**20  # bytes: an executed notebook is tens of kB
@@ -93,19 +98,14 @@ def printed_result(executed: Path) -> tuple[float, float] | None:
     return found
 
 
-def notebook_disagreement(found: dict, executed: Path) -> str | None:
-    """How an ok record's accuracy or training time differs from what its executed notebook printed
-    (beyond the printout's rounding), or None: they agree, or the notebook printed nothing to compare."""
-    printed = printed_result(executed) if found.get("status") == "ok" else None
-    if printed is None:
-        return None
-    differences = []
-    accuracy, seconds = found["test_accuracy"], found["train_seconds"]
-    if abs(accuracy - printed[0]) > 0.5e-4 + 1e-9:  # printed to 4 places
-        differences.append(f"accuracy {accuracy * 100:.2f} % in the record, {printed[0] * 100:.2f} % in the notebook")
-    if abs(seconds - printed[1]) > 0.05 + 1e-6:  # printed to 1 place
-        differences.append(f"training {seconds:.1f} s in the record, {printed[1]:.1f} s in the notebook")
-    return "; ".join(differences) or None
+def device_group(row: dict) -> str:
+    """The device a run is ranked on: the GPU model, or the CPU model for a CPU run."""
+    env = row.get("environment")
+    if not env:
+        return "device not recorded"
+    if env.get("device") == "cuda":
+        return env.get("gpu") or "unknown NVIDIA GPU"
+    return f"CPU: {env.get('cpu') or 'unknown model'}"
 
 
 def latest_parity(results: Path) -> dict[tuple[str, str], dict]:
