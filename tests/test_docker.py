@@ -26,7 +26,7 @@ from helpers.dockerfile import (arguments, base_cuda, base_image, commands, copi
                                 environment_variables, instructions, pip_installs, requirement_files)
 
 from common import REPOSITORY
-from harness import cli, docker, kernels, parity, runner, venvs
+from harness import cli, docker, kernels, parity, records, runner, venvs
 from harness.frameworks import FRAMEWORKS, Framework
 
 ENVIRONMENTS = docker.env_names(FRAMEWORKS.values())
@@ -303,7 +303,7 @@ def test_docker_run_command_runs_the_notebook_in_its_image_with_the_gpu(tmp_path
 
 def test_results_inside_the_repository_need_no_extra_mount(tmp_path, no_docker_override):
     framework = FRAMEWORKS["pytorch"]
-    stem = runner.records_dir(REPOSITORY / "results") / "20260101-000000-pytorch-imdb"  # not reserved there:
+    stem = records.records_dir(REPOSITORY / "results") / "20260101-000000-pytorch-imdb"  # not reserved there:
     record_path, executed = stem.with_name(stem.name + ".json"), stem.with_name(stem.name + ".ipynb")  # no run
     settings = runner.RunSettings(device="cpu", data_dir=str(tmp_path / "cache"), docker=True)
     command, _ = docker_run_command(framework, "imdb", executed, record_path, settings, REPOSITORY / "results")
