@@ -11,7 +11,8 @@ right the second's, each step's markdown (rendered simply) above its code (highl
 with pygments). Code lines that have no counterpart in the other column (difflib,
 whitespace ignored) are marked. Above the steps: a link to each full notebook (and to the
 executed copy of its latest run, where ``results/records`` has one) and the latest results
-of both frameworks, read from the records by ``harness.report``.
+of both frameworks, read from the records by ``harness.records`` and shown in the columns of
+``harness.columns`` that the page takes.
 
 The pages use no script and no network: open them from the disk in any browser. Links
 are relative, so a page keeps working where the repository is moved, not where the page
