@@ -20,7 +20,7 @@ import stat
 import tempfile
 import time
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import Callable, List, Optional, Union
 
 from common.benchmarks import BENCHMARKS
 
@@ -101,15 +101,31 @@ def write(path: Union[str, os.PathLike], record: dict) -> Path:
 
 
 def write_json(path: Union[str, os.PathLike], record: dict) -> Path:
-    """Writes ``record`` as JSON to ``path`` atomically (a temporary file, then a rename)."""
+    """Writes ``record`` as JSON to ``path`` atomically (``replace_file``), its folder made where missing."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+
+    def dump(f) -> None:
+        json.dump(record, f, indent=2, sort_keys=False, default=_plain)
+        f.write("\n")
+
+    return replace_file(path, dump)
+
+
+def write_text(path: Union[str, os.PathLike], text: str) -> Path:
+    """Writes ``text`` to ``path`` atomically (``replace_file``)."""
+    return replace_file(Path(path), lambda f: f.write(text))
+
+
+def replace_file(path: Path, write: Callable) -> Path:
+    """Fills a temporary file beside ``path`` (``write(file)``), then renames it to ``path``: a reader sees
+    the old file or the new one whole, and a write that fails (a full disk) leaves the old one as it was
+    and no temporary file behind."""
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes it 0600; a record is as readable as a notebook
         with os.fdopen(descriptor, "w") as f:
-            json.dump(record, f, indent=2, sort_keys=False, default=_plain)
-            f.write("\n")
+            write(f)
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):  # Path.unlink(missing_ok=True) needs Python 3.8

@@ -11,7 +11,7 @@ framework.
 On the CPU the probe runs in the harness's own Python, through its NumPy, so every row of a table
 is calibrated with the same BLAS whatever the framework: it is the machine that is calibrated,
 not the framework. It runs in a process of its own, started with the run's thread variables
-(``runner.kernel_environment``), which NumPy's BLAS reads only as it loads. On a GPU it runs
+(``processes.kernel_environment``), which NumPy's BLAS reads only as it loads. On a GPU it runs
 through torch, else CuPy, else JAX, in one interpreter chosen the same way for every row:
 ``$ROSETTA_CALIBRATION_PYTHON`` where set, else the PyTorch environment's kernel, else the run's
 own kernel (``gpu_python``). Whatever goes wrong (no such interpreter or library, a crash, a
@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common import machine
+from harness import processes
 
 PROBE = Path(__file__).with_name("calibration_probe.py")
 TIMEOUTS = {"cpu": 30.0, "cuda": 120.0}  # seconds; the probe takes under 1 s, a GPU library's start a few
@@ -51,16 +52,14 @@ def measure(device: str, threads: int | None = None, python: str | None = None, 
             backend: str | None = None) -> dict:
     """The calibration of ``device`` ("cpu" or "cuda") with ``threads`` CPU threads (None: every
     core): the probe run by ``python`` (default: this Python) in ``environment`` (default: the
-    kernel's, ``runner.kernel_environment(threads)``). Never raises for a probe that fails: the
+    kernel's, ``processes.kernel_environment(threads)``). Never raises for a probe that fails: the
     result then has ``not_measured``, why, and no figures."""
-    from harness import runner  # runner imports this module
-
     count = machine.cpu_threads(threads)
     found = {"device": device, "threads": count, "gflops": None, "gbps": None, "how": None,
              "seconds": None, "not_measured": None}
     command = [python or sys.executable, str(PROBE), "--device", "cpu" if device == "cpu" else "cuda",
                "--backend", backend or os.environ.get(BACKEND_VARIABLE) or "auto"]
-    environment = {**(environment or runner.kernel_environment(threads)), **machine.thread_variables(threads)}
+    environment = {**(environment or processes.kernel_environment(threads)), **machine.thread_variables(threads)}
     started = time.perf_counter()
     try:
         done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True,

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from common import REPOSITORY, data, machine
 from common.benchmarks import AGREEMENT, BENCHMARKS
-from harness import (agreement, compare, existing, gpus, guard, kernels, onnx_runs, output, parity_runs, quiet,
+from harness import (agree, compare, existing, gpus, guard, kernels, onnx, output, parity, processes, quiet, records,
                      report, runner, venvs)
 from harness.frameworks import FRAMEWORKS, select
 
@@ -199,7 +199,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                     "framework's mean and range of test accuracy beside PyTorch's, flagged past 2 points. "
                     "Runs that already have an ok record of the same settings, data and commit are kept.")
     _add_run_options(agreeing)
-    agreeing.add_argument("--seeds", type=_positive, default=agreement.DEFAULT_SEEDS,
+    agreeing.add_argument("--seeds", type=_positive, default=agree.DEFAULT_SEEDS,
                           help="how many seeds (default %(default)s, at least 2)")
     agreeing.set_defaults(**AGREEMENT, device="cpu", export=False)
     commands.add_parser("list", help="the frameworks, their notebooks and environments")
@@ -405,8 +405,8 @@ def cmd_run(args) -> int:
                                             machine.git_commit())
             done += runner.run_all(frameworks, args.benchmark, settings, args.results, skip=skip,
                                    data_errors=data_errors)
-    except runner.Interrupted as interrupt:  # the table of what finished; then on to main, which exits
-        with runner.interrupts_held():  # the table first: output may fail (a closed terminal, a dead pipe)
+    except processes.Interrupted as interrupt:  # the table of what finished; then on to main, which exits
+        with processes.interrupts_held():  # the table first: output may fail (a closed terminal, a dead pipe)
             table = report.render(args.results)
             interrupt.reported = True
             print(f"rosetta: {interrupt.describe()}: the run in progress is recorded as interrupted.",
@@ -426,8 +426,8 @@ def cmd_run(args) -> int:
 def cmd_agree(args) -> int:
     """Every framework once per seed, then the agreement table (also after an interruption)."""
     frameworks = select(args.frameworks)
-    wanted = agreement.seeds(args.seeds, args.seed)
-    folder = agreement.agreement_dir(args.results)
+    wanted = agree.seeds(args.seeds, args.seed)
+    folder = agree.agreement_dir(args.results)
     provenances, data_errors = load_data(args, args.benchmark)
     started, status, stopped = time.monotonic(), 0, None
     try:
@@ -437,22 +437,22 @@ def cmd_agree(args) -> int:
             skip = runner.finished_runs(frameworks, args.benchmark, settings, folder, provenances,
                                         machine.git_commit())
             runner.run_all(frameworks, args.benchmark, settings, folder, skip=skip, data_errors=data_errors)
-    except runner.Interrupted as interrupt:
-        with runner.interrupts_held():
+    except processes.Interrupted as interrupt:
+        with processes.interrupts_held():
             print(f"rosetta: {interrupt.describe()}: the table shows the runs done so far.", file=sys.stderr)
         status = interrupt.exit_code
     except guard.DiskFull as full:  # the table of what finished where it fits, then main says it
         stopped, status = full, 2
-    records = report.load_records(folder)
+    found = records.load_records(folder)
     settings = run_settings(args)
     configurations = []
     for benchmark in args.benchmark:
         sizes = settings.sizes(benchmark)
-        configurations.append(agreement.Configuration(
+        configurations.append(agree.Configuration(
             benchmark=benchmark, epochs=sizes["epochs"], train_samples=sizes["train_samples"],
             test_samples=sizes["test_samples"], device=runner.target_device(settings),
             title=BENCHMARKS[benchmark].title))
-    environment = next((r.get("environment") for r in reversed(records) if r.get("environment")), None)
+    environment = next((r.get("environment") for r in reversed(found) if r.get("environment")), None)
     where = "this machine"
     if environment and environment.get("device") == "cuda":
         where = machine.describe(environment)
@@ -463,11 +463,11 @@ def cmd_agree(args) -> int:
            f"{machine.git_commit() or 'unknown'}; this call took {time.monotonic() - started:.0f} s. The records "
            "and executed notebooks are in this folder.")
     if stopped is not None:
-        guard.finish_table(stopped, lambda: agreement.write(args.results, records, configurations, wanted, how,
+        guard.finish_table(stopped, lambda: agree.write(args.results, found, configurations, wanted, how,
                                                             machine.git_commit()))
         raise stopped
     try:
-        print(f"agreement: {agreement.write(args.results, records, configurations, wanted, how, machine.git_commit())}")
+        print(f"agreement: {agree.write(args.results, found, configurations, wanted, how, machine.git_commit())}")
     except ValueError as error:  # no reference run to compare with
         print(f"rosetta: no agreement table: {error}", file=sys.stderr)
         return status or 1
@@ -475,7 +475,7 @@ def cmd_agree(args) -> int:
 
 
 def cmd_parity(args) -> int:
-    done = parity_runs.check_all(select(args.frameworks), args.benchmark, args.results, args.device)
+    done = parity.check_all(select(args.frameworks), args.benchmark, args.results, args.device)
     print(f"report: {report.render(args.results)}")
     differing = [f"{r['framework']} {r['benchmark']}: {r['message']}" for r in done if not r["equivalent"]]
     for line in differing:
@@ -486,11 +486,11 @@ def cmd_parity(args) -> int:
 def onnx_pythons(args) -> list[str]:
     """The existing interpreters (``--python``, ``$ROSETTA_EXISTING_PYTHON``) the ONNX checks may run in."""
     entries = args.python if args.python is not None else existing.from_variable()
-    return onnx_runs.existing_pythons(existing.existing_interpreters(entries, select(args.frameworks)))
+    return onnx.existing_pythons(existing.existing_interpreters(entries, select(args.frameworks)))
 
 
 def cmd_onnx(args) -> int:
-    done = onnx_runs.check_all(args.results, select(args.frameworks), args.benchmark, args.flavour,
+    done = onnx.check_all(args.results, select(args.frameworks), args.benchmark, args.flavour,
                                onnx_pythons(args))
     print(f"report: {report.render(args.results)}")
     failing = [f"{r['framework']} {r['benchmark']}: {r['message']}" for r in done
@@ -587,7 +587,7 @@ def cmd_compare(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = resolve_paths(parse(argv))
     args.argv = list(argv) if argv is not None else sys.argv[1:]
-    handlers = runner.raise_on_interrupts()  # SIGINT, SIGTERM and SIGHUP raise runner.Interrupted
+    handlers = processes.raise_on_interrupts()  # SIGINT, SIGTERM and SIGHUP raise processes.Interrupted
     streams = output.tolerate_broken()  # a dead pipe or closed terminal stops the output, not the harness
     lock = guard.MachineLock()
     try:
@@ -622,18 +622,18 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 cmd_envs(args)
             if not args.skip_parity:
-                parity_runs.check_all(select(args.frameworks), args.benchmark, args.results, in_docker=args.docker)
+                parity.check_all(select(args.frameworks), args.benchmark, args.results, in_docker=args.docker)
             status = cmd_run(args)
             if args.export:  # on the host, also for runs in docker: the exports are in --results
-                onnx_runs.check_all(args.results, select(args.frameworks), args.benchmark, args.flavour,
+                onnx.check_all(args.results, select(args.frameworks), args.benchmark, args.flavour,
                                     onnx_pythons(args))
                 print(f"report: {report.render(args.results)}")
             return status
     except (ValueError, data.DataError, venvs.EnvironmentBuildError) as error:
         print(f"rosetta: {error}", file=sys.stderr)
         return 2
-    except runner.Interrupted as interrupt:  # nothing more starts: the table of what finished, and exit
-        with runner.interrupts_held():
+    except processes.Interrupted as interrupt:  # nothing more starts: the table of what finished, and exit
+        with processes.interrupts_held():
             if not interrupt.reported:  # outside the notebook runs: building environments, parity, ONNX checks
                 if args.command in ("bench", "parity") and args.results.is_dir():
                     table = report.render(args.results)
@@ -649,7 +649,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     finally:
         lock.release()
-        runner.restore_handlers(handlers)
+        processes.restore_handlers(handlers)
         output.restore(streams)
     return 0
 
@@ -661,7 +661,7 @@ def _validate(args: argparse.Namespace) -> None:
         args.quiet_wait = quiet.default_wait() if args.quiet_wait is None else args.quiet_wait  # $ROSETTA_QUIET_*
         args.quiet_threshold = quiet.default_threshold() if args.quiet_threshold is None else args.quiet_threshold
     if args.command == "agree":
-        agreement.seeds(args.seeds, args.seed)  # at least two
+        agree.seeds(args.seeds, args.seed)  # at least two
         if args.seed + args.seeds > SEED_LIMIT:
             raise ValueError(f"--seed {args.seed} --seeds {args.seeds}: the last seed would be "
                              f"{args.seed + args.seeds - 1}; expected seeds below {SEED_LIMIT}.")

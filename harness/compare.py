@@ -11,7 +11,8 @@ right the second's, each step's markdown (rendered simply) above its code (highl
 with pygments). Code lines that have no counterpart in the other column (difflib,
 whitespace ignored) are marked. Above the steps: a link to each full notebook (and to the
 executed copy of its latest run, where ``results/records`` has one) and the latest results
-of both frameworks, read from the records by ``harness.report``.
+of both frameworks, read from the records by ``harness.records`` and shown in the columns of
+``harness.columns`` that the page takes.
 
 The pages use no script and no network: open them from the disk in any browser. Links
 are relative, so a page keeps working where the repository is moved, not where the page
@@ -38,7 +39,7 @@ from pygments.lexers import PythonLexer
 
 from common import REPOSITORY
 from common.benchmarks import BENCHMARKS
-from harness import report
+from harness import columns, records, report
 from harness.frameworks import FRAMEWORKS, Framework, select
 from harness.notebooks import STEPS, cell_steps
 
@@ -225,8 +226,9 @@ def _relative(path: Path, out: Path) -> str:
 
 
 def records_frame(results: Path):
-    """``report.to_frame`` of every record under ``results/records`` (none: an empty frame)."""
-    return report.to_frame(report.load_records(results) if (results / "records").is_dir() else [])
+    """``report.to_frame`` of every record under ``results/records`` (``records.load_records``; none: an
+    empty frame)."""
+    return report.to_frame(records.load_records(results) if (results / "records").is_dir() else [])
 
 
 def latest_results(framework: Framework, benchmark: str, frame):
@@ -238,34 +240,39 @@ def latest_results(framework: Framework, benchmark: str, frame):
     return report.latest(rows)
 
 
-def _value(value, digits: int, suffix: str = "") -> str:
-    return html.escape(report._number(value, digits, suffix))
-
-
 def results_html(framework: Framework, benchmark: str, results: Path, out: Path, frame=None) -> str:
-    """The table rows of one framework's latest results, or a row saying it has none."""
+    """The table rows of one framework's latest results, or a row saying it has none; the measured
+    columns are those of ``columns.RESULTS`` with a ``page`` heading."""
     rows = latest_results(framework, benchmark, records_frame(results) if frame is None else frame)
     label = html.escape(framework.label)
+    measured = columns.page_columns()
     if rows.empty:
-        return (f'<tr class="no-record"><th>{label}</th><td colspan="8">no record of {label} on '
+        return (f'<tr class="no-record"><th>{label}</th><td colspan="{len(measured) + 5}">no record of {label} on '
                 f'{benchmark} in {html.escape(str(results / "records"))}</td></tr>')
     lines = []
     for _, r in rows.iterrows():
         ok = r["status"] == "ok"
-        status = "ok" if ok else f'{html.escape(str(r["status"]))}: {html.escape(report._short(r["error"]))}'
+        status = "ok" if ok else f'{html.escape(str(r["status"]))}: {html.escape(columns.short(r["error"]))}'
         executed = results / str(r["notebook"]) if isinstance(r.get("notebook"), str) else None
         run = (f'<a href="{_relative(executed, out)}">executed notebook</a>'
                if executed is not None and executed.is_file() else "")
         lines.append(
             f'<tr><th>{label}{"" if r["variant"] == "fp32" else " (" + html.escape(r["variant"]) + ")"}</th>'
             f'<td>{status}</td>'
-            f'<td>{_value(r["test_accuracy"] * 100 if ok else None, 1, " %")}</td>'
-            f'<td>{_value(r["train_seconds"] if ok else None, 1)}</td>'
-            f'<td>{_value(r["throughput_per_second"] if ok else None, 0)}</td>'
-            f'<td>{html.escape(report._short(r["data"]))}</td>'
-            f'<td>{html.escape(report._short(r["device"]))}</td>'
+            + "".join(f'<td>{html.escape(column.page_cell(r) if ok else columns.number(None, 0))}</td>'
+                      for column in measured)
+            + f'<td>{html.escape(columns.short(r["data"]))}</td>'
+            f'<td>{html.escape(columns.short(r["device"]))}</td>'
             f'<td>{html.escape(str(r["timestamp"])[:16])}</td><td>{run}</td></tr>')
     return "\n".join(lines)
+
+
+def results_header(benchmark: str) -> str:
+    """The heading row of the results table on a page (``results_html``'s columns)."""
+    measured = "".join(f"<th>{html.escape(column.page.format(unit=BENCHMARKS[benchmark].unit))}</th>"
+                       for column in columns.page_columns())
+    return (f"<tr><th>Framework</th><th>Status</th>{measured}<th>Data</th><th>Device</th>\n"
+            "<th>When (UTC)</th><th>Run</th></tr>")
 
 
 CSS = """
@@ -321,9 +328,7 @@ def page(left: Framework, right: Framework, benchmark: str, results: Path, out: 
 <p>The two notebooks step by step, aligned by their <code>step:</code> tags.
 <span class="legend"><span class="differs">Marked lines</span> have no counterpart in the other column.</span></p>
 <h2>Latest results</h2>
-<table class="results"><thead><tr><th>Framework</th><th>Status</th><th>Test accuracy</th>
-<th>Training time (s)</th><th>Steady {BENCHMARKS[benchmark].unit}/s</th><th>Data</th><th>Device</th>
-<th>When (UTC)</th><th>Run</th></tr></thead>
+<table class="results"><thead>{results_header(benchmark)}</thead>
 <tbody>{results_html(left, benchmark, results, out, frame)}{results_html(right, benchmark, results, out, frame)}</tbody></table>
 <table class="steps"><thead><tr>{headers}</tr></thead>
 <tbody><tr class="title">{titles}</tr>

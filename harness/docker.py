@@ -178,7 +178,7 @@ def run_command(framework: Framework, notebook: Path, executed: Path, parameters
 
 
 def _thread_options(threads) -> list[str]:
-    """The thread variables of ``runner.kernel_environment``, for the container (``-e NAME=VALUE``)."""
+    """The thread variables of ``processes.kernel_environment``, for the container (``-e NAME=VALUE``)."""
     return [option for name, value in machine.thread_variables(threads).items()
             for option in ("-e", f"{name}={value}")]
 

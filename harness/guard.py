@@ -36,6 +36,8 @@ import sys
 import time
 from pathlib import Path
 
+from common import record
+
 LOCK_VARIABLE = "ROSETTA_LOCK"
 DEFAULT_LOCK = "/tmp/dl-rosetta.lock"  # /tmp, not $TMPDIR: the same file for every user of the machine
 SUITES = ("run", "bench", "agree", "onnx")  # the commands that time something, and so hold the lock
@@ -322,15 +324,12 @@ def finish_table(full: DiskFull, render) -> None:
 
 
 def replace_text(path: Path, text: str) -> None:
-    """Writes ``text`` to ``path`` through a temporary file and a rename: a full disk leaves the old file whole."""
-    temporary = path.with_name(f".{path.name}.tmp")
+    """Writes ``text`` to ``path`` atomically (``record.write_text``): a full disk leaves the old file whole,
+    and the error names ``path``."""
     try:
-        temporary.write_text(text)
-        os.replace(temporary, path)
-    except BaseException as error:
-        with contextlib.suppress(OSError):
-            temporary.unlink()
-        if isinstance(error, OSError) and error.filename is None:  # a write that failed names no file
+        record.write_text(path, text)
+    except OSError as error:
+        if error.filename is None:  # a write that failed names no file
             error.filename = str(path)
         raise
 

@@ -28,6 +28,8 @@ import subprocess
 import threading
 import time
 
+from harness.processes import descendants
+
 DEFAULT_WAIT = 60.0  # seconds a run waits for quiet (--quiet-wait)
 DEFAULT_THRESHOLD = 0.25  # cores of other work above which the machine counts as busy (--quiet-threshold)
 WINDOW = 0.5  # seconds of one measurement before a run
@@ -74,17 +76,11 @@ def _processes(proc: str = PROC) -> dict[int, tuple[int, int]]:
 
 
 def own_tree(processes: dict[int, tuple[int, int]], root: int) -> set[int]:
-    """``root`` and every process under it."""
+    """``root`` and every process under it in ``processes`` (``_processes``' snapshot)."""
     children: dict[int, list[int]] = {}
     for pid, (parent, _) in processes.items():
         children.setdefault(parent, []).append(pid)
-    tree, queue = {root}, [root]
-    while queue:
-        for child in children.get(queue.pop(), ()):
-            if child not in tree:
-                tree.add(child)
-                queue.append(child)
-    return tree
+    return {root, *descendants(root, lambda pid: children.get(pid, ()))}
 
 
 class CpuMeter:

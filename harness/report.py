@@ -14,95 +14,21 @@ hand: every figure comes from a record.
 """
 from __future__ import annotations
 
-import math
 import re
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-from common import REPOSITORY, machine, record
+from common import REPOSITORY, machine
 from common.benchmarks import BENCHMARKS
-from common import flops
-from harness import calibration, gpus, guard, onnx_runs, parity_runs, phases, quietreport
-
-
-def load_records(results: Path, check_notebooks: bool = False) -> list[dict]:
-    """Every readable record under ``results/records``; one that cannot be read (not a regular file,
-    larger than ``record.RECORD_LIMIT``, not JSON, not a record, a field of the wrong kind or out of
-    range, another schema) is skipped with a warning naming its file, so the report always renders.
-
-    ``check_notebooks``: each ok record is compared with the executed notebook beside it
-    (``notebook_disagreement``); where they disagree, ``notebook_disagrees`` says how."""
-    records = []
-    for path in sorted((results / "records").glob("*.json")):
-        try:
-            found = record.read(path)
-        except (ValueError, TypeError, OSError, UnicodeDecodeError) as error:
-            print(f"warning: skipping {path}: {error}", file=sys.stderr)
-            continue
-        if check_notebooks:
-            found["notebook_disagrees"] = notebook_disagreement(found, path.with_name(path.name[:-len(".json")]
-                                                                                   + ".ipynb"))
-        records.append(found)
-    return records
-
-
-NOTEBOOK_LIMIT = 64 * 2**20  # bytes: an executed notebook is tens of kB
-# What every notebook prints once it has measured its run, from the values it then writes to its
-# record: "test accuracy 0.5460 on 10000 images, training 41.3 s" (accuracy to 4 places, seconds to 1).
-PRINTED = re.compile(r"test accuracy (\d+(?:\.\d+)?) on \d+ \w+, training (\d+(?:\.\d+)?) s\b")
-
-
-def printed_result(executed: Path) -> tuple[float, float] | None:
-    """The (accuracy, training seconds) the executed notebook printed last (``PRINTED``), or None where
-    it is missing, not a regular file of at most ``NOTEBOOK_LIMIT`` bytes, not a notebook, or printed none."""
-    try:
-        notebook = record.loads(record.read_limited(executed, NOTEBOOK_LIMIT), str(executed), strict=False)
-    except (OSError, ValueError):
-        return None
-    found = None
-    cells = notebook.get("cells") if isinstance(notebook, dict) else None
-    for cell in cells if isinstance(cells, list) else []:
-        outputs = cell.get("outputs") if isinstance(cell, dict) else None
-        for output in outputs if isinstance(outputs, list) else []:
-            if not isinstance(output, dict) or output.get("output_type") != "stream":
-                continue
-            text = output.get("text")
-            text = "".join(t for t in text if isinstance(t, str)) if isinstance(text, list) else text
-            for match in PRINTED.finditer(text if isinstance(text, str) else ""):
-                found = (float(match[1]), float(match[2]))
-    return found
-
-
-def notebook_disagreement(found: dict, executed: Path) -> str | None:
-    """How an ok record's accuracy or training time differs from what its executed notebook printed
-    (beyond the printout's rounding), or None: they agree, or the notebook printed nothing to compare."""
-    printed = printed_result(executed) if found.get("status") == "ok" else None
-    if printed is None:
-        return None
-    differences = []
-    accuracy, seconds = found["test_accuracy"], found["train_seconds"]
-    if abs(accuracy - printed[0]) > 0.5e-4 + 1e-9:  # printed to 4 places
-        differences.append(f"accuracy {accuracy * 100:.2f} % in the record, {printed[0] * 100:.2f} % in the notebook")
-    if abs(seconds - printed[1]) > 0.05 + 1e-6:  # printed to 1 place
-        differences.append(f"training {seconds:.1f} s in the record, {printed[1]:.1f} s in the notebook")
-    return "; ".join(differences) or None
+from harness import calibration, columns, gpus, guard, phases, quietreport, records
+from harness.columns import cell, escape, missing, number, one_line, short
 
 
 def _device(row: dict) -> str:
     env = row.get("environment")
     return machine.describe(env) if env else ""
-
-
-def device_group(row: dict) -> str:
-    """The device a run is ranked on: the GPU model, or the CPU model for a CPU run."""
-    env = row.get("environment")
-    if not env:
-        return "device not recorded"
-    if env.get("device") == "cuda":
-        return env.get("gpu") or "unknown NVIDIA GPU"
-    return f"CPU: {env.get('cpu') or 'unknown model'}"
 
 
 def _versions(row: dict) -> str:
@@ -164,10 +90,11 @@ def _data(row: dict) -> str:
     return ", ".join(parts)
 
 
-def to_frame(records: list[dict]) -> pd.DataFrame:
-    """One row per record, with the columns the tables and the CSV use."""
+def to_frame(runs: list[dict]) -> pd.DataFrame:
+    """One row per record, with the columns the tables and the CSV use (and any field a table's column
+    reads of its own, ``columns.own_fields``)."""
     rows = []
-    for r in records:
+    for r in runs:
         rows.append({
             "framework": r["framework"], "api": r["api"], "benchmark": r["benchmark"],
             "variant": r["variant"], "status": r["status"], "error": portable_text(r.get("error")),
@@ -178,7 +105,7 @@ def to_frame(records: list[dict]) -> pd.DataFrame:
             "epochs": r["epochs"], "batch_size": r["batch_size"],
             "train_samples": r["train_samples"], "test_samples": r["test_samples"],
             "subset": r.get("subset"), "seed": r["seed"], "parameters": r.get("parameters"),
-            "device": _device(r), "device_group": device_group(r), "versions": _versions(r), "data": _data(r),
+            "device": _device(r), "device_group": records.device_group(r), "versions": _versions(r), "data": _data(r),
             "environment_kind": (r.get("kernel_environment") or {}).get("kind"),
             "cpu_count": (r.get("environment") or {}).get("cpu_count"),
             "platform": (r.get("environment") or {}).get("platform"),
@@ -194,9 +121,10 @@ def to_frame(records: list[dict]) -> pd.DataFrame:
             "notebook_disagrees": r.get("notebook_disagrees"),
             **calibration.columns(r),
             **quietreport.frame_columns(r),
+            **columns.own_fields(r),
         })
-    columns = ["framework", "api", "benchmark", "variant", "status", "timestamp"]
-    frame = pd.DataFrame(rows, columns=list(rows[0]) if rows else columns)
+    names = ["framework", "api", "benchmark", "variant", "status", "timestamp"]
+    frame = pd.DataFrame(rows, columns=list(rows[0]) if rows else names)
     return frame.sort_values("timestamp", kind="stable").reset_index(drop=True)
 
 
@@ -250,12 +178,6 @@ def series(runs: pd.DataFrame) -> pd.DataFrame:
     return same.groupby("seed", sort=False).tail(1).sort_values("timestamp", kind="stable")
 
 
-def missing(value) -> bool:
-    """Whether a cell holds no value: None, or NaN, which pandas (3's string columns among them) puts
-    in its place. Never test a cell that may be missing for truth: NaN is true."""
-    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
-
-
 def _same(a, b) -> bool:
     return (missing(a) and missing(b)) or a == b
 
@@ -285,75 +207,15 @@ def shown_rows(frame: pd.DataFrame, benchmark: str) -> pd.DataFrame:
         row["later"] = None
         if len(after):
             last = after.iloc[-1]
-            row["later"] = f"a later run ({last['timestamp']}) {last['status']}: {_short(last['error'])}"
+            row["later"] = f"a later run ({last['timestamp']}) {last['status']}: {short(last['error'])}"
         row["runs"] = len(repeats)
         row["members"] = list(repeats.index) if len(repeats) else [runs.index[-1]]
-        for column in ("test_accuracy", "train_seconds", "first_epoch_seconds", "throughput_per_second",
-                       "feeding_share"):
+        for column in columns.medians():
             row[column], row[column + "_min"], row[column + "_max"] = _spread(repeats[column]) if len(repeats) \
                 else (None, None, None)
         shown.append(row)
-    extra = ["later", "runs", "members"] + [f"{c}_{end}" for c in ("test_accuracy", "train_seconds",
-                                            "first_epoch_seconds", "throughput_per_second", "feeding_share")
-                                            for end in ("min", "max")]
+    extra = ["later", "runs", "members"] + [f"{c}_{end}" for c in columns.medians() for end in ("min", "max")]
     return pd.DataFrame(shown, columns=list(frame.columns) + extra)
-
-
-def _number(value, digits: int, suffix: str = "") -> str:
-    if missing(value):
-        return "–"
-    return f"{value:,.{digits}f}{suffix}"
-
-
-def _with_range(row, column: str, digits: int, scale: float = 1.0, suffix: str = "") -> str:
-    """'median' for one run, 'median (min–max)' for repeats."""
-    median = row[column]
-    if missing(median):
-        return "–"
-    text = _number(median * scale, digits, suffix)
-    if row["runs"] > 1:
-        text += f" ({_number(row[column + '_min'] * scale, digits)}–{_number(row[column + '_max'] * scale, digits)})"
-    return text
-
-
-def _rate(flop_per_second: float | None) -> str:
-    if missing(flop_per_second):
-        return "–"
-    for unit, size in (("PFLOP/s", 1e15), ("TFLOP/s", 1e12), ("GFLOP/s", 1e9)):
-        if flop_per_second >= size:
-            return f"{flop_per_second / size:.2f} {unit}"
-    return f"{flop_per_second / 1e6:.2f} MFLOP/s"
-
-
-def achieved(row, benchmark: str) -> str:
-    """The steady training rate in FLOP/s (common.flops), and on a GPU whose peak is known its
-    share of the dense FP32 peak."""
-    throughput = row["throughput_per_second"]
-    if missing(throughput):
-        return "–"
-    rate = flops.achieved(flops.per_sample(benchmark, training=True), throughput, 1.0)
-    text = _rate(rate)
-    gpu = row.get("gpu")
-    share = flops.share_of_peak(rate, gpu, "fp32") if isinstance(gpu, str) and gpu else None
-    if share is not None:
-        text += f" ({share * 100:.1f} % of FP32 peak)"
-    return text
-
-
-def equivalence(checks: dict, framework: str, benchmark: str) -> str:
-    """The Equivalent cell: the latest parity run of this framework and benchmark."""
-    found = checks.get((framework, benchmark))
-    if found is None:
-        return "not checked"
-    if found.get("equivalent"):
-        differences = {c["output"]: c["max_abs_difference"] for c in found.get("checks") or []}
-        if "final_weights" not in differences or "weights" not in differences:  # a record of the one-step check
-            return "yes"
-        return (f"yes: weights within {differences['weights']:.0e} after step 1, "
-                f"{differences['final_weights']:.0e} after step {found.get('steps', '?')}")
-    if found.get("status") == "unavailable":
-        return f"not checked: {_cell(found.get('message'))}"
-    return f"**no**: {_cell(found.get('message'))}"
 
 
 def _ordered(rows: pd.DataFrame) -> pd.DataFrame:
@@ -369,56 +231,22 @@ def benchmark_table(frame: pd.DataFrame, benchmark: str, checks: dict | None = N
                     shown: pd.DataFrame | None = None) -> str:
     """The markdown table of one benchmark, fastest ok series first (by median training time),
     the others after; then the setup table (API, variant, device, versions) of the same rows.
+    Their columns are ``columns.RESULTS`` and ``columns.SETUP``.
 
     ``checks`` holds the latest parity record of each (framework, benchmark).
     """
-    checks = checks or {}
     rows = _ordered(quietreport.mark_busy(frame, shown_rows(frame, benchmark) if shown is None else shown))
     fastest = rows.loc[rows["_ok"] & ~rows["_busy"], "train_seconds"].min()  # a busy run is not ranked
-    unit = BENCHMARKS[benchmark].unit
+    table = columns.Table(benchmark, frame, checks or {}, fastest)
     repeats = int(rows["runs"].max()) if len(rows) else 0
     spread = " (min–max)" if repeats > 1 else ""
-    header = ["Framework", "Runs", f"Test accuracy{spread}", f"Training time, s{spread}", "vs fastest",
-              f"Steady {unit}/s", "Achieved FLOP/s", "Feeding", "Equivalent", "Notes"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for _, r in rows.iterrows():
-        ok = r["runs"] > 0
-        name = _cell(r["framework"]) if r["variant"] == "fp32" else f"{_cell(r['framework'])} ({_cell(r['variant'])})"
-        name += f" ({_cell(r['gpu_note'])})" if isinstance(r.get("gpu_note"), str) and r["gpu_note"] else ""
-        if ok:
-            note = "" if missing(r["later"]) else f"**{_cell(r['later'])}**"
-            disagreements = [frame.loc[i, "notebook_disagrees"] for i in r["members"]
-                             if "notebook_disagrees" in frame and not missing(frame.loc[i, "notebook_disagrees"])]
-            if disagreements:
-                note = (f"**record disagrees with its executed notebook**: {_cell('; '.join(disagreements))}"
-                        + (f" {note}" if note else ""))
-            if r["_busy"]:
-                note = f"**busy**: {_cell(quietreport.busy_note(r))}" + (f" {note}" if note else "")
-            seeds = sorted(int(frame.loc[i, "seed"]) for i in r["members"])
-            runs = str(r["runs"]) if r["runs"] == 1 else f"{r['runs']} (seeds {seeds[0]}–{seeds[-1]})"
-            cells = [runs, _with_range(r, "test_accuracy", 1, 100, " %"), _with_range(r, "train_seconds", 1),
-                     "– (busy)" if r["_busy"]  # not ranked
-                     else _number(r["train_seconds"] / fastest, 2, "×") if fastest else "–",
-                     _number(r["throughput_per_second"], 0), achieved(r, benchmark),
-                     _number(None if missing(r["feeding_share"]) else r["feeding_share"] * 100, 1, " %")]
-        else:
-            note = f"**{_cell(r['status'])}**: {_cell(r['error'])}"
-            cells = ["0"] + ["–"] * 6
-        if isinstance(r.get("calibration_note"), str):  # calibration.split: a machine off the table's calibration
-            note += (" " if note else "") + _cell(r["calibration_note"])
-        lines.append("| " + " | ".join([name] + cells + [equivalence(checks, r["framework"], benchmark), note]) + " |")
-    lines += ["", f"| Framework | API | Variant | First epoch, s{spread} | Device | Versions | Peak memory | Energy |",
-              "|---|---|---|---|---|---|---|---|"]
-    for _, r in rows.iterrows():
-        first = _with_range(r, "first_epoch_seconds", 1) if r["runs"] > 0 else "–"
-        lines.append("| " + " | ".join([_cell(r["framework"]), _cell(r["api"]), _cell(r["variant"]), first,
-                                        _cell(r["device"]), _cell(r["versions"]), _cell(quietreport.memory_cell(r)),
-                                        _cell(quietreport.energy_cell(r))]) + " |")
-    data = sorted({_cell(frame.loc[i, "data"]) for members in rows["members"] for i in members})
+    lines = columns.render(columns.RESULTS, rows, table, spread)
+    lines += [""] + columns.render(columns.SETUP, rows, table, spread)
+    data = sorted({cell(frame.loc[i, "data"]) for members in rows["members"] for i in members})
     lines += ["", "Data: " + " / ".join(data) + "."]
     energy = quietreport.energy_line(rows)
     if energy:
-        lines.append(_cell(energy))
+        lines.append(cell(energy))
     return "\n".join(lines)
 
 
@@ -435,8 +263,8 @@ def overhead_line(frame: pd.DataFrame, shown: pd.DataFrame) -> str | None:
     parts = {"kernel start": ["kernel_start"], "imports": ["imports", "environment"], "data": ["data"],
              "model build": ["model", "optimiser"], "evaluation, parity and export": ["evaluate", "parity", "export"],
              "the rest": ["other"]}
-    named = ", ".join(f"{name} {runs[[f'phase_{c}' for c in columns]].fillna(0).sum().sum():,.0f} s"
-                      for name, columns in parts.items())
+    named = ", ".join(f"{name} {runs[[f'phase_{c}' for c in fields]].fillna(0).sum().sum():,.0f} s"
+                      for name, fields in parts.items())
     return (f"Where the time went: the {len(runs)} run(s) of this table with phase times took {wall:,.0f} s in the harness, "
             f"{work:,.0f} s of it training and prediction; the overhead is {(wall - work) / wall * 100:.0f} % "
             f"({named}).") if wall > 0 else None
@@ -494,7 +322,7 @@ def table_notes(frame: pd.DataFrame, rows: pd.DataFrame) -> list[str]:
     lines = []
     for line in (repeat_order(frame, rows), overhead_line(frame, rows)):
         if line:
-            lines += [_escape(line), ""]
+            lines += [escape(line), ""]
     return lines
 
 
@@ -533,7 +361,7 @@ def _status_note(status, message) -> str:
     message = "" if message is None else portable_text(str(message))
     if status and message.startswith(f"{status}: "):
         message = message[len(f"{status}: "):]
-    return f"**{_cell(status)}**: {_cell(message)}"
+    return f"**{cell(status)}**: {cell(message)}"
 
 
 def onnx_tables(checks: list[dict]) -> str:
@@ -547,7 +375,7 @@ def onnx_tables(checks: list[dict]) -> str:
         model = BENCHMARKS[c["benchmark"]].model if c["benchmark"] in BENCHMARKS else c["benchmark"]
         by_name = {k["check"]: k for k in c.get("checks", [])}
         if not by_name:
-            lines.append(f"| {_cell(c['framework'])} | {_cell(model)} | – | – | – | – | "
+            lines.append(f"| {cell(c['framework'])} | {cell(model)} | – | – | – | – | "
                          f"{_status_note(c.get('status'), c.get('message'))} |")
             continue
         reference, framework, classes = by_name["reference"], by_name["framework"], by_name["classes"]
@@ -557,8 +385,8 @@ def onnx_tables(checks: list[dict]) -> str:
             f"{classes['samples']}")
         note = "" if c.get("ok") else _status_note("failed", c.get("message"))
         if c.get("timing_skipped"):
-            note += f" not timed on {_cell(c.get('device'))}: {_cell(c['timing_skipped'])}"
-        lines.append(f"| {_cell(c['framework'])} | {_cell(model)} | {_cell(_exporter(c))} | {_cell(_graph(c))} "
+            note += f" not timed on {cell(c.get('device'))}: {cell(c['timing_skipped'])}"
+        lines.append(f"| {cell(c['framework'])} | {cell(model)} | {cell(_exporter(c))} | {cell(_graph(c))} "
                      f"| {equivalent} | {agrees} "
                      f"| {note} |")
     timed = [c for c in checks if c.get("onnxruntime_latencies")]
@@ -568,7 +396,7 @@ def onnx_tables(checks: list[dict]) -> str:
         lines += ["", f"Prediction, milliseconds per batch: median (90th percentile) of "
                       f"{timed[0]['framework_latencies'][0]['runs']} timed runs after "
                       f"{timed[0]['framework_latencies'][0]['warmup']} warm-up runs, the framework's own "
-                      f"prediction then ONNX Runtime {_cell(timed[0].get('onnxruntime'))} on the same device with the "
+                      f"prediction then ONNX Runtime {cell(timed[0].get('onnxruntime'))} on the same device with the "
                       f"same threads ({', '.join(threads)}); samples per second at batch {sizes[-1]}.", "",
                   "| Framework | Model | " + " | ".join(f"Batch {b}: framework | Batch {b}: ONNX Runtime" for b in sizes)
                   + f" | Samples/s at {sizes[-1]}: framework | Samples/s: ONNX Runtime |",
@@ -577,41 +405,10 @@ def onnx_tables(checks: list[dict]) -> str:
             ours = {e["batch_size"]: e for e in c["framework_latencies"]}
             theirs = {e["batch_size"]: e for e in c["onnxruntime_latencies"]}
             cells = [cell for b in sizes for cell in (_milliseconds(ours.get(b)), _milliseconds(theirs.get(b)))]
-            rates = [_number((d.get(sizes[-1]) or {}).get("samples_per_second"), 0) for d in (ours, theirs)]
+            rates = [number((d.get(sizes[-1]) or {}).get("samples_per_second"), 0) for d in (ours, theirs)]
             model = BENCHMARKS[c["benchmark"]].model if c["benchmark"] in BENCHMARKS else c["benchmark"]
-            lines.append(f"| {_cell(c['framework'])} | {_cell(model)} | " + " | ".join(cells + rates) + " |")
+            lines.append(f"| {cell(c['framework'])} | {cell(model)} | " + " | ".join(cells + rates) + " |")
     return "\n".join(lines)
-
-
-# What could end a cell, start a link, emphasis or code, or open HTML. An underscore inside a word
-# (fit_generator, ROSETTA_PYTHON36) starts no emphasis in GitHub's markdown and is left as it is, so
-# that the table reads the same raw and rendered; one at a word's edge is escaped.
-MARKDOWN = re.compile(r"([\\`*\[\]<>|]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9]))")
-
-
-def _line(text) -> str:
-    """``text`` on one line: every line break (and other control character) as a space."""
-    return re.sub(r"[\x00-\x1f\x7f\u2028\u2029]+", " ", str(text))
-
-
-def _escape(text) -> str:
-    """``text`` as literal markdown on one line: no character of it makes a link, HTML, emphasis or code,
-    or ends a table cell."""
-    return MARKDOWN.sub(lambda m: "&lt;" if m[1] == "<" else "&gt;" if m[1] == ">" else "\\" + m[1], _line(text))
-
-
-def _short(text) -> str:
-    """``text`` on one line, a long one shortened: it keeps its start (what failed) and its end (where a
-    traceback says why); "" for a missing value."""
-    if missing(text):
-        return ""
-    text = _line(text)
-    return text if len(text) <= 300 else text[:100] + " ... " + text[-195:]
-
-
-def _cell(text) -> str:
-    """A table cell of text taken from a record: on one line, shortened (``_short``) and escaped (``_escape``)."""
-    return _escape(_short(text))
 
 
 def _subset_title(rows: pd.DataFrame, benchmark: str) -> str:
@@ -654,7 +451,7 @@ def plot(frame: pd.DataFrame, benchmark: str, path: Path, device: str = "",
 
 def _literal(text: str) -> str:
     """Text matplotlib shows as it is: a dollar sign would start TeX-like math."""
-    return _line(text).replace("$", r"\$")
+    return one_line(text).replace("$", r"\$")
 
 
 def _draw(figure, axes, rows: pd.DataFrame, labels: list[str], benchmark: str, device: str, path: Path) -> None:
@@ -741,10 +538,10 @@ def render(results: Path, readme: Path | None = None) -> Path:
     ``readme``: a README whose results list to rewrite (default: the repository's own, when
     ``results`` is the repository's results folder).
     """
-    records = load_records(results, check_notebooks=True)
-    frame = to_frame(records)
-    checks = parity_runs.latest(results)
-    onnx = onnx_runs.latest(results)
+    found = records.load_records(results, check_notebooks=True)
+    frame = to_frame(found)
+    checks = records.latest_parity(results)
+    onnx = records.latest_onnx(results)
     guard.replace_text(results / "results.csv", frame.to_csv(index=False))  # a full disk keeps the old one
     for old in results.glob("*.png"):  # plots of devices or benchmarks no longer shown
         try:
@@ -752,7 +549,7 @@ def render(results: Path, readme: Path | None = None) -> Path:
         except OSError as error:
             print(f"warning: could not remove the old plot {old}: {error}", file=sys.stderr)
     parts = ["# Results", "",
-             f"Generated by `rosetta report` from the {len(records)} JSON record(s) in `records/`; "
+             f"Generated by `rosetta report` from the {len(found)} JSON record(s) in `records/`; "
              "do not edit by hand. Each device has its own tables, one per benchmark and configuration "
              "(epochs, batch size, training and test samples, CPU threads asked for): the newest "
              "configuration's first, then any older configuration's in a table of its own, never ranked "
@@ -782,12 +579,12 @@ def render(results: Path, readme: Path | None = None) -> Path:
         earlier = sum(len(rows) for groups in tables[device].values() for _, rows in groups[1:])
         if earlier:
             described += (f"; and {earlier} row(s) of earlier configurations, in tables of their own")
-        parts.append(f"- [{_escape(device)}](#{anchor(_line(device))}): {_escape(described)}")
-        summary.append(f"- [{_escape(device)}](results/README.md#{anchor(_line(device))}): {_escape(described)}")
+        parts.append(f"- [{escape(device)}](#{anchor(one_line(device))}): {escape(described)}")
+        summary.append(f"- [{escape(device)}](results/README.md#{anchor(one_line(device))}): {escape(described)}")
     parts.append("")
     for device in found:
         shown = frame[frame["device_group"] == device]
-        parts += [f"## {_escape(device)}", ""]
+        parts += [f"## {escape(device)}", ""]
         for benchmark in BENCHMARKS:
             parts += [f"### {BENCHMARKS[benchmark].title}", ""]
             groups = tables[device][benchmark]
@@ -808,10 +605,10 @@ def render(results: Path, readme: Path | None = None) -> Path:
             try:
                 image = plot(shown, benchmark, results / f"{benchmark}-{slug(device)}.png", device, rows)
             except Exception as error:  # noqa: BLE001 - one record's values must not cost the table
-                print(f"warning: no plot of {benchmark} on {_line(device)}: {type(error).__name__}: "
-                      f"{_short(error)}", file=sys.stderr)
+                print(f"warning: no plot of {benchmark} on {one_line(device)}: {type(error).__name__}: "
+                      f"{short(error)}", file=sys.stderr)
             if image:
-                parts += [f"![{_escape(BENCHMARKS[benchmark].title + ' on ' + device)}]({image.name})", ""]
+                parts += [f"![{escape(BENCHMARKS[benchmark].title + ' on ' + device)}]({image.name})", ""]
             parts += calibration.apart(others, main, table)
             for key, rows in older:
                 first, *others = calibration.split(shown, rows)

@@ -10,9 +10,9 @@ and executed notebook land in the same place.
 
 Each run's name is reserved atomically before it starts (``new_stem``), so runs started at
 once into one folder never share a record. The kernel runs in a session of its own: a timeout
-or an interrupt ends every process group of the run (papermill's, the kernel's), and an
-interrupt (``Interrupted``, raised by SIGINT, SIGTERM or SIGHUP once ``raise_on_interrupts`` is
-in effect) records the run as interrupted before it propagates.
+or an interrupt ends every process group of the run (papermill's, the kernel's: ``harness.processes``
+finds and stops them), and an interrupt (``processes.Interrupted``, raised by SIGINT, SIGTERM or SIGHUP
+once ``processes.raise_on_interrupts`` is in effect) records the run as interrupted before it propagates.
 
 A reservation holds what is known of its run (``reserve``: the harness's pid and start time,
 the framework, benchmark, sizes, seed, device, the executed notebook) until the run's record is
@@ -23,7 +23,6 @@ into the folder (``recover_lost``) records such a run as ``lost`` and removes it
 from __future__ import annotations
 
 import collections
-import contextlib
 import glob
 import json
 import math
@@ -44,7 +43,7 @@ import nbformat
 
 from common import REPOSITORY, data, machine, params, record
 from common.benchmarks import BENCHMARKS
-from harness import calibration, docker, guard, kernels, phases, quiet, venvs
+from harness import calibration, docker, guard, kernels, phases, processes, quiet, records, venvs
 from harness.frameworks import Framework
 from harness.notebooks import papermill_arguments
 
@@ -95,64 +94,6 @@ class RunSettings:
         }
 
 
-# The signals that stop a run: Ctrl-C, kill, and a closed terminal or ssh session (where there is one).
-STOPPING = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
-
-
-class Interrupted(KeyboardInterrupt):
-    """SIGINT (Ctrl-C), SIGTERM or SIGHUP reached the harness: the run in progress is stopped and
-    recorded as interrupted, and ``rosetta`` exits with ``exit_code`` (130, 143 or 129)."""
-
-    def __init__(self, signum: int = signal.SIGINT):
-        super().__init__(signum)
-        self.signum = signum
-        self.reported = False  # True once the table of what finished has been written and the signal named
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum
-
-    def describe(self) -> str:
-        name = signal.Signals(self.signum).name
-        return f"interrupted by {name}" + {signal.SIGINT: " (Ctrl-C)", getattr(signal, "SIGHUP", None):
-                                            " (the terminal or session closed)"}.get(self.signum, "")
-
-
-def raise_on_interrupts() -> dict:
-    """From now on SIGINT, SIGTERM and SIGHUP raise ``Interrupted`` in the main thread; returns the
-    handlers they had, for ``restore_handlers`` ({} outside the main thread, where nothing changes)."""
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-
-    def handler(signum, frame):
-        raise Interrupted(signum)
-
-    return {number: signal.signal(number, handler) for number in STOPPING}
-
-
-def restore_handlers(previous: dict) -> None:
-    for number, action in previous.items():
-        signal.signal(number, action)
-
-
-@contextlib.contextmanager
-def interrupts_held():
-    """Clean-up that a second Ctrl-C must not cut short: SIGINT, SIGTERM and SIGHUP are ignored meanwhile."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {number: signal.signal(number, signal.SIG_IGN) for number in STOPPING}
-    try:
-        yield
-    finally:
-        for number, action in previous.items():
-            signal.signal(number, action)
-
-
-def records_dir(results: Path) -> Path:
-    return results / "records"
-
-
 def export_folder(record_path: Path) -> Path:
     """Where a run's export step writes (``RESULTS/exports/STEM``, beside ``RESULTS/records``)."""
     return record_path.parent.parent / "exports" / record_path.name[:-len(".json")]
@@ -197,28 +138,11 @@ def _reservation(record_path: Path) -> Path:
     return record_path.parent / ".reserved" / record_path.name[:-len(".json")]
 
 
-def _process_start(pid: int) -> int | None:
-    """When process ``pid`` started (clock ticks since boot, /proc/PID/stat field 22), or None
-    where /proc does not say: with the pid, it names one process even after the pid is reused."""
-    fields = _stat_fields(f"/proc/{pid}/stat")
-    try:
-        return int(fields[19]) if fields else None
-    except (IndexError, ValueError):
-        return None
-
-
-def _boot_id() -> str | None:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
-    except OSError:
-        return None
-
-
 def reserve(record_path: Path, executed: Path, framework: Framework, benchmark: str,
             settings: RunSettings) -> None:
     """Writes into the run's reservation what is known of it before it starts, so that a later
     run can record it as lost should this harness die without recording it (``recover_lost``)."""
-    known = {"pid": os.getpid(), "pid_started": _process_start(os.getpid()), "boot_id": _boot_id(),
+    known = {"pid": os.getpid(), "pid_started": processes.process_start(os.getpid()), "boot_id": processes.boot_id(),
              "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
              "framework": framework.label, "api": framework.api, "name": framework.name,
              "benchmark": benchmark, **settings.sizes(benchmark), "seed": settings.seed,
@@ -242,11 +166,11 @@ def _owner_alive(known: dict) -> bool:
     pid = known.get("pid")
     if not isinstance(pid, int) or pid <= 0:
         return True
-    if known.get("boot_id") and _boot_id() and known["boot_id"] != _boot_id():
+    if known.get("boot_id") and processes.boot_id() and known["boot_id"] != processes.boot_id():
         return False  # the machine has restarted since
-    if not _alive(pid):
+    if not processes.alive(pid):
         return False
-    started = _process_start(pid)
+    started = processes.process_start(pid)
     return known.get("pid_started") is None or started is None or started == known["pid_started"]
 
 
@@ -256,7 +180,7 @@ def recover_lost(results: Path) -> list[dict]:
     record, becomes a ``lost`` record with what it says, and goes. A reservation beside its record
     (an older harness left them all) goes too; an empty one without a record (an older harness
     that may still run) stays."""
-    folder = records_dir(results)
+    folder = records.records_dir(results)
     if not folder.is_dir():
         return []
     reserved = reservations_folder(folder)
@@ -316,8 +240,9 @@ def _say(text: str, stream=None) -> None:
 
 def run_paths(results: Path, framework: Framework, benchmark: str) -> tuple[Path, Path]:
     """The record and the executed notebook of a new run, side by side."""
-    stem = new_stem(records_dir(results), f"{framework.name}-{benchmark}")
-    return stem.parent / (stem.name + ".json"), stem.parent / (stem.name + ".ipynb")  # not with_suffix: STAMP.2-name has a dot
+    stem = new_stem(records.records_dir(results), f"{framework.name}-{benchmark}")
+    # not with_suffix: STAMP.2-name has a dot
+    return stem.parent / (stem.name + ".json"), stem.parent / (stem.name + ".ipynb")
 
 
 def notebook_error(executed: Path) -> tuple[str, str] | None:
@@ -380,8 +305,8 @@ def execute(framework: Framework, benchmark: str, settings: RunSettings, results
                              data_dir=data_dir, threads=settings.threads)
         finally:
             measured = {"load": load.finish()}
-    except Interrupted as interrupt:  # papermill and the kernel are stopped: record it, then say so
-        with interrupts_held():
+    except processes.Interrupted as interrupt:  # papermill and the kernel are stopped: record it, then say so
+        with processes.interrupts_held():
             message = f"{interrupt.describe()}; the run was stopped"
             _write_failure(record_path, framework, benchmark, settings, "interrupted", message, executed,
                            calibrated, **quiet.failure_fields(load))
@@ -435,14 +360,14 @@ def launch(framework: Framework, notebook: Path, executed: Path, parameters: dic
            data_dir: Path | None = None, threads: int | None = None) -> Outcome:
     """Runs ``notebook`` into ``executed`` with ``parameters`` through papermill, in the framework's
     kernel or (``in_docker``) in its image, echoing its output, within ``timeout``: how every
-    notebook is run, a benchmark run (``execute``) or a parity run (``harness.parity_runs``).
+    notebook is run, a benchmark run (``execute``) or a parity run (``harness.parity``).
     ``threads`` sets the kernel's thread variables (``kernel_environment``; None: every core)."""
     command, on_timeout = launch_command(framework, notebook, executed, parameters, results,
                                          in_docker=in_docker, device=device, data_dir=data_dir)
     if in_docker:
         print(prefix + "$ " + shlex.join(command), flush=True)
     return papermill(notebook, executed, framework.kernel, timeout, prefix, command, on_timeout,
-                     environment=kernel_environment(threads))
+                     environment=processes.kernel_environment(threads))
 
 
 def launch_command(framework: Framework, notebook: Path, executed: Path, parameters: dict, results: Path,
@@ -512,68 +437,6 @@ except OSError as error:  # a full disk (or quota) writing the executed notebook
     sys.exit(1)
 """
 
-# Run in papermill's process before PAPERMILL_LAUNCHER: a watch on the harness (its pid, in
-# $ROSETTA_HARNESS_PID, taken out of the environment so that the kernel does not inherit it). Once
-# papermill's parent is no longer the harness (killed with kill -9, crashed), it ends the process
-# group of every process papermill started (the kernel runs in a session of its own, with whatever
-# the kernel started), SIGTERM, then SIGKILL after 2 s, then papermill's own group, so that nothing
-# trains on with no one to record it. Children are found in /proc (Linux), else through `ps`;
-# getppid says on every POSIX system when the parent is gone.
-PARENT_WATCH = """
-import os as _os, threading as _threading
-
-def _rosetta_watch(harness):
-    import signal, subprocess, time
-    while _os.getppid() == harness:
-        time.sleep(0.2)
-    me, pids = _os.getpid(), set()
-    try:
-        for task in _os.listdir("/proc/%d/task" % me):
-            with open("/proc/%d/task/%s/children" % (me, task)) as f:
-                pids.update(int(pid) for pid in f.read().split())
-    except (OSError, ValueError):
-        try:
-            listing = subprocess.run(["ps", "-A", "-o", "pid=,ppid="], capture_output=True, text=True).stdout
-            pids = {int(a) for a, b in (line.split() for line in listing.splitlines() if len(line.split()) == 2)
-                    if b == str(me)}
-        except (OSError, ValueError):
-            pass
-
-    def running(pid):
-        try:
-            with open("/proc/%d/stat" % pid) as f:
-                return f.read().rsplit(")", 1)[1].split()[0] not in "ZX"
-        except (OSError, IndexError):
-            try:
-                return _os.waitpid(pid, _os.WNOHANG) == (0, 0)
-            except ChildProcessError:
-                return False
-
-    groups = set()
-    for pid in pids:
-        try:
-            groups.add(_os.getpgid(pid))
-        except OSError:
-            pass
-    groups.discard(_os.getpgrp())
-    for number in (signal.SIGTERM, signal.SIGKILL):
-        for group in groups:
-            try:
-                _os.killpg(group, number)
-            except OSError:
-                pass
-        deadline = time.monotonic() + 2
-        while time.monotonic() < deadline and any(running(pid) for pid in pids):
-            time.sleep(0.05)
-    if _os.getpgrp() == me:  # papermill's own session, as the harness starts it
-        _os.killpg(me, signal.SIGKILL)
-    _os._exit(1)
-
-if _os.environ.get("ROSETTA_HARNESS_PID", "").isdigit():
-    _threading.Thread(target=_rosetta_watch, args=(int(_os.environ.pop("ROSETTA_HARNESS_PID")),),
-                      daemon=True).start()
-"""
-
 
 def kernel_log(executed: Path) -> Path:
     """Where the kernel's own output goes: beside the executed notebook, ``STEM.kernel.log``."""
@@ -583,7 +446,7 @@ def kernel_log(executed: Path) -> Path:
 
 def papermill_command(notebook: Path, executed: Path, kernel: str, parameters: dict) -> list[str]:
     """papermill run by the harness's own Python, in the framework's registered kernel."""
-    return [sys.executable, "-c", PARENT_WATCH + PAPERMILL_LAUNCHER, str(kernel_log(executed)),
+    return [sys.executable, "-c", processes.PARENT_WATCH + PAPERMILL_LAUNCHER, str(kernel_log(executed)),
             *papermill_arguments(notebook, executed, kernel, REPOSITORY, parameters)]
 
 
@@ -592,25 +455,25 @@ def papermill(notebook: Path, executed: Path, kernel: str, timeout: float, prefi
     """Runs ``command`` (``launch_command``'s: papermill executing ``notebook`` into ``executed`` in
     ``kernel``), echoing its output, within ``timeout``; ``on_timeout`` runs after a timeout or an
     interrupt has stopped it (to stop the container). ``environment``: papermill's and the kernel's
-    (default ``kernel_environment()``).
+    (default ``processes.kernel_environment()``).
     """
     where = f"kernel {kernel}" if command[0] == sys.executable else f"kernel {kernel} via {command[0]} {command[1]}"
     if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}.")
     print(prefix + f"running {_shown(notebook)} in {where} (timeout {timeout:.0f} s)", flush=True)
     started = time.perf_counter()
+    environment = {**(environment or processes.kernel_environment()), "ROSETTA_HARNESS_PID": str(os.getpid())}
     process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, start_new_session=True, env={**(environment or kernel_environment()),
-                                                            "ROSETTA_HARNESS_PID": str(os.getpid())})
-    watch = KernelWatch(process.pid)
+                               text=True, start_new_session=True, env=environment)
+    watch = processes.KernelWatch(process.pid)
     tail: collections.deque = collections.deque(maxlen=40)
     reader = threading.Thread(target=_stream, args=(process, tail, prefix), daemon=True)
     reader.start()
     try:
         returncode = process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        with interrupts_held():
-            _stop_tree(process, watch)
+        with processes.interrupts_held():
+            processes.stop_tree(process, watch)
             if on_timeout is not None:
                 on_timeout()
             reader.join(timeout=10)
@@ -618,13 +481,13 @@ def papermill(notebook: Path, executed: Path, kernel: str, timeout: float, prefi
         print(prefix + "timeout: " + message)
         return Outcome("timeout", message, None, time.perf_counter() - started)
     except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM: end papermill and the kernel, then say so
-        with interrupts_held():
-            _stop_tree(process, watch)
+        with processes.interrupts_held():
+            processes.stop_tree(process, watch)
             if on_timeout is not None:
                 on_timeout()
-        if isinstance(interrupt, Interrupted):
+        if isinstance(interrupt, processes.Interrupted):
             raise
-        raise Interrupted(signal.SIGINT) from None
+        raise processes.Interrupted(signal.SIGINT) from None
     watch.stop()
     reader.join(timeout=10)
     seconds = time.perf_counter() - started
@@ -644,16 +507,6 @@ def papermill(notebook: Path, executed: Path, kernel: str, timeout: float, prefi
                        returncode, seconds)
     return Outcome("failed", f"papermill exited with {returncode}: " + _last_lines(output, 2000),
                    returncode, seconds)
-
-
-def kernel_environment(threads: int | None = None) -> dict:
-    """The environment of papermill and the kernel it starts: unbuffered output, TensorFlow's
-    C++ notices off before TensorFlow loads (a notebook's own setting comes too late for some),
-    and ``threads`` CPU threads (None: every core this process may use) for the libraries that
-    read their count once, as they load (``machine.thread_variables``: OpenMP, MKL, OpenBLAS, XLA)."""
-    environment = {**os.environ, "PYTHONUNBUFFERED": "1", **machine.thread_variables(threads)}
-    environment.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return environment
 
 
 def _read_text(path: Path) -> str:
@@ -680,131 +533,6 @@ def _shown(path: Path) -> str:
         return str(path.relative_to(REPOSITORY))
     except ValueError:
         return str(path)
-
-
-def _children(pid: int) -> list[int]:
-    """The processes whose parent is ``pid`` (Linux: read from /proc; elsewhere none)."""
-    try:
-        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except (OSError, ValueError):
-        pass
-    found = []
-    for entry in glob.glob("/proc/[0-9]*/stat"):
-        fields = _stat_fields(entry)
-        if fields and fields[1] == str(pid):
-            found.append(int(entry.split("/")[2]))
-    return found
-
-
-def _stat_fields(path: str) -> list[str] | None:
-    """The fields of /proc/PID/stat after the command name: state, ppid, pgrp, ..."""
-    try:
-        text = Path(path).read_text()
-    except OSError:
-        return None
-    return text[text.rfind(")") + 2:].split()
-
-
-def _alive(pid: int) -> bool:
-    fields = _stat_fields(f"/proc/{pid}/stat")
-    if fields is not None:
-        return fields[0] not in ("Z", "X")
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return not Path("/proc").is_dir()  # /proc exists but has no entry: gone
-
-
-class KernelWatch:
-    """Notes the kernel(s) papermill starts (its children, each in a session of its own) and,
-    where /proc shows it, how one died: the exit status a dead kernel leaves while a zombie."""
-
-    def __init__(self, papermill_pid: int, interval: float = 0.05):
-        self.papermill_pid, self.interval = papermill_pid, interval
-        self.kernels: dict[int, int | None] = {}  # pid -> its wait status once dead (None: alive or unknown)
-        self.died: list[int] = []
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-        self._thread.start()
-
-    def _watch(self) -> None:
-        last_scan = 0.0
-        while not self._done.wait(self.interval):
-            if time.monotonic() - last_scan > 0.5 or not self.kernels:
-                last_scan = time.monotonic()
-                for pid in _children(self.papermill_pid):
-                    self.kernels.setdefault(pid, None)
-            for pid in list(self.kernels):
-                if pid in self.died:
-                    continue
-                fields = _stat_fields(f"/proc/{pid}/stat")
-                if fields is None or fields[0] in ("Z", "X"):
-                    self.died.append(pid)
-                    if fields is not None and len(fields) > 49:
-                        self.kernels[pid] = int(fields[49])  # field 52, exit_code
-
-    def stop(self) -> None:
-        self._done.set()
-        self._thread.join(timeout=2)
-
-    def how_it_died(self) -> str:
-        for pid in self.died:
-            status = self.kernels.get(pid)
-            if status is None:
-                continue
-            if status & 0x7F:
-                number = status & 0x7F
-                try:
-                    name = signal.Signals(number).name
-                except ValueError:
-                    name = "an unknown signal"
-                return f"killed by signal {number}, {name}" + (
-                    ": out of memory, or killed from outside" if number == signal.SIGKILL else "")
-            return f"exit code {status >> 8}"
-        return "its exit status was not seen"
-
-    def pids(self) -> list[int]:
-        return list(self.kernels)
-
-
-def _descendants(pid: int) -> list[int]:
-    found, queue = [], [pid]
-    while queue:
-        for child in _children(queue.pop()):
-            if child not in found:
-                found.append(child)
-                queue.append(child)
-    return found
-
-
-def _stop_tree(process: subprocess.Popen, watch: KernelWatch | None = None, grace: float = 10) -> None:
-    """Stops papermill and every process it started, the kernel included: the kernel runs in a
-    session (and process group) of its own, so each process group is ended, SIGTERM first."""
-    if watch is not None:
-        watch.stop()
-    pids = _descendants(process.pid) + (watch.pids() if watch else [])
-    groups = {process.pid}
-    for pid in pids:
-        try:
-            groups.add(os.getpgid(pid))
-        except ProcessLookupError:
-            pass
-    groups.discard(os.getpgrp())  # never our own
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for group in groups:
-            try:
-                os.killpg(group, sig)
-            except (ProcessLookupError, PermissionError):
-                pass
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            if process.poll() is not None and not any(_alive(pid) for pid in pids):
-                return
-            time.sleep(0.05)
-    process.poll()
 
 
 def kernel_provenance(framework: Framework, settings: RunSettings) -> dict | None:
@@ -872,11 +600,7 @@ def finished_runs(frameworks: list[Framework], benchmarks: list[str], settings: 
     labels = {framework.label: framework for framework in frameworks}
     kernels_now: dict[str, dict] = {}
     found: dict[tuple[str, str], str] = {}
-    for path in sorted(records_dir(results).glob("*.json")):
-        try:
-            done = record.read(path)
-        except (ValueError, TypeError, OSError, UnicodeDecodeError):
-            continue
+    for path, done in records.read_runs(records.records_dir(results), warn=False):
         benchmark = done["benchmark"]
         if done["framework"] not in labels or benchmark not in benchmarks or done["status"] != "ok":
             continue

@@ -1,11 +1,11 @@
-"""harness.agreement: the table of accuracies across seeds, from records alone."""
+"""harness.agree: the table of accuracies across seeds, from records alone."""
 import pytest
 
-from harness import agreement
+from harness import agree
 
-CONFIG = agreement.Configuration(benchmark="imdb", epochs=2, train_samples=4000, test_samples=2000, device="cpu",
+CONFIG = agree.Configuration(benchmark="imdb", epochs=2, train_samples=4000, test_samples=2000, device="cpu",
                                  title="GRU on IMDB")
-SEEDS = agreement.seeds(5)
+SEEDS = agree.seeds(5)
 
 
 def _record(framework, seed, accuracy, status="ok", timestamp="2026-12-02T10:00:00", **changes):
@@ -19,21 +19,21 @@ def _record(framework, seed, accuracy, status="ok", timestamp="2026-12-02T10:00:
 def test_seeds_are_consecutive_from_the_design_seed_and_one_is_refused():
     assert SEEDS == [42, 43, 44, 45, 46]
     with pytest.raises(ValueError, match="--seeds must be 2 or more"):
-        agreement.seeds(1)
+        agree.seeds(1)
 
 
 def test_only_ok_runs_of_the_configuration_and_the_latest_of_a_seed_count():
     records = [_record("PyTorch", 42, 0.80), _record("PyTorch", 42, 0.81, timestamp="2026-12-02T11:00:00"),
                _record("PyTorch", 43, 0.5, epochs=3), _record("PyTorch", 44, 0.5, environment={"device": "cuda"}),
                _record("PyTorch", 45, 0.5, status="failed"), _record("PyTorch", 7, 0.5)]
-    assert agreement.collect(records, CONFIG, SEEDS) == {"PyTorch": {42: 0.81}}
+    assert agree.collect(records, CONFIG, SEEDS) == {"PyTorch": {42: 0.81}}
 
 
 def test_a_row_more_than_two_points_from_pytorch_is_flagged_and_one_within_is_not():
     records = ([_record("PyTorch", s, a) for s, a in zip(SEEDS, [0.79, 0.80, 0.81, 0.80, 0.80])]
                + [_record("MXNet", s, a) for s, a in zip(SEEDS, [0.66, 0.80, 0.70, 0.78, 0.76])]
                + [_record("Chainer", s, a) for s, a in zip(SEEDS, [0.79, 0.80, 0.79, 0.80, 0.81])])
-    rows = {row["framework"]: row for row in agreement.summary(agreement.collect(records, CONFIG, SEEDS))}
+    rows = {row["framework"]: row for row in agree.summary(agree.collect(records, CONFIG, SEEDS))}
     assert rows["MXNet"]["flagged"] and rows["MXNet"]["difference"] == pytest.approx(0.74 - 0.80)
     assert not rows["Chainer"]["flagged"] and not rows["PyTorch"]["flagged"]
     assert (rows["MXNet"]["min"], rows["MXNet"]["max"], rows["MXNet"]["seeds"]) == (0.66, 0.80, 5)
@@ -42,7 +42,7 @@ def test_a_row_more_than_two_points_from_pytorch_is_flagged_and_one_within_is_no
 def test_the_table_shows_means_ranges_differences_flags_and_the_runs_missing(tmp_path):
     records = ([_record("PyTorch", s, 0.80) for s in SEEDS] + [_record("MXNet", s, 0.70) for s in SEEDS[:4]]
                + [_record("MXNet", 46, None, status="failed", error="Traceback\nValueError: diverged")])
-    path = agreement.write(tmp_path, records, [CONFIG], SEEDS, "Made by test.")
+    path = agree.write(tmp_path, records, [CONFIG], SEEDS, "Made by test.")
     text = path.read_text()
     assert path == tmp_path / "agreement" / "README.md"
     assert "| PyTorch | 5 | 80.0 | 80.0 – 80.0 | – |  | 80.0 · 80.0 · 80.0 · 80.0 · 80.0 |" in text
@@ -57,15 +57,15 @@ def test_rows_whose_runs_were_made_at_another_commit_are_named(tmp_path):
     records = ([_record("PyTorch", s, 0.80, environment=at("a" * 40)) for s in SEEDS]
                + [_record("CNTK", s, 0.79, environment=at("b" * 40)) for s in SEEDS[:2]]
                + [_record("CNTK", s, 0.79, environment=at("a" * 40)) for s in SEEDS[2:]])
-    text = agreement.write(tmp_path, records, [CONFIG], SEEDS, "Made by test.", commit="a" * 40).read_text()
+    text = agree.write(tmp_path, records, [CONFIG], SEEDS, "Made by test.", commit="a" * 40).read_text()
     assert f"- CNTK: {'a' * 12}, {'b' * 12}" in text and "- PyTorch" not in text
-    text = agreement.write(tmp_path, records[:5], [CONFIG], SEEDS, "Made by test.", commit="a" * 40).read_text()
+    text = agree.write(tmp_path, records[:5], [CONFIG], SEEDS, "Made by test.", commit="a" * 40).read_text()
     assert "another commit" not in text
 
 
 def test_without_a_reference_run_there_is_no_table():
     with pytest.raises(ValueError, match="no ok run of PyTorch"):
-        agreement.summary({"MXNet": {42: 0.7}})
+        agree.summary({"MXNet": {42: 0.7}})
 
 
 def test_rosetta_agree_runs_each_seed_and_writes_the_table(monkeypatch, tmp_path, capsys):

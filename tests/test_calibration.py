@@ -432,7 +432,7 @@ def test_a_run_whose_probe_could_not_run_says_why_in_its_row(tmp_path):
 def test_an_onnx_check_records_the_calibration_of_its_machine(tmp_path):
     """An ONNX check times prediction too: its record carries the machine's calibration, taken with the
     run's threads (its export record's), and the report reads it back."""
-    from harness import onnx_runs
+    from harness import onnx, records
 
     results, folder = tmp_path / "results", tmp_path / "results" / "exports" / "1-x-cifar"
     folder.mkdir(parents=True)
@@ -444,12 +444,12 @@ def test_an_onnx_check_records_the_calibration_of_its_machine(tmp_path):
     checker.chmod(0o755)
     run = {"framework": "X", "benchmark": "cifar", "export": "exports/1-x-cifar", "notebook": "records/1-x-cifar.ipynb",
            "environment": {"device": "cpu", "cpu": "Test CPU"}}
-    checked = onnx_runs.check(run, results, str(checker))
+    checked = onnx.check(run, results, str(checker))
     assert checked["status"] == "ok" and checked["calibration"]["threads"] == 1
     assert checked["calibration"]["gflops"] > 0 and checked["calibration"]["not_measured"] is None
-    assert onnx_runs.latest(results)[("X", "cifar", "cpu")]["calibration"] == checked["calibration"]
+    assert records.latest_onnx(results)[("X", "cifar", "cpu")]["calibration"] == checked["calibration"]
     (results / "onnx" / "1-x-cifar.json").write_text(json.dumps({**checked, "calibration": {"gflops": "fast"}}))
-    assert onnx_runs.latest(results) == {}  # skipped with a warning, as any malformed field
+    assert records.latest_onnx(results) == {}  # skipped with a warning, as any malformed field
 
 
 def test_a_table_of_failed_runs_shows_their_calibration(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 
 from common import REPOSITORY, record
 from common.benchmarks import BENCHMARKS
-from harness import cli, runner
+from harness import cli, processes, runner
 from harness.frameworks import FRAMEWORKS, select
 
 
@@ -94,7 +94,7 @@ def started(monkeypatch):
     """What would have started: environments, parity checks, data loading, notebook runs."""
     calls = []
     monkeypatch.setattr(cli, "cmd_envs", lambda args: calls.append("envs") or 0)
-    monkeypatch.setattr(cli.parity_runs, "check_all", lambda *a, **k: calls.append("parity") or [])
+    monkeypatch.setattr(cli.parity, "check_all", lambda *a, **k: calls.append("parity") or [])
     monkeypatch.setattr(cli, "cmd_data", lambda args, benchmarks=None: calls.append("data") or 0)
     monkeypatch.setattr(cli, "load_data", lambda args, benchmarks: calls.append("data") or ({}, {}),
                         raising=False)
@@ -321,9 +321,9 @@ def test_bench_interrupted_before_its_runs_exits_130_and_still_writes_the_report
     import signal
 
     def interrupted(*arguments, **options):
-        raise runner.Interrupted(signal.SIGTERM)
+        raise processes.Interrupted(signal.SIGTERM)
 
-    monkeypatch.setattr(cli.parity_runs, "check_all", interrupted)
+    monkeypatch.setattr(cli.parity, "check_all", interrupted)
     assert cli.main(["bench", "pytorch", "--results", str(tmp_path)]) == 143
     assert "interrupted by SIGTERM" in capsys.readouterr().err
     assert (tmp_path / "README.md").is_file() and "run" not in started

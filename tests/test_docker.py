@@ -26,7 +26,7 @@ from helpers.dockerfile import (arguments, base_cuda, base_image, commands, copi
                                 environment_variables, instructions, pip_installs, requirement_files)
 
 from common import REPOSITORY
-from harness import cli, docker, kernels, parity_runs, runner, venvs
+from harness import cli, docker, kernels, parity, records, runner, venvs
 from harness.frameworks import FRAMEWORKS, Framework
 
 ENVIRONMENTS = docker.env_names(FRAMEWORKS.values())
@@ -303,7 +303,7 @@ def test_docker_run_command_runs_the_notebook_in_its_image_with_the_gpu(tmp_path
 
 def test_results_inside_the_repository_need_no_extra_mount(tmp_path, no_docker_override):
     framework = FRAMEWORKS["pytorch"]
-    stem = runner.records_dir(REPOSITORY / "results") / "20260101-000000-pytorch-imdb"  # not reserved there:
+    stem = records.records_dir(REPOSITORY / "results") / "20260101-000000-pytorch-imdb"  # not reserved there:
     record_path, executed = stem.with_name(stem.name + ".json"), stem.with_name(stem.name + ".ipynb")  # no run
     settings = runner.RunSettings(device="cpu", data_dir=str(tmp_path / "cache"), docker=True)
     command, _ = docker_run_command(framework, "imdb", executed, record_path, settings, REPOSITORY / "results")
@@ -440,7 +440,7 @@ def test_run_docker_reaches_the_runner(monkeypatch, tmp_path):
 def test_bench_docker_builds_no_venvs_and_checks_parity_in_the_images(monkeypatch, tmp_path):
     monkeypatch.setattr(cli, "cmd_envs", lambda args: pytest.fail("bench --docker built venvs"))
     checked = []
-    monkeypatch.setattr(parity_runs, "check_all", lambda *a, **k: checked.append(k.get("in_docker")) or [])
+    monkeypatch.setattr(parity, "check_all", lambda *a, **k: checked.append(k.get("in_docker")) or [])
     ran = []
     monkeypatch.setattr(cli, "cmd_run", lambda args: ran.append(args.docker) or 0)
     assert cli.main(["bench", "pytorch", "--docker", "--results", str(tmp_path)]) == 0
@@ -463,7 +463,7 @@ def test_parity_runs_in_the_image_with_its_scratch_files_mounted(tmp_path, fake_
     notebook = nbformat.read(framework.notebook("cifar"), as_version=4)
     notebook.cells[1].metadata["tags"] = ["step:parity"]
     nbformat.write(notebook, framework.notebook("cifar"))
-    result = parity_runs.check(framework, "cifar", tmp_path / "results", in_docker=True)
+    result = parity.check(framework, "cifar", tmp_path / "results", in_docker=True)
     assert result["status"] == "ok" and result["equivalent"], result["message"]
     run = [c for c in fake_docker() if c[0] == "run"]
     assert len(run) == 1 and "dl-rosetta/selftest" in run[0]

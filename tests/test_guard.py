@@ -5,6 +5,7 @@ real tmpfs mounted by the test (skipped, saying why, where mounting is refused) 
 bind mount: what is checked is what a user sees, one line or a traceback.
 """
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -363,3 +364,16 @@ def test_make_no_wait_passes_the_flag(target, command):
 
     assert "--no-wait" in planned("NO_WAIT=1")[0]
     assert "--no-wait" not in planned()[0]
+
+
+def test_replace_text_writes_through_record_and_names_the_file(tmp_path, monkeypatch):
+    """The tables are written by common.record's atomic writer; a full disk's error names the table."""
+    from common import record
+
+    def full(path, write):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(record, "replace_file", full)
+    with pytest.raises(OSError) as error:
+        guard.replace_text(tmp_path / "README.md", "table")
+    assert error.value.filename == str(tmp_path / "README.md") and guard.is_full(error.value)

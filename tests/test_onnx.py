@@ -1,5 +1,5 @@
 """The ONNX export: the notebooks' export step (common/export.py), the checks in ONNX Runtime
-(common/onnx_check.py, run by harness/onnx_runs.py) and the report's ONNX tables.
+(common/onnx_check.py, run by harness/onnx.py) and the report's ONNX tables.
 
 The kernel tests check the export of every framework's short run (tests/conftest.py runs every
 short run with its export on) in the ONNX Runtime environment, and that a deliberately wrong
@@ -16,7 +16,7 @@ import pytest
 
 from common import REPOSITORY, canonical, export, record
 from conftest import SHORT_EXPORT
-from harness import onnx_runs, report, runner, venvs
+from harness import onnx, records, report, runner, venvs
 from harness.frameworks import FRAMEWORKS
 
 # What each framework's export comes to: "ok" (all three checks pass) or "no exporter".
@@ -168,12 +168,12 @@ def test_the_onnx_tables_show_checks_graph_and_latencies():
 
 def test_render_puts_the_onnx_table_under_its_device(tmp_path):
     (tmp_path / "records").mkdir()
-    onnx = onnx_runs.onnx_dir(tmp_path)
-    onnx.mkdir()
-    (onnx / "a.json").write_text(json.dumps(_check_record("MXNet", "imdb", device_group="CPU: made-up")))
+    folder = records.onnx_dir(tmp_path)
+    folder.mkdir()
+    (folder / "a.json").write_text(json.dumps(_check_record("MXNet", "imdb", device_group="CPU: made-up")))
     text = report.render(tmp_path, readme=tmp_path / "R.md").read_text()
     assert "No runs yet." in text and "Exported to ONNX" not in text  # no device with runs: no table
-    assert onnx_runs.latest(tmp_path)[("MXNet", "imdb", "cpu")]["exporter"] == "maker"
+    assert records.latest_onnx(tmp_path)[("MXNet", "imdb", "cpu")]["exporter"] == "maker"
 
 
 def test_onnx_command_with_no_exported_run_says_so(tmp_path, capsys):
@@ -186,7 +186,7 @@ def test_onnx_command_with_no_exported_run_says_so(tmp_path, capsys):
 
 def test_a_broken_onnx_python_is_named(monkeypatch, tmp_path):
     monkeypatch.setenv("ROSETTA_ONNX_PYTHON", sys.executable)  # the harness's: no onnxruntime
-    python, why = onnx_runs.interpreter("cpu")
+    python, why = onnx.interpreter("cpu")
     assert python is None and f"ROSETTA_ONNX_PYTHON={sys.executable} cannot import onnxruntime" in why
 
 
@@ -198,8 +198,8 @@ def test_an_existing_interpreter_without_onnxruntime_leaves_the_checks_to_their_
         built.append((framework.name, flavour))
         raise venvs.EnvironmentBuildError("no index here")
 
-    monkeypatch.setattr(onnx_runs.kernels, "create", create)
-    python, why = onnx_runs.interpreter("cpu", [sys.executable])  # the harness's: no onnxruntime
+    monkeypatch.setattr(onnx.kernels, "create", create)
+    python, why = onnx.interpreter("cpu", [sys.executable])  # the harness's: no onnxruntime
     assert python is None and why == "the ONNX Runtime environment could not be built: no index here"
     assert built == [("onnxruntime", "cpu")]
     assert (f"onnx: the existing interpreter {sys.executable} cannot import onnxruntime and onnx; the checks use "
@@ -232,7 +232,7 @@ def test_the_checks_run_in_an_existing_interpreter_that_has_onnxruntime_and_onnx
                               capture_output=True, text=True, check=True).stdout.strip()
     for name in ("ROSETTA_ONNX_PYTHON", "ROSETTA_EXISTING_PYTHON"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(onnx_runs.kernels, "create", lambda *a, **k: pytest.fail("the ONNX Runtime environment was built"))
+    monkeypatch.setattr(onnx.kernels, "create", lambda *a, **k: pytest.fail("the ONNX Runtime environment was built"))
     results = tmp_path / "results"
     stem = "20261206-120000-jax-cifar"
     export.no_exporter(results / "exports" / stem, FRAMEWORKS["jax"].label, "cifar", "NHWC", "a reason made up here")
@@ -250,7 +250,7 @@ def test_the_checks_run_in_an_existing_interpreter_that_has_onnxruntime_and_onnx
     assert checked["onnxruntime"] == versions and checked["status"] == "no exporter"  # written by common.onnx_check there
     # ROSETTA_ONNX_PYTHON stays the explicit choice
     monkeypatch.setenv("ROSETTA_ONNX_PYTHON", sys.executable)
-    python, why = onnx_runs.interpreter("cpu", [str(with_both)])
+    python, why = onnx.interpreter("cpu", [str(with_both)])
     assert python is None and f"ROSETTA_ONNX_PYTHON={sys.executable} cannot import onnxruntime" in why
 
 
@@ -259,7 +259,7 @@ def test_the_checks_run_in_an_existing_interpreter_that_has_onnxruntime_and_onnx
 @pytest.fixture(scope="session")
 def onnx_python():
     """The ONNX Runtime environment's Python (built by the first test that needs it)."""
-    python, why = onnx_runs.interpreter("cpu")
+    python, why = onnx.interpreter("cpu")
     if python is None:
         pytest.fail(why)
     return python
@@ -267,7 +267,7 @@ def onnx_python():
 
 def _checked(framework, short_runs, onnx_python):
     results, runs = short_runs(framework)
-    return results, [onnx_runs.check(run, results, onnx_python) for run in runs]
+    return results, [onnx.check(run, results, onnx_python) for run in runs]
 
 
 @pytest.mark.kernel
@@ -317,7 +317,7 @@ def test_the_other_gru_fails_the_check_with_the_difference_named(short_runs, onn
 
     shutil.copytree(results / run["export"], mutant / run["export"])
     subprocess.run([onnx_python, "-c", MUTANT, str(mutant / run["export"] / "model.onnx")], check=True)
-    check = onnx_runs.check(run, mutant, onnx_python)
+    check = onnx.check(run, mutant, onnx_python)
     assert check["status"] == "failed" and not check["equivalent"]
     assert "linear_before_reset=0" in check["message"]
     assert "the reset gate before the recurrent product" in check["message"]

@@ -8,7 +8,7 @@ import json
 import nbformat
 import pytest
 
-from harness import parity_runs, report
+from harness import parity, report
 from harness.frameworks import FRAMEWORKS, Framework
 
 pytestmark = pytest.mark.kernel
@@ -22,7 +22,7 @@ KNOWN_DIFFERENCES: dict = {}  # (framework name, benchmark): {output}; none toda
 @pytest.mark.parametrize("benchmark", ["cifar", "imdb"])
 @pytest.mark.parametrize("framework", list(FRAMEWORKS.values()), ids=list(FRAMEWORKS))
 def test_framework_passes_parity(framework, benchmark, tmp_path):
-    result = parity_runs.check(framework, benchmark, tmp_path)
+    result = parity.check(framework, benchmark, tmp_path)
     assert result["status"] == "ok", result["message"]
     known = KNOWN_DIFFERENCES.get((framework.name, benchmark), set())
     failing = {check["output"] for check in result["checks"] if not check["ok"]}
@@ -41,7 +41,7 @@ def test_equivalent_column_shows_the_latest_parity_run(tmp_path):
         framework="PyTorch", api="x", benchmark="imdb", accuracy=0.8, timing={"train_seconds": 3.0},
         epochs=3, batch_size=64, train_samples=25_000, test_samples=25_000, seed=42))
     assert "| not checked |" in report.render(tmp_path).read_text()
-    parity_runs.check(FRAMEWORKS["pytorch"], "imdb", tmp_path)
+    parity.check(FRAMEWORKS["pytorch"], "imdb", tmp_path)
     assert "| yes: weights within " in report.render(tmp_path).read_text()
 
 
@@ -126,7 +126,7 @@ MUTANTS = {  # name: (benchmark, old, new, words in the message, checks that sti
 @pytest.mark.parametrize("name", list(MUTANTS))
 def test_one_deliberate_difference_fails_parity(name, tmp_path):
     benchmark, old, new, expected, still_passing, source = MUTANTS[name]
-    result = parity_runs.check(_mutant(tmp_path, benchmark, old, new, name, source), benchmark, tmp_path)
+    result = parity.check(_mutant(tmp_path, benchmark, old, new, name, source), benchmark, tmp_path)
     assert result["equivalent"] is False
     for words in expected:
         assert words in result["message"], result["message"]

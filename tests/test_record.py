@@ -271,3 +271,10 @@ def test_record_reads_and_validates_on_python_36(tmp_path):
     done = subprocess.run([python, "-c", code], cwd=REPOSITORY, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "field train_seconds is Infinity" in done.stdout
+
+
+def test_write_text_that_fails_keeps_the_old_file(tmp_path):
+    path = record.write_text(tmp_path / "table.md", "old\n")
+    with pytest.raises(UnicodeEncodeError):
+        record.write_text(path, "half \ud800 written")  # fails inside the write, as a full disk would
+    assert path.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["table.md"]

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from common import record
-from harness import report
+from harness import columns, records, report
 
 
 def _write(results, name, **fields):
@@ -94,7 +94,7 @@ def test_no_records_gives_an_empty_report(tmp_path):
 
 @pytest.mark.parametrize("content", ['{"schema_version": 1}', '{"truncated', "[1, 2]", "42", "\xff\xfe"])
 def test_an_unreadable_record_is_skipped_with_a_warning_naming_it(results, capsys, content):
-    readable = len(report.load_records(results))
+    readable = len(records.load_records(results))
     (results / "records" / "6-bad.json").write_bytes(content.encode("latin-1"))
     readme = report.render(results).read_text()
     assert "6-bad.json" in capsys.readouterr().err
@@ -353,13 +353,11 @@ def test_runs_of_different_configurations_are_never_ranked_together(tmp_path, mo
 def test_onnx_checks_follow_the_configuration_of_their_run(tmp_path):
     import json
 
-    from harness import onnx_runs
-
     _write(tmp_path, "1-A", framework="A", accuracy=0.3, timing={"train_seconds": 100.0}, environment=H200, epochs=2,
            notebook="records/1-A.ipynb")
     _write(tmp_path, "2-B", framework="B", accuracy=0.3, timing={"train_seconds": 10.0}, environment=H200, epochs=1,
            notebook="records/2-B.ipynb")
-    folder = onnx_runs.onnx_dir(tmp_path)
+    folder = records.onnx_dir(tmp_path)
     folder.mkdir()
     for name in ("A", "B"):
         (folder / f"{name}.json").write_text(json.dumps({
@@ -420,7 +418,7 @@ def _hostile(path, kind: str) -> str:
 
 @pytest.mark.parametrize("kind", ["infinite time", "accuracy true", "link to /dev/zero", "fifo", "folder", "too large"])
 def test_a_hostile_record_is_skipped_with_a_warning_and_the_table_still_written(results, capsys, kind):
-    readable = len(report.load_records(results))
+    readable = len(records.load_records(results))
     (results / "README.md").write_text("stale")
     expected = _hostile(results / "records" / "9-hostile.json", kind)
     readme = _render_within(results)
@@ -470,9 +468,9 @@ def test_text_from_a_record_cannot_break_or_inject_into_the_markdown(tmp_path):
 
 def test_an_underscore_inside_a_word_is_left_as_it_is():
     # GitHub's markdown starts no emphasis inside a word: the raw table reads like the rendered one
-    assert report._cell("Keras 2 fit_generator/predict") == "Keras 2 fit_generator/predict"
-    assert report._cell("set ROSETTA_PYTHON36 or use docker/cntk") == "set ROSETTA_PYTHON36 or use docker/cntk"
-    assert report._cell("_x_ and __init__") == "\\_x\\_ and \\_\\_init\\_\\_"
+    assert columns.cell("Keras 2 fit_generator/predict") == "Keras 2 fit_generator/predict"
+    assert columns.cell("set ROSETTA_PYTHON36 or use docker/cntk") == "set ROSETTA_PYTHON36 or use docker/cntk"
+    assert columns.cell("_x_ and __init__") == "\\_x\\_ and \\_\\_init\\_\\_"
 
 
 @pytest.mark.parametrize("kind", ["name with TeX", "plot path is a folder"])
@@ -541,7 +539,7 @@ def test_every_notebooks_printout_is_what_the_report_compares_with_its_record(ca
         for benchmark in framework.notebooks:
             statement = _printout(framework.notebook(benchmark))
             exec(statement, {"accuracy": 0.5461, "y_test": range(25_000), "timing_summary": {"train_seconds": 41.27}})
-            match = report.PRINTED.search(capsys.readouterr().out)
+            match = records.PRINTED.search(capsys.readouterr().out)
             assert match and (float(match[1]), float(match[2])) == (0.5461, 41.3), framework.name
 
 
@@ -573,7 +571,7 @@ def test_a_record_edited_to_disagree_with_its_executed_notebook_is_flagged(tmp_p
     done = runner.execute(framework, "cifar", runner.RunSettings(epochs=2, train_samples=100), results)
     assert done["status"] == "ok"
     path = next((results / "records").glob("*.json"))
-    assert report.printed_result(path.with_name(path.name.replace(".json", ".ipynb"))) == (0.546, 38.7)
+    assert records.printed_result(path.with_name(path.name.replace(".json", ".ipynb"))) == (0.546, 38.7)
 
     def notes() -> str:
         return _notes(_tables(_section(report.render(results).read_text(), "CPU: Test CPU", "cifar"))[0]["Fake"])

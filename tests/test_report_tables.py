@@ -127,3 +127,31 @@ def test_an_onnx_status_is_said_once():
                                 "message": "no exporter: Theano writes none; see /srv/machine-x/export.json"}])
     assert "**no exporter**: Theano writes none; see export.json |" in text
     assert "no exporter: no exporter" not in text.replace("*", "")
+
+
+def test_a_new_metric_is_one_column_in_the_table_the_csv_and_the_page(tmp_path, monkeypatch):
+    """A column declared once (harness/columns.py) reaches the markdown table, results.csv and the
+    side-by-side page; the page's row for a framework with no record spans the new column too."""
+    from harness import columns, compare
+    from harness.frameworks import FRAMEWORKS
+
+    letters = columns.Column("Letters", lambda r, t: columns.number(r["letters"], 0), empty="–",
+                             medians=("letters",), value=lambda found: len(found["framework"]),
+                             page="Letters", page_cell=lambda r: columns.number(r["letters"], 0))
+    monkeypatch.setattr(columns, "RESULTS", columns.RESULTS[:-2] + [letters] + columns.RESULTS[-2:])
+    _write(tmp_path, "01-PyTorch", 1)
+    _write(tmp_path, "02-MXNet", 2, "MXNet", status="failed", error="boom", accuracy=None, timing={})
+    cifar = _section(report.render(tmp_path).read_text(), "cifar")
+    header = next(line for line in cifar.splitlines() if line.startswith("| Framework | Runs"))
+    assert "| Feeding | Letters | Equivalent | Notes |" in header
+    rows = {}  # each framework's first line: the results table's (the setup table's follows)
+    for line in cifar.splitlines():
+        if line.startswith(("| PyTorch", "| MXNet")):
+            rows.setdefault(line.split(" | ")[0], line)
+    assert "| 7 | not checked |" in rows["| PyTorch"]  # "PyTorch": 7 letters
+    assert rows["| MXNet"].count(" | ") == header.count(" | ")  # a failed row: every cell, the new one "–"
+    csv = (tmp_path / "results.csv").read_text().splitlines()
+    assert csv[0].endswith(",letters") and csv[1].endswith(",7")
+    page = compare.page(FRAMEWORKS["pytorch"], FRAMEWORKS["jax"], "cifar", tmp_path, tmp_path)
+    assert "<th>Feeding</th>" not in page and "<th>Letters</th><th>Data</th>" in page
+    assert "<td>7</td><td>" in page and 'colspan="9">no record of JAX' in page

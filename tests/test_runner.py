@@ -8,7 +8,7 @@ import pytest
 import selftest
 
 from common import record
-from harness import report, runner
+from harness import processes, records, report, runner
 from harness.frameworks import Framework
 
 
@@ -68,7 +68,7 @@ def test_one_failure_does_not_stop_the_others(tmp_path, selftest_kernel):
     working = _framework(tmp_path, selftest.WRITE_OK, name="working")
     done = runner.run_all([broken, working], ["cifar", "imdb"], runner.RunSettings(), tmp_path / "results")
     assert [r["status"] for r in done] == ["failed", "ok"]  # neither has an imdb notebook
-    table = report.benchmark_table(report.to_frame(report.load_records(tmp_path / "results")), "cifar")
+    table = report.benchmark_table(report.to_frame(records.load_records(tmp_path / "results")), "cifar")
     assert "**failed**: RuntimeError: boom" in table
 
 
@@ -109,7 +109,7 @@ def test_a_killed_kernel_is_recorded_as_a_dead_kernel_with_its_signal(tmp_path, 
     assert result["status"] == "failed"
     assert result["error"].startswith("DeadKernelError: the kernel died (killed by signal 9, SIGKILL")
     assert "; the kernel's last output: " in result["error"] and result["error"].endswith("last words")
-    table = report.benchmark_table(report.to_frame(report.load_records(tmp_path / "results")), "cifar")
+    table = report.benchmark_table(report.to_frame(records.load_records(tmp_path / "results")), "cifar")
     assert "DeadKernelError: the kernel died (killed by signal 9" in table
 
 
@@ -185,18 +185,18 @@ def test_kernels_start_with_tensorflows_cpp_notices_off(tmp_path, selftest_kerne
     runner.execute(_framework(tmp_path, body), "cifar", runner.RunSettings(), tmp_path / "results")
     assert next((tmp_path / "results" / "records").glob("*.env")).read_text() == "2"  # before TensorFlow loads
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")  # the user's own setting wins
-    assert runner.kernel_environment()["TF_CPP_MIN_LOG_LEVEL"] == "0"
+    assert processes.kernel_environment()["TF_CPP_MIN_LOG_LEVEL"] == "0"
 
 
 def test_the_kernel_environment_sets_the_thread_variables(monkeypatch):
     monkeypatch.delenv("XLA_FLAGS", raising=False)
-    environment = runner.kernel_environment(3)
+    environment = processes.kernel_environment(3)
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         assert environment[name] == "3"
     assert "XLA_FLAGS" not in environment  # XLA takes no count; one thread is its single-threaded Eigen
     monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x --xla_cpu_multi_thread_eigen=true")
-    assert runner.kernel_environment(1)["XLA_FLAGS"] == "--xla_dump_to=/tmp/x --xla_cpu_multi_thread_eigen=false"
-    assert runner.kernel_environment()["OMP_NUM_THREADS"] == str(len(os.sched_getaffinity(0)))  # every core
+    assert processes.kernel_environment(1)["XLA_FLAGS"] == "--xla_dump_to=/tmp/x --xla_cpu_multi_thread_eigen=false"
+    assert processes.kernel_environment()["OMP_NUM_THREADS"] == str(len(os.sched_getaffinity(0)))  # every core
 
 
 def test_threads_reach_the_kernel_environment_and_the_parameters(tmp_path, selftest_kernel):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for selftest
 import selftest  # noqa: E402
-from harness import cli, frameworks, kernels, onnx_runs, parity_runs  # noqa: E402
+from harness import cli, frameworks, kernels, onnx, parity  # noqa: E402
 
 
 def started(step):
@@ -28,6 +28,6 @@ kernels.unavailable_reason = lambda framework: None
 cli.load_data = lambda args, benchmarks: ({}, {})  # no data: the notebook reads none
 cli.cmd_data = lambda args, benchmarks=None: 0
 cli.cmd_envs = started("envs")
-parity_runs.check_all = started("parity")
-onnx_runs.check_all = started("onnx")
+parity.check_all = started("parity")
+onnx.check_all = started("onnx")
 sys.exit(cli.main(["bench", "selftest", "--benchmark", "cifar", "--device", "cpu"] + sys.argv[1:]))

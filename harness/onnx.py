@@ -20,18 +20,13 @@ import sys
 from pathlib import Path
 
 from common import REPOSITORY, export, record
-from common.benchmarks import BENCHMARKS
-from harness import calibration, kernels, report, venvs
+from harness import calibration, kernels, records, venvs
 from harness.frameworks import Framework
 
 ONNXRUNTIME = Framework(
     name="onnxruntime", label="ONNX Runtime", api="onnxruntime.InferenceSession", env="onnxruntime",
     versions_probe="import onnxruntime, onnx; print('onnxruntime', onnxruntime.__version__, 'onnx', onnx.__version__)")
 TIMEOUT = 1800.0  # seconds for the checks and timing of one export
-
-
-def onnx_dir(results: Path) -> Path:
-    return results / "onnx"
 
 
 PROBE = ("import onnxruntime, onnx; print('onnxruntime', onnxruntime.__version__, 'onnx', onnx.__version__, "
@@ -90,7 +85,7 @@ def exported_runs(results: Path, frameworks: list[Framework] | None = None,
     """The latest ok run with an export folder of each (framework, benchmark, device)."""
     labels = {f.label for f in frameworks} if frameworks else None
     latest: dict[tuple, dict] = {}
-    for run in report.load_records(results):
+    for run in records.load_records(results):
         if run.get("status") != "ok" or not run.get("export") or run.get("kind"):
             continue
         if (labels and run["framework"] not in labels) or (benchmarks and run["benchmark"] not in benchmarks):
@@ -110,7 +105,7 @@ def check(run: dict, results: Path, python: str | None, unavailable: str | None 
     """Checks one run's export in ONNX Runtime and writes its record ``RESULTS/onnx/STEM.json``."""
     folder = results / run["export"]
     device = (run.get("environment") or {}).get("device") or "cpu"
-    out = onnx_dir(results) / (folder.name + ".json")
+    out = records.onnx_dir(results) / (folder.name + ".json")
     out.parent.mkdir(parents=True, exist_ok=True)
     prefix = f"[{run['framework']}/{run['benchmark']} onnx] "
     if not (folder / "export.json").is_file():
@@ -138,7 +133,7 @@ def check(run: dict, results: Path, python: str | None, unavailable: str | None 
                 f"exit {done.returncode}: {(done.stderr or done.stdout).strip()[-1500:]}"
             result = _failure(run, "failed", f"the check did not finish: {why}", device)
         result["calibration"] = calibrated
-    result["device_group"] = report.device_group(run)  # the report's tables are per device
+    result["device_group"] = records.device_group(run)  # the report's tables are per device
     result["run"] = run.get("notebook")
     result["export_dir"] = run["export"]
     result["git_commit"] = (run.get("environment") or {}).get("git_commit")
@@ -156,17 +151,6 @@ def _threads(folder: Path) -> int | None:
     return threads if record._positive_integer(threads) else None
 
 
-def _calibration(value) -> bool:
-    """A machine's calibration (``harness.calibration``) as a run's record holds it."""
-    if not isinstance(value, dict):
-        return False
-    try:
-        record._check_fields(value, record.NESTED["calibration"], "", "")
-    except ValueError:
-        return False
-    return True
-
-
 def check_all(results: Path, frameworks: list[Framework] | None = None, benchmarks: list[str] | None = None,
               flavour: str | None = None, existing: list[str] = ()) -> list[dict]:
     """Every latest exported run, checked in ``interpreter``'s choice (``existing``: interpreters
@@ -181,77 +165,3 @@ def check_all(results: Path, frameworks: list[Framework] | None = None, benchmar
     return [check(run, results, python, unavailable) for run in runs]
 
 
-def latest(results: Path) -> dict[tuple[str, str, str], dict]:
-    """The newest ONNX check record of each (framework label, benchmark, device); a file that is not
-    one (not a regular file, too large, not JSON, a field of the wrong kind) is skipped with a warning."""
-    found = {}
-    for path in sorted(onnx_dir(results).glob("*.json")):
-        try:
-            data = validate(record.read_json(path, strict=False), str(path))  # NaN: a difference not finite
-        except (OSError, ValueError) as error:
-            print(f"warning: skipping {path}: {error}", file=sys.stderr)
-            continue
-        found[(data["framework"], data["benchmark"], data.get("device") or "cpu")] = data
-    return found
-
-
-def _number(value) -> bool:
-    """A number, NaN and infinities included (a difference that is not finite is a result)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _checks(value) -> bool:
-    if not isinstance(value, list) or not all(isinstance(c, dict) and record._text(c.get("check")) for c in value):
-        return False
-    by_name = {c["check"]: c for c in value}
-    if not by_name:
-        return True
-    if any(name not in by_name or not isinstance(by_name[name].get("ok"), bool)
-           for name in ("reference", "framework", "classes")):
-        return False
-    classes = by_name["classes"]
-    return (all(_number(by_name[name].get("max_abs_difference")) for name in ("reference", "framework"))
-            and all(record._integer(classes.get(name)) for name in ("agree", "ties", "samples")))
-
-
-def _latencies(value) -> bool:
-    return isinstance(value, list) and len(value) > 0 and all(
-        isinstance(e, dict) and record._positive_integer(e.get("batch_size"))
-        and record._natural(e.get("runs")) and record._natural(e.get("warmup"))
-        and record._non_negative(e.get("median_seconds")) and record._non_negative(e.get("p90_seconds"))
-        and (e.get("samples_per_second") is None or record._non_negative(e.get("samples_per_second")))
-        for e in value)
-
-
-def _graph(value) -> bool:
-    return (isinstance(value, dict) and record._integer(value.get("opset")) and record._non_negative(value.get("bytes"))
-            and (value.get("gru_form") is None or record._text(value.get("gru_form"))))
-
-
-FIELDS = {"framework": (record._text, "a text"),
-          "benchmark": (lambda v: isinstance(v, str) and v in BENCHMARKS, f"one of {sorted(BENCHMARKS)}")}
-OPTIONAL = {name: (record._text, "a text") for name in ("device", "device_group", "run", "status", "message",
-                                                        "timing_skipped", "exporter", "export_forward",
-                                                        "onnxruntime")}
-OPTIONAL.update({
-    "ok": (lambda v: isinstance(v, bool), "true or false"),
-    "threads": (record._positive_integer, "a positive integer"),
-    "calibration": (_calibration, "a calibration: an object with device, threads, gflops, gbps, how, seconds"),
-    "exporter_versions": (record._mapping_of(record._scalar), "an object of versions"),
-    "graph": (_graph, "an object with opset (an integer), bytes (a number >= 0) and gru_form (a text or null)"),
-    "checks": (_checks, "a list of checks, each with its name, and reference, framework and classes with "
-                        "ok, their differences and counts"),
-    "framework_latencies": (_latencies, "a list of timings (batch_size, runs, warmup, median_seconds, p90_seconds)"),
-    "onnxruntime_latencies": (_latencies, "a list of timings (batch_size, runs, warmup, median_seconds, "
-                                          "p90_seconds)"),
-})
-
-
-def validate(data, where: str) -> dict:
-    """Raises ValueError naming ``where``, the field, its value and what was expected where an ONNX check
-    record lacks what the report reads (``FIELDS``; ``OPTIONAL``, where not null)."""
-    record.check_object(data, where, "ONNX check record", FIELDS, OPTIONAL)
-    if data.get("onnxruntime_latencies") and not data.get("framework_latencies"):
-        raise ValueError(f"{where}: field framework_latencies is {record._shown(data.get('framework_latencies'))}; "
-                         "expected the framework's timings beside ONNX Runtime's.")
-    return data

@@ -9,8 +9,6 @@ The results table's "Equivalent" column shows the latest of these.
 """
 from __future__ import annotations
 
-import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,13 +17,9 @@ import nbformat
 
 from common import parity, record
 from common.benchmarks import BENCHMARKS
-from harness import docker, kernels, runner
+from harness import docker, kernels, records, runner
 from harness.frameworks import Framework
 from harness.notebooks import PARITY_STEPS, cell_steps
-
-
-def parity_dir(results: Path) -> Path:
-    return results / "parity"
 
 
 def parity_notebook(source: Path, target: Path) -> Path:
@@ -45,7 +39,7 @@ def check(framework: Framework, benchmark: str, results: Path, device: str = "cp
     ``in_docker`` runs it in the framework's image rather than its venv.
     """
     model = BENCHMARKS[benchmark].layout
-    folder = parity_dir(results)
+    folder = records.parity_dir(results)
     folder.mkdir(parents=True, exist_ok=True)
     stem = runner.new_stem(folder, f"{framework.name}-{benchmark}")
     result = {"schema_version": record.SCHEMA_VERSION, "kind": "parity", "framework": framework.label,
@@ -90,36 +84,3 @@ def check_all(frameworks: list[Framework], benchmarks: list[str], results: Path,
             for f in frameworks for b in benchmarks if b in f.notebooks]
 
 
-def latest(results: Path) -> dict[tuple[str, str], dict]:
-    """The newest parity record of each (framework label, benchmark); a file that is not one (not a
-    regular file, too large, not JSON, a field of the wrong kind) is skipped with a warning naming it."""
-    found = {}
-    for path in sorted(parity_dir(results).glob("*.json")):
-        try:
-            data = validate(record.read_json(path, strict=False), str(path))  # NaN: a difference not finite
-        except (OSError, ValueError) as error:
-            print(f"warning: skipping {path}: {error}", file=sys.stderr)
-            continue
-        found[(data["framework"], data["benchmark"])] = data
-    return found
-
-
-def _number(value) -> bool:
-    """A number, NaN and infinities included (a difference that is not finite is a result)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-_CHECKS = (lambda v: isinstance(v, list) and all(isinstance(c, dict) and record._text(c.get("output"))
-                                                  and _number(c.get("max_abs_difference")) for c in v),
-           "a list of objects, each with its output (a text) and max_abs_difference (a number)")
-FIELDS = {"framework": (record._text, "a text"),
-          "benchmark": (lambda v: isinstance(v, str) and v in BENCHMARKS, f"one of {sorted(BENCHMARKS)}")}
-OPTIONAL = {"status": (record._text, "a text"), "message": (record._text, "a text"), "device": (record._text, "a text"),
-            "equivalent": (lambda v: isinstance(v, bool), "true or false"),
-            "steps": (record._positive_integer, "a positive integer"), "checks": _CHECKS}
-
-
-def validate(data, where: str) -> dict:
-    """Raises ValueError naming ``where``, the field, its value and what was expected where a parity
-    record lacks what the report reads (``FIELDS``; ``OPTIONAL``, where not null)."""
-    return record.check_object(data, where, "parity record", FIELDS, OPTIONAL)
