@@ -130,8 +130,8 @@ MUTANTS = {
         ["weights after step 1 differ by"]),
     "keras-jax-adam-epsilon-as-keras-has-it": (
         "keras-jax", "imdb",
-        "epsilon = self.epsilon * ops.sqrt(correction_2)  # Keras' Adam: self.epsilon",
-        "epsilon = self.epsilon",
+        "        self.epsilon = self.epsilon_on_v_hat * ops.sqrt(",
+        "        self.epsilon_unused = self.epsilon_on_v_hat * ops.sqrt(",  # Keras' epsilon, on sqrt(v)
         ["weights after step 1 differ by"]),
     # The parity steps through a train function of their own, not the one fit runs: stopped.
     "keras-tensorflow-step-rebuilt-for-parity": (
