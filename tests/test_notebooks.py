@@ -346,3 +346,137 @@ def test_the_prose_checks_find_what_they_look_for(tmp_path):
     assert len(over) == 1 and "b.ipynb" in over[0] and "'## 1. Step'" in over[0] and "98 words" in over[0]
     assert len(_sentences_in_two_families({paths[0]: "A", paths[1]: "B"})) == 1
     assert not _sentences_in_two_families({paths[0]: "A", paths[1]: "A"})
+
+
+# The notebooks of a benchmark differ only where the frameworks differ. Three checks, each over the
+# 14 notebooks of a benchmark, PyTorch's the one the others are read against:
+# - the parameters, data and evaluation cells are the same, line for line, but for the lines
+#   SHARED_CELL_EXCEPTIONS lists;
+# - a line of code that two notebooks share, in the same step, carries the same comment in both
+#   (where both carry one), but for the lines SHARED_COMMENT_EXCEPTIONS lists;
+# - the names the versions dicts of two notebooks share come in the same order.
+SHARED_CELLS = ("parameters", "data", "evaluate")
+REFERENCE_NOTEBOOK = "pytorch"
+# (step, the line's start once stripped): why a framework's line differs from PyTorch's.
+SHARED_CELL_EXCEPTIONS = {
+    ("parameters", "threads = None"): "CNTK's GRU notebook runs on one CPU thread unless told more; its comment says so",
+    ("data", "channels_first="): "the image layout is the framework's: channels last where its CPU kernels need it",
+    ("evaluate", "framework="): "the record names the row and its API",
+}
+# The start of a line of code whose comment gives a framework's own reason, so it may differ.
+SHARED_COMMENT_EXCEPTIONS = {
+    "timer = timing.Timer(sync=None)": "why the framework's step needs no wait before the clock reads",
+    "canonical_layout = {": "what the framework calls a weight: a parameter, a blob, a variable, a path",
+    "def dropout_rates():": "where the framework's dropout sites are found",
+    "export.free_batch_axis(out.model_path)": "what the framework's exporter writes as the batch axis",
+    "torch.set_num_threads(": "whose threads it sets: PyTorch's or Caffe2's operators'",
+    "if threads:": "which library reads its thread count as it loads",
+    "if use_cuda:": "what the framework does on the GPU",
+    "np.random.seed(seed)": "what draws from NumPy's generator",
+    "threads = None": "CNTK's GRU notebook runs on one CPU thread unless told more",
+}
+
+
+def _code_and_comment(line: str) -> tuple:
+    """(the code, its comment or None): a comment is what follows the first "  # " outside a string."""
+    start = 0
+    while True:
+        at = line.find("  # ", start)
+        if at < 0:
+            return line.strip(), None
+        if line[:at].count('"') % 2 == 0 and line[:at].count("'") % 2 == 0:
+            return line[:at].strip(), line[at + 4:].strip()
+        start = at + 1
+
+
+def _differences_in_shared_cells(notebooks: dict, reference: str) -> list:
+    """notebooks: {name: cells}. Each line of a shared cell that differs from the reference's."""
+    problems = []
+    for name, cells in notebooks.items():
+        for step in SHARED_CELLS:
+            ours, theirs = cells[(step, "code")].splitlines(), notebooks[reference][(step, "code")].splitlines()
+            if len(ours) != len(theirs):
+                problems.append(f"{name}: step {step} has {len(ours)} lines, {reference} {len(theirs)}")
+                continue
+            for number, (line, other) in enumerate(zip(ours, theirs), 1):
+                excepted = any(step == s and line.strip().startswith(start) and other.strip().startswith(start)
+                               for s, start in SHARED_CELL_EXCEPTIONS)
+                if line != other and not excepted:
+                    problems.append(f"{name}: step {step}, line {number}: {line.strip()!r}, "
+                                    f"where {reference} has {other.strip()!r}")
+    return problems
+
+
+def _comments_that_differ(notebooks: dict) -> list:
+    """Each line of code two notebooks share, in the same step, with another comment in each."""
+    seen, problems = {}, []
+    for name, cells in notebooks.items():
+        for (step, kind), source in cells.items():
+            if kind != "code":
+                continue
+            for number, line in enumerate(source.splitlines(), 1):
+                code, comment = _code_and_comment(line)
+                if comment is None or code.startswith(tuple(SHARED_COMMENT_EXCEPTIONS)):
+                    continue
+                first = seen.setdefault((step, code), (name, number, comment))
+                if first[2] != comment:
+                    problems.append(f"{name}: step {step}, line {number}: {code!r} # {comment!r}, "
+                                    f"where {first[0]} (line {first[1]}) has # {first[2]!r}")
+    return problems
+
+
+def _versions_out_of_order(notebooks: dict) -> list:
+    """Each pair of notebooks whose versions dicts hold names they share in another order."""
+    dicts = {name: [re.findall(r'"([\w.-]+)": [\w.]+\.__version__', found)  # a notebook may have two (GPU, CPU)
+                    for found in re.findall(r"\{[^{}]*__version__[^{}]*\}", cells[("environment", "code")])]
+             for name, cells in notebooks.items()}
+    problems = []
+    for name, ours_all in dicts.items():
+        for other, theirs_all in dicts.items():
+            for ours in ours_all:
+                for theirs in theirs_all:
+                    shared = set(ours) & set(theirs)
+                    if name < other and [n for n in ours if n in shared] != [n for n in theirs if n in shared]:
+                        problems.append(f"{name}: versions {ours}, where {other} has {theirs}")
+    return problems
+
+
+@pytest.mark.parametrize("benchmark", sorted(BENCHMARKS))
+def test_the_notebooks_of_a_benchmark_share_their_shared_lines(benchmark):
+    notebooks = {f.notebook(benchmark).name: _cells(f.notebook(benchmark))
+                 for f in FRAMEWORKS.values() if benchmark in f.notebooks}
+    assert len(notebooks) == len([f for f in FRAMEWORKS.values() if benchmark in f.notebooks])
+    reference = FRAMEWORKS[REFERENCE_NOTEBOOK].notebook(benchmark).name
+    problems = (_differences_in_shared_cells(notebooks, reference) + _comments_that_differ(notebooks)
+                + _versions_out_of_order(notebooks))
+    assert not problems, f"the {benchmark} notebooks differ where no framework does: " + "; ".join(problems)
+
+
+def test_the_shared_line_checks_find_what_they_look_for():
+    cells = _cells(FRAMEWORKS[REFERENCE_NOTEBOOK].notebook("imdb"))
+
+    def changed(step, old, new):
+        assert old in cells[(step, "code")], old
+        return {**cells, (step, "code"): cells[(step, "code")].replace(old, new, 1)}
+
+    same = {"A.ipynb": cells, "B.ipynb": dict(cells)}
+    assert not _differences_in_shared_cells(same, "A.ipynb") and not _comments_that_differ(same)
+    assert not _versions_out_of_order(same)
+    data = {"A.ipynb": cells, "B.ipynb": changed("data", 'test_samples, "test_samples")', '"n")')}
+    assert _differences_in_shared_cells(data, "A.ipynb") == [
+        "B.ipynb: step data, line 4: 'x_test, y_test = data.subset(x_test, y_test, \"n\")', "
+        "where A.ipynb has 'x_test, y_test = data.subset(x_test, y_test, test_samples, \"test_samples\")'"]
+    labels = {"A.ipynb": cells, "B.ipynb": changed("evaluate", 'framework="PyTorch"', 'framework="X"')}
+    assert not _differences_in_shared_cells(labels, "A.ipynb")  # an exception: the record's row
+    reworded = {"A.ipynb": cells, "B.ipynb": changed("parameters", "# the shared iterator's order", "# the order")}
+    comments = _comments_that_differ(reworded)
+    assert comments == ["B.ipynb: step parameters, line 5: 'seed = 42' # \"the order and the framework's initial "
+                        "weights\", where A.ipynb (line 5) has # \"the shared iterator's order and the framework's "
+                        "initial weights\""]
+    assert _code_and_comment('x = "a  # b"  # c') == ('x = "a  # b"', "c")
+    assert _code_and_comment("y = 1") == ("y = 1", None)
+    swapped = {"A.ipynb": {("environment", "code"): 'versions={"keras": k.__version__, "numpy": np.__version__}'},
+               "B.ipynb": {("environment", "code"): 'versions={"numpy": np.__version__, "jax": j.__version__, '
+                                                    '"keras": k.__version__}'}}
+    assert _versions_out_of_order(swapped) == [
+        "A.ipynb: versions ['keras', 'numpy'], where B.ipynb has ['numpy', 'jax', 'keras']"]
