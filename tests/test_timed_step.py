@@ -3,7 +3,8 @@
 Where the timed loop is the notebook's own, the notebook defines ``train_step`` once, in a step that parity
 mode runs (before the timed loop); the timed loop and the parity step both call it, and neither takes a step
 or computes a loss by any other call (``FORBIDDEN``). Where the timed path is Keras' ``fit``, the parity step
-trains through ``model.train_on_batch``, the compiled train function ``fit`` runs, and by no other call.
+trains through the train function ``fit`` compiles and runs (``model.train_on_batch``, or
+``model.train_function`` itself), and by no other call.
 
 The mutants: a change inside ``train_step`` of three frameworks must fail ``rosetta parity``
 (``parity_runs.check``, the function the command calls). That the notebooks as they are pass it is
