@@ -7,7 +7,7 @@ trains through the train function ``fit`` compiles and runs (``model.train_on_ba
 ``model.train_function`` itself), and by no other call.
 
 The mutants: a change inside ``train_step`` of three frameworks must fail ``rosetta parity``
-(``parity_runs.check``, the function the command calls). That the notebooks as they are pass it is
+(``parity.check``, the function the command calls). That the notebooks as they are pass it is
 ``tests/test_parity.py::test_framework_passes_parity``.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from harness import parity_runs
+from harness import parity
 from harness.frameworks import FRAMEWORKS
 from harness.notebooks import PARITY_STEPS, cell_steps
 
@@ -266,7 +266,7 @@ def mutant(tmp_path, name: str):
 @pytest.mark.parametrize("name", list(MUTANTS))
 def test_a_change_in_the_timed_step_fails_parity(name, tmp_path):
     _, benchmark, _, _, words = MUTANTS[name]
-    result = parity_runs.check(mutant(tmp_path, name), benchmark, tmp_path)
+    result = parity.check(mutant(tmp_path, name), benchmark, tmp_path)
     assert result["status"] == "ok", result["message"]  # the run went through; the outputs differ
     assert result["equivalent"] is False, result["message"]
     assert words in result["message"], result["message"]

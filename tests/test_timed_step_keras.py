@@ -144,10 +144,10 @@ MUTANTS = {
 @pytest.mark.kernel
 @pytest.mark.parametrize("name", list(MUTANTS))
 def test_a_keras_step_that_differs_fails_parity(name, tmp_path):
-    from harness import parity_runs
+    from harness import parity
 
     source, benchmark, old, new, expected = MUTANTS[name]
-    result = parity_runs.check(_mutant(tmp_path, benchmark, old, new, name, source), benchmark, tmp_path)
+    result = parity.check(_mutant(tmp_path, benchmark, old, new, name, source), benchmark, tmp_path)
     assert result["status"] != "unavailable", result["message"]
     assert result["equivalent"] is False, result["message"]
     for words in expected:
