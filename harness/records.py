@@ -111,14 +111,20 @@ def device_group(row: dict) -> str:
 def latest_parity(results: Path) -> dict[tuple[str, str], dict]:
     """The newest parity record of each (framework label, benchmark); a file that is not one (not a
     regular file, too large, not JSON, a field of the wrong kind) is skipped with a warning naming it."""
+    return _newest(parity_dir(results), validate_parity, lambda data: (data["framework"], data["benchmark"]))
+
+
+def _newest(folder: Path, validate, key) -> dict:
+    """The newest valid check record in ``folder`` for each ``key(record)`` (the names sort by time); a file
+    that ``validate`` or reading refuses is skipped with a warning naming it."""
     found = {}
-    for path in sorted(parity_dir(results).glob("*.json")):
+    for path in sorted(folder.glob("*.json")):
         try:
-            data = validate_parity(record.read_json(path, strict=False), str(path))  # NaN: a difference not finite
+            data = validate(record.read_json(path, strict=False), str(path))  # NaN: a difference not finite
         except (OSError, ValueError) as error:
             print(f"warning: skipping {path}: {error}", file=sys.stderr)
             continue
-        found[(data["framework"], data["benchmark"])] = data
+        found[key(data)] = data
     return found
 
 
@@ -146,15 +152,8 @@ def validate_parity(data, where: str) -> dict:
 def latest_onnx(results: Path) -> dict[tuple[str, str, str], dict]:
     """The newest ONNX check record of each (framework label, benchmark, device); a file that is not
     one (not a regular file, too large, not JSON, a field of the wrong kind) is skipped with a warning."""
-    found = {}
-    for path in sorted(onnx_dir(results).glob("*.json")):
-        try:
-            data = validate_onnx(record.read_json(path, strict=False), str(path))  # NaN: a difference not finite
-        except (OSError, ValueError) as error:
-            print(f"warning: skipping {path}: {error}", file=sys.stderr)
-            continue
-        found[(data["framework"], data["benchmark"], data.get("device") or "cpu")] = data
-    return found
+    return _newest(onnx_dir(results), validate_onnx,
+                   lambda data: (data["framework"], data["benchmark"], data.get("device") or "cpu"))
 
 
 def _onnx_checks(value) -> bool:
