@@ -74,9 +74,19 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(benchmark.option, metavar="PATH", help=benchmark.source_help)
 
 
+def _add_benchmark_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--benchmark", nargs="+", choices=list(BENCHMARKS), default=list(BENCHMARKS),
+                        help="which benchmarks (default: all)")
+
+
+def _add_results_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--results", type=Path, default=REPOSITORY / "results",
+                        help="the results folder: records, checks and tables (default: results/ in the repository)")
+
+
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("frameworks", nargs="*", metavar="NAME", help="frameworks to run (default: all)")
-    parser.add_argument("--benchmark", nargs="+", choices=list(BENCHMARKS), default=list(BENCHMARKS))
+    _add_benchmark_option(parser)
     parser.add_argument("--epochs", type=_positive, help="override the benchmark's epochs (a subset run)")
     parser.add_argument("--batch-size", type=_positive)
     parser.add_argument("--train-samples", type=_positive, help="train on the first N samples only")
@@ -89,7 +99,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                         help="CPU threads for every framework, each set the way it takes them "
                              f"(default: every core, here {machine.cores()}; CNTK's recurrent notebook's own "
                              "default is 1)")
-    parser.add_argument("--results", type=Path, default=REPOSITORY / "results")
+    _add_results_option(parser)
     parser.add_argument("--resume", action="store_true",
                         help="skip each framework and benchmark that already has an ok record with the "
                              "same settings, data and code version")
@@ -169,24 +179,25 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     _add_repeats_option(running)
     checking = commands.add_parser("parity", help="check each model against the NumPy reference")
     checking.add_argument("frameworks", nargs="*", metavar="NAME", help="frameworks (default: all)")
-    checking.add_argument("--benchmark", nargs="+", choices=list(BENCHMARKS), default=list(BENCHMARKS))
+    _add_benchmark_option(checking)
     checking.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                           help="where the parity step runs (default cpu: GPUs may use TF32)")
-    checking.add_argument("--results", type=Path, default=REPOSITORY / "results")
-    onnx = commands.add_parser("onnx", help="check and time each latest run's ONNX export in ONNX Runtime")
-    onnx.add_argument("frameworks", nargs="*", metavar="NAME", help="frameworks (default: all)")
-    onnx.add_argument("--benchmark", nargs="+", choices=list(BENCHMARKS), default=list(BENCHMARKS))
-    onnx.add_argument("--flavour", choices=venvs.FLAVOURS,
-                      help="onnxruntime (cpu) or onnxruntime-gpu (cuda) (default: cuda where nvidia-smi sees a GPU)")
-    onnx.add_argument("--results", type=Path, default=REPOSITORY / "results")
-    onnx.add_argument("--python", action="append", metavar="[NAME=]PATH", default=None,
-                      help="an existing interpreter to run the checks in where it imports onnxruntime and onnx "
-                           "(as `rosetta bench --python`; onnxruntime=PATH for the checks alone; default "
-                           "$ROSETTA_EXISTING_PYTHON); else the ONNX Runtime environment. $ROSETTA_ONNX_PYTHON "
-                           "overrides both")
-    _add_no_wait_option(onnx)
+    _add_results_option(checking)
+    onnx_checks = commands.add_parser("onnx", help="check and time each latest run's ONNX export in ONNX Runtime")
+    onnx_checks.add_argument("frameworks", nargs="*", metavar="NAME", help="frameworks (default: all)")
+    _add_benchmark_option(onnx_checks)
+    onnx_checks.add_argument("--flavour", choices=venvs.FLAVOURS,
+                             help="onnxruntime (cpu) or onnxruntime-gpu (cuda) (default: cuda where nvidia-smi "
+                                  "sees a GPU)")
+    _add_results_option(onnx_checks)
+    onnx_checks.add_argument("--python", action="append", metavar="[NAME=]PATH", default=None,
+                             help="an existing interpreter to run the checks in where it imports onnxruntime and "
+                                  "onnx (as `rosetta bench --python`; onnxruntime=PATH for the checks alone; default "
+                                  "$ROSETTA_EXISTING_PYTHON); else the ONNX Runtime environment. $ROSETTA_ONNX_PYTHON "
+                                  "overrides both")
+    _add_no_wait_option(onnx_checks)
     reporting = commands.add_parser("report", help="render results/README.md, results.csv and plots")
-    reporting.add_argument("--results", type=Path, default=REPOSITORY / "results")
+    _add_results_option(reporting)
     bench = commands.add_parser("bench", help="envs, data, parity, run and report in one go")
     _add_run_options(bench)
     _add_repeats_option(bench)
@@ -222,7 +233,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     comparing.add_argument("frameworks", nargs="*", metavar="NAME",
                            help="the two frameworks (with --all: those to pair, default all)")
     comparing.add_argument("--all", action="store_true", help="every pair, and an index page linking them")
-    comparing.add_argument("--benchmark", nargs="+", choices=list(BENCHMARKS), default=list(BENCHMARKS))
+    _add_benchmark_option(comparing)
     comparing.add_argument("--out", type=Path, default=REPOSITORY / "results" / "compare",
                            help="where the pages go (default %(default)s)")
     comparing.add_argument("--results", type=Path, default=REPOSITORY / "results",
