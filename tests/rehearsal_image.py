@@ -35,6 +35,9 @@ SPEC = Path(__file__).with_name("rehearsal-image-py312.txt")
 NAME = "rehearsal-py312"
 VERSION = "3.12"
 MARKER = ".rehearsal-image.json"
+# What a build needs free under the environments' folder: the image is about 5.6 GiB installed,
+# and pip holds its downloads (about 3 GiB) in a temporary folder until it has installed them.
+NEED_GIB = 10
 
 
 def snapshot(prefix: Path) -> dict:
@@ -112,17 +115,28 @@ def _build(log, quiet: bool) -> Path:
                          f"{interpreters.python_variable(VERSION)}=/path/to/python{VERSION} (or install it "
                          f"with pyenv)")
     folder = path()
-    log(f"rehearsal image: building {folder} from {SPEC.name} with {base} (about 3 GB to download)")
-    started = time.monotonic()
     if folder.exists():
         shutil.rmtree(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder.parent).free / 2**30
+    if free < NEED_GIB:
+        raise ImageError(f"rehearsal image: {folder.parent} has {free:.1f} GiB free and the build needs about "
+                         f"{NEED_GIB} GiB (about 3 GiB of downloads, 5.6 GiB installed); nothing was built. "
+                         f"Free some space, or set ROSETTA_ENVS_DIR to a folder on a disk with room.")
+    log(f"rehearsal image: building {folder} from {SPEC.name} with {base} (about 3 GB to download, "
+        f"{free:.0f} GiB free)")
+    started = time.monotonic()
+    # --no-cache-dir: the image is built once and kept, so pip's cache would only hold a second
+    # copy of its 3 GiB of wheels.
     for command, what in (([base, "-m", "venv", str(folder)], "creating the venv"),
-                          ([str(python()), "-m", "pip", "install", "--progress-bar", "off", "-r", str(SPEC)],
-                           f"installing {SPEC}")):
+                          ([str(python()), "-m", "pip", "install", "--no-cache-dir", "--progress-bar", "off",
+                            "-r", str(SPEC)], f"installing {SPEC}")):
         done = subprocess.run(command, capture_output=quiet, text=True)
         if done.returncode != 0:
-            raise ImageError(f"rehearsal image: {what} failed (exit code {done.returncode})"
+            # A half-installed image is of no use and can hold gigabytes: give the disk back.
+            shutil.rmtree(folder, ignore_errors=True)
+            raise ImageError(f"rehearsal image: {what} failed (exit code {done.returncode}); the partial "
+                             f"{folder} was removed"
                              + (f":\n{(done.stdout + done.stderr)[-4000:]}" if quiet else "; see the output above"))
     (folder / MARKER).write_text(json.dumps(fingerprint()))
     log(f"rehearsal image: built in {time.monotonic() - started:.0f} s, "
