@@ -303,6 +303,7 @@ NESTED = {
         "gflops": (_positive, "a finite number > 0", True), "gbps": (_positive, "a finite number > 0", True),
         "how": (_text, "a text", True), "seconds": (_non_negative, "a finite number >= 0", True),
         "not_measured": (_text, "a text", True), "gpu": (_text, "a text", True),
+        "machine": (_text, "a text", True),  # which machine: a digest of its host name and boot (calibration.machine_key)
     },
     "data": {
         "source": (_text, "a text", True), "path": (_text, "a text", True),

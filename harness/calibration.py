@@ -18,17 +18,27 @@ own kernel (``gpu_python``). Whatever goes wrong (no such interpreter or library
 hang past ``TIMEOUTS``, output that is not the probe's) is recorded as ``not_measured`` with why;
 the run goes on.
 
-The report (``split``) ranks together only runs whose machines calibrate within ``APART`` of each
-other: a table's rows are grouped so that, in GFLOP/s and in GB/s, the largest calibration of a
-group is at most 10 % above its smallest; the largest group is the table, the others follow as
-"Calibrated apart"; runs without a calibration group together as "not calibrated". A run whose
-probe is more than 10 % off its table's median is flagged in its row's Notes.
+Each calibration also names its machine (``machine_key``: a digest of the host's name and of the
+boot of its kernel, so that it is the same for every run of one machine until it restarts, and
+names nothing of it). The report (``split``) ranks together only runs whose machines calibrate
+within ``APART`` of each other. A machine's calibration is the median of the probes of all its runs
+in the table: one probe of under a second is noisy on a shared machine (on a 2-core virtual machine,
+quiet, the matrix product gave 103 to 201 GFLOP/s and the copy 16 to 33 GB/s over 30 probes), while
+the median of a machine's runs is steady, so one machine is never split from itself by its noise.
+Runs whose records do not name their machine (made before they did) are each taken for a machine of
+their own, row by row. Machines are grouped so that, in GFLOP/s and in GB/s, the largest calibration
+of a group is at most 10 % above its smallest; the group with the most rows is the table, the others
+follow as "Calibrated apart"; runs without a calibration group together as "not calibrated". A run
+whose probe is more than 10 % off its table's median is flagged in its row's Notes: its machine was
+slower or faster than usual just before it ran.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -72,7 +82,18 @@ def measure(device: str, threads: int | None = None, python: str | None = None, 
     found["seconds"] = round(time.perf_counter() - started, 3)
     if found["not_measured"]:
         found["gflops"] = found["gbps"] = None
+    found["machine"] = machine_key()
     return found
+
+
+def machine_key() -> str | None:
+    """Which machine this is, the same for every run until it restarts: a digest of the host's name
+    and of the kernel's boot id (``processes.boot_id``), which containers share with their host; it
+    names nothing of the machine. None where neither can be read."""
+    name, boot = platform.node(), processes.boot_id()
+    if not name and not boot:
+        return None
+    return hashlib.sha256(f"{name}\n{boot or ''}".encode()).hexdigest()[:16]
 
 
 def _parse(done: subprocess.CompletedProcess) -> dict:
@@ -133,7 +154,7 @@ def before_run(framework, device: str, threads: int | None, in_docker: bool = Fa
 
 def _unmeasured(device: str, threads: int | None, why: str) -> dict:
     return {"device": device, "threads": machine.cpu_threads(threads), "gflops": None, "gbps": None, "how": None,
-            "seconds": 0.0, "not_measured": why}
+            "seconds": 0.0, "not_measured": why, "machine": machine_key()}
 
 
 def summary(found: dict | None) -> str:
@@ -152,7 +173,7 @@ def columns(found: dict) -> dict:
     """The calibration columns of a record's row in the report's frame (None where not measured)."""
     calibration = found.get("calibration") if isinstance(found.get("calibration"), dict) else {}
     return {"calibration_gflops": calibration.get("gflops"), "calibration_gbps": calibration.get("gbps"),
-            "calibration_missing": calibration.get("not_measured")}
+            "calibration_missing": calibration.get("not_measured"), "calibration_machine": calibration.get("machine")}
 
 
 @dataclass
@@ -186,27 +207,50 @@ def _fits(group: list[tuple[float, float]], probe: tuple[float, float]) -> bool:
     return all(max(p[i] for p in together) <= (1 + APART) * min(p[i] for p in together) for i in (0, 1))
 
 
+def _machine(frame, members) -> str | None:
+    """The machine of a row's runs (``machine_key``): the one most of them name, the latest run's on a
+    tie; None where none names one."""
+    if "calibration_machine" not in frame:
+        return None
+    names = [frame.loc[i, "calibration_machine"] for i in members if isinstance(frame.loc[i, "calibration_machine"], str)]
+    if not names:
+        return None
+    counts = {name: names.count(name) for name in names}
+    return [name for name in names if counts[name] == max(counts.values())][-1]
+
+
 def split(frame, rows) -> list[Table]:
     """``rows`` (``report.shown_rows`` of one configuration) as tables never ranking together machines
-    more than ``APART`` apart: each row's calibration is the median of its runs' probes; the rows with
-    an ok run are grouped (sorted by GFLOP/s, each joining the first group it fits, ``_fits``), those
-    without a calibration in a group of their own; the group with the most rows (then the newest run)
-    comes first, and the rows with no ok run join it (they are not ranked). Each row gains
-    ``calibration_note``: its runs more than ``APART`` off its table's median, or why it has none."""
+    more than ``APART`` apart. Each row belongs to its runs' machine (``_machine``), or, where its
+    records name none, is a machine of its own; a machine's calibration is the median of the probes of
+    all its runs among ``rows``. The machines of the rows with an ok run are grouped (sorted by GFLOP/s,
+    each joining the first group it fits, ``_fits``), the rows without a calibration in a group of
+    their own; the group with the most rows (then the newest run) comes first, and the rows with no ok
+    run join it (they are not ranked). Each row gains ``calibration_note``: its runs more than
+    ``APART`` off its table's median, or why it has none."""
     rows = rows.copy()
     rows["calibration_note"] = None
     probes = {index: _probes(frame, members) for index, members in zip(rows.index, rows["members"])}
     row_probe = {index: (statistics.median([p[0] for p in found]), statistics.median([p[1] for p in found]))
                  for index, found in probes.items() if found}
     ok = [index for index in rows.index if rows.loc[index, "runs"] > 0]
-    groups: list[list] = []
-    for index in sorted((i for i in ok if i in row_probe), key=lambda i: row_probe[i]):
-        for group in groups:
-            if _fits([row_probe[i] for i in group], row_probe[index]):
-                group.append(index)
+    units: dict = {}  # machine -> the calibrated ok rows that ran on it
+    for index in ok:
+        if index in row_probe:
+            name = _machine(frame, rows.loc[index, "members"])
+            units.setdefault(("machine", name) if name else ("row", index), []).append(index)
+    unit_probe = {unit: (statistics.median([p[0] for i in members for p in probes[i]]),
+                         statistics.median([p[1] for i in members for p in probes[i]]))
+                  for unit, members in units.items()}
+    clusters: list[list] = []
+    for unit in sorted(units, key=lambda u: unit_probe[u]):
+        for cluster in clusters:
+            if _fits([unit_probe[u] for u in cluster], unit_probe[unit]):
+                cluster.append(unit)
                 break
         else:
-            groups.append([index])
+            clusters.append([unit])
+    groups: list[list] = [[index for unit in cluster for index in units[unit]] for cluster in clusters]
     uncalibrated = [index for index in ok if index not in row_probe]
     if uncalibrated:
         groups.append(uncalibrated)

@@ -289,6 +289,19 @@ def test_every_run_records_its_calibration_ok_and_failed_alike(tmp_path, selftes
         found = record.read(path)["calibration"]
         assert found["device"] == "cpu" and found["threads"] == 1 and found["not_measured"] is None
         assert found["gflops"] > 0 and found["gbps"] > 0
+        assert found["machine"] == calibration.machine_key() and len(found["machine"]) == 16
+
+
+def test_the_machine_key_is_steady_names_nothing_and_changes_with_a_restart(monkeypatch):
+    import platform
+
+    first = calibration.machine_key()
+    assert first == calibration.machine_key() and platform.node() not in first
+    monkeypatch.setattr(calibration.processes, "boot_id", lambda: "another-boot")
+    assert calibration.machine_key() not in (None, first)
+    monkeypatch.setattr(calibration.platform, "node", lambda: "")
+    monkeypatch.setattr(calibration.processes, "boot_id", lambda: None)
+    assert calibration.machine_key() is None
 
 
 def test_a_failing_probe_never_fails_the_run(tmp_path, selftest_kernel, monkeypatch):
@@ -334,13 +347,14 @@ def test_a_calibration_of_the_wrong_kind_is_refused(tmp_path):
 CPU = {"device": "cpu", "cpu": "Test CPU", "threads": 2, "versions": {"fw": "1.0"}, "python": "3.11"}
 
 
-def _write(results, name, framework, seconds, probe, seed=42, **fields):
+def _write(results, name, framework, seconds, probe, seed=42, machine=None, **fields):
     """A record of ``framework`` training in ``seconds``, on a machine that calibrated ``probe``
-    ((GFLOP/s, GB/s); None: no calibration)."""
+    ((GFLOP/s, GB/s); None: no calibration); ``machine``: the machine its calibration names (None:
+    none, as in records made before calibrations named it)."""
     extra = {}
     if probe is not None:
         extra["calibration"] = {"device": "cpu", "threads": 2, "gflops": probe[0], "gbps": probe[1], "how": "test",
-                                "seconds": 0.4, "not_measured": None}
+                                "seconds": 0.4, "not_measured": None, "machine": machine}
     record.write(results / "records" / f"{name}.json", record.build(
         framework=framework, api="test", benchmark="cifar", epochs=2, batch_size=64, train_samples=4000,
         test_samples=2000, seed=seed, accuracy=0.3, timing={"train_seconds": seconds}, environment=CPU,
@@ -472,3 +486,36 @@ def test_an_earlier_configuration_is_split_by_calibration_too(tmp_path):
                       "core; calibrated apart: 60.0 GFLOP/s, 12.0 GB/s")
     earlier = section.split("#### Earlier configuration: 2 epochs")[1]
     assert "Calibration: 100.5 GFLOP/s, 20.0 GB/s" in earlier and list(_rows(earlier)) == ["A", "B"]
+
+
+def test_one_machine_is_never_split_from_itself_by_its_noise(tmp_path):
+    """Every run names the same machine, and its probes spread from 75 to 130 GFLOP/s and 15 to 26
+    GB/s (a shared virtual machine does that): one table, ranked together, calibrated at the median of
+    the machine's runs; the runs far off it are flagged, the others not."""
+    for name, seconds, probe in (("A", 10.0, (100.0, 20.0)), ("B", 20.0, (75.0, 15.0)), ("C", 15.0, (130.0, 26.0)),
+                                 ("D", 12.0, (98.0, 21.0)), ("E", 30.0, (103.0, 19.5))):
+        _write(tmp_path, f"1-{name}", name, seconds, probe, machine="m1")
+    section = _cifar(report.render(tmp_path).read_text())
+    assert "Calibrated apart" not in section and "Not calibrated" not in section
+    rows = _rows(section)
+    assert list(rows) == ["A", "D", "C", "B", "E"] and "| 3.00× |" in rows["E"]
+    assert "Calibration: 100.0 GFLOP/s, 20.0 GB/s" in section
+    assert "75.0 GFLOP/s (-25 %)" in rows["B"] and "130.0 GFLOP/s (+30 %)" in rows["C"]
+    assert "off this table" not in rows["A"] + rows["D"] + rows["E"]
+
+
+def test_two_machines_apart_split_and_two_alike_rank_together(tmp_path):
+    """Three machines: m1 and m2 calibrate alike (the medians of their runs, 100 and 103 GFLOP/s,
+    though single probes range from 88 to 115), m3 at 65; m1's and m2's rows share the table, m3's go
+    apart."""
+    for name, seconds, probe, machine in (("A", 10.0, (100.0, 20.0), "m1"), ("B", 20.0, (88.0, 19.0), "m1"),
+                                          ("G", 22.0, (104.0, 20.0), "m1"),
+                                          ("C", 15.0, (98.0, 20.0), "m2"), ("D", 18.0, (115.0, 21.0), "m2"),
+                                          ("H", 19.0, (103.0, 20.0), "m2"),
+                                          ("E", 12.0, (60.0, 12.0), "m3"), ("F", 24.0, (70.0, 12.5), "m3")):
+        _write(tmp_path, f"1-{name}", name, seconds, probe, machine=machine)
+    section = _cifar(report.render(tmp_path).read_text())
+    main, slow = section.split("#### Calibrated apart")
+    assert list(_rows(main)) == ["A", "C", "D", "H", "B", "G"]
+    assert "88.0 GFLOP/s (-13 %)" in _rows(main)["B"] and "115.0 GFLOP/s (+13 %)" in _rows(main)["D"]
+    assert slow.startswith(": 65.0 GFLOP/s, 12.2 GB/s") and list(_rows(slow)) == ["E", "F"]
