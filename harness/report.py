@@ -251,23 +251,33 @@ def benchmark_table(frame: pd.DataFrame, benchmark: str, checks: dict | None = N
 
 
 def overhead_line(frame: pd.DataFrame, shown: pd.DataFrame) -> str | None:
-    """The harness's overhead (everything but training and prediction) as a share of the wall
-    time of the runs shown, from their records' phase times; None where no record has them."""
+    """Where the wall time of the runs shown went, from their records' phase times: training and
+    prediction, the harness's own cost (``phases.HARNESS``) and the frameworks' set-up
+    (``phases.SET_UP``), each as a share; None where no record has them."""
     members = [i for group in shown["members"] for i in group]
     runs = frame.loc[members]
     runs = runs[runs["phase_harness"].notna()] if "phase_harness" in runs else runs.iloc[0:0]
     if runs.empty:
         return None
     wall = float(runs["phase_harness"].sum())
-    work = float(runs[[f"phase_{part}" for part in phases.WORK]].fillna(0).sum().sum())
-    parts = {"kernel start": ["kernel_start"], "imports": ["imports", "environment"], "data": ["data"],
-             "model build": ["model", "optimiser"], "evaluation, parity and export": ["evaluate", "parity", "export"],
-             "the rest": ["other"]}
-    named = ", ".join(f"{name} {runs[[f'phase_{c}' for c in fields]].fillna(0).sum().sum():,.0f} s"
-                      for name, fields in parts.items())
-    return (f"Where the time went: the {len(runs)} run(s) of this table with phase times took {wall:,.0f} s in the harness, "
-            f"{work:,.0f} s of it training and prediction; the overhead is {(wall - work) / wall * 100:.0f} % "
-            f"({named}).") if wall > 0 else None
+    if wall <= 0:
+        return None
+
+    def total(fields) -> float:
+        return float(runs[[f"phase_{c}" for c in fields if f"phase_{c}" in runs]].fillna(0).sum().sum())
+
+    def listed(parts: dict) -> str:
+        return ", ".join(f"{name} {total(fields):,.0f} s" for name, fields in parts.items())
+
+    work, own, set_up = total(phases.WORK), total(phases.HARNESS), total(phases.SET_UP)
+    harness = {"kernel start": ["kernel_start"], "kernel stop": ["kernel_stop"], "data": ["data"],
+               "papermill and the rest": ["other"]}
+    framework = {"imports": ["imports", "environment"], "model and training step": ["model", "optimiser"],
+                 "evaluation, parity and export": ["evaluate", "parity", "export"]}
+    return (f"Where the time went: the {len(runs)} run(s) of this table with phase times took {wall:,.0f} s in "
+            f"the harness, {work:,.0f} s of it training and prediction. The harness's own share is "
+            f"{own / wall * 100:.1f} % ({listed(harness)}); the frameworks' set-up took {set_up / wall * 100:.1f} % "
+            f"({listed(framework)}); in all, the overhead is {(wall - work) / wall * 100:.0f} % of the wall time.")
 
 
 def _seeds(seeds: list[int]) -> str:
