@@ -38,9 +38,10 @@ class Column:
     value: Callable[[dict], Any] | None = None  # a field of its own (``medians[0]``): its value from a record
     page: str | None = None  # its heading on the side-by-side page ("{unit}" filled in); None: not there
     page_cell: Callable[[Any], str] | None = None  # that page's text for a framework's latest ok record
+    when: Callable[["Table"], bool] | None = None  # whether a table has this column (None: every table)
 
-    def heading(self, unit: str, spread: str) -> str:
-        return self.title.format(unit=unit, spread=spread)
+    def heading(self, unit: str, spread: str, published: str = "") -> str:
+        return self.title.format(unit=unit, spread=spread, published=published)
 
     def text(self, row, table: "Table") -> str:
         return self.cell(row, table) if self.empty is None or row["runs"] > 0 else self.empty
@@ -55,12 +56,40 @@ class Table:
     frame: pd.DataFrame
     checks: dict
     fastest: float
+    published: tuple | None = None  # the original comparison's accuracy range, where the table is at full size
+
+
+def published(benchmark: str, frame: pd.DataFrame, rows: pd.DataFrame) -> tuple | None:
+    """The original comparison's accuracy range for ``benchmark`` (``Benchmark.published``) where every
+    run of ``rows`` is at the benchmark's full size (its record is not a subset); None otherwise."""
+    found = BENCHMARKS[benchmark].published
+    members = [i for group in rows["members"] for i in group]
+    if not found or not members or "subset" not in frame:
+        return None
+    full = all(not missing(frame.loc[i, "subset"]) and not bool(frame.loc[i, "subset"]) for i in members)
+    return found if full else None
+
+
+def _against_published(r, table: Table) -> str:
+    """A row's median accuracy against the published range: within it, or how many points outside."""
+    low, high = table.published
+    accuracy = r["test_accuracy"]
+    if missing(accuracy):
+        return "–"
+    if accuracy < low:
+        return f"{(accuracy - low) * 100:+.1f} points"
+    if accuracy > high:
+        return f"{(accuracy - high) * 100:+.1f} points"
+    return "within"
 
 
 def render(columns: list, rows: pd.DataFrame, table: Table, spread: str) -> list[str]:
     """The markdown lines of a table of ``columns``: its heading, the line under it, a line per row."""
     unit = BENCHMARKS[table.benchmark].unit
-    lines = ["| " + " | ".join(column.heading(unit, spread) for column in columns) + " |", "|" + "---|" * len(columns)]
+    columns = [column for column in columns if column.when is None or column.when(table)]
+    published = f"{table.published[0] * 100:.0f}–{table.published[1] * 100:.0f} %" if table.published else ""
+    lines = ["| " + " | ".join(column.heading(unit, spread, published) for column in columns) + " |",
+             "|" + "---|" * len(columns)]
     for _, row in rows.iterrows():
         lines.append("| " + " | ".join(column.text(row, table) for column in columns) + " |")
     return lines
@@ -109,6 +138,8 @@ RESULTS = [
     Column("Test accuracy{spread}", lambda r, t: with_range(r, "test_accuracy", 1, 100, " %"), empty="–",
            medians=("test_accuracy",), page="Test accuracy",
            page_cell=lambda r: number(r["test_accuracy"] * 100, 1, " %")),
+    Column("vs the original comparison's {published}", _against_published, empty="–",
+           when=lambda table: table.published is not None),
     Column("Training time, s{spread}", lambda r, t: with_range(r, "train_seconds", 1), empty="–",
            medians=("train_seconds",), page="Training time (s)", page_cell=lambda r: number(r["train_seconds"], 1)),
     Column("vs fastest", _versus_fastest, empty="–"),

@@ -237,7 +237,7 @@ def benchmark_table(frame: pd.DataFrame, benchmark: str, checks: dict | None = N
     """
     rows = _ordered(quietreport.mark_busy(frame, shown_rows(frame, benchmark) if shown is None else shown))
     fastest = rows.loc[rows["_ok"] & ~rows["_busy"], "train_seconds"].min()  # a busy run is not ranked
-    table = columns.Table(benchmark, frame, checks or {}, fastest)
+    table = columns.Table(benchmark, frame, checks or {}, fastest, columns.published(benchmark, frame, rows))
     repeats = int(rows["runs"].max()) if len(rows) else 0
     spread = " (min–max)" if repeats > 1 else ""
     lines = columns.render(columns.RESULTS, rows, table, spread)

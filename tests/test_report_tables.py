@@ -157,3 +157,35 @@ def test_a_new_metric_is_one_column_in_the_table_the_csv_and_the_page(tmp_path, 
     page = compare.page(FRAMEWORKS["pytorch"], FRAMEWORKS["jax"], "cifar", tmp_path, tmp_path)
     assert "<th>Feeding</th>" not in page and "<th>Letters</th><th>Data</th>" in page
     assert "<td>7</td><td>" in page and 'colspan="9">no record of JAX' in page
+
+
+def _full_size_imdb(results, name, minute, framework, accuracy, **fields):
+    """A GRU run at the benchmark's full size (3 epochs, every review): not a subset."""
+    made = record.build(framework=framework, api="x", benchmark="imdb", epochs=3, batch_size=64,
+                        train_samples=25000, test_samples=25000, seed=42, accuracy=accuracy,
+                        timing={"train_seconds": 900.0 + minute}, environment=CPU, **fields)
+    assert made["subset"] is False, made["differs_from_benchmark"]
+    made["timestamp"] = f"2026-12-03T12:{minute:02d}:00+0000"
+    record.write(results / "records" / f"{name}.json", made)
+
+
+def test_a_full_size_gru_table_shows_each_row_beside_the_original_comparisons_accuracy(tmp_path):
+    """At full size, the GRU's table has a column against the 85-86 % the original comparison
+    published: within it, or the points outside; a subset table (the CNN's here) has no such column."""
+    _full_size_imdb(tmp_path, "1-a", 1, "PyTorch", 0.8552)
+    _full_size_imdb(tmp_path, "2-b", 2, "MXNet", 0.8312)
+    _full_size_imdb(tmp_path, "3-c", 3, "JAX", 0.8671)
+    _write(tmp_path, "4-cifar", 4)
+    readme = report.render(tmp_path).read_text()
+    imdb, cifar = _section(readme, "imdb"), _section(readme, "cifar")
+    assert "| vs the original comparison's 85–86 % |" in imdb
+    results_table = imdb.split("| Framework | API")[0]  # the results table, not the setup table under it
+    rows = {line.split(" | ")[0][2:]: line for line in results_table.splitlines() if line.startswith("| ")}
+    assert "| 85.5 % | within |" in rows["PyTorch"]
+    assert "| 83.1 % | -1.9 points |" in rows["MXNet"] and "| 86.7 % | +0.7 points |" in rows["JAX"]
+    assert "original comparison" not in cifar
+
+
+def test_a_subset_gru_table_has_no_published_column(tmp_path):
+    _write(tmp_path, "1-imdb", 1, benchmark="imdb")
+    assert "original comparison" not in _section(report.render(tmp_path).read_text(), "imdb")
