@@ -163,7 +163,7 @@ list: $(VENV)/.installed
 #                         2 epochs on 4,000 samples (about 70 minutes on 2 cores)
 #   cpu-tables-inference  results/inference/: each framework's export run (1 epoch), its ONNX check at once
 #                         after it (about 40 minutes)
-#   cpu-tables-gru        results/gru-full/: the GRU at full size, one run each (about 75 minutes)
+#   cpu-tables-gru        results/gru-full/: the GRU at full size, one run each (about 60 minutes)
 CPU_SUBSET = --device cpu --epochs 2 --train-samples 4000 --test-samples 2000
 cpu-tables: cpu-tables-main cpu-tables-inference cpu-tables-gru
 
