@@ -173,7 +173,8 @@ def columns(found: dict) -> dict:
     """The calibration columns of a record's row in the report's frame (None where not measured)."""
     calibration = found.get("calibration") if isinstance(found.get("calibration"), dict) else {}
     return {"calibration_gflops": calibration.get("gflops"), "calibration_gbps": calibration.get("gbps"),
-            "calibration_missing": calibration.get("not_measured"), "calibration_machine": calibration.get("machine")}
+            "calibration_missing": calibration.get("not_measured"), "calibration_machine": calibration.get("machine"),
+            "calibration_seconds": calibration.get("seconds")}
 
 
 @dataclass

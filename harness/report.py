@@ -251,33 +251,43 @@ def benchmark_table(frame: pd.DataFrame, benchmark: str, checks: dict | None = N
 
 
 def overhead_line(frame: pd.DataFrame, shown: pd.DataFrame) -> str | None:
-    """Where the wall time of the runs shown went, from their records' phase times: training and
-    prediction, the harness's own cost (``phases.HARNESS``) and the frameworks' set-up
-    (``phases.SET_UP``), each as a share; None where no record has them."""
+    """Where the wall time of the runs shown went, from their records: training and prediction, the
+    harness's own cost (the quiet-machine check and the calibration before papermill starts, then
+    ``phases.HARNESS``) and the frameworks' set-up (``phases.SET_UP``), each as a share of it all;
+    None where no record has phase times."""
     members = [i for group in shown["members"] for i in group]
     runs = frame.loc[members]
     runs = runs[runs["phase_harness"].notna()] if "phase_harness" in runs else runs.iloc[0:0]
     if runs.empty:
         return None
-    wall = float(runs["phase_harness"].sum())
-    if wall <= 0:
-        return None
 
     def total(fields) -> float:
-        return float(runs[[f"phase_{c}" for c in fields if f"phase_{c}" in runs]].fillna(0).sum().sum())
+        return float(runs[[c for c in fields if c in runs]].apply(pd.to_numeric, errors="coerce").fillna(0)
+                     .sum().sum())
+
+    def phase(parts) -> list[str]:
+        return [f"phase_{part}" for part in parts]
+
+    harness = {"quiet-machine check": ["waited_seconds"], "calibration": ["calibration_seconds"],
+               "kernel start": phase(["kernel_start"]), "kernel stop": phase(["kernel_stop"]),
+               "data": phase(["data"]), "papermill and the rest": phase(["other"])}
+    framework = {"imports": phase(["imports", "environment"]), "model and training step": phase(["model", "optimiser"]),
+                 "evaluation, parity and export": phase(["evaluate", "parity", "export"])}
+    before = total(["waited_seconds", "calibration_seconds"])
+    wall = total(["phase_harness"]) + before
+    if wall <= 0:
+        return None
+    work, set_up = total(phase(phases.WORK)), total(phase(phases.SET_UP))
+    own = total(phase(phases.HARNESS)) + before
 
     def listed(parts: dict) -> str:
         return ", ".join(f"{name} {total(fields):,.0f} s" for name, fields in parts.items())
 
-    work, own, set_up = total(phases.WORK), total(phases.HARNESS), total(phases.SET_UP)
-    harness = {"kernel start": ["kernel_start"], "kernel stop": ["kernel_stop"], "data": ["data"],
-               "papermill and the rest": ["other"]}
-    framework = {"imports": ["imports", "environment"], "model and training step": ["model", "optimiser"],
-                 "evaluation, parity and export": ["evaluate", "parity", "export"]}
-    return (f"Where the time went: the {len(runs)} run(s) of this table with phase times took {wall:,.0f} s in "
-            f"the harness, {work:,.0f} s of it training and prediction. The harness's own share is "
-            f"{own / wall * 100:.1f} % ({listed(harness)}); the frameworks' set-up took {set_up / wall * 100:.1f} % "
-            f"({listed(framework)}); in all, the overhead is {(wall - work) / wall * 100:.0f} % of the wall time.")
+    return (f"Where the time went: the {len(runs)} run(s) of this table with phase times took {wall:,.0f} s from "
+            f"the quiet-machine check to the kernel's exit, {work:,.0f} s of it training and prediction. The "
+            f"harness's own share is {own / wall * 100:.1f} % ({listed(harness)}); the frameworks' set-up took "
+            f"{set_up / wall * 100:.1f} % ({listed(framework)}); in all, the overhead is "
+            f"{(wall - work) / wall * 100:.0f} % of the wall time.")
 
 
 def _seeds(seeds: list[int]) -> str:
