@@ -35,6 +35,9 @@ from harness import interpreters, venvs
 from harness.frameworks import Framework
 
 
+LAUNCHER = "common.kernel_launcher"  # every kernel's entry point: ipykernel's, with a quick exit at the end
+
+
 def create(framework: Framework, flavour: str, force: bool = False) -> Path:
     """Builds (or reuses) the framework's environment and registers its kernel.
 
@@ -46,7 +49,7 @@ def create(framework: Framework, flavour: str, force: bool = False) -> Path:
     if not force and venvs.is_built(framework, flavour):
         info = kernel_info(framework)
         if info and info.get("kind") == "built" and info.get("python") == str(venvs.env_python(framework)) \
-                and Path(info.get("repository", "")) == REPOSITORY:
+                and Path(info.get("repository", "")) == REPOSITORY and _argv_is_current(framework):
             print(f"{framework.label}: environment {path} ({flavour}) is up to date.")
         else:
             register_built(framework, flavour)
@@ -146,6 +149,16 @@ def kernel_info(framework: Framework) -> dict | None:
     return info if isinstance(info, dict) else None
 
 
+def _argv_is_current(framework: Framework) -> bool:
+    """Whether the registered kernel starts through ``LAUNCHER`` (one registered by an older harness,
+    through ipykernel's own launcher, is registered again)."""
+    try:
+        argv = json.loads((kernel_dir(framework) / "kernel.json").read_text()).get("argv") or []
+    except (OSError, ValueError, AttributeError):
+        return False
+    return argv[1:3] == ["-m", LAUNCHER]
+
+
 def register_built(framework: Framework, flavour: str) -> None:
     """Registers the kernel of the framework's built environment."""
     folders = library_folders(framework)
@@ -163,7 +176,7 @@ def write_kernel(framework: Framework, python: str, info: dict, variables: dict)
     """Writes the kernel ``rosetta-ENV`` (argv, environment, provenance) into the harness's prefix."""
     folder = kernel_dir(framework)
     folder.mkdir(parents=True, exist_ok=True)
-    spec = {"argv": [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+    spec = {"argv": [python, "-m", LAUNCHER, "-f", "{connection_file}"],
             "display_name": f"Python (rosetta: {framework.env})", "language": "python",
             "env": variables, "metadata": {"rosetta": {**info, "repository": str(REPOSITORY)}}}
     temporary = folder / "kernel.json.tmp"

@@ -5,7 +5,7 @@ harness needs no help from the notebooks: the cells of each step (their ``step:`
 harness.notebooks.STEPS) add up to that step's seconds, and the time from papermill's start
 to the first cell is the kernel's start (launching the interpreter and connecting to it), and
 the time from the last cell's end to papermill's end is the kernel's stop (asking it to shut down
-and waiting for its interpreter to exit: 0.3 to 1.4 s on the CPU, by framework).
+and waiting for its interpreter to exit; common/kernel_launcher.py keeps that short).
 
     phases.from_notebook(executed, harness_seconds)
     # {"harness": 61.2, "kernel_start": 1.9, "imports": 3.1, "environment": 0.1, "data": 2.4,
