@@ -338,6 +338,7 @@ NESTED.update({
         "threshold_cores": (_non_negative, "a finite number >= 0", True),
         "wait_limit_seconds": (_non_negative, "a finite number >= 0", True),
         "waited_seconds": (_non_negative, "a finite number >= 0", True),
+        "calibrated_within": (lambda v: isinstance(v, bool), "true or false", True),  # the probe ran in the wait
         "before": (lambda v: isinstance(v, dict), "a JSON object", True),
         "during": (lambda v: isinstance(v, dict), "a JSON object", True),
         "gpu_others": (_list_of(lambda p: isinstance(p, dict) and _positive_integer(p.get("pid"))),

@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import threading
 import time
+from typing import Any, Callable
 
 from harness.processes import descendants
 
@@ -169,19 +170,28 @@ def _own_pids(root: int | None = None) -> set[int]:
         return {root or os.getpid()}
 
 
-def measure(seconds: float = WINDOW) -> dict:
+def measure(seconds: float = WINDOW, during: Callable[[], Any] | None = None) -> dict:
     """Other processes' CPU use over ``seconds`` from now, with the load average: ``{"other_cores":
-    x, "steal_cores": y, "loadavg": [1, 5, 15 min], "seconds": s}``, or ``{"not_measured": why}``."""
+    x, "steal_cores": y, "loadavg": [1, 5, 15 min], "seconds": s}``, or ``{"not_measured": why}``.
+    ``during``: work of the harness's own to do in that window (the calibration probe, whose process
+    is the harness's and is not counted), which makes it longer where it takes longer; what it
+    returned is under ``"during"``."""
+    done = None
     try:
         meter = CpuMeter()
-        time.sleep(seconds)
+        began = time.monotonic()
+        if during is not None:
+            done = during()
+        time.sleep(max(0.0, seconds - (time.monotonic() - began)))
+        window = time.monotonic() - began
         others, steal = meter.sample() or (None, None)
     except OSError as error:
-        return {"not_measured": f"not measured: {error}", "loadavg": loadavg()}
+        return {"not_measured": f"not measured: {error}", "loadavg": loadavg(), **({"during": done} if during else {})}
     if others is None:
-        return {"not_measured": "not measured: /proc gave no second sample", "loadavg": loadavg()}
+        return {"not_measured": "not measured: /proc gave no second sample", "loadavg": loadavg(),
+                **({"during": done} if during else {})}
     return {"other_cores": round(others, 3), "steal_cores": round(steal, 3), "loadavg": loadavg(),
-            "seconds": seconds}
+            "seconds": round(window, 3) if during else seconds, **({"during": done} if during else {})}
 
 
 def _say(text: str) -> None:
@@ -192,19 +202,28 @@ def _say(text: str) -> None:
 
 
 def wait_for_quiet(limit: float = DEFAULT_WAIT, threshold: float = DEFAULT_THRESHOLD, prefix: str = "",
-                   device: str = "cpu") -> dict:
+                   device: str = "cpu", probe: Callable[[], Any] | None = None) -> dict:
     """Measures the machine (``measure``) until other processes use at most ``threshold`` cores
     (and, on ``device`` "cuda", no other process holds the GPU), or ``limit`` seconds have passed
     (0: one measurement, no wait); says what it waits for. Returns ``{"before": measure(),
-    "waited_seconds": s, "gpu_others": [...] or None, "gpu_note": why not or None}``."""
+    "waited_seconds": s, "gpu_others": [...] or None, "gpu_note": why not or None}``, and with a
+    ``probe`` (the calibration) ``"probe"``: what it returned, run on the machine as the run found
+    it. The first measurement is taken while the probe runs, so that a quiet machine costs one
+    window, not two; where that window was busy, the probe runs again once the wait is over."""
     started = time.monotonic()
     said = False
+    probed, pending = None, probe is not None
     while True:
-        before = measure()
+        if pending and not said:  # the first measurement: over the probe
+            before = measure(during=probe)
+            probed, pending = before.pop("during", None), False
+        else:
+            before = measure()
         others, note = gpu_others(_own_pids()) if device == "cuda" else (None, None)
         cpu_busy = before.get("other_cores") is not None and before["other_cores"] > threshold
         if not cpu_busy and not others:
             break
+        pending = probe is not None  # the probe saw a busy machine: probe it again once the wait is over
         waited = time.monotonic() - started
         if waited >= limit:
             if limit > 0:
@@ -219,7 +238,11 @@ def wait_for_quiet(limit: float = DEFAULT_WAIT, threshold: float = DEFAULT_THRES
     waited = time.monotonic() - started
     if said and not (cpu_busy or others):
         _say(prefix + f"quiet after {waited:.0f} s")
-    return {"before": before, "waited_seconds": round(waited, 2), "gpu_others": others, "gpu_note": note}
+    found = {"before": before, "waited_seconds": round(waited, 2), "gpu_others": others, "gpu_note": note}
+    if probe is not None:
+        found["calibrated_within"] = not pending  # its seconds are then part of the wait's
+        found["probe"] = probe() if pending else probed
+    return found
 
 
 def describe_busy(before: dict, others: list | None, threshold: float) -> str:
@@ -333,7 +356,7 @@ def load_record(before: dict | None, during: dict | None, threshold: float, limi
     return {
         "busy": bool(reasons), "reason": "; ".join(reasons) or None,
         "threshold_cores": threshold, "wait_limit_seconds": limit,
-        "waited_seconds": before.get("waited_seconds"),
+        "waited_seconds": before.get("waited_seconds"), "calibrated_within": before.get("calibrated_within"),
         "before": measured_before or None, "during": measured_during,
         "gpu_others": others if gpu_measured else None,
         "gpu_note": before.get("gpu_note") or during.get("gpu_note"),
@@ -396,11 +419,14 @@ class RunLoad:
         self.peak: int | None = None  # the largest peak resident memory seen among the run's processes
         self.last: dict | None = None  # what finish returned
 
-    def wait(self) -> None:
+    def wait(self, probe: Callable[[], Any] | None = None) -> Any:
+        """Waits for a quiet machine; returns what ``probe`` (the calibration) returned, run within the
+        first measurement or once the wait is over (``wait_for_quiet``), None without one."""
         try:
-            self.before = wait_for_quiet(self.limit, self.threshold, self.prefix, self.device)
+            self.before = wait_for_quiet(self.limit, self.threshold, self.prefix, self.device, probe)
         except Exception as error:  # never stop a run
             self.before = {"before": {"not_measured": f"not measured: {type(error).__name__}: {error}"}}
+        return self.before.pop("probe", None)
 
     def start(self) -> None:
         if not self.docker:

@@ -31,7 +31,7 @@ def frame_columns(r: dict) -> dict:
         "busy": load.get("busy") if load else None, "busy_reason": load.get("reason"),
         "other_cores_mean": during.get("other_cores_mean"), "other_cores_max": during.get("other_cores_max"),
         "other_cores_before": (load.get("before") or {}).get("other_cores"),
-        "waited_seconds": load.get("waited_seconds"),
+        "waited_seconds": load.get("waited_seconds"), "calibrated_within": load.get("calibrated_within"),
         "gpu_others": ", ".join(str(p.get("pid")) for p in load.get("gpu_others") or []) or None,
         "peak_resident_bytes": memory.get("resident_bytes"), "gpu_allocator_bytes": memory.get("gpu_allocator_bytes"),
         "gpu_allocator": memory.get("gpu_allocator"),

@@ -385,3 +385,39 @@ def test_a_quiet_setting_in_the_environment_that_is_not_a_number_is_one_line(tmp
     error = capsys.readouterr().err
     assert error.startswith("rosetta: " + expected) and error.count("\n") == 1, error
     assert not (tmp_path / "out" / "records").exists()  # nothing started
+
+
+def test_the_first_quiet_measurement_is_taken_while_the_calibration_runs(monkeypatch):
+    """On a quiet machine the probe runs once, inside the one measurement window (which it lengthens),
+    so waiting and calibrating cost one window, not two."""
+    calls = []
+
+    def probe():
+        calls.append(time.monotonic())
+        time.sleep(0.7)  # the probe's own process is the harness's: never counted as other work
+        return "probed"
+
+    found = quiet.wait_for_quiet(limit=5, threshold=1000.0, probe=probe)
+    assert found["probe"] == "probed" and len(calls) == 1
+    assert found["before"]["seconds"] >= 0.7 and "during" not in found["before"]
+    assert found["waited_seconds"] < 1.1  # not the probe's 0.7 s and a window of 0.5 s after it
+
+
+def test_a_probe_that_saw_a_busy_machine_runs_again_once_the_wait_is_over(monkeypatch):
+    busy = iter([True, True, False])
+    measured = []
+
+    def fake_measure(seconds=quiet.WINDOW, during=None):
+        found = {"other_cores": 2.0 if next(busy) else 0.0, "steal_cores": 0.0, "loadavg": [0, 0, 0],
+                 "seconds": seconds}
+        if during is not None:
+            found["during"] = during()
+        measured.append(during is not None)
+        return found
+
+    probes = iter(["on a busy machine", "on a quiet one"])
+    monkeypatch.setattr(quiet, "measure", fake_measure)
+    monkeypatch.setattr(quiet.time, "sleep", lambda seconds: None)
+    found = quiet.wait_for_quiet(limit=60, threshold=0.25, probe=lambda: next(probes))
+    assert measured == [True, False, False] and found["probe"] == "on a quiet one"
+    assert found["before"]["other_cores"] == 0.0

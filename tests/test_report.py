@@ -272,7 +272,7 @@ def test_the_harness_overhead_is_stated_as_a_share_of_the_wall_time(tmp_path):
            phases={**parts, "harness": 300.0, "other": 210.0})
     readme = report.render(tmp_path).read_text()
     assert ("the 2 run(s) of this table with phase times took 400 s from the quiet-machine check to the kernel's "
-            "exit, 160 s of it training and prediction. The harness's own share is 58.0 % (quiet-machine check 0 s, "
+            "exit, 160 s of it training and prediction. The harness's own share is 58.0 % (quiet-machine check and "
             "calibration 0 s, kernel start 4 s, kernel stop 0 s, data 8 s, papermill and the rest 220 s); the "
             "frameworks' set-up took 2.0 % (imports 6 s, model and training step 2 s, evaluation, parity and "
             "export 0 s); in all, the overhead is 60 % of the wall time.") in readme

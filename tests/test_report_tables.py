@@ -73,7 +73,7 @@ def test_each_table_states_its_own_overhead(tmp_path):
     assert "Where the time went" not in device.split("### CNN on CIFAR-10")[0]  # no line for the device
     cifar, imdb = _section(readme, "cifar"), _section(readme, "imdb")
     assert ("the 1 run(s) of this table with phase times took 100 s from the quiet-machine check to the kernel's "
-            "exit, 45 s of it training and prediction. The harness's own share is 53.0 % (quiet-machine check 0 s, "
+            "exit, 45 s of it training and prediction. The harness's own share is 53.0 % (quiet-machine check and "
             "calibration 0 s, kernel start 1 s, kernel stop 0 s, data 2 s, papermill and the rest 50 s); the "
             "frameworks' set-up took 2.0 % (imports 1 s, model and training step 1 s, evaluation, parity and "
             "export 0 s); in all, the overhead is 55 % of the wall time.") in cifar
@@ -194,12 +194,18 @@ def test_a_subset_gru_table_has_no_published_column(tmp_path):
 
 def test_the_quiet_check_and_the_calibration_count_as_the_harnesss_own_time(tmp_path):
     """The wait for a quiet machine and the probe happen before papermill starts: they are the harness's
-    time too, and the wall time the shares are of includes them."""
+    time too, and the wall time the shares are of includes them, once: a probe run within the wait's
+    window (``calibrated_within``) is already in its seconds."""
     probe = {"device": "cpu", "threads": 2, "gflops": 100.0, "gbps": 20.0, "how": "test", "seconds": 4.0,
              "not_measured": None}
     _write(tmp_path, "1-cifar", 1, phases={**PARTS, "harness": 100.0, "other": 50.0}, calibration=probe,
-           load={"busy": False, "waited_seconds": 6.0})
-    cifar = _section(report.render(tmp_path).read_text(), "cifar")
+           load={"busy": False, "waited_seconds": 6.0, "calibrated_within": False})
+    _write(tmp_path, "2-imdb", 2, benchmark="imdb", phases={**PARTS, "harness": 100.0, "other": 50.0},
+           calibration=probe, load={"busy": False, "waited_seconds": 6.0, "calibrated_within": True})
+    readme = report.render(tmp_path).read_text()
+    cifar, imdb = _section(readme, "cifar"), _section(readme, "imdb")
     assert ("took 110 s from the quiet-machine check to the kernel's exit, 45 s of it training and prediction. The "
-            "harness's own share is 57.3 % (quiet-machine check 6 s, calibration 4 s, kernel start 1 s") in cifar
+            "harness's own share is 57.3 % (quiet-machine check and calibration 10 s, kernel start 1 s") in cifar
     assert "in all, the overhead is 59 % of the wall time." in cifar
+    assert ("took 106 s from the quiet-machine check to the kernel's exit, 45 s of it training and prediction. The "
+            "harness's own share is 55.7 % (quiet-machine check and calibration 6 s, kernel start 1 s") in imdb
