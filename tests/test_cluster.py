@@ -1,0 +1,236 @@
+"""`rosetta bench --cluster` (harness/cluster.py) on a local Ray cluster started here: two nodes on this
+machine (Ray takes its own address for them: it turns 127.0.0.1 into the machine's address), each with a custom resource standing in for a GPU type (Ray's accelerator_type:A
+and accelerator_type:B), one CPU each. The runs use the selftest kernel (tests/helpers/cluster_node_run.py,
+named by $ROSETTA_NODE_RUN on the nodes), but for one real run of PyTorch and JAX."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import selftest
+from helpers import cluster_node_run
+
+ray = pytest.importorskip("ray", reason="Ray is the optional extra 'cluster' (make test installs it)")
+from ray.cluster_utils import Cluster  # noqa: E402
+
+from harness import cli, cluster  # noqa: E402
+
+NODE_MEMORY = 80 * 2**20  # each node's object store: the records and notebooks are small
+HELPERS = Path(__file__).resolve().parent / "helpers"
+
+
+def _node(resources: dict) -> dict:
+    return dict(num_cpus=1, resources=resources, object_store_memory=NODE_MEMORY)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory):
+    """A Ray cluster of two nodes on 127.0.0.1 (types A and B), shut down after the module whatever happens.
+    Its nodes run the selftest frameworks of tests/helpers/cluster_node_run.py (notebooks in ``.notebooks``)."""
+    folder = tmp_path_factory.mktemp("cluster")
+    notebooks = folder / "notebooks"
+    notebooks.mkdir()
+    kernel = folder / "jupyter" / "kernels" / selftest.KERNEL
+    kernel.mkdir(parents=True)
+    (kernel / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "selftest", "language": "python"}))
+    variables = {"ROSETTA_NODE_RUN": f"{sys.executable} {HELPERS / 'cluster_node_run.py'}",
+                 "ROSETTA_TEST_NOTEBOOKS": str(notebooks), "RAY_USAGE_STATS_ENABLED": "0",
+                 # the kernels of the real runs find their environments as the checkout's `rosetta envs` made them,
+                 # and the selftest kernel through JUPYTER_PATH
+                 "JUPYTER_PATH": os.pathsep.join(filter(None, [str(folder / "jupyter"), os.environ.get("JUPYTER_PATH")]))}
+    previous = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)  # the nodes' processes inherit them
+    made = None
+    try:
+        made = Cluster(initialize_head=True, connect=False, head_node_args={
+            **_node({"accelerator_type:A": 1}), "include_dashboard": False})
+        second = made.add_node(**_node({"accelerator_type:B": 1}))
+        made.wait_for_nodes()
+        made.types = {made.head_node.node_id: "A", second.node_id: "B"}
+        made.notebooks = notebooks
+        yield made
+    finally:
+        if made is not None:
+            made.shutdown()
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@pytest.fixture
+def registered(ray_cluster, monkeypatch):
+    """The selftest frameworks in this process's registry too (the driver's), removed after the test."""
+    from harness import frameworks
+    for name in ("selftest", "selfslow"):
+        monkeypatch.delitem(frameworks.FRAMEWORKS, name, raising=False)
+    made = cluster_node_run.register(ray_cluster.notebooks)
+    yield made
+    for name in made:
+        frameworks.FRAMEWORKS.pop(name, None)
+
+
+def _records(results: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((results / "records").glob("*.json"))]
+
+
+def test_a_cluster_that_cannot_be_reached_is_one_line_before_anything_starts(tmp_path, capsys):
+    with socket_bound() as port:
+        status = cli.main(["run", "pytorch", "--device", "cpu", "--cluster", f"127.0.0.1:{port}",
+                           "--results", str(tmp_path / "results")])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.count("\n") == 1 and f"--cluster 127.0.0.1:{port}: cannot reach a Ray cluster there" in err
+    assert not (tmp_path / "results" / "records").exists()
+
+
+def test_without_ray_the_cluster_option_names_the_extra_and_its_command(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails, as where the extra is not installed
+    status = cli.main(["bench", "pytorch", "--device", "cpu", "--cluster", "auto", "--results", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1
+    assert "optional extra 'cluster'" in err and "pip install -e" in err and "[cluster]" in err
+
+
+def test_accelerator_and_retries_need_the_cluster(tmp_path, capsys):
+    assert cli.main(["run", "pytorch", "--accelerator", "A", "--results", str(tmp_path)]) == 2
+    assert "--accelerator: only with --cluster" in capsys.readouterr().err
+
+
+class socket_bound:
+    """A loopback port bound but not listening: connections to it are refused."""
+
+    def __enter__(self):
+        import socket
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        return self.sock.getsockname()[1]
+
+    def __exit__(self, *exc):
+        self.sock.close()
+
+
+def test_each_accelerator_type_runs_only_on_its_nodes_and_records_come_back_from_both(
+        ray_cluster, registered, tmp_path, capsys):
+    results = tmp_path / "results"
+    status = cli.main(["bench", "selftest", "--benchmark", "cifar", "--device", "cpu", "--repeats", "2",
+                       "--cluster", ray_cluster.address, "--accelerator", "A", "B", "--results", str(results),
+                       "--epochs", "1", "--train-samples", "128", "--test-samples", "100"])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    found = _records(results)
+    assert len(found) == 4 and {r["status"] for r in found} == {"ok"}
+    for r in found:  # each type's runs on its node, and only there
+        assert ray_cluster.types[r["cluster"]["node_id"]] == r["cluster"]["accelerator"]
+        assert r["cluster"]["ip"] == ray_cluster.head_node.node_ip_address and r["cluster"]["host"]
+        stem = r["notebook"][len("records/"):-len(".ipynb")]
+        assert (results / r["notebook"]).is_file() and (results / "records" / f"{stem}.kernel.log").is_file()
+    assert sorted((r["seed"], r["cluster"]["accelerator"]) for r in found) == [(42, "A"), (42, "B"), (43, "A"),
+                                                                                (43, "B")]
+    assert {r["epochs"] for r in found} == {1} and {r["train_samples"] for r in found} == {128}
+    assert (results / "README.md").is_file() and "report:" in out
+    assert not list((results / "records" / ".reserved").iterdir())
+
+
+def test_resume_across_the_cluster_skips_what_came_back_ok(ray_cluster, registered, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(cli.machine, "git_commit", lambda: cluster_node_run.COMMIT)  # the nodes' records say it
+    results = tmp_path / "results"
+    argv = ["run", "selftest", "--benchmark", "cifar", "--device", "cpu", "--cluster", ray_cluster.address,
+            "--accelerator", "A", "B", "--results", str(results)]
+    assert cli.main(argv) == 0
+    first = _records(results)
+    (results / "records" / sorted((results / "records").glob("*.json"))[0].name).unlink()  # one to run again
+    assert cli.main(argv + ["--resume"]) == 0
+    out = capsys.readouterr().out
+    again = _records(results)
+    assert len(first) == 2 and len(again) == 2 and "resume: 1 run(s) already have an ok record" in out
+    assert {r["cluster"]["accelerator"] for r in again} == {"A", "B"}
+
+
+def _wait_for(path: Path, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} did not appear within {seconds:.0f} s"
+        time.sleep(0.2)
+
+
+def _gone(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while selftest.alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+def test_a_node_lost_mid_run_gives_a_lost_record_naming_it_and_the_run_starts_again_elsewhere(
+        ray_cluster, registered, tmp_path, capsys):
+    import threading
+
+    doomed = ray_cluster.add_node(**_node({"accelerator_type:C": 1}))
+    spare = None
+    marker = ray_cluster.notebooks / "selfslow.started"
+    marker.unlink(missing_ok=True)
+    results, outcome = tmp_path / "results", {}
+    argv = ["run", "selfslow", "--benchmark", "cifar", "--device", "cpu", "--cluster", ray_cluster.address,
+            "--accelerator", "C", "--retries", "1", "--results", str(results)]
+    driver = threading.Thread(target=lambda: outcome.update(status=cli.main(argv)), daemon=True)
+    driver.start()
+    try:
+        _wait_for(marker, 90)
+        kernel = int(marker.read_text())
+        ray_cluster.remove_node(doomed)  # its raylet and workers killed, as a lost machine's
+        spare = ray_cluster.add_node(**_node({"accelerator_type:C": 1}))  # where the run can start again
+        driver.join(timeout=120)
+        assert not driver.is_alive()
+        assert _gone(kernel, 30), "the lost node's kernel still runs"
+    finally:
+        for node in (spare,):
+            if node is not None:
+                ray_cluster.remove_node(node)
+        marker.unlink(missing_ok=True)
+    found = _records(results)
+    lost = [r for r in found if r["status"] == "lost"]
+    ok = [r for r in found if r["status"] == "ok"]
+    assert len(lost) == 1 and len(ok) == 1, [(r["status"], r.get("error")) for r in found]
+    assert lost[0]["cluster"]["node_id"] == doomed.node_id and doomed.node_id[:12] in lost[0]["error"]
+    assert ok[0]["cluster"]["node_id"] == spare.node_id and ok[0]["cluster"]["attempt"] == 2
+    assert outcome["status"] == 1  # a lost run is not ok, though its second attempt is
+
+
+def test_ctrl_c_on_the_driver_cancels_every_task_and_leaves_no_kernel(ray_cluster, registered, tmp_path):
+    marker = ray_cluster.notebooks / "selfslow.started"
+    marker.unlink(missing_ok=True)
+    results = tmp_path / "results"
+    driver = subprocess.Popen(
+        [sys.executable, str(HELPERS / "cluster_driver.py"), str(ray_cluster.notebooks), "run", "selfslow", "selftest",
+         "--benchmark", "cifar", "--device", "cpu", "--cluster", ray_cluster.address, "--accelerator", "A",
+         "--repeats", "3", "--results", str(results)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for(marker, 90)
+        kernel = int(marker.read_text())
+        driver.send_signal(signal.SIGINT)
+        output, _ = driver.communicate(timeout=120)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        marker.unlink(missing_ok=True)
+    assert driver.returncode == 130, output
+    assert _gone(kernel, 30), "the cancelled run's kernel still runs"
+    found = _records(results)
+    interrupted = [r for r in found if r["status"] == "interrupted"]
+    assert len(interrupted) == 1 and interrupted[0]["framework"] == "Selfslow", output
+    assert ray_cluster.types[interrupted[0]["cluster"]["node_id"]] == "A"
+    assert "cancelled" in output
+    assert len(found) == 1  # the five runs not started (type A has one CPU) were cancelled, not recorded
