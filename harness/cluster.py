@@ -189,7 +189,10 @@ def _stop(process: subprocess.Popen) -> None:
 
 def _end_with_parent() -> None:
     """In `rosetta run`'s process before it starts: SIGTERM to it should the Ray worker that started it die
-    (its node's raylet lost, the worker killed), so that it stops its kernel instead of running on alone."""
+    (its node's raylet lost, the worker killed), so that it stops its kernel instead of running on alone;
+    and SIGINT and SIGTERM handled again (a Ray worker blocks them, and ignores SIGINT: both stay so across exec)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
         import ctypes
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG (Linux)

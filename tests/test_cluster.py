@@ -234,3 +234,22 @@ def test_ctrl_c_on_the_driver_cancels_every_task_and_leaves_no_kernel(ray_cluste
     assert ray_cluster.types[interrupted[0]["cluster"]["node_id"]] == "A"
     assert "cancelled" in output
     assert len(found) == 1  # the five runs not started (type A has one CPU) were cancelled, not recorded
+
+
+@pytest.mark.kernel
+def test_pytorch_and_jax_share_the_cluster_and_come_back_from_both_nodes(ray_cluster, tmp_path, tiny_cifar, capsys):
+    """One tiny real CIFAR-10 run each (the tiny archive, one epoch, one thread), in the nodes' own kernels
+    (`rosetta envs pytorch jax` in this checkout)."""
+    results = tmp_path / "results"
+    status = cli.main(["run", "pytorch", "jax", "--benchmark", "cifar", "--device", "cpu", "--epochs", "1",
+                       "--batch-size", "32", "--threads", "1", "--no-export", "--cifar", str(tiny_cifar),
+                       "--data-dir", str(tmp_path / "cache"), "--cluster", ray_cluster.address,
+                       "--results", str(results)])
+    out = capsys.readouterr().out
+    found = _records(results)
+    assert status == 0, out[-3000:]
+    assert sorted(r["framework"] for r in found) == ["JAX (Flax)", "PyTorch"]
+    assert all(r["status"] == "ok" and r["epochs"] == 1 and (results / r["notebook"]).is_file() for r in found)
+    # one CPU per node and one per task: the two tasks ran at once, one on each node
+    assert {r["cluster"]["node_id"] for r in found} == set(ray_cluster.types)
+    assert {r["environment"]["device"] for r in found} == {"cpu"}
