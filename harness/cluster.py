@@ -187,6 +187,18 @@ def _stop(process: subprocess.Popen) -> None:
             continue
 
 
+STAGING = "rosetta-cluster-"  # a task's results folder on its node: rosetta-cluster-PID-XXXX in the temp folder
+
+
+def _remove_stale() -> None:
+    """The folders that tasks whose worker is gone left behind (a lost node's raylet, a killed worker)."""
+    from harness import processes
+    for folder in Path(tempfile.gettempdir()).glob(STAGING + "*-*"):
+        pid = folder.name[len(STAGING):].split("-", 1)[0]
+        if pid.isdigit() and not processes.alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def _end_with_parent() -> None:
     """In `rosetta run`'s process before it starts: SIGTERM to it should the Ray worker that started it die
     (its node's raylet lost, the worker killed), so that it stops its kernel instead of running on alone;
@@ -216,7 +228,8 @@ def node_run(argv: list[str], tracker=None, key: str = "") -> dict:
     if gpus:  # a node runs one task per GPU at once: each GPU has its own suite lock, not the machine's
         from harness import guard
         environment[guard.LOCK_VARIABLE] = f"{guard.lock_path()}.gpu{'-'.join(gpus)}"
-    folder = Path(tempfile.mkdtemp(prefix="rosetta-cluster-"))
+    _remove_stale()
+    folder = Path(tempfile.mkdtemp(prefix=f"{STAGING}{os.getpid()}-"))
     tail: list[str] = []
     try:
         process = subprocess.Popen(node_command() + argv + ["--results", str(folder)], cwd=REPOSITORY,

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -206,6 +207,9 @@ def test_a_node_lost_mid_run_gives_a_lost_record_naming_it_and_the_run_starts_ag
     assert lost[0]["cluster"]["node_id"] == doomed.node_id and doomed.node_id[:12] in lost[0]["error"]
     assert ok[0]["cluster"]["node_id"] == spare.node_id and ok[0]["cluster"]["attempt"] == 2
     assert outcome["status"] == 1  # a lost run is not ok, though its second attempt is
+    left = [f.name for f in Path(tempfile.gettempdir()).glob(cluster.STAGING + "*-*")
+            if not selftest.alive(int(f.name[len(cluster.STAGING):].split("-")[0]))]
+    assert not left, f"the lost task's folder was left behind: {left}"
 
 
 def test_ctrl_c_on_the_driver_cancels_every_task_and_leaves_no_kernel(ray_cluster, registered, tmp_path):
