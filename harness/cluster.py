@@ -79,6 +79,7 @@ def connect(address: str):
     A cluster that cannot be reached is a ValueError in one line, before anything starts."""
     check(address)
     ray = import_ray()
+    kept = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGHUP)}
     try:
         ray.init(address=address, logging_level="WARNING", log_to_driver=True, configure_logging=True)
     except (ConnectionError, RuntimeError, ValueError) as error:
@@ -86,6 +87,10 @@ def connect(address: str):
         raise ValueError(f"--cluster {address}: cannot join a Ray cluster ({first}); expected the address "
                          "`ray start --head` printed (HOST:PORT), or auto with `ray start` run on this "
                          "machine.") from None
+    finally:  # ray.init installs a SIGTERM handler of its own: the harness's stops the tasks and says so
+        for number, handler in kept.items():
+            if handler is not None:
+                signal.signal(number, handler)
     return ray
 
 
@@ -375,9 +380,24 @@ def _run(ray, args, frameworks, results: Path, address: str, skip) -> list[dict]
             options["accelerator_type"] = job.accelerator
         return task.options(max_retries=0, **options).remote(run_arguments(args, job), tracker, job.key)
 
-    pending = {submit(job): job for job in jobs}
-    done = []
+    caught, previous = [], {}  # which signal stopped the driver: Ray's wait gives only a KeyboardInterrupt
+
+    def note(number, frame):
+        handler = previous.get(number)
+        if handler == signal.SIG_IGN:
+            return
+        caught.append(number)
+        if callable(handler):
+            handler(number, frame)
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        from harness import processes
+        previous = {number: signal.signal(number, note) for number in processes.STOPPING}
+    pending, done = {}, []
     try:
+        for job in jobs:
+            pending[submit(job)] = job
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
             for ref in ready:
@@ -410,12 +430,15 @@ def _run(ray, args, frameworks, results: Path, address: str, skip) -> list[dict]
                       + (f": accuracy {result['test_accuracy']:.4f}" if state == "ok" else
                          f": {result.get('error')}"), flush=True)
                 done.append(result)
-    except KeyboardInterrupt as interrupt:  # Ray's wait may turn the signal into a plain KeyboardInterrupt
+    except KeyboardInterrupt as interrupt:  # Ray's wait turns the signal's Interrupted into a KeyboardInterrupt
         from harness import processes
         _cancel(ray, pending, tracker, results)
         if isinstance(interrupt, processes.Interrupted):
             raise
-        raise processes.Interrupted(signal.SIGINT) from None
+        raise processes.Interrupted(caught[0] if caught else signal.SIGINT) from None
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
     return done
 
 

@@ -213,7 +213,9 @@ def test_a_node_lost_mid_run_gives_a_lost_record_naming_it_and_the_run_starts_ag
     assert not left, f"the lost task's folder was left behind: {left}"
 
 
-def test_ctrl_c_on_the_driver_cancels_every_task_and_leaves_no_kernel(ray_cluster, registered, tmp_path):
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_on_the_driver_cancels_every_task_and_leaves_no_kernel(ray_cluster, registered, tmp_path, number):
+    """Ctrl-C (SIGINT), and SIGTERM too (ray.init installs a handler of its own for it)."""
     marker = ray_cluster.notebooks / "selfslow.started"
     marker.unlink(missing_ok=True)
     results = tmp_path / "results"
@@ -225,13 +227,13 @@ def test_ctrl_c_on_the_driver_cancels_every_task_and_leaves_no_kernel(ray_cluste
     try:
         _wait_for(marker, 90)
         kernel = int(marker.read_text())
-        driver.send_signal(signal.SIGINT)
+        driver.send_signal(number)
         output, _ = driver.communicate(timeout=120)
     finally:
         if driver.poll() is None:
             driver.kill()
         marker.unlink(missing_ok=True)
-    assert driver.returncode == 130, output
+    assert driver.returncode == 128 + number, output
     assert _gone(kernel, 30), "the cancelled run's kernel still runs"
     found = _records(results)
     interrupted = [r for r in found if r["status"] == "interrupted"]
