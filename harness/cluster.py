@@ -79,7 +79,8 @@ def connect(address: str):
     A cluster that cannot be reached is a ValueError in one line, before anything starts."""
     check(address)
     ray = import_ray()
-    kept = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGHUP)}
+    kept = ({number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGHUP)}
+            if threading.current_thread() is threading.main_thread() else {})
     try:
         ray.init(address=address, logging_level="WARNING", log_to_driver=True, configure_logging=True)
     except (ConnectionError, RuntimeError, ValueError) as error:
