@@ -7,6 +7,7 @@
     rosetta onnx [NAME ...] [--benchmark BENCH ...] [--python [NAME=]PATH]   # each latest run's ONNX export checked and timed
     rosetta report [--results DIR]
     rosetta bench [NAME ...] [run options]    # envs, data, parity, run and report in one go
+    rosetta bench [NAME ...] --cluster ADDRESS [--accelerator TYPE ...] [--retries N]   # runs as Ray tasks (docs/cluster.md)
     rosetta compare A B [--benchmark BENCH ...] [--out DIR]    # two notebooks side by side, as HTML
     rosetta compare --all [NAME ...] [--out DIR]               # every pair, and an index page
     rosetta list
