@@ -266,3 +266,19 @@ def test_pytorch_and_jax_share_the_cluster_and_come_back_from_both_nodes(ray_clu
     # one CPU per node and one per task: the two tasks ran at once, one on each node
     assert {r["cluster"]["node_id"] for r in found} == set(ray_cluster.types)
     assert {r["environment"]["device"] for r in found} == {"cpu"}
+
+
+def test_a_run_that_brings_no_record_back_is_recorded_as_failed_with_the_nodes_words(
+        ray_cluster, registered, tmp_path, capsys, monkeypatch):
+    """A framework the driver knows and the nodes do not (a node's checkout at another commit): the
+    node's `rosetta run` refuses it, and the driver records the run as failed, naming the node."""
+    from harness import frameworks
+    only_here = selftest.framework(tmp_path / "selfonly.ipynb", "pass", name="selfonly")
+    monkeypatch.setitem(frameworks.FRAMEWORKS, "selfonly", only_here)
+    results = tmp_path / "results"
+    status = cli.main(["run", "selfonly", "--benchmark", "cifar", "--device", "cpu", "--cluster",
+                       ray_cluster.address, "--accelerator", "B", "--results", str(results)])
+    found = _records(results)
+    assert status == 1 and len(found) == 1 and found[0]["status"] == "failed"
+    assert found[0]["framework"] == "Selfonly" and ray_cluster.types[found[0]["cluster"]["node_id"]] == "B"
+    assert "wrote 0 records (exit status 2)" in found[0]["error"] and "selfonly" in found[0]["error"]
