@@ -110,6 +110,23 @@ def test_accelerator_and_retries_need_the_cluster(tmp_path, capsys):
     assert "--accelerator: only with --cluster" in capsys.readouterr().err
 
 
+def test_make_bench_cluster_passes_the_flags_and_installs_the_extra(tmp_path):
+    def planned(*variables):  # a venv not made yet: make -n lists every step it would take
+        done = subprocess.run(["make", "-n", "bench", "FRAMEWORKS=pytorch", f"VENV={tmp_path / 'venv'}", *variables],
+                              cwd=cluster.REPOSITORY, capture_output=True, text=True)
+        return done.stdout.splitlines()
+
+    lines = planned("CLUSTER=auto", "ACCELERATOR=H100 A100", "RETRIES=1")
+    bench = next(line.split() for line in lines if "rosetta bench" in line)
+    assert bench[bench.index("--cluster") + 1] == "auto" and bench[bench.index("--retries") + 1] == "1"
+    assert bench[bench.index("--accelerator") + 1:bench.index("--accelerator") + 3] == ["H100", "A100"]
+    assert any("-e '.[cluster]'" in line for line in lines)
+    plain = planned()
+    bench = next(line.split() for line in plain if "rosetta bench" in line)
+    assert "--cluster" not in bench and "--accelerator" not in bench
+    assert not any("[cluster]" in line for line in plain)  # no Ray where no cluster is asked for
+
+
 class socket_bound:
     """A loopback port bound but not listening: connections to it are refused."""
 
