@@ -15,6 +15,9 @@
 #   make bench REPEATS=3    every notebook 3 times (seeds SEED, SEED+1, SEED+2): medians and spread
 #   make bench NO_WAIT=1    where another suite holds this machine, refuse instead of waiting for it
 #   make bench QUIET_WAIT=0 run at once on a busy machine (default: wait up to 60 s for quiet; see README)
+#   make bench CLUSTER=auto      every run a task on the Ray cluster this machine is a node of (or
+#                  CLUSTER=HOST:6379); ACCELERATOR="H100 A100" a table per GPU type, RETRIES=1 for lost nodes;
+#                  installs the optional extra 'cluster' (Ray) into .venv (docs/cluster.md)
 #   make test PYTEST_ARGS="-k data"       (make test-fast takes PYTEST_ARGS too)
 #
 # Frameworks already installed (a vendor container, a cloud image, a conda environment):
@@ -74,6 +77,9 @@ ENV_FLAGS = $(foreach entry,$(EXISTING_PYTHON),--python $(entry))
 # RESUME=1 (or yes, true): skip each run that already has an ok record with the same settings, data and commit.
 RUN_FLAGS += $(if $(filter 1 yes true,$(RESUME)),--resume)
 RUN_FLAGS += $(call option,--repeats,$(REPEATS))
+# CLUSTER=HOST:PORT or auto: the runs on a Ray cluster's nodes (harness/cluster.py, docs/cluster.md).
+RUN_FLAGS += $(call option,--cluster,$(CLUSTER)) $(call option,--accelerator,$(ACCELERATOR)) \
+	$(call option,--retries,$(RETRIES))
 # NO_WAIT=1 (or yes, true): one suite at a time per machine (harness/guard.py); where another holds
 # it, refuse at once (exit status 2) instead of waiting for it. Also for make onnx, which times prediction.
 NO_WAIT_FLAG = $(if $(filter 1 yes true,$(NO_WAIT)),--no-wait)
@@ -100,13 +106,20 @@ $(VENV)/.installed: pyproject.toml
 	$(call install_kernel,$(VENV)/bin/python)
 	touch $@
 
-bench: $(VENV)/.installed openmpi $(if $(USE_DOCKER),docker)
+# The optional extra 'cluster' (Ray) in the harness's venv: for --cluster, and for the tests of it.
+# Best effort (a wheelhouse may lack Ray): without it `--cluster` says how to install it, and the tests
+# of the cluster are skipped, saying why.
+$(VENV)/.cluster: $(VENV)/.installed pyproject.toml
+	@$(VENV)/bin/python -m pip install $(PIP_SOURCE) -e '.[cluster]' && touch $@ || \
+	  echo "could not install the optional extra 'cluster' (Ray): --cluster and its tests are unavailable"
+
+bench: $(VENV)/.installed openmpi $(if $(USE_DOCKER),docker) $(if $(strip $(CLUSTER)),$(VENV)/.cluster)
 	@# the side-by-side pages are written whatever the runs' outcome; the exit status is the bench's
 	status=0; $(VENV)/bin/rosetta bench $(FRAMEWORKS) $(RUN_FLAGS) $(ENV_FLAGS) || status=$$?; \
 	$(VENV)/bin/rosetta compare --all --out results/compare; exit $$status
 
 # A quick end-to-end run: one epoch on a few thousand samples.
-smoke: $(VENV)/.installed openmpi $(if $(USE_DOCKER),docker)
+smoke: $(VENV)/.installed openmpi $(if $(USE_DOCKER),docker) $(if $(strip $(CLUSTER)),$(VENV)/.cluster)
 	$(VENV)/bin/rosetta bench $(FRAMEWORKS) --epochs 1 --train-samples 2000 --test-samples 1000 $(RUN_FLAGS) $(ENV_FLAGS)
 
 # CNTK 2.7 loads OpenMPI's libraries: where they are missing and apt-get is there, install
@@ -129,7 +142,7 @@ chromium:
 	  echo "could not install chromium: the browser test of the compare page will be skipped"; }
 
 # An environment that cannot be built leaves its framework's tests failing, with the reason.
-test: $(VENV)/.installed openmpi chromium
+test: $(VENV)/.installed $(VENV)/.cluster openmpi chromium
 	$(VENV)/bin/rosetta envs $(TEST_FRAMEWORKS) --flavour cpu || echo "some environments could not be built (see above)"
 	$(VENV)/bin/python tests/rehearsal_image.py || echo "the rehearsal's image could not be built (see above): its tests will fail"
 	@$(VENV)/bin/python -m pytest $(PYTEST_ARGS); status=$$?; \
@@ -137,7 +150,7 @@ test: $(VENV)/.installed openmpi chromium
 
 # The tests that run no notebook in a framework's kernel and need no real data: nothing is built
 # beyond the harness's own venv. The browser test runs where chromium is (`make chromium`).
-test-fast: $(VENV)/.installed
+test-fast: $(VENV)/.installed $(VENV)/.cluster
 	@$(VENV)/bin/python -m pytest -m "not kernel and not realdata" $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; exit 1; fi; exit $$status
 

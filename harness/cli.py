@@ -7,6 +7,7 @@
     rosetta onnx [NAME ...] [--benchmark BENCH ...] [--python [NAME=]PATH]   # each latest run's ONNX export checked and timed
     rosetta report [--results DIR]
     rosetta bench [NAME ...] [run options]    # envs, data, parity, run and report in one go
+    rosetta bench [NAME ...] --cluster ADDRESS [--accelerator TYPE ...] [--retries N]   # runs as Ray tasks (docs/cluster.md)
     rosetta compare A B [--benchmark BENCH ...] [--out DIR]    # two notebooks side by side, as HTML
     rosetta compare --all [NAME ...] [--out DIR]               # every pair, and an index page
     rosetta list
@@ -149,6 +150,30 @@ def _add_no_wait_option(parser: argparse.ArgumentParser) -> None:
                              f"for it (the lock: ${guard.LOCK_VARIABLE}, default {guard.DEFAULT_LOCK})")
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
+    return value
+
+
+def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cluster", metavar="ADDRESS",
+                        help="run each notebook as a task on a Ray cluster (HOST:PORT of its head, or auto for "
+                             "the cluster this machine is a node of): one GPU per task (--device cuda), or "
+                             "--threads CPUs (default 1) per CPU task; each node runs its own checkout, "
+                             "environments and data (docs/cluster.md). Needs the optional extra 'cluster'")
+    parser.add_argument("--accelerator", nargs="+", metavar="TYPE",
+                        help="with --cluster: every run once per Ray accelerator type (H100 A100 ...), each "
+                             "only on nodes of that type; a table per GPU model")
+    parser.add_argument("--retries", type=_non_negative_int, default=0, metavar="N",
+                        help="with --cluster: a run whose node was lost starts again up to N times "
+                             "(default %(default)s)")
+
+
 def _add_repeats_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=_positive, default=1,
                         help="run every notebook N times, repeat i with seed --seed + i; the table shows "
@@ -177,6 +202,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     running = commands.add_parser("run", help="run notebooks and write their records")
     _add_run_options(running)
     _add_repeats_option(running)
+    _add_cluster_options(running)
     checking = commands.add_parser("parity", help="check each model against the NumPy reference")
     checking.add_argument("frameworks", nargs="*", metavar="NAME", help="frameworks (default: all)")
     _add_benchmark_option(checking)
@@ -201,6 +227,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     bench = commands.add_parser("bench", help="envs, data, parity, run and report in one go")
     _add_run_options(bench)
     _add_repeats_option(bench)
+    _add_cluster_options(bench)
     bench.add_argument("--skip-parity", action="store_true", help="leave the parity check out")
     _add_env_options(bench, with_names=False)
     agreeing = commands.add_parser(
@@ -304,7 +331,13 @@ def validate_run(args: argparse.Namespace) -> None:
             raise ValueError(f"{given}: {train} training samples make no complete batch of {batch} for "
                              f"{benchmark}; training uses complete batches only, so expected "
                              "--train-samples at least --batch-size.")
-    if args.device == "cuda" and not args.docker and venvs.default_flavour() == "cpu":
+    if getattr(args, "cluster", None) is None and (getattr(args, "accelerator", None) or getattr(args, "retries", 0)):
+        flag = "--accelerator" if args.accelerator else f"--retries {args.retries}"
+        raise ValueError(f"{flag}: only with --cluster ADDRESS; expected --cluster too, or neither.")
+    if getattr(args, "cluster", None) is not None:  # the nodes' GPUs, not this machine's, count
+        from harness import cluster
+        cluster.check(args.cluster)  # Ray installed, the cluster reachable: one line before anything starts
+    elif args.device == "cuda" and not args.docker and venvs.default_flavour() == "cpu":
         raise ValueError("--device cuda: no NVIDIA GPU found (nvidia-smi lists none); expected "
                          "--device auto or cpu on this machine.")
     _writable_folder(args.results, "--results")
@@ -395,6 +428,8 @@ def cmd_run(args) -> int:
     every framework in each repeat before the next, so that a disturbance of the machine falls
     on one repeat of several frameworks rather than on every repeat of one."""
     frameworks = select(args.frameworks)
+    if getattr(args, "cluster", None) is not None:
+        return cmd_run_cluster(args, frameworks)
     provenances, data_errors = load_data(args, args.benchmark)
     settings = run_settings(args)
     if args.command == "run" and settings.device != "cpu" and not settings.docker:
@@ -426,6 +461,27 @@ def cmd_run(args) -> int:
         raise
     except guard.DiskFull as full:  # no more runs: the table of what finished where it fits; main says it
         guard.finish_table(full, lambda: report.render(args.results))
+        raise
+    print(f"report: {report.render(args.results)}")
+    failed = [f"{r['framework']} {r['benchmark']}: {r['status']}" for r in done if r["status"] != "ok"]
+    for line in failed:
+        print("not ok:", line)
+    return 1 if failed else 0
+
+
+def cmd_run_cluster(args, frameworks) -> int:
+    """``--cluster``: every run a task on the cluster's nodes (harness/cluster.py), their records in
+    ``--results``; then the table, also after an interruption."""
+    from harness import cluster
+    skip = cluster.finished_runs(args, frameworks, args.results, machine.git_commit()) if args.resume else set()
+    try:
+        done = cluster.run(args, frameworks, args.results, args.cluster, skip)
+    except processes.Interrupted as interrupt:
+        with processes.interrupts_held():
+            table = report.render(args.results)
+            interrupt.reported = True
+            print(f"rosetta: {interrupt.describe()}: every task on the cluster was cancelled.", file=sys.stderr)
+            print(f"report: {table}")
         raise
     print(f"report: {report.render(args.results)}")
     failed = [f"{r['framework']} {r['benchmark']}: {r['status']}" for r in done if r["status"] != "ok"]
@@ -603,7 +659,8 @@ def main(argv: list[str] | None = None) -> int:
     lock = guard.MachineLock()
     try:
         _validate(args)
-        guard.hold_machine(lock, args)  # a suite: one at a time on this machine (or --no-wait refuses)
+        if getattr(args, "cluster", None) is None:  # a cluster's driver times nothing: its nodes hold their own
+            guard.hold_machine(lock, args)  # a suite: one at a time on this machine (or --no-wait refuses)
         if args.command == "envs":
             return cmd_envs(args)
         if args.command == "data":
@@ -624,6 +681,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_compare(args)
         if args.command == "doctor":
             return cmd_doctor(args)
+        if args.command == "bench" and args.cluster is not None:
+            print("cluster: each node runs with its own environments (`make envs` there); the parity and "
+                  "ONNX checks are not run across the cluster.", flush=True)
+            return cmd_run(args)
         if args.command == "bench":
             if args.device != "cpu" and not args.docker:
                 gpu_notice(select(args.frameworks))

@@ -99,12 +99,17 @@ def printed_result(executed: Path) -> tuple[float, float] | None:
 
 
 def device_group(row: dict) -> str:
-    """The device a run is ranked on: the GPU model, or the CPU model for a CPU run."""
+    """The device a run is ranked on: the GPU model, or the CPU model for a CPU run (and, for one made on a
+    cluster with ``--accelerator``, the type of the nodes it ran on: same CPU model, other machines)."""
     env = row.get("environment")
     if not env:
         return "device not recorded"
     if env.get("device") == "cuda":
         return env.get("gpu") or "unknown NVIDIA GPU"
+    placed = row.get("cluster")
+    kind = placed.get("accelerator") if isinstance(placed, dict) else None
+    if kind:  # a CPU run on a cluster's nodes of one type (--accelerator): never ranked with other types'
+        return f"CPU: {env.get('cpu') or 'unknown model'} (nodes of type {kind})"
     return f"CPU: {env.get('cpu') or 'unknown model'}"
 
 

@@ -1,0 +1,507 @@
+"""`rosetta bench --cluster ADDRESS`: the suite's runs spread over the nodes of a Ray cluster.
+
+Each framework x benchmark x repeat (x accelerator type, with ``--accelerator``) becomes one Ray
+task. A task asks for one GPU (``num_gpus=1``) on a GPU run, or ``--threads`` CPUs (default 1) on a
+CPU run, and with ``--accelerator TYPE`` for Ray's accelerator type too (the resource
+``accelerator_type:TYPE`` that Ray gives a node with such a GPU, or that ``ray start --resources``
+names), so that a node without that type is never used for it.
+
+On its node a task runs exactly what ``rosetta run`` runs there: ``python -m harness.entry run``
+of the node's own checkout, with the node's environments and kernels (``make envs`` there) and the
+node's data, into a temporary results folder. The code is not shipped with Ray's runtime_env: a
+node's kernels import ``common`` from the checkout that registered them, and its environments are
+built in that checkout, so the node's checkout must be the one that runs. Each record names the
+commit it ran at, as every record does. The record, the executed notebook, the kernel's log and
+the ONNX export come back to the driver, which writes them into its results folder as a local run
+would, each record with a ``cluster`` field naming the node that ran it (its host, IP address and
+Ray node id) and the accelerator type asked for.
+
+A node lost mid-run (``ray.exceptions.NodeDiedError``, or a worker that died) gives a ``lost``
+record naming the node; with ``--retries N`` such a run is started again (elsewhere, where the
+node is gone) up to N times. The driver must run on a node of the cluster (``ray start`` was run
+there, or it is the head); Ray's client (``ray://``) is not used.
+
+Ray is an optional extra (``pip install -e '.[cluster]'``): without it ``--cluster`` says so in
+one line before anything starts.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common import REPOSITORY, record
+from harness import runner
+
+EXTRA = "cluster"
+INSTALL = f"{Path(sys.executable).parent / 'python'} -m pip install -e '{REPOSITORY}[{EXTRA}]'"
+# What runs a notebook on a node, instead of the node's own `python -m harness.entry run` (a shell
+# line, read on the node: for a node whose harness is elsewhere, and for the tests' selftest kernel).
+NODE_RUN_VARIABLE = "ROSETTA_NODE_RUN"
+CONNECT_SECONDS = 5.0
+STOP_SECONDS = 60.0  # how long a cancelled task waits for `rosetta run` to record its run as interrupted
+
+
+def import_ray():
+    """Ray, or a ValueError in one line naming the extra and the command that installs it."""
+    try:
+        import ray
+    except ImportError:
+        raise ValueError(f"--cluster needs Ray, which is in the optional extra {EXTRA!r}: install it with "
+                         f"`{INSTALL}` (or `make bench CLUSTER=...`, which installs it).") from None
+    return ray
+
+
+def _reachable(address: str) -> str | None:
+    """Why ``HOST:PORT`` cannot be reached (a TCP connection within ``CONNECT_SECONDS``), or None."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        return "not HOST:PORT"
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_SECONDS):
+            return None
+    except OSError as error:
+        return error.strerror or str(error) or type(error).__name__
+
+
+def connect(address: str):
+    """Joins the cluster at ``address`` (``auto``: the one running on this machine); Ray, connected.
+    A cluster that cannot be reached is a ValueError in one line, before anything starts."""
+    check(address)
+    ray = import_ray()
+    kept = ({number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGHUP)}
+            if threading.current_thread() is threading.main_thread() else {})
+    try:
+        ray.init(address=address, logging_level="WARNING", log_to_driver=True, configure_logging=True)
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"--cluster {address}: cannot join a Ray cluster ({first}); expected the address "
+                         "`ray start --head` printed (HOST:PORT), or auto with `ray start` run on this "
+                         "machine.") from None
+    finally:  # ray.init installs a SIGTERM handler of its own: the harness's stops the tasks and says so
+        for number, handler in kept.items():
+            if handler is not None:
+                signal.signal(number, handler)
+    return ray
+
+
+@dataclass
+class Job:
+    """One run on the cluster: a framework's notebook of one benchmark, one seed, one accelerator type."""
+
+    framework: object
+    benchmark: str
+    repeat: int
+    seed: int
+    accelerator: str | None
+    export: bool
+    attempt: int = 1
+    sizes: dict = field(default_factory=dict)  # the epochs, batch size and sample counts it runs with
+
+    @property
+    def key(self) -> str:
+        return (f"{self.framework.name}/{self.benchmark}/seed {self.seed}"
+                + (f"/{self.accelerator}" if self.accelerator else "") + f"/attempt {self.attempt}")
+
+
+def plan(frameworks, benchmarks, repeats: int, seed: int, accelerators, export: bool,
+         skip: set | None = None) -> list[Job]:
+    """Every run, repeat by repeat (as a local suite orders them), each for every accelerator type;
+    ``skip``: the (framework name, benchmark, seed, accelerator) that already have an ok record."""
+    jobs = []
+    for repeat in range(repeats):
+        for framework in frameworks:
+            for benchmark in benchmarks:
+                if benchmark not in framework.notebooks:
+                    continue
+                for accelerator in accelerators or [None]:
+                    if (framework.name, benchmark, seed + repeat, accelerator) in (skip or set()):
+                        continue
+                    jobs.append(Job(framework, benchmark, repeat, seed + repeat, accelerator,
+                                    export and repeat == 0))
+    return jobs
+
+
+def run_arguments(args, job: Job) -> list[str]:
+    """The `rosetta run` options of one job, from the driver's own (``--results`` is the node's)."""
+    argv = [job.framework.name, "--benchmark", job.benchmark, "--seed", str(job.seed), "--device", args.device,
+            "--timeout", repr(float(args.timeout))]
+    for option in ("epochs", "batch_size", "train_samples", "test_samples", "threads", "export_runs"):
+        value = getattr(args, option, None)
+        if value is not None:
+            argv += ["--" + option.replace("_", "-"), str(value)]
+    if getattr(args, "export_batch_sizes", None):
+        argv += ["--export-batch-sizes", *map(str, args.export_batch_sizes)]
+    if not job.export:
+        argv.append("--no-export")
+    if args.docker:
+        argv.append("--docker")
+    if args.quiet_wait is not None:
+        argv += ["--quiet-wait", repr(float(args.quiet_wait))]
+    if args.quiet_threshold is not None:
+        argv += ["--quiet-threshold", repr(float(args.quiet_threshold))]
+    if args.data_dir:
+        argv += ["--data-dir", args.data_dir]
+    from common.benchmarks import BENCHMARKS
+    for spec in BENCHMARKS.values():
+        if getattr(args, spec.dest, None):
+            argv += [spec.option, getattr(args, spec.dest)]
+    return argv
+
+
+# --- on the node ---------------------------------------------------------------------------------
+
+def node_command() -> list[str]:
+    """What runs one job on this node: ``$ROSETTA_NODE_RUN``, or this checkout's `rosetta run`."""
+    given = os.environ.get(NODE_RUN_VARIABLE, "").strip()
+    return shlex.split(given) if given else [sys.executable, "-m", "harness.entry", "run"]
+
+
+def _collect(folder: Path) -> dict:
+    """Every file a `rosetta run` wrote into ``folder`` (its records, notebooks, logs and exports), by
+    its path relative to ``folder``; the reservations are left out."""
+    found = {}
+    for path in sorted(folder.rglob("*")):
+        relative = path.relative_to(folder)
+        if path.is_file() and ".reserved" not in relative.parts:
+            found[relative.as_posix()] = path.read_bytes()
+    return found
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """SIGINT to `rosetta run`'s process group (it stops its kernel and records the run as interrupted),
+    then SIGKILL to whatever is left of the group after ``STOP_SECONDS``."""
+    for number, wait in ((signal.SIGINT, STOP_SECONDS), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(process.pid, number)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+STAGING = "rosetta-cluster-"  # a task's results folder on its node: rosetta-cluster-PID-XXXX in the temp folder
+
+
+def _remove_stale() -> None:
+    """The folders that tasks whose worker is gone left behind (a lost node's raylet, a killed worker)."""
+    from harness import processes
+    for folder in Path(tempfile.gettempdir()).glob(STAGING + "*-*"):
+        pid = folder.name[len(STAGING):].split("-", 1)[0]
+        if pid.isdigit() and not processes.alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _end_with_parent() -> None:
+    """In `rosetta run`'s process before it starts: SIGTERM to it should the Ray worker that started it die
+    (its node's raylet lost, the worker killed), so that it stops its kernel instead of running on alone;
+    and SIGINT and SIGTERM handled again (a Ray worker blocks them, and ignores SIGINT: both stay so across exec)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG (Linux)
+    except (OSError, AttributeError):
+        pass
+
+
+def node_run(argv: list[str], tracker=None, key: str = "") -> dict:
+    """A Ray task's body: one `rosetta run` on this node into a temporary results folder; what it wrote,
+    its output's tail, its exit status and the node. A cancelled task (Ctrl-C on the driver) stops it."""
+    import ray
+
+    context = ray.get_runtime_context()
+    node = {"host": socket.gethostname(), "ip": ray.util.get_node_ip_address(), "node_id": context.get_node_id()}
+    gpus = [str(g) for g in ray.get_gpu_ids()]
+    if gpus:
+        node["gpus"] = gpus
+    if tracker is not None:
+        tracker.started.remote(key, node)
+    environment = dict(os.environ)
+    if gpus:  # a node runs one task per GPU at once: each GPU has its own suite lock, not the machine's
+        from harness import guard
+        environment[guard.LOCK_VARIABLE] = f"{guard.lock_path()}.gpu{'-'.join(gpus)}"
+    _remove_stale()
+    folder = Path(tempfile.mkdtemp(prefix=f"{STAGING}{os.getpid()}-"))
+    tail: list[str] = []
+    try:
+        process = subprocess.Popen(node_command() + argv + ["--results", str(folder)], cwd=REPOSITORY,
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   text=True, start_new_session=True, env=environment, preexec_fn=_end_with_parent)
+
+        def read():
+            for line in process.stdout:
+                tail.append(line)
+                del tail[:-40]
+                print(line, end="", flush=True)  # Ray forwards it to the driver
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        try:
+            while process.poll() is None:  # a loop, not wait(): Ray's cancel raises KeyboardInterrupt here
+                time.sleep(0.2)
+        except BaseException:
+            _stop(process)
+            raise
+        reader.join(timeout=10)
+        return {"node": node, "returncode": process.returncode, "output": "".join(tail), "files": _collect(folder)}
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# --- on the driver -------------------------------------------------------------------------------
+
+class _Tracker:
+    """Which node each started job runs on (an actor on the driver's node: it outlives any other)."""
+
+    def __init__(self):
+        self.nodes = {}
+
+    def started(self, key: str, node: dict) -> None:
+        self.nodes[key] = node
+
+    def where(self) -> dict:
+        return dict(self.nodes)
+
+
+def _node_text(node: dict | None) -> str:
+    if not node:
+        return "an unknown node"
+    return f"node {node.get('host')} ({node.get('ip')}, Ray node {str(node.get('node_id'))[:12]})"
+
+
+def store(results: Path, job: Job, outcome: dict) -> dict:
+    """Writes what a job's `rosetta run` wrote on its node into ``results`` as a local run would: the
+    record (with ``cluster``: the node and the accelerator type), the executed notebook, the kernel's
+    log and the export, under a name of this results folder. Returns the record."""
+    files = outcome["files"]
+    found = [name for name in files if name.startswith("records/") and name.endswith(".json")
+             and name.count("/") == 1]
+    if len(found) != 1:
+        message = (f"the run on {_node_text(outcome['node'])} wrote {len(found)} records (exit status "
+                   f"{outcome['returncode']}); its output ended: {outcome['output'][-1500:].strip()}")
+        return write_failure(results, job, "failed", message, outcome["node"])
+    source_stem = found[0][len("records/"):-len(".json")]
+    record_path, executed = runner.run_paths(results, job.framework, job.benchmark)
+    stem = record_path.name[:-len(".json")]
+    result = json.loads(files[found[0]])
+    for name, content in files.items():
+        if name == found[0]:
+            continue
+        if name.startswith(f"records/{source_stem}."):
+            target = results / "records" / (stem + name[len(f"records/{source_stem}"):])
+        elif name.startswith(f"exports/{source_stem}/"):
+            target = results / "exports" / stem / name[len(f"exports/{source_stem}/"):]
+        else:
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content)
+    if result.get("notebook"):
+        result["notebook"] = f"records/{stem}.ipynb"
+    if result.get("export"):
+        result["export"] = f"exports/{stem}"
+    result["cluster"] = {**outcome["node"], "accelerator": job.accelerator, "attempt": job.attempt}
+    record.write(record_path, result)
+    runner.release(record_path)
+    return result
+
+
+def write_failure(results: Path, job: Job, status: str, message: str, node: dict | None) -> dict:
+    """The record of a job that brought no record back (a lost node, an interrupted or failed task)."""
+    record_path, _ = runner.run_paths(results, job.framework, job.benchmark)
+    from common.benchmarks import BENCHMARKS
+    spec = BENCHMARKS[job.benchmark]
+    sizes = job.sizes
+    result = record.build(
+        framework=job.framework.label, api=job.framework.api, benchmark=job.benchmark, status=status,
+        error=message, epochs=sizes.get("epochs", spec.epochs), batch_size=sizes.get("batch_size", spec.batch),
+        train_samples=sizes.get("train_samples", spec.train), test_samples=sizes.get("test_samples", spec.test),
+        seed=job.seed, notebook=None, environment=None,
+        cluster={**(node or {}), "accelerator": job.accelerator, "attempt": job.attempt})
+    record.write(record_path, result)
+    runner.release(record_path)
+    return result
+
+
+LOST_ERRORS = ("NodeDiedError", "WorkerCrashedError", "LocalRayletDiedError", "ObjectLostError",
+               "OwnerDiedError", "RaySystemError")
+
+
+def run(args, frameworks, results: Path, address: str, skip: set | None = None) -> list[dict]:
+    """Every job on the cluster at ``address``; their records, written into ``results`` as they come.
+    Ctrl-C (``processes.Interrupted``) cancels every task, records the started ones as interrupted and
+    propagates."""
+    ray = connect(address)
+    try:
+        return _run(ray, args, frameworks, results, address, skip)
+    finally:
+        ray.shutdown()
+
+
+def _sizes(args, benchmark: str) -> dict:
+    from common.benchmarks import BENCHMARKS
+    spec = BENCHMARKS[benchmark]
+    return {"epochs": args.epochs or spec.epochs, "batch_size": args.batch_size or spec.batch,
+            "train_samples": args.train_samples or spec.train, "test_samples": args.test_samples or spec.test}
+
+
+def _run(ray, args, frameworks, results: Path, address: str, skip) -> list[dict]:
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    jobs = plan(frameworks, args.benchmark, getattr(args, "repeats", 1), args.seed, args.accelerator,
+                args.export, skip)
+    for job in jobs:
+        job.sizes = _sizes(args, job.benchmark)
+    here = ray.get_runtime_context().get_node_id()
+    tracker = ray.remote(_Tracker).options(
+        num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote()
+    task = ray.remote(node_run)
+    gpu = runner.target_device(runner.RunSettings(device=args.device)) == "cuda"
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    print(f"cluster: {len(nodes)} node(s) at {address}; {len(jobs)} run(s), each a task asking for "
+          + ("one GPU" if gpu else f"{args.threads or 1} CPU(s)")
+          + (f" of type {' or '.join(args.accelerator)} (a table per type)" if args.accelerator else ""), flush=True)
+
+    def submit(job: Job):
+        options = {"num_gpus": 1, "num_cpus": 0} if gpu else {"num_cpus": args.threads or 1}
+        if job.accelerator:
+            options["accelerator_type"] = job.accelerator
+        return task.options(max_retries=0, **options).remote(run_arguments(args, job), tracker, job.key)
+
+    caught, previous = [], {}  # which signal stopped the driver: Ray's wait gives only a KeyboardInterrupt
+
+    def note(number, frame):
+        handler = previous.get(number)
+        if handler == signal.SIG_IGN:
+            return
+        caught.append(number)
+        if callable(handler):
+            handler(number, frame)
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        from harness import processes
+        previous = {number: signal.signal(number, note) for number in processes.STOPPING}
+    pending, done = {}, []
+    try:
+        for job in jobs:
+            pending[submit(job)] = job
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            for ref in ready:
+                job = pending.pop(ref)
+                try:
+                    outcome = ray.get(ref)
+                except Exception as error:  # the task brought nothing back
+                    name = type(error).__name__
+                    node = ray.get(tracker.where.remote()).get(job.key)
+                    if name in LOST_ERRORS or isinstance(error, ray.exceptions.NodeDiedError):
+                        message = (f"{_node_text(node)} was lost while the run was on it ({name}); nothing came "
+                                   "back from it")
+                        status = "lost"
+                    else:
+                        first = str(error).strip().splitlines()[-1] if str(error).strip() else name
+                        message, status = f"the task on {_node_text(node)} failed: {name}: {first}", "failed"
+                    result = write_failure(results, job, status, message, node)
+                    print(f"[{job.framework.name}/{job.benchmark}] {status}: {message}", flush=True)
+                    done.append(result)
+                    if status == "lost" and job.attempt <= args.retries:
+                        again = Job(job.framework, job.benchmark, job.repeat, job.seed, job.accelerator, job.export,
+                                    attempt=job.attempt + 1, sizes=job.sizes)
+                        print(f"[{job.framework.name}/{job.benchmark}] started again (attempt {again.attempt} "
+                              f"of {args.retries + 1})", flush=True)
+                        pending[submit(again)] = again
+                    continue
+                result = store(results, job, outcome)
+                state = result["status"]
+                print(f"[{job.framework.name}/{job.benchmark}] {state} on {_node_text(outcome['node'])}"
+                      + (f": accuracy {result['test_accuracy']:.4f}" if state == "ok" else
+                         f": {result.get('error')}"), flush=True)
+                done.append(result)
+    except KeyboardInterrupt as interrupt:  # Ray's wait turns the signal's Interrupted into a KeyboardInterrupt
+        from harness import processes
+        _cancel(ray, pending, tracker, results)
+        if isinstance(interrupt, processes.Interrupted):
+            raise
+        raise processes.Interrupted(caught[0] if caught else signal.SIGINT) from None
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    return done
+
+
+def _cancel(ray, pending: dict, tracker, results: Path) -> None:
+    """Ctrl-C on the driver: every task cancelled (a running one stops its `rosetta run`, which stops its
+    kernel), and each that had started recorded as interrupted, naming its node."""
+    from harness import processes
+
+    with processes.interrupts_held():
+        for ref in pending:
+            ray.cancel(ref)
+        started = ray.get(tracker.where.remote())
+        deadline = time.monotonic() + STOP_SECONDS + 15
+        remaining = list(pending)
+        while remaining and time.monotonic() < deadline:  # the nodes stop their kernels
+            _, remaining = ray.wait(remaining, num_returns=len(remaining), timeout=1.0)
+        started = ray.get(tracker.where.remote())
+        for ref, job in pending.items():
+            if job.key in started:
+                write_failure(results, job, "interrupted",
+                              f"interrupted on the driver; the task on {_node_text(started[job.key])} was "
+                              "cancelled and its run stopped", started[job.key])
+        print(f"cluster: {len(pending)} task(s) cancelled, {sum(j.key in started for j in pending.values())} "
+              "of them started (recorded as interrupted).", file=sys.stderr, flush=True)
+
+
+def check(address: str) -> None:
+    """Before anything starts: Ray installed, and (but for ``auto``) something listening at ``address``."""
+    import_ray()
+    if address.startswith("ray://"):
+        raise ValueError(f"--cluster {address}: Ray's client addresses are not used; expected the address of "
+                         "the cluster's head as `ray start --head` prints it (HOST:6379), or auto, with this "
+                         "machine a node of the cluster.")
+    if address != "auto":
+        why = _reachable(address)
+        if why:
+            raise ValueError(f"--cluster {address}: cannot reach a Ray cluster there ({why}); expected the "
+                             "address `ray start --head` printed (HOST:PORT), or auto for the cluster this "
+                             "machine is a node of.")
+
+
+def finished_runs(args, frameworks, results: Path, commit: str | None) -> set:
+    """For ``--resume`` across the cluster: each (framework name, benchmark, seed, accelerator type) with an
+    ok record that a cluster's node made with these sizes, threads, device and this clean commit."""
+    from harness import records as found_records
+    if not commit or commit.endswith("-dirty"):
+        print("resume: nothing skipped, as the code version is not a clean git commit "
+              f"({commit or 'no git'}); every selected notebook runs.")
+        return set()
+    labels = {framework.label: framework for framework in frameworks}
+    device = "cuda" if args.device == "cuda" else ("cpu" if args.device == "cpu" else None)
+    done = set()
+    for path, run_record in found_records.read_runs(found_records.records_dir(results), warn=False):
+        placed = run_record.get("cluster")
+        framework = labels.get(run_record["framework"])
+        if not isinstance(placed, dict) or framework is None or run_record["status"] != "ok":
+            continue
+        env = run_record.get("environment") or {}
+        if (all(run_record.get(k) == v for k, v in _sizes(args, run_record["benchmark"]).items())
+                and run_record.get("variant") == "fp32" and env.get("git_commit") == commit
+                and env.get("threads_requested") == args.threads and (device is None or env.get("device") == device)):
+            done.add((framework.name, run_record["benchmark"], run_record["seed"], placed.get("accelerator")))
+    if done:
+        print(f"resume: {len(done)} run(s) already have an ok record from the cluster and are skipped.")
+    return done

@@ -1,0 +1,62 @@
+"""`rosetta run` on a node of the tests' Ray cluster, with the selftest kernel (tests/test_cluster.py).
+
+    ROSETTA_TEST_NOTEBOOKS=DIR python cluster_node_run.py [rosetta run options]
+
+Named by $ROSETTA_NODE_RUN on the nodes (harness/cluster.py), it registers the frameworks of
+``register`` (their notebooks written into DIR) and runs `rosetta run` as a node would, without
+an environment check and without data: the kernels read none. The driver registers the same ones.
+
+    selftest   writes an ok record at once
+    selfslow   writes DIR/STEM.started (its kernel's pid) and sleeps 600 s before its ok record; where
+               DIR/selfslow.started exists already (a run started again), writes it at once
+"""
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for selftest
+import selftest  # noqa: E402
+
+COMMIT = "cluster-selftest"  # the commit the selftest records give (for --resume)
+
+OK = """
+import os, time
+from common import machine, record
+environment = machine.capture("cpu", {{}})
+environment["git_commit"] = {commit!r}
+{wait}
+record.write(record_path, record.build(
+    framework={label!r}, api="test", benchmark="cifar", accuracy=0.25,
+    timing={{"train_seconds": 1.5, "first_epoch_seconds": 1.5}}, epochs=epochs or 10, batch_size=batch_size or 64,
+    train_samples=train_samples or 50000, test_samples=test_samples or 10000, seed=seed, environment=environment))
+"""
+
+WAIT = """
+started = os.path.join({folder!r}, "selfslow.started")
+if not os.path.exists(started):
+    with open(started + ".part", "w") as marker:
+        marker.write(str(os.getpid()))
+    os.replace(started + ".part", started)
+    time.sleep(600)
+"""
+
+
+def register(folder: Path) -> dict:
+    """The frameworks selftest and selfslow, their notebooks in ``folder``, added to the registry."""
+    from harness import frameworks
+
+    made = {}
+    for name, wait in (("selftest", ""), ("selfslow", WAIT.format(folder=str(folder)))):
+        body = OK.format(commit=COMMIT, wait=wait, label=name.title())
+        made[name] = frameworks.FRAMEWORKS[name] = selftest.framework(folder / f"{name}.ipynb", body, name=name)
+    return made
+
+
+if __name__ == "__main__":
+    from harness import cli, kernels
+
+    made = register(Path(os.environ["ROSETTA_TEST_NOTEBOOKS"]))
+    if sys.argv[1:2] and sys.argv[1] in made:  # a real framework runs as the node's `rosetta run` would
+        kernels.unavailable_reason = lambda framework: None
+        cli.load_data = lambda args, benchmarks: ({}, {})  # no data: the selftest notebooks read none
+    sys.exit(cli.main(["run"] + sys.argv[1:]))

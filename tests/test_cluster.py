@@ -1,0 +1,301 @@
+"""`rosetta bench --cluster` (harness/cluster.py) on a local Ray cluster started here: two nodes on this
+machine (Ray takes its own address for them: it turns 127.0.0.1 into the machine's address), each with a custom resource standing in for a GPU type (Ray's accelerator_type:A
+and accelerator_type:B), one CPU each. The runs use the selftest kernel (tests/helpers/cluster_node_run.py,
+named by $ROSETTA_NODE_RUN on the nodes), but for one real run of PyTorch and JAX."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+import selftest
+from helpers import cluster_node_run
+
+ray = pytest.importorskip("ray", reason="Ray is the optional extra 'cluster' (make test installs it)")
+from ray.cluster_utils import Cluster  # noqa: E402
+
+from harness import cli, cluster  # noqa: E402
+
+NODE_MEMORY = 80 * 2**20  # each node's object store: the records and notebooks are small
+HELPERS = Path(__file__).resolve().parent / "helpers"
+
+
+def _node(resources: dict) -> dict:
+    return dict(num_cpus=1, resources=resources, object_store_memory=NODE_MEMORY)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory):
+    """A Ray cluster of two nodes on 127.0.0.1 (types A and B), shut down after the module whatever happens.
+    Its nodes run the selftest frameworks of tests/helpers/cluster_node_run.py (notebooks in ``.notebooks``)."""
+    folder = tmp_path_factory.mktemp("cluster")
+    notebooks = folder / "notebooks"
+    notebooks.mkdir()
+    kernel = folder / "jupyter" / "kernels" / selftest.KERNEL
+    kernel.mkdir(parents=True)
+    (kernel / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "selftest", "language": "python"}))
+    variables = {"ROSETTA_NODE_RUN": f"{sys.executable} {HELPERS / 'cluster_node_run.py'}",
+                 "ROSETTA_TEST_NOTEBOOKS": str(notebooks), "RAY_USAGE_STATS_ENABLED": "0",
+                 # the kernels of the real runs find their environments as the checkout's `rosetta envs` made them,
+                 # and the selftest kernel through JUPYTER_PATH
+                 "JUPYTER_PATH": os.pathsep.join(filter(None, [str(folder / "jupyter"), os.environ.get("JUPYTER_PATH")]))}
+    previous = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)  # the nodes' processes inherit them
+    made = None
+    try:
+        made = Cluster(initialize_head=True, connect=False, head_node_args={
+            **_node({"accelerator_type:A": 1}), "include_dashboard": False})
+        second = made.add_node(**_node({"accelerator_type:B": 1}))
+        made.wait_for_nodes()
+        made.types = {made.head_node.node_id: "A", second.node_id: "B"}
+        made.notebooks = notebooks
+        yield made
+    finally:
+        if ray.is_initialized():  # a driver a failed test left connected: else the nodes cannot be removed
+            ray.shutdown()
+        if made is not None:
+            made.shutdown()
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@pytest.fixture
+def registered(ray_cluster, monkeypatch):
+    """The selftest frameworks in this process's registry too (the driver's), removed after the test."""
+    from harness import frameworks
+    for name in ("selftest", "selfslow"):
+        monkeypatch.delitem(frameworks.FRAMEWORKS, name, raising=False)
+    made = cluster_node_run.register(ray_cluster.notebooks)
+    yield made
+    for name in made:
+        frameworks.FRAMEWORKS.pop(name, None)
+
+
+def _records(results: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((results / "records").glob("*.json"))]
+
+
+def test_a_cluster_that_cannot_be_reached_is_one_line_before_anything_starts(tmp_path, capsys):
+    with socket_bound() as port:
+        status = cli.main(["run", "pytorch", "--device", "cpu", "--cluster", f"127.0.0.1:{port}",
+                           "--results", str(tmp_path / "results")])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.count("\n") == 1 and f"--cluster 127.0.0.1:{port}: cannot reach a Ray cluster there" in err
+    assert not (tmp_path / "results" / "records").exists()
+
+
+def test_without_ray_the_cluster_option_names_the_extra_and_its_command(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails, as where the extra is not installed
+    status = cli.main(["bench", "pytorch", "--device", "cpu", "--cluster", "auto", "--results", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1
+    assert "optional extra 'cluster'" in err and "pip install -e" in err and "[cluster]" in err
+
+
+def test_accelerator_and_retries_need_the_cluster(tmp_path, capsys):
+    assert cli.main(["run", "pytorch", "--accelerator", "A", "--results", str(tmp_path)]) == 2
+    assert "--accelerator: only with --cluster" in capsys.readouterr().err
+
+
+def test_make_bench_cluster_passes_the_flags_and_installs_the_extra(tmp_path):
+    def planned(*variables):  # a venv not made yet: make -n lists every step it would take
+        done = subprocess.run(["make", "-n", "bench", "FRAMEWORKS=pytorch", f"VENV={tmp_path / 'venv'}", *variables],
+                              cwd=cluster.REPOSITORY, capture_output=True, text=True)
+        return done.stdout.splitlines()
+
+    lines = planned("CLUSTER=auto", "ACCELERATOR=H100 A100", "RETRIES=1")
+    bench = next(line.split() for line in lines if "rosetta bench" in line)
+    assert bench[bench.index("--cluster") + 1] == "auto" and bench[bench.index("--retries") + 1] == "1"
+    assert bench[bench.index("--accelerator") + 1:bench.index("--accelerator") + 3] == ["H100", "A100"]
+    assert any("-e '.[cluster]'" in line for line in lines)
+    plain = planned()
+    bench = next(line.split() for line in plain if "rosetta bench" in line)
+    assert "--cluster" not in bench and "--accelerator" not in bench
+    assert not any("[cluster]" in line for line in plain)  # no Ray where no cluster is asked for
+
+
+class socket_bound:
+    """A loopback port bound but not listening: connections to it are refused."""
+
+    def __enter__(self):
+        import socket
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        return self.sock.getsockname()[1]
+
+    def __exit__(self, *exc):
+        self.sock.close()
+
+
+def test_each_accelerator_type_runs_only_on_its_nodes_and_records_come_back_from_both(
+        ray_cluster, registered, tmp_path, capsys):
+    results = tmp_path / "results"
+    status = cli.main(["bench", "selftest", "--benchmark", "cifar", "--device", "cpu", "--repeats", "2",
+                       "--cluster", ray_cluster.address, "--accelerator", "A", "B", "--results", str(results),
+                       "--epochs", "1", "--train-samples", "128", "--test-samples", "100"])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    found = _records(results)
+    assert len(found) == 4 and {r["status"] for r in found} == {"ok"}
+    for r in found:  # each type's runs on its node, and only there
+        assert ray_cluster.types[r["cluster"]["node_id"]] == r["cluster"]["accelerator"]
+        assert r["cluster"]["ip"] == ray_cluster.head_node.node_ip_address and r["cluster"]["host"]
+        stem = r["notebook"][len("records/"):-len(".ipynb")]
+        assert (results / r["notebook"]).is_file() and (results / "records" / f"{stem}.kernel.log").is_file()
+    assert sorted((r["seed"], r["cluster"]["accelerator"]) for r in found) == [(42, "A"), (42, "B"), (43, "A"),
+                                                                                (43, "B")]
+    assert {r["epochs"] for r in found} == {1} and {r["train_samples"] for r in found} == {128}
+    table = (results / "README.md").read_text()  # a section, with its table, per type
+    assert "## CPU: " in table and "(nodes of type A)" in table and "(nodes of type B)" in table
+    assert not list((results / "records" / ".reserved").iterdir())
+
+
+def test_resume_across_the_cluster_skips_what_came_back_ok(ray_cluster, registered, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(cli.machine, "git_commit", lambda: cluster_node_run.COMMIT)  # the nodes' records say it
+    results = tmp_path / "results"
+    argv = ["run", "selftest", "--benchmark", "cifar", "--device", "cpu", "--cluster", ray_cluster.address,
+            "--accelerator", "A", "B", "--results", str(results)]
+    assert cli.main(argv) == 0
+    first = _records(results)
+    (results / "records" / sorted((results / "records").glob("*.json"))[0].name).unlink()  # one to run again
+    assert cli.main(argv + ["--resume"]) == 0
+    out = capsys.readouterr().out
+    again = _records(results)
+    assert len(first) == 2 and len(again) == 2 and "resume: 1 run(s) already have an ok record" in out
+    assert {r["cluster"]["accelerator"] for r in again} == {"A", "B"}
+
+
+def _wait_for(path: Path, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} did not appear within {seconds:.0f} s"
+        time.sleep(0.2)
+
+
+def _gone(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while selftest.alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+def test_a_node_lost_mid_run_gives_a_lost_record_naming_it_and_the_run_starts_again_elsewhere(
+        ray_cluster, registered, tmp_path, capsys):
+    import threading
+
+    doomed = ray_cluster.add_node(**_node({"accelerator_type:C": 1}))
+    spare = None
+    marker = ray_cluster.notebooks / "selfslow.started"
+    marker.unlink(missing_ok=True)
+    results, outcome = tmp_path / "results", {}
+    argv = ["run", "selfslow", "--benchmark", "cifar", "--device", "cpu", "--cluster", ray_cluster.address,
+            "--accelerator", "C", "--retries", "1", "--results", str(results)]
+    driver = threading.Thread(target=lambda: outcome.update(status=cli.main(argv)), daemon=True)
+    driver.start()
+    try:
+        deadline = time.monotonic() + 180
+        while not marker.exists():  # the run started on the doomed node, or the driver stopped
+            assert driver.is_alive(), f"the driver ended with {outcome}: {capsys.readouterr()}"
+            assert time.monotonic() < deadline, "the run did not start on the doomed node within 180 s"
+            time.sleep(0.2)
+        kernel = int(marker.read_text())
+        ray_cluster.remove_node(doomed)  # its raylet and workers killed, as a lost machine's
+        spare = ray_cluster.add_node(**_node({"accelerator_type:C": 1}))  # where the run can start again
+        driver.join(timeout=120)
+        assert not driver.is_alive()
+        assert _gone(kernel, 30), "the lost node's kernel still runs"
+    finally:
+        for node in (spare,):
+            if node is not None:
+                ray_cluster.remove_node(node)
+        marker.unlink(missing_ok=True)
+    found = _records(results)
+    lost = [r for r in found if r["status"] == "lost"]
+    ok = [r for r in found if r["status"] == "ok"]
+    assert len(lost) == 1 and len(ok) == 1, [(r["status"], r.get("error")) for r in found]
+    assert lost[0]["cluster"]["node_id"] == doomed.node_id and doomed.node_id[:12] in lost[0]["error"]
+    assert ok[0]["cluster"]["node_id"] == spare.node_id and ok[0]["cluster"]["attempt"] == 2
+    assert outcome["status"] == 1  # a lost run is not ok, though its second attempt is
+    left = [f.name for f in Path(tempfile.gettempdir()).glob(cluster.STAGING + "*-*")
+            if not selftest.alive(int(f.name[len(cluster.STAGING):].split("-")[0]))]
+    assert not left, f"the lost task's folder was left behind: {left}"
+
+
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_on_the_driver_cancels_every_task_and_leaves_no_kernel(ray_cluster, registered, tmp_path, number):
+    """Ctrl-C (SIGINT), and SIGTERM too (ray.init installs a handler of its own for it)."""
+    marker = ray_cluster.notebooks / "selfslow.started"
+    marker.unlink(missing_ok=True)
+    results = tmp_path / "results"
+    driver = subprocess.Popen(
+        [sys.executable, str(HELPERS / "cluster_driver.py"), str(ray_cluster.notebooks), "run", "selfslow", "selftest",
+         "--benchmark", "cifar", "--device", "cpu", "--cluster", ray_cluster.address, "--accelerator", "A",
+         "--repeats", "3", "--results", str(results)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for(marker, 180)
+        kernel = int(marker.read_text())
+        driver.send_signal(number)
+        output, _ = driver.communicate(timeout=120)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        marker.unlink(missing_ok=True)
+    assert driver.returncode == 128 + number, output
+    assert _gone(kernel, 30), "the cancelled run's kernel still runs"
+    found = _records(results)
+    interrupted = [r for r in found if r["status"] == "interrupted"]
+    assert len(interrupted) == 1 and interrupted[0]["framework"] == "Selfslow", output
+    assert ray_cluster.types[interrupted[0]["cluster"]["node_id"]] == "A"
+    assert "cancelled" in output
+    assert len(found) == 1  # the five runs not started (type A has one CPU) were cancelled, not recorded
+
+
+@pytest.mark.kernel
+def test_pytorch_and_jax_share_the_cluster_and_come_back_from_both_nodes(ray_cluster, tmp_path, tiny_cifar, capsys):
+    """One tiny real CIFAR-10 run each (the tiny archive, one epoch, one thread), in the nodes' own kernels
+    (`rosetta envs pytorch jax` in this checkout)."""
+    results = tmp_path / "results"
+    status = cli.main(["run", "pytorch", "jax", "--benchmark", "cifar", "--device", "cpu", "--epochs", "1",
+                       "--batch-size", "32", "--threads", "1", "--no-export", "--cifar", str(tiny_cifar),
+                       "--data-dir", str(tmp_path / "cache"), "--cluster", ray_cluster.address,
+                       "--results", str(results)])
+    out = capsys.readouterr().out
+    found = _records(results)
+    assert status == 0, out[-3000:]
+    assert sorted(r["framework"] for r in found) == ["JAX (Flax)", "PyTorch"]
+    assert all(r["status"] == "ok" and r["epochs"] == 1 and (results / r["notebook"]).is_file() for r in found)
+    # one CPU per node and one per task: the two tasks ran at once, one on each node
+    assert {r["cluster"]["node_id"] for r in found} == set(ray_cluster.types)
+    assert {r["environment"]["device"] for r in found} == {"cpu"}
+
+
+def test_a_run_that_brings_no_record_back_is_recorded_as_failed_with_the_nodes_words(
+        ray_cluster, registered, tmp_path, capsys, monkeypatch):
+    """A framework the driver knows and the nodes do not (a node's checkout at another commit): the
+    node's `rosetta run` refuses it, and the driver records the run as failed, naming the node."""
+    from harness import frameworks
+    only_here = selftest.framework(tmp_path / "selfonly.ipynb", "pass", name="selfonly")
+    monkeypatch.setitem(frameworks.FRAMEWORKS, "selfonly", only_here)
+    results = tmp_path / "results"
+    status = cli.main(["run", "selfonly", "--benchmark", "cifar", "--device", "cpu", "--cluster",
+                       ray_cluster.address, "--accelerator", "B", "--results", str(results)])
+    found = _records(results)
+    assert status == 1 and len(found) == 1 and found[0]["status"] == "failed"
+    assert found[0]["framework"] == "Selfonly" and ray_cluster.types[found[0]["cluster"]["node_id"]] == "B"
+    assert "wrote 0 records (exit status 2)" in found[0]["error"] and "selfonly" in found[0]["error"]
