@@ -94,7 +94,7 @@ RUN_FLAGS += $(if $(filter 0 no false,$(EXPORT)),--no-export)
 RUN_FLAGS += $(call option,--export-batch-sizes,$(EXPORT_BATCH_SIZES)) $(call option,--export-runs,$(EXPORT_RUNS))
 
 .PHONY: bench smoke test test-fast envs data report list clean openmpi docker wheels bundle compare chromium agree onnx \
-	cpu-tables cpu-tables-main cpu-tables-inference cpu-tables-gru
+	cpu-tables cpu-tables-main cpu-tables-inference cpu-tables-full
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 9))' 2>/dev/null || { \
@@ -172,16 +172,18 @@ list: $(VENV)/.installed
 
 # The committed CPU tables, remade in one sitting on a quiet machine (nothing else running; each part
 # can also run alone, in this order): make cpu-tables CIFAR10=PATH IMDB=PATH
-#   cpu-tables-main       results/README.md: every framework, both benchmarks, 3 interleaved repeats of
+#   cpu-tables-main       results/README.md: every framework and benchmark, 3 interleaved repeats of
 #                         2 epochs on 4,000 samples (about 70 minutes on 2 cores)
 #   cpu-tables-inference  results/inference/: each framework's export run (1 epoch), its ONNX check at once
 #                         after it (about 40 minutes)
-#   cpu-tables-gru        results/gru-full/: the GRU at full size, one run each (about 60 minutes)
+#   cpu-tables-full       results/full-size/: at full size, one run each, every benchmark whose accuracy the
+#                         original comparison published (Benchmark.published; about 60 minutes)
 CPU_SUBSET = --device cpu --epochs 2 --train-samples 4000 --test-samples 2000
-cpu-tables: cpu-tables-main cpu-tables-inference cpu-tables-gru
+PUBLISHED = $$($(VENV)/bin/python -c "from common.benchmarks import BENCHMARKS; print(*[b.name for b in BENCHMARKS.values() if b.published])")
+cpu-tables: cpu-tables-main cpu-tables-inference cpu-tables-full
 
 cpu-tables-main: envs
-	$(VENV)/bin/rosetta bench --benchmark cifar imdb --repeats 3 $(CPU_SUBSET) --no-export $(DATA_FLAGS)
+	$(VENV)/bin/rosetta bench --repeats 3 $(CPU_SUBSET) --no-export $(DATA_FLAGS)
 
 cpu-tables-inference: envs
 	status=0; for name in $$($(VENV)/bin/python -c "from harness.frameworks import FRAMEWORKS; print(*FRAMEWORKS)"); do \
@@ -190,8 +192,8 @@ cpu-tables-inference: envs
 		$(VENV)/bin/rosetta onnx $$name --results results/inference || status=1; \
 	done; exit $$status
 
-cpu-tables-gru: envs
-	$(VENV)/bin/rosetta bench --benchmark imdb --device cpu --no-export --results results/gru-full $(DATA_FLAGS)
+cpu-tables-full: envs
+	$(VENV)/bin/rosetta bench --benchmark $(PUBLISHED) --device cpu --no-export --results results/full-size $(DATA_FLAGS)
 
 # Every framework once per seed on one short configuration (default: common/benchmarks.py's AGREEMENT,
 # on the CPU, 5 seeds): results/agreement/README.md, each mean and range of accuracy beside PyTorch's.
