@@ -28,6 +28,10 @@ class Framework:
     build_first: bool = False  # install ENV-build.txt first, then the spec without build isolation
     sonames: dict = field(default_factory=dict)  # system library name it needs -> prefix of the one to link
     sonames_hint: str = ""     # how to install those system libraries
+    # The variants its notebooks offer besides fp32 (common.variants, docs/variants.md): variant -> the
+    # benchmarks that have it; and why a variant is not offered, by variant or (variant, benchmark).
+    variants: dict = field(default_factory=dict)
+    variant_reasons: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.stem and not self.notebooks:
@@ -40,6 +44,13 @@ class Framework:
 
     def notebook(self, benchmark: str):
         return REPOSITORY / "notebooks" / self.notebooks[benchmark]
+
+    def variant_unsupported(self, variant: str, benchmark: str) -> str | None:
+        """Why this framework's ``benchmark`` notebook does not offer ``variant``; None where it does."""
+        if variant == "fp32" or benchmark in self.variants.get(variant, ()):
+            return None
+        reason = self.variant_reasons.get((variant, benchmark)) or self.variant_reasons.get(variant)
+        return reason or f"{self.label}'s {benchmark} notebook offers no {variant} variant (docs/variants.md)"
 
 
 def kernel_name(env: str) -> str:
@@ -101,6 +112,9 @@ FRAMEWORKS = {
         stem="PyTorch",
         versions_probe="import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)",
         cpu_probe=TORCH_CPU_PROBE,
+        variants={"compiled": ("cifar", "imdb"), "bf16": ("cifar", "imdb"), "channels_last": ("cifar",)},
+        variant_reasons={("channels_last", "imdb"): "channels_last is a memory order of 4-D image tensors "
+                         "(NCHW stored as NHWC); the GRU has no image tensors to reorder"},
     ),
     "keras-torch": keras_on("torch", "PyTorch", env="pytorch", cpu_probe=TORCH_CPU_PROBE),
     "tensorflow": Framework(
