@@ -6,7 +6,8 @@
         train_samples=50000, test_samples=10000, seed=42, environment=env, data=provenance))
 
 A record says ``status`` ok, failed, timeout, diverged, unavailable, unsupported
-(the framework does not offer the variant asked for: common.variants), interrupted (stopped by Ctrl-C, SIGTERM or SIGHUP) or lost (the harness was killed
+(the framework does not offer the variant asked for: common.variants), interrupted
+(stopped by Ctrl-C, SIGTERM or SIGHUP) or lost (the harness was killed
 before it could record the run: a later run found its reservation); the harness
 writes every status but ok, with the error, when a notebook does not get this far. A run
 smaller than docs/design.md's benchmark (fewer epochs or samples, another batch

@@ -56,7 +56,8 @@ def check(framework: Framework, benchmark: str, results: Path, device: str = "cp
               "kernel_environment": runner.kernel_provenance(framework, runner.RunSettings(docker=in_docker))}
     prefix = f"[{framework.name}/{benchmark}{named.replace('-', ' ')} parity] "
     unsupported = framework.variant_unsupported(variant, benchmark)
-    reason = None if unsupported else (docker.unavailable_reason if in_docker else kernels.unavailable_reason)(framework)
+    unavailable = docker.unavailable_reason if in_docker else kernels.unavailable_reason
+    reason = None if unsupported else unavailable(framework)
     if unsupported:
         result.update(status="unsupported", equivalent=None, message=unsupported)
     elif reason:

@@ -241,7 +241,7 @@ def benchmark_table(frame: pd.DataFrame, benchmark: str, checks: dict | None = N
     """
     rows = _ordered(quietreport.mark_busy(frame, shown_rows(frame, benchmark) if shown is None else shown))
     ranked = rows["_ok"] & ~rows["_busy"]  # a busy run is not ranked
-    if (ranked & ~rows["_variant"]).any():  # the variants are measured against the fastest fp32 row, not it against them
+    if (ranked & ~rows["_variant"]).any():  # variants are measured against the fastest fp32 row, never it against them
         ranked &= ~rows["_variant"]
     fastest = rows.loc[ranked, "train_seconds"].min()
     table = columns.Table(benchmark, frame, checks or {}, fastest)
