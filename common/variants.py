@@ -36,13 +36,14 @@ PROMISED = {
 }
 # The relaxed step check of a variant (common.parity.compare_variant): the first step's logits and
 # loss, relative to the float64 reference on the canonical weights. bfloat16 keeps 8 bits of
-# mantissa (a relative step of 2^-8 = 0.4%), so a forward pass through a few layers lands within
-# about 1%; the others compute in float32 and keep the fp32 row's tolerances.
+# mantissa (a relative step of 2^-8 = 0.4%); measured on the CPU, the CNN's logits land 0.5% (PyTorch)
+# and 0.65% (JAX) of their scale from the reference, the GRU's 0.2%: the logits are held to 2%, the
+# loss to 1%. The others compute in float32 and keep the fp32 row's tolerances.
 TOLERANCES = {
     "fp32": {"logits": 1e-4, "loss": 1e-4},
     "compiled": {"logits": 1e-4, "loss": 1e-4},
     "channels_last": {"logits": 1e-4, "loss": 1e-4},
-    "bf16": {"logits": 1e-2, "loss": 1e-2},
+    "bf16": {"logits": 2e-2, "loss": 1e-2},
 }
 
 

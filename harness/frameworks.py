@@ -136,6 +136,9 @@ FRAMEWORKS = {
         versions_probe="import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, "
                        "'optax', optax.__version__)",
         cpu_probe=JAX_CPU_PROBE,
+        variants={"bf16": ("cifar",)},
+        variant_reasons={"compiled": "JAX's step is already compiled (jax.jit): its fp32 row is the compiled one",
+                         ("bf16", "imdb"): "the GRU notebook does not offer bf16 yet (docs/variants.md)"},
     ),
     "keras-jax": keras_on("jax", "JAX", env="jax", cpu_probe=JAX_CPU_PROBE),
     "mxnet": Framework(

@@ -158,22 +158,24 @@ def _outputs(tmp_path, model, observed, scale=1.0):
 def test_the_relaxed_step_check_holds_logits_and_precision_to_the_variants_tolerance(tmp_path):
     inputs, outputs = _outputs(tmp_path, "gru", {**BF16, "activation_at": "the GRU's outputs"}, scale=1.005)
     result = common_parity.compare_variant("gru", inputs, outputs, "bf16", variants.read_observed(outputs))
-    assert result["equivalent"], result["message"]  # 0.5% off: within bf16's 1%
+    assert result["equivalent"], result["message"]  # 0.5% off: within bf16's 2%
     assert result["message"].startswith("bf16 within its step tolerance: logits ")
     strict = common_parity.compare_variant("gru", inputs, outputs, "compiled", COMPILED)
     assert not strict["equivalent"] and "logits differs by" in strict["message"]  # compiled keeps fp32's 1e-4
     inputs, outputs = _outputs(tmp_path, "gru", {**BF16, "weights": ["bfloat16"]}, scale=1.05)
     result = common_parity.compare_variant("gru", inputs, outputs, "bf16", variants.read_observed(outputs))
     assert not result["equivalent"]
-    assert "logits differs by" in result["message"] and "relative tolerance 0.01" in result["message"]
+    assert "logits differs by" in result["message"] and "relative tolerance 0.02" in result["message"]
     assert "variant bf16 not as promised: its weights are stored in bfloat16, not float32" in result["message"]
     assert not common_parity.compare_variant("gru", inputs, outputs, "bf16", None)["equivalent"]
 
 
-# The PyTorch variants, run by the harness at tiny sizes in PyTorch's kernel.
+# The variants, run by the harness at tiny sizes in their frameworks' kernels: (framework, benchmark, variant).
 PYTORCH = frameworks.FRAMEWORKS["pytorch"]
-RUNS = [("cifar", "bf16"), ("cifar", "channels_last"), ("cifar", "compiled"), ("imdb", "bf16")]
-CHECKS = [("cifar", "bf16"), ("cifar", "compiled"), ("imdb", "bf16")]
+RUNS = [("pytorch", "cifar", "bf16"), ("pytorch", "cifar", "channels_last"), ("pytorch", "cifar", "compiled"),
+        ("pytorch", "imdb", "bf16"), ("jax", "cifar", "bf16")]
+CHECKS = [("pytorch", "cifar", "bf16"), ("pytorch", "cifar", "compiled"), ("pytorch", "imdb", "bf16"),
+          ("jax", "cifar", "bf16")]
 # Mutants: (benchmark, variant, text in the notebook, its replacement, what the check says, how it is run:
 # its relaxed step check, or a run; a notebook whose weights are bfloat16 cannot hand them to NumPy for the
 # step check, so that one is run).
@@ -205,17 +207,18 @@ def mutant(tmp_path, name):
 
 
 @pytest.fixture(scope="module")
-def pytorch_variants(tmp_path_factory, tiny_cifar, tiny_imdb):
-    """The PyTorch variant runs (RUNS), relaxed step checks (CHECKS) and mutants' checks (MUTANTS), once,
-    spread over the cores: {("run", benchmark, variant): record, ("check", ...): parity record,
-    ("mutant", name): parity record}."""
+def variant_runs(tmp_path_factory, tiny_cifar, tiny_imdb):
+    """The variant runs (RUNS), relaxed step checks (CHECKS) and the PyTorch mutants' runs or checks (MUTANTS),
+    once, spread over the cores: {("run", framework, benchmark, variant): record, ("check", ...): parity record,
+    ("mutant", name): the mutant's record or parity record}."""
     import concurrent.futures
 
     from common import data
     from shortruns import pinned_pool, worker_count
 
-    if kernels.unavailable_reason(PYTORCH):
-        pytest.skip(f"PyTorch's kernel: {kernels.unavailable_reason(PYTORCH)}")
+    for name in ("pytorch", "jax"):
+        if kernels.unavailable_reason(frameworks.FRAMEWORKS[name]):
+            pytest.skip(f"{name}'s kernel: {kernels.unavailable_reason(frameworks.FRAMEWORKS[name])}")
     folder = tmp_path_factory.mktemp("variants")
     cache, sources = str(folder / "cache"), {"cifar": str(tiny_cifar), "imdb": str(tiny_imdb)}
     for benchmark in sources:
@@ -228,8 +231,8 @@ def pytorch_variants(tmp_path_factory, tiny_cifar, tiny_imdb):
     def check(framework, benchmark, variant):
         return parity.check, framework, benchmark, folder / "checks", "cpu", 900.0, False, variant
 
-    jobs = {("run", b, v): run(PYTORCH, b, v) for b, v in RUNS}
-    jobs.update({("check", b, v): check(PYTORCH, b, v) for b, v in CHECKS})
+    jobs = {("run", f, b, v): run(frameworks.FRAMEWORKS[f], b, v) for f, b, v in RUNS}
+    jobs.update({("check", f, b, v): check(frameworks.FRAMEWORKS[f], b, v) for f, b, v in CHECKS})
     jobs.update({("mutant", name): (check if how == "check" else run)(mutant(folder, name), b, v)
                  for name, (b, v, _, _, _, how) in MUTANTS.items()})
     with pinned_pool(worker_count(len(jobs))) as pool:
@@ -239,11 +242,11 @@ def pytorch_variants(tmp_path_factory, tiny_cifar, tiny_imdb):
 
 
 @pytest.mark.kernel
-@pytest.mark.parametrize("benchmark, variant", RUNS)
-def test_the_pytorch_variants_run_as_they_promise(pytorch_variants, benchmark, variant):
-    result = pytorch_variants["run", benchmark, variant]
+@pytest.mark.parametrize("framework, benchmark, variant", RUNS)
+def test_the_variants_run_as_they_promise(variant_runs, framework, benchmark, variant):
+    result = variant_runs["run", framework, benchmark, variant]
     assert result["status"] == "ok", result["error"]
-    assert result["variant"] == variant and result["framework"] == "PyTorch"
+    assert result["variant"] == variant and result["framework"] == frameworks.FRAMEWORKS[framework].label
     observed = result["precision"]
     assert observed["activation"] == ("bfloat16" if variant == "bf16" else "float32")
     assert observed["weights"] == ["float32"]
@@ -255,9 +258,9 @@ def test_the_pytorch_variants_run_as_they_promise(pytorch_variants, benchmark, v
 
 
 @pytest.mark.kernel
-@pytest.mark.parametrize("benchmark, variant", CHECKS)
-def test_the_pytorch_variants_pass_their_step_check(pytorch_variants, benchmark, variant):
-    result = pytorch_variants["check", benchmark, variant]
+@pytest.mark.parametrize("framework, benchmark, variant", CHECKS)
+def test_the_variants_pass_their_step_check(variant_runs, framework, benchmark, variant):
+    result = variant_runs["check", framework, benchmark, variant]
     assert result["status"] == "ok" and result["equivalent"], result["message"]
     assert result["variant"] == variant and result["tolerances"] == variants.TOLERANCES[variant]
     logits = next(c for c in result["checks"] if c["output"] == "logits")
@@ -268,8 +271,8 @@ def test_the_pytorch_variants_pass_their_step_check(pytorch_variants, benchmark,
 
 @pytest.mark.kernel
 @pytest.mark.parametrize("name", list(MUTANTS))
-def test_a_variant_that_breaks_its_promise_fails_its_check(pytorch_variants, name):
-    result = pytorch_variants["mutant", name]
+def test_a_variant_that_breaks_its_promise_fails_its_check(variant_runs, name):
+    result = variant_runs["mutant", name]
     if MUTANTS[name][5] == "check":
         assert result["status"] == "ok", result["message"]  # it ran; its check says no
         assert result["equivalent"] is False and MUTANTS[name][4] in result["message"], result["message"]
