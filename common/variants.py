@@ -113,6 +113,8 @@ def problems(variant: str, observed: Optional[dict]) -> List[str]:
             found.append("it names no compile mode")
         if not isinstance(compiler.get("graphs"), int) or compiler["graphs"] < 1:
             found.append("no graph was compiled ({} graphs): the model ran eagerly".format(compiler.get("graphs")))
+        if compiler.get("eager"):
+            found.append("the framework was told to run its functions eagerly")
         if compiler.get("graph_breaks"):
             found.append("the compiler broke the model into pieces run eagerly between ({} graph breaks: {})".format(
                 compiler["graph_breaks"], "; ".join(compiler.get("break_reasons") or [])[:300]))

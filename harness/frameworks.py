@@ -125,6 +125,8 @@ FRAMEWORKS = {
         stem="TensorFlow",
         versions_probe="import tensorflow as tf; print('tensorflow', tf.__version__)",
         cpu_probe=TENSORFLOW_CPU_PROBE,
+        variants={"compiled": ("cifar",)},
+        variant_reasons={("compiled", "imdb"): "the GRU notebook does not offer compiled yet (docs/variants.md)"},
     ),
     "keras-tensorflow": keras_on("tensorflow", "TensorFlow", env="tensorflow", cpu_probe=TENSORFLOW_CPU_PROBE),
     "jax": Framework(

@@ -88,6 +88,8 @@ def test_each_broken_promise_is_named():
     broken = {**COMPILED, "compiler": {"mode": "default", "graphs": 2, "graph_breaks": 1, "break_reasons": ["x"]}}
     assert variants.problems("compiled", broken) == [
         "the compiler broke the model into pieces run eagerly between (1 graph breaks: x)"]
+    eager = {**COMPILED, "compiler": {"mode": "jit_compile=True", "graphs": 1, "eager": True}}
+    assert variants.problems("compiled", eager) == ["the framework was told to run its functions eagerly"]
     assert variants.problems("channels_last", {**COMPILED, "memory_format": "contiguous"}) == [
         "its activation is in memory format contiguous, not channels_last"]
     assert variants.problems("bf16", None) == [
@@ -172,10 +174,11 @@ def test_the_relaxed_step_check_holds_logits_and_precision_to_the_variants_toler
 
 # The variants, run by the harness at tiny sizes in their frameworks' kernels: (framework, benchmark, variant).
 PYTORCH = frameworks.FRAMEWORKS["pytorch"]
+# The other frameworks' variants only through their step check, which reads their observed precision too.
 RUNS = [("pytorch", "cifar", "bf16"), ("pytorch", "cifar", "channels_last"), ("pytorch", "cifar", "compiled"),
-        ("pytorch", "imdb", "bf16"), ("jax", "cifar", "bf16")]
+        ("pytorch", "imdb", "bf16")]
 CHECKS = [("pytorch", "cifar", "bf16"), ("pytorch", "cifar", "compiled"), ("pytorch", "imdb", "bf16"),
-          ("jax", "cifar", "bf16")]
+          ("jax", "cifar", "bf16"), ("tensorflow", "cifar", "compiled")]
 # Mutants: (benchmark, variant, text in the notebook, its replacement, what the check says, how it is run:
 # its relaxed step check, or a run; a notebook whose weights are bfloat16 cannot hand them to NumPy for the
 # step check, so that one is run).
@@ -216,7 +219,7 @@ def variant_runs(tmp_path_factory, tiny_cifar, tiny_imdb):
     from common import data
     from shortruns import pinned_pool, worker_count
 
-    for name in ("pytorch", "jax"):
+    for name in ("pytorch", "jax", "tensorflow"):
         if kernels.unavailable_reason(frameworks.FRAMEWORKS[name]):
             pytest.skip(f"{name}'s kernel: {kernels.unavailable_reason(frameworks.FRAMEWORKS[name])}")
     folder = tmp_path_factory.mktemp("variants")
@@ -265,6 +268,10 @@ def test_the_variants_pass_their_step_check(variant_runs, framework, benchmark, 
     assert result["variant"] == variant and result["tolerances"] == variants.TOLERANCES[variant]
     logits = next(c for c in result["checks"] if c["output"] == "logits")
     assert 0 < logits["max_abs_difference"] <= logits["bound"]
+    observed = result["precision"]
+    assert observed["activation"] == ("bfloat16" if variant == "bf16" else "float32") and observed["weights"] == ["float32"]
+    if variant == "compiled":
+        assert observed["compiler"]["graphs"] >= 1, observed
     if variant == "bf16":  # bfloat16 really computed: further from the reference than float32 gets
         assert logits["max_abs_difference"] > 1e-4 * logits["bound"] / variants.TOLERANCES["bf16"]["logits"]
 
