@@ -172,6 +172,12 @@ def test_the_relaxed_step_check_holds_logits_and_precision_to_the_variants_toler
     assert not common_parity.compare_variant("gru", inputs, outputs, "bf16", None)["equivalent"]
 
 
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
 # The variants, run by the harness at tiny sizes in their frameworks' kernels: (framework, benchmark, variant).
 PYTORCH = frameworks.FRAMEWORKS["pytorch"]
 # The other frameworks' variants only through their step check, which reads their observed precision too.
@@ -210,7 +216,7 @@ def mutant(tmp_path, name):
 
 
 @pytest.fixture(scope="module")
-def variant_runs(tmp_path_factory, tiny_cifar, tiny_imdb):
+def variant_runs(tmp_path_factory, tiny_cifar, tiny_imdb, monkeypatch_module):
     """The variant runs (RUNS), relaxed step checks (CHECKS) and the PyTorch mutants' runs or checks (MUTANTS),
     once, spread over the cores: {("run", framework, benchmark, variant): record, ("check", ...): parity record,
     ("mutant", name): the mutant's record or parity record}."""
@@ -223,6 +229,8 @@ def variant_runs(tmp_path_factory, tiny_cifar, tiny_imdb):
         if kernels.unavailable_reason(frameworks.FRAMEWORKS[name]):
             pytest.skip(f"{name}'s kernel: {kernels.unavailable_reason(frameworks.FRAMEWORKS[name])}")
     folder = tmp_path_factory.mktemp("variants")
+    # torch.compile's cache in the test's own folder, not /tmp/torchinductor_USER: the runs leave nothing behind
+    monkeypatch_module.setenv("TORCHINDUCTOR_CACHE_DIR", str(folder / "inductor"))
     cache, sources = str(folder / "cache"), {"cifar": str(tiny_cifar), "imdb": str(tiny_imdb)}
     for benchmark in sources:
         data.prepare(benchmark, sources[benchmark], cache)
