@@ -1,7 +1,8 @@
 """Variants: the same notebook run another way than the proven fp32 row (docs/variants.md).
 
 A notebook takes a ``variant`` parameter ("fp32" unless told otherwise). A notebook that offers
-other variants says which (``require``: anything else raises ``VariantUnsupported``), changes a
+other variants says which, and why it offers no others where there is a reason (``require``: anything
+else raises ``VariantUnsupported``; the harness reads the call and runs nothing else), changes a
 few marked lines for them, and records the precision it observed at run time (``precision``): the
 dtype of an activation inside the model and of the stored weights, read from the tensors, and for
 ``compiled`` what the compiler did. ``problems`` holds that against what the variant promises; the
@@ -25,7 +26,7 @@ VARIANTS = {
     "fp32": "the framework's plain float32 default: the row proven equal to the reference",
     "compiled": "the training step compiled by the framework's own compiler (the mode is recorded)",
     "bf16": "mixed precision: bfloat16 compute, float32 master weights",
-    "channels_last": "the CNN's activations and weights in NHWC memory order (float32)",
+    "channels_last": "image activations and weights in NHWC memory order (float32)",
 }
 # The dtypes a variant promises: the activation inside the model, the stored weights.
 PROMISED = {
@@ -36,9 +37,8 @@ PROMISED = {
 }
 # The relaxed step check of a variant (common.parity.compare_variant): the first step's logits and
 # loss, relative to the float64 reference on the canonical weights. bfloat16 keeps 8 bits of
-# mantissa (a relative step of 2^-8 = 0.4%); measured on the CPU, the CNN's logits land 0.5% (PyTorch)
-# and 0.65% (JAX) of their scale from the reference, the GRU's 0.2%: the logits are held to 2%, the
-# loss to 1%. The others compute in float32 and keep the fp32 row's tolerances.
+# mantissa (a relative step of 2^-8 = 0.4%); measured on the CPU, the logits land 0.2% to 0.65% of
+# their scale from the reference (docs/variants.md): they are held to 2%, the loss to 1%. The others compute in float32 and keep the fp32 row's tolerances.
 TOLERANCES = {
     "fp32": {"logits": 1e-4, "loss": 1e-4},
     "compiled": {"logits": 1e-4, "loss": 1e-4},
@@ -58,11 +58,14 @@ def check_name(variant: str) -> str:
     return variant
 
 
-def require(variant: str, offered, framework: str) -> str:
-    """``variant`` where the notebook offers it; VariantUnsupported otherwise, never an fp32 run under its name."""
+def require(variant: str, offered, framework: str, unsupported: Optional[Dict[str, str]] = None) -> str:
+    """``variant`` where the notebook offers it; VariantUnsupported otherwise (with the reason ``unsupported``
+    gives for it, if any), never an fp32 run under its name. The harness reads the literal arguments of
+    this call from the notebook (harness.frameworks.offered_variants) and starts no run of another variant."""
     check_name(variant)
     if variant not in offered:
-        raise VariantUnsupported("{} offers the variants {}, not {!r} (docs/variants.md)".format(
+        reason = (unsupported or {}).get(variant)
+        raise VariantUnsupported(reason or "{} offers the variants {}, not {!r} (docs/variants.md)".format(
             framework, ", ".join(offered), variant))
     return variant
 

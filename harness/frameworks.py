@@ -8,7 +8,10 @@ one environment (MXNet's Module API and Gluon do; Keras 3 runs in its backend's)
 """
 from __future__ import annotations
 
+import ast
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from common import REPOSITORY
 from common.benchmarks import BENCHMARKS
@@ -28,10 +31,6 @@ class Framework:
     build_first: bool = False  # install ENV-build.txt first, then the spec without build isolation
     sonames: dict = field(default_factory=dict)  # system library name it needs -> prefix of the one to link
     sonames_hint: str = ""     # how to install those system libraries
-    # The variants its notebooks offer besides fp32 (common.variants, docs/variants.md): variant -> the
-    # benchmarks that have it; and why a variant is not offered, by variant or (variant, benchmark).
-    variants: dict = field(default_factory=dict)
-    variant_reasons: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.stem and not self.notebooks:
@@ -46,11 +45,39 @@ class Framework:
         return REPOSITORY / "notebooks" / self.notebooks[benchmark]
 
     def variant_unsupported(self, variant: str, benchmark: str) -> str | None:
-        """Why this framework's ``benchmark`` notebook does not offer ``variant``; None where it does."""
-        if variant == "fp32" or benchmark in self.variants.get(variant, ()):
+        """Why this framework's ``benchmark`` notebook does not offer ``variant``; None where it does. The
+        notebook says what it offers, in its ``variants.require`` call (``offered_variants``)."""
+        if variant == "fp32":
             return None
-        reason = self.variant_reasons.get((variant, benchmark)) or self.variant_reasons.get(variant)
-        return reason or f"{self.label}'s {benchmark} notebook offers no {variant} variant (docs/variants.md)"
+        path = self.notebook(benchmark)
+        offered, reasons = offered_variants(path)
+        if variant in offered:
+            return None
+        return reasons.get(variant) or (f"{self.label}'s notebook {path.name} offers {', '.join(offered)}, "
+                                        f"not {variant} (docs/variants.md)")
+
+
+def offered_variants(path) -> tuple[tuple, dict]:
+    """The variants a notebook offers and why it offers no others: the literal arguments of its
+    ``variants.require(variant, OFFERED, NAME, unsupported={VARIANT: REASON})`` call (common.variants);
+    ("fp32",) and {} for a notebook without one."""
+    cells = json.loads(Path(path).read_text()).get("cells", [])
+    for cell in cells:
+        if cell.get("cell_type") != "code":
+            continue
+        source = "".join(cell.get("source", []))
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "require"
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "variants"
+                    and len(node.args) >= 2):
+                reasons = {k.arg: k.value for k in node.keywords}.get("unsupported")
+                return (tuple(ast.literal_eval(node.args[1])),
+                        ast.literal_eval(reasons) if reasons is not None else {})
+    return ("fp32",), {}
 
 
 def kernel_name(env: str) -> str:
@@ -112,9 +139,6 @@ FRAMEWORKS = {
         stem="PyTorch",
         versions_probe="import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)",
         cpu_probe=TORCH_CPU_PROBE,
-        variants={"compiled": ("cifar", "imdb"), "bf16": ("cifar", "imdb"), "channels_last": ("cifar",)},
-        variant_reasons={("channels_last", "imdb"): "channels_last is a memory order of 4-D image tensors "
-                         "(NCHW stored as NHWC); the GRU has no image tensors to reorder"},
     ),
     "keras-torch": keras_on("torch", "PyTorch", env="pytorch", cpu_probe=TORCH_CPU_PROBE),
     "tensorflow": Framework(
@@ -125,8 +149,6 @@ FRAMEWORKS = {
         stem="TensorFlow",
         versions_probe="import tensorflow as tf; print('tensorflow', tf.__version__)",
         cpu_probe=TENSORFLOW_CPU_PROBE,
-        variants={"compiled": ("cifar",)},
-        variant_reasons={("compiled", "imdb"): "the GRU notebook does not offer compiled yet (docs/variants.md)"},
     ),
     "keras-tensorflow": keras_on("tensorflow", "TensorFlow", env="tensorflow", cpu_probe=TENSORFLOW_CPU_PROBE),
     "jax": Framework(
@@ -138,9 +160,6 @@ FRAMEWORKS = {
         versions_probe="import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, "
                        "'optax', optax.__version__)",
         cpu_probe=JAX_CPU_PROBE,
-        variants={"bf16": ("cifar",)},
-        variant_reasons={"compiled": "JAX's step is already compiled (jax.jit): its fp32 row is the compiled one",
-                         ("bf16", "imdb"): "the GRU notebook does not offer bf16 yet (docs/variants.md)"},
     ),
     "keras-jax": keras_on("jax", "JAX", env="jax", cpu_probe=JAX_CPU_PROBE),
     "mxnet": Framework(

@@ -44,17 +44,15 @@ def install_kernel(folder: Path, monkeypatch) -> None:
     monkeypatch.setenv("JUPYTER_PATH", str(folder / "jupyter"))
 
 
-def framework(path: Path, body: str, name: str = "selftest", variants=None) -> Framework:
-    """A framework whose cifar notebook, written to ``path``, is a parameters cell and ``body``;
-    ``variants``: the variants it offers besides fp32 (``Framework.variants``)."""
+def framework(path: Path, body: str, name: str = "selftest") -> Framework:
+    """A framework whose cifar notebook, written to ``path``, is a parameters cell and ``body``."""
     cell = new_code_cell(PARAMETERS.strip(), metadata={"tags": ["parameters"]})
     notebook = new_notebook(cells=[cell, new_code_cell(body.strip())], metadata={
         "kernelspec": {"name": KERNEL, "display_name": "selftest", "language": "python"},
         "language_info": {"name": "python"}})
     path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(notebook, path)
-    return Framework(name=name, label=name.title(), api="test", env="selftest", notebooks={"cifar": str(path)},
-                     variants=variants or {})
+    return Framework(name=name, label=name.title(), api="test", env="selftest", notebooks={"cifar": str(path)})
 
 
 def alive(pid: int) -> bool:
