@@ -231,8 +231,9 @@ def variant_runs(tmp_path_factory, tiny_cifar, tiny_imdb, monkeypatch_module):
         if kernels.unavailable_reason(frameworks.FRAMEWORKS[name]):
             pytest.skip(f"{name}'s kernel: {kernels.unavailable_reason(frameworks.FRAMEWORKS[name])}")
     folder = tmp_path_factory.mktemp("variants")
-    # torch.compile's cache in the test's own folder, not /tmp/torchinductor_USER: the runs leave nothing behind
+    # torch.compile's cache and precompiled headers (TMPDIR/torchinductor_USER) in the test's own folder, not /tmp
     monkeypatch_module.setenv("TORCHINDUCTOR_CACHE_DIR", str(folder / "inductor"))
+    monkeypatch_module.setenv("TMPDIR", str(folder))
     cache, sources = str(folder / "cache"), {"cifar": str(tiny_cifar), "imdb": str(tiny_imdb)}
     for benchmark in sources:
         data.prepare(benchmark, sources[benchmark], cache)
