@@ -13,6 +13,7 @@
 #   make bench THREADS=4    CPU threads for every framework (default: every core)
 #   make bench RESUME=1     continue an interrupted suite: skip what already has an ok record
 #   make bench REPEATS=3    every notebook 3 times (seeds SEED, SEED+1, SEED+2): medians and spread
+#   make bench FRAMEWORKS=pytorch VARIANTS="fp32 compiled bf16"   the fp32 rows and two variants (docs/variants.md)
 #   make bench NO_WAIT=1    where another suite holds this machine, refuse instead of waiting for it
 #   make bench QUIET_WAIT=0 run at once on a busy machine (default: wait up to 60 s for quiet; see README)
 #   make bench CLUSTER=auto      every run a task on the Ray cluster this machine is a node of (or
@@ -80,6 +81,8 @@ RUN_FLAGS += $(call option,--repeats,$(REPEATS))
 # CLUSTER=HOST:PORT or auto: the runs on a Ray cluster's nodes (harness/cluster.py, docs/cluster.md).
 RUN_FLAGS += $(call option,--cluster,$(CLUSTER)) $(call option,--accelerator,$(ACCELERATOR)) \
 	$(call option,--retries,$(RETRIES))
+# VARIANTS="fp32 compiled bf16": each variant a run of its own (docs/variants.md); default fp32.
+RUN_FLAGS += $(call option,--variant,$(VARIANTS))
 # NO_WAIT=1 (or yes, true): one suite at a time per machine (harness/guard.py); where another holds
 # it, refuse at once (exit status 2) instead of waiting for it. Also for make onnx, which times prediction.
 NO_WAIT_FLAG = $(if $(filter 1 yes true,$(NO_WAIT)),--no-wait)

@@ -180,6 +180,49 @@ def compare(model: str, inputs_path: Union[str, os.PathLike], outputs_path: Unio
             "info": outputs["info"], "message": describe(checks, steps)}
 
 
+def compare_variant(model: str, inputs_path: Union[str, os.PathLike], outputs_path: Union[str, os.PathLike],
+                    variant: str, observed: Optional[dict]) -> dict:
+    """The relaxed step check of a variant (common.variants): its first-step logits and loss within the
+    variant's tolerance (``variants.TOLERANCES``, relative to the reference's scale) of the float64
+    reference on the canonical weights, and the precision the notebook observed (``observed``) as the
+    variant promises (``variants.problems``). Float64 parity cannot hold in bfloat16; this can."""
+    from common import variants
+
+    weights, xs, labels = read_inputs(inputs_path, model)
+    outputs = read_outputs(outputs_path, model)
+    logits, losses = np.asarray(outputs["logits"], np.float64), outputs["losses"]
+    expected = (len(xs[0]), of_layout(model).classes)
+    if logits.shape != expected:
+        raise ValueError(f"{outputs_path}: logits have shape {logits.shape}, expected {expected}.")
+    logits_ref = reference.forward(model, weights, xs[0])
+    losses_ref, _, _ = reference.train(model, weights, xs[:1], labels[:1])
+    tolerances = variants.TOLERANCES[variant]
+    checks = []
+    for output, difference, scale in (("logits", np.max(np.abs(logits - logits_ref)), np.max(np.abs(logits_ref))),
+                                      ("loss", abs(losses[0] - losses_ref[0]), abs(losses_ref[0]))):
+        bound = tolerances[output] * scale
+        checks.append({"output": output, "max_abs_difference": float(difference), "bound": float(bound),
+                       "tolerance": tolerances[output], "kind": "relative", "worst": None,
+                       "ok": bool(np.isfinite(difference) and difference <= bound)})
+    broken = variants.problems(variant, observed)
+    checks.append({"output": "precision", "max_abs_difference": float(len(broken)), "bound": 0.0, "tolerance": 0.0,
+                   "kind": "promises broken", "worst": None, "ok": not broken, "problems": broken})
+    failing = [c for c in checks if not c["ok"]]
+    if not failing:
+        message = (f"{variant} within its step tolerance: logits {checks[0]['max_abs_difference']:.1e} (bound "
+                   f"{checks[0]['bound']:.1e}), loss {checks[1]['max_abs_difference']:.1e} (bound "
+                   f"{checks[1]['bound']:.1e}); observed activation {observed['activation']}, weights "
+                   f"{', '.join(observed['weights'])}")
+    else:
+        parts = [f"{c['output']} differs by {c['max_abs_difference']:.3g}, more than the bound {c['bound']:.3g} "
+                 f"(relative tolerance {c['tolerance']:g})" for c in failing if c["output"] != "precision"]
+        parts += [f"variant {variant} not as promised: " + "; ".join(broken)] if broken else []
+        message = f"{variant} not within its step check: " + "; ".join(parts)
+    return {"model": model, "variant": variant, "equivalent": not failing, "checks": checks,
+            "precision": observed, "reference_loss": float(losses_ref[0]), "loss": float(losses[0]),
+            "info": outputs["info"], "message": message}
+
+
 LABELS = {"logits": "logits", "loss": "loss", "weights": "weights after step 1", "losses": "the losses",
           "final_weights": "weights after the last step", "initial": "the initial weights", "dropout": "dropout"}
 

@@ -5,8 +5,9 @@
         accuracy=0.78, timing=timer.summary(len(x_train)), epochs=10, batch_size=64,
         train_samples=50000, test_samples=10000, seed=42, environment=env, data=provenance))
 
-A record says ``status`` ok, failed, timeout, diverged, unavailable,
-interrupted (stopped by Ctrl-C, SIGTERM or SIGHUP) or lost (the harness was killed
+A record says ``status`` ok, failed, timeout, diverged, unavailable, unsupported
+(the framework does not offer the variant asked for: common.variants), interrupted
+(stopped by Ctrl-C, SIGTERM or SIGHUP) or lost (the harness was killed
 before it could record the run: a later run found its reservation); the harness
 writes every status but ok, with the error, when a notebook does not get this far. A run
 smaller than docs/design.md's benchmark (fewer epochs or samples, another batch
@@ -25,7 +26,7 @@ from typing import Callable, List, Optional, Union
 from common.benchmarks import BENCHMARKS
 
 SCHEMA_VERSION = 1
-STATUSES = ("ok", "failed", "timeout", "diverged", "unavailable", "interrupted", "lost")
+STATUSES = ("ok", "failed", "timeout", "diverged", "unavailable", "unsupported", "interrupted", "lost")
 REQUIRED = ("schema_version", "framework", "api", "benchmark", "variant", "status",
             "epochs", "batch_size", "train_samples", "test_samples", "seed", "timestamp")
 
@@ -304,6 +305,11 @@ NESTED = {
         "how": (_text, "a text", True), "seconds": (_non_negative, "a finite number >= 0", True),
         "not_measured": (_text, "a text", True), "gpu": (_text, "a text", True),
         "machine": (_text, "a text", True),  # which machine: a digest of its host name and boot (calibration.machine_key)
+    },
+    "precision": {  # what a variant's run observed (common.variants.precision)
+        "activation": (_text, "a text", False), "activation_at": (_text, "a text", True),
+        "weights": (_list_of(_text), "a list of texts", False), "memory_format": (_text, "a text", True),
+        "compiler": (lambda v: isinstance(v, dict), "a JSON object", True),
     },
     "data": {
         "source": (_text, "a text", True), "path": (_text, "a text", True),

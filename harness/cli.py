@@ -3,7 +3,8 @@
     rosetta envs [NAME ...] [--flavour cpu|cuda] [--force] [--python [NAME=]PATH ...]
     rosetta data [--data-dir DIR] [--DATASET PATH ...]   # one data option per benchmark (common/benchmarks.py)
     rosetta run [NAME ...] [--benchmark BENCH ...] [--epochs N] [--train-samples N] ... [--repeats N] [--docker] [--resume]
-    rosetta parity [NAME ...] [--benchmark BENCH ...] [--device cpu]
+                    [--variant fp32 compiled bf16 ...]   # each variant a run of its own (docs/variants.md)
+    rosetta parity [NAME ...] [--benchmark BENCH ...] [--device cpu] [--variant NAME]
     rosetta onnx [NAME ...] [--benchmark BENCH ...] [--python [NAME=]PATH]   # each latest run's ONNX export checked and timed
     rosetta report [--results DIR]
     rosetta bench [NAME ...] [run options]    # envs, data, parity, run and report in one go
@@ -30,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import REPOSITORY, data, machine
+from common import REPOSITORY, data, machine, variants
 from common.benchmarks import AGREEMENT, BENCHMARKS
 from harness import (agree, compare, existing, gpus, guard, kernels, onnx, output, parity, processes, quiet, records,
                      report, runner, venvs)
@@ -174,6 +175,23 @@ def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
                              "(default %(default)s)")
 
 
+def _variant(text: str) -> str:
+    try:
+        return variants.check_name(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{error} (docs/variants.md)") from None
+
+
+def _add_variant_option(parser: argparse.ArgumentParser, several: bool = True) -> None:
+    parser.add_argument("--variant", type=_variant, nargs="+" if several else None, metavar="NAME",
+                        default=[variants.FP32] if several else variants.FP32,
+                        help=("how the notebooks run, each variant a run of its own: "
+                              if several else "how the notebook's parity step runs: ")
+                        + ", ".join(f"{name} ({what})" for name, what in variants.VARIANTS.items())
+                        + "; a framework that does not offer one records it as unsupported (default fp32; "
+                          "docs/variants.md)")
+
+
 def _add_repeats_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=_positive, default=1,
                         help="run every notebook N times, repeat i with seed --seed + i; the table shows "
@@ -203,11 +221,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     _add_run_options(running)
     _add_repeats_option(running)
     _add_cluster_options(running)
+    _add_variant_option(running)
     checking = commands.add_parser("parity", help="check each model against the NumPy reference")
     checking.add_argument("frameworks", nargs="*", metavar="NAME", help="frameworks (default: all)")
     _add_benchmark_option(checking)
     checking.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                           help="where the parity step runs (default cpu: GPUs may use TF32)")
+    _add_variant_option(checking, several=False)
     _add_results_option(checking)
     onnx_checks = commands.add_parser("onnx", help="check and time each latest run's ONNX export in ONNX Runtime")
     onnx_checks.add_argument("frameworks", nargs="*", metavar="NAME", help="frameworks (default: all)")
@@ -228,6 +248,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     _add_run_options(bench)
     _add_repeats_option(bench)
     _add_cluster_options(bench)
+    _add_variant_option(bench)
     bench.add_argument("--skip-parity", action="store_true", help="leave the parity check out")
     _add_env_options(bench, with_names=False)
     agreeing = commands.add_parser(
@@ -334,6 +355,10 @@ def validate_run(args: argparse.Namespace) -> None:
     if getattr(args, "cluster", None) is None and (getattr(args, "accelerator", None) or getattr(args, "retries", 0)):
         flag = "--accelerator" if args.accelerator else f"--retries {args.retries}"
         raise ValueError(f"{flag}: only with --cluster ADDRESS; expected --cluster too, or neither.")
+    asked = getattr(args, "variant", None)
+    if getattr(args, "cluster", None) is not None and isinstance(asked, list) and asked != [variants.FP32]:
+        raise ValueError(f"--variant {' '.join(asked)}: the cluster runs fp32 only so far; expected no --variant "
+                         "with --cluster (run the variants without --cluster).")
     if getattr(args, "cluster", None) is not None:  # the nodes' GPUs, not this machine's, count
         from harness import cluster
         cluster.check(args.cluster)  # Ray installed, the cluster reachable: one line before anything starts
@@ -409,9 +434,10 @@ def _prepare(args, benchmark: str) -> dict:
     return provenance
 
 
-def run_settings(args, seed: int | None = None) -> runner.RunSettings:
-    """What the run options ask every notebook for; ``seed`` in place of ``--seed``."""
-    return runner.RunSettings(
+def run_settings(args, seed: int | None = None, variant: str = variants.FP32) -> runner.RunSettings:
+    """What the run options ask every notebook for; ``seed`` in place of ``--seed``; ``variant``: one of
+    ``--variant``'s."""
+    return runner.RunSettings(variant=variant,
         epochs=args.epochs, batch_size=args.batch_size, train_samples=args.train_samples,
         test_samples=args.test_samples, seed=args.seed if seed is None else seed, device=args.device,
         timeout=args.timeout, data_dir=args.data_dir,
@@ -439,18 +465,22 @@ def cmd_run(args) -> int:
               "will fail: add --device cpu to run the images on the CPU." if settings.docker else
               "every notebook trains on the CPU, and the table says so."))
     repeats, done = getattr(args, "repeats", 1), []
+    wanted = list(dict.fromkeys(getattr(args, "variant", None) or [variants.FP32]))
     try:
         for repeat in range(repeats):
-            settings = run_settings(args, args.seed + repeat)
-            settings.export = settings.export and repeat == 0  # one export per framework and benchmark
-            if repeats > 1:
-                print(f"##### repeat {repeat + 1} of {repeats}: seed {settings.seed} #####", flush=True)
-            skip = {}
-            if args.resume:
-                skip = runner.finished_runs(frameworks, args.benchmark, settings, args.results, provenances,
-                                            machine.git_commit())
-            done += runner.run_all(frameworks, args.benchmark, settings, args.results, skip=skip,
-                                   data_errors=data_errors)
+            for variant in wanted:  # each variant of a repeat with its seed, before the next repeat
+                settings = run_settings(args, args.seed + repeat, variant)
+                # one export per framework and benchmark, of the fp32 row (or of the first variant asked for)
+                settings.export = settings.export and repeat == 0 and variant == wanted[0]
+                if repeats > 1 or len(wanted) > 1:
+                    print(f"##### repeat {repeat + 1} of {repeats}: seed {settings.seed}, variant {variant} #####",
+                          flush=True)
+                skip = {}
+                if args.resume:
+                    skip = runner.finished_runs(frameworks, args.benchmark, settings, args.results, provenances,
+                                                machine.git_commit())
+                done += runner.run_all(frameworks, args.benchmark, settings, args.results, skip=skip,
+                                       data_errors=data_errors)
     except processes.Interrupted as interrupt:  # the table of what finished; then on to main, which exits
         with processes.interrupts_held():  # the table first: output may fail (a closed terminal, a dead pipe)
             table = report.render(args.results)
@@ -463,7 +493,12 @@ def cmd_run(args) -> int:
         guard.finish_table(full, lambda: report.render(args.results))
         raise
     print(f"report: {report.render(args.results)}")
-    failed = [f"{r['framework']} {r['benchmark']}: {r['status']}" for r in done if r["status"] != "ok"]
+    failed = [f"{r['framework']} {r['benchmark']}"
+              + ("" if r.get("variant", variants.FP32) == variants.FP32 else f" ({r['variant']})")
+              + f": {r['status']}" for r in done if r["status"] not in ("ok", "unsupported")]
+    for r in done:
+        if r["status"] == "unsupported":
+            print(f"unsupported: {r['framework']} {r['benchmark']} ({r['variant']}): {r['error']}")
     for line in failed:
         print("not ok:", line)
     return 1 if failed else 0
@@ -542,9 +577,11 @@ def cmd_agree(args) -> int:
 
 
 def cmd_parity(args) -> int:
-    done = parity.check_all(select(args.frameworks), args.benchmark, args.results, args.device)
+    done = parity.check_all(select(args.frameworks), args.benchmark, args.results, args.device,
+                            variant=args.variant)
     print(f"report: {report.render(args.results)}")
-    differing = [f"{r['framework']} {r['benchmark']}: {r['message']}" for r in done if not r["equivalent"]]
+    differing = [f"{r['framework']} {r['benchmark']}: {r['message']}" for r in done
+                 if not r["equivalent"] and r.get("status") != "unsupported"]
     for line in differing:
         print("not equivalent:", line)
     return 1 if differing else 0
@@ -694,7 +731,9 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 cmd_envs(args)
             if not args.skip_parity:
-                parity.check_all(select(args.frameworks), args.benchmark, args.results, in_docker=args.docker)
+                for variant in dict.fromkeys(args.variant):
+                    parity.check_all(select(args.frameworks), args.benchmark, args.results, in_docker=args.docker,
+                                     variant=variant)
             status = cmd_run(args)
             if args.export:  # on the host, also for runs in docker: the exports are in --results
                 onnx.check_all(args.results, select(args.frameworks), args.benchmark, args.flavour,

@@ -142,6 +142,8 @@ RESULTS = [
            when=lambda table: table.published is not None),
     Column("Training time, s{spread}", lambda r, t: with_range(r, "train_seconds", 1), empty="–",
            medians=("train_seconds",), page="Training time (s)", page_cell=lambda r: number(r["train_seconds"], 1)),
+    Column("Compile, s{spread}", lambda r, t: with_range(r, "compile_seconds", 1), empty="–",
+           medians=("compile_seconds",), value=lambda found: compile_seconds(found)),
     Column("vs fastest", _versus_fastest, empty="–"),
     Column("Steady {unit}/s", lambda r, t: number(r["throughput_per_second"], 0), empty="–",
            medians=("throughput_per_second",), page="Steady {unit}/s",
@@ -149,7 +151,7 @@ RESULTS = [
     Column("Achieved FLOP/s", lambda r, t: achieved(r, t.benchmark), empty="–", medians=("throughput_per_second",)),
     Column("Feeding", lambda r, t: number(None if missing(r["feeding_share"]) else r["feeding_share"] * 100, 1, " %"),
            empty="–", medians=("feeding_share",)),
-    Column("Equivalent", lambda r, t: equivalence(t.checks, r["framework"], t.benchmark)),
+    Column("Equivalent", lambda r, t: equivalence(t.checks, r["framework"], t.benchmark, r["variant"])),
     Column("Notes", _notes),
 ]
 
@@ -165,6 +167,15 @@ SETUP = [
     Column("Peak memory", lambda r, t: cell(quietreport.memory_cell(r))),
     Column("Energy", lambda r, t: cell(quietreport.energy_cell(r))),
 ]
+
+
+def compile_seconds(found: dict) -> float | None:
+    """A variant's compile time: its first epoch minus its median steady epoch (the steady rate already
+    leaves the first epoch out: common.timing); None for an fp32 row, or a run of one epoch."""
+    first, steady = found.get("first_epoch_seconds"), found.get("median_epoch_seconds")
+    if found.get("variant", "fp32") == "fp32" or missing(first) or missing(steady):
+        return None
+    return first - steady
 
 
 def medians() -> list[str]:
@@ -206,18 +217,24 @@ def achieved(row, benchmark: str) -> str:
     return text
 
 
-def equivalence(checks: dict, framework: str, benchmark: str) -> str:
-    """The Equivalent cell: the latest parity run of this framework and benchmark."""
-    found = checks.get((framework, benchmark))
+def equivalence(checks: dict, framework: str, benchmark: str, variant: str = "fp32") -> str:
+    """The Equivalent cell: the latest parity run of this framework and benchmark; for a variant, its
+    relaxed step check (``rosetta parity --variant``), never the fp32 row's parity."""
+    found = checks.get((framework, benchmark) if variant == "fp32" else (framework, benchmark, variant))
     if found is None:
-        return "not checked"
+        return "not checked" if variant == "fp32" else f"not checked (`rosetta parity --variant {cell(variant)}`)"
+    if variant != "fp32" and found.get("equivalent"):
+        logits = next((c for c in found.get("checks") or [] if c.get("output") == "logits"), {})
+        difference = logits.get("max_abs_difference")
+        return (f"within its step check: logits {'–' if missing(difference) else format(difference, '.1e')} "
+                f"off (relative tolerance {logits.get('tolerance', '?')})")
     if found.get("equivalent"):
         differences = {c["output"]: c["max_abs_difference"] for c in found.get("checks") or []}
         if "final_weights" not in differences or "weights" not in differences:  # a record of the one-step check
             return "yes"
         return (f"yes: weights within {differences['weights']:.0e} after step 1, "
                 f"{differences['final_weights']:.0e} after step {found.get('steps', '?')}")
-    if found.get("status") == "unavailable":
+    if found.get("status") in ("unavailable", "unsupported"):
         return f"not checked: {cell(found.get('message'))}"
     return f"**no**: {cell(found.get('message'))}"
 

@@ -8,7 +8,10 @@ one environment (MXNet's Module API and Gluon do; Keras 3 runs in its backend's)
 """
 from __future__ import annotations
 
+import ast
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from common import REPOSITORY
 from common.benchmarks import BENCHMARKS
@@ -40,6 +43,41 @@ class Framework:
 
     def notebook(self, benchmark: str):
         return REPOSITORY / "notebooks" / self.notebooks[benchmark]
+
+    def variant_unsupported(self, variant: str, benchmark: str) -> str | None:
+        """Why this framework's ``benchmark`` notebook does not offer ``variant``; None where it does. The
+        notebook says what it offers, in its ``variants.require`` call (``offered_variants``)."""
+        if variant == "fp32":
+            return None
+        path = self.notebook(benchmark)
+        offered, reasons = offered_variants(path)
+        if variant in offered:
+            return None
+        return reasons.get(variant) or (f"{self.label}'s notebook {path.name} offers {', '.join(offered)}, "
+                                        f"not {variant} (docs/variants.md)")
+
+
+def offered_variants(path) -> tuple[tuple, dict]:
+    """The variants a notebook offers and why it offers no others: the literal arguments of its
+    ``variants.require(variant, OFFERED, NAME, unsupported={VARIANT: REASON})`` call (common.variants);
+    ("fp32",) and {} for a notebook without one."""
+    cells = json.loads(Path(path).read_text()).get("cells", [])
+    for cell in cells:
+        if cell.get("cell_type") != "code":
+            continue
+        source = "".join(cell.get("source", []))
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "require"
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "variants"
+                    and len(node.args) >= 2):
+                reasons = {k.arg: k.value for k in node.keywords}.get("unsupported")
+                return (tuple(ast.literal_eval(node.args[1])),
+                        ast.literal_eval(reasons) if reasons is not None else {})
+    return ("fp32",), {}
 
 
 def kernel_name(env: str) -> str:

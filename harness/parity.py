@@ -6,6 +6,11 @@ optimiser, parity; no data, no training) through papermill in its kernel on the
 CPU, compare its outputs with the NumPy float64 reference, and write a parity
 record ``results/parity/STAMP-NAME-BENCHMARK.json`` beside the executed notebook.
 The results table's "Equivalent" column shows the latest of these.
+
+``variant`` (common.variants) runs the parity steps as that variant runs them and holds them to the
+relaxed step check instead (``common.parity.compare_variant``): the first step's logits and loss within
+the variant's tolerance of the reference, and the precision the notebook observed as the variant
+promises. A framework that does not offer the variant gets a record saying unsupported, and no run.
 """
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ from pathlib import Path
 
 import nbformat
 
-from common import parity, record
+from common import parity, record, variants
 from common.benchmarks import BENCHMARKS
 from harness import docker, kernels, records, runner
 from harness.frameworks import Framework
@@ -33,22 +38,29 @@ def parity_notebook(source: Path, target: Path) -> Path:
 
 
 def check(framework: Framework, benchmark: str, results: Path, device: str = "cpu",
-          timeout: float = 900.0, in_docker: bool = False) -> dict:
+          timeout: float = 900.0, in_docker: bool = False, variant: str = variants.FP32) -> dict:
     """Runs one notebook in parity mode and returns (and writes) its parity record.
 
-    ``in_docker`` runs it in the framework's image rather than its venv.
+    ``in_docker`` runs it in the framework's image rather than its venv; ``variant`` runs it as that
+    variant, held to the relaxed step check.
     """
     model = BENCHMARKS[benchmark].layout
     folder = records.parity_dir(results)
     folder.mkdir(parents=True, exist_ok=True)
-    stem = runner.new_stem(folder, f"{framework.name}-{benchmark}")
+    named = "" if variant == variants.FP32 else f"-{variant}"
+    stem = runner.new_stem(folder, f"{framework.name}-{benchmark}{named}")
     result = {"schema_version": record.SCHEMA_VERSION, "kind": "parity", "framework": framework.label,
-              "api": framework.api, "benchmark": benchmark, "model": model, "device": device,
-              "tolerances": parity.TOLERANCES, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              "api": framework.api, "benchmark": benchmark, "model": model, "device": device, "variant": variant,
+              "tolerances": parity.TOLERANCES if variant == variants.FP32 else variants.TOLERANCES[variant],
+              "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "kernel_environment": runner.kernel_provenance(framework, runner.RunSettings(docker=in_docker))}
-    prefix = f"[{framework.name}/{benchmark} parity] "
-    reason = (docker.unavailable_reason if in_docker else kernels.unavailable_reason)(framework)
-    if reason:
+    prefix = f"[{framework.name}/{benchmark}{named.replace('-', ' ')} parity] "
+    unsupported = framework.variant_unsupported(variant, benchmark)
+    unavailable = docker.unavailable_reason if in_docker else kernels.unavailable_reason
+    reason = None if unsupported else unavailable(framework)
+    if unsupported:
+        result.update(status="unsupported", equivalent=None, message=unsupported)
+    elif reason:
         result.update(status="unavailable", equivalent=None, message=reason)
     else:
         with tempfile.TemporaryDirectory() as scratch:
@@ -57,12 +69,16 @@ def check(framework: Framework, benchmark: str, results: Path, device: str = "cp
             outputs = scratch / "outputs.npz"
             notebook = parity_notebook(framework.notebook(benchmark), scratch / f"{framework.name}-parity.ipynb")
             executed = stem.parent / (stem.name + ".ipynb")
-            parameters = {"device": device, "parity_inputs": str(inputs), "parity_outputs": str(outputs)}
+            parameters = {"device": device, "parity_inputs": str(inputs), "parity_outputs": str(outputs),
+                          "variant": variant}
             # in docker the scratch folder, outside the repository, is mounted (docker.run_command)
             outcome = runner.launch(framework, notebook, executed, parameters, results, timeout, prefix,
                                     in_docker=in_docker, device=device)
             result["notebook"] = executed.name if executed.is_file() else None
-            if outcome.status == "ok" and outputs.is_file():
+            if outcome.status == "ok" and outputs.is_file() and variant != variants.FP32:
+                result.update(status="ok", **parity.compare_variant(model, inputs, outputs, variant,
+                                                                    variants.read_observed(outputs)))
+            elif outcome.status == "ok" and outputs.is_file():
                 comparison = parity.compare(model, inputs, outputs)
                 result.update(status="ok", **comparison)
             elif outcome.status == "ok":
@@ -79,8 +95,8 @@ def check(framework: Framework, benchmark: str, results: Path, device: str = "cp
 
 
 def check_all(frameworks: list[Framework], benchmarks: list[str], results: Path,
-              device: str = "cpu", in_docker: bool = False) -> list[dict]:
-    return [check(f, b, results, device, in_docker=in_docker)
+              device: str = "cpu", in_docker: bool = False, variant: str = variants.FP32) -> list[dict]:
+    return [check(f, b, results, device, in_docker=in_docker, variant=variant)
             for f in frameworks for b in benchmarks if b in f.notebooks]
 
 

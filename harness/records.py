@@ -116,7 +116,18 @@ def device_group(row: dict) -> str:
 def latest_parity(results: Path) -> dict[tuple[str, str], dict]:
     """The newest parity record of each (framework label, benchmark); a file that is not one (not a
     regular file, too large, not JSON, a field of the wrong kind) is skipped with a warning naming it."""
-    return _newest(parity_dir(results), validate_parity, lambda data: (data["framework"], data["benchmark"]))
+    newest = _newest(parity_dir(results), validate_parity,
+                     lambda data: (data["framework"], data["benchmark"], data.get("variant") or "fp32"))
+    return {(framework, benchmark): data for (framework, benchmark, variant), data in newest.items()
+            if variant == "fp32"}
+
+
+def latest_variant_checks(results: Path) -> dict[tuple[str, str, str], dict]:
+    """The newest relaxed step check (``rosetta parity --variant``) of each (framework label, benchmark,
+    variant) other than fp32, whose own checks ``latest_parity`` keeps."""
+    newest = _newest(parity_dir(results), validate_parity,
+                     lambda data: (data["framework"], data["benchmark"], data.get("variant") or "fp32"))
+    return {key: data for key, data in newest.items() if key[2] != "fp32"}
 
 
 def _newest(folder: Path, validate, key) -> dict:
@@ -145,7 +156,8 @@ PARITY_FIELDS = {"framework": (record._text, "a text"),
                  "benchmark": (lambda v: isinstance(v, str) and v in BENCHMARKS, f"one of {sorted(BENCHMARKS)}")}
 PARITY_OPTIONAL = {"status": (record._text, "a text"), "message": (record._text, "a text"),
                    "device": (record._text, "a text"), "equivalent": (lambda v: isinstance(v, bool), "true or false"),
-                   "steps": (record._positive_integer, "a positive integer"), "checks": _PARITY_CHECKS}
+                   "steps": (record._positive_integer, "a positive integer"), "checks": _PARITY_CHECKS,
+                   "variant": (record._text, "a text")}
 
 
 def validate_parity(data, where: str) -> dict:

@@ -219,12 +219,15 @@ def shown_rows(frame: pd.DataFrame, benchmark: str) -> pd.DataFrame:
 
 
 def _ordered(rows: pd.DataFrame) -> pd.DataFrame:
-    """Ok rows first, quiet before busy (``quietreport.mark_busy``), fastest first within each."""
+    """Ok rows first, quiet before busy (``quietreport.mark_busy``), then the fp32 rows before the variants
+    (never mixed with them: docs/variants.md), fastest first within each."""
     rows = rows.copy()
     rows["_ok"] = rows["runs"] > 0
     if "_busy" not in rows:
         rows["_busy"] = False
-    return rows.sort_values(["_ok", "_busy", "train_seconds"], ascending=[False, True, True], na_position="last")
+    rows["_variant"] = rows["variant"] != "fp32"
+    return rows.sort_values(["_ok", "_busy", "_variant", "train_seconds"], ascending=[False, True, True, True],
+                            na_position="last")
 
 
 def benchmark_table(frame: pd.DataFrame, benchmark: str, checks: dict | None = None,
@@ -233,10 +236,14 @@ def benchmark_table(frame: pd.DataFrame, benchmark: str, checks: dict | None = N
     the others after; then the setup table (API, variant, device, versions) of the same rows.
     Their columns are ``columns.RESULTS`` and ``columns.SETUP``.
 
-    ``checks`` holds the latest parity record of each (framework, benchmark).
+    ``checks`` holds the latest parity record of each (framework, benchmark), and the latest relaxed step
+    check of each (framework, benchmark, variant) other than fp32.
     """
     rows = _ordered(quietreport.mark_busy(frame, shown_rows(frame, benchmark) if shown is None else shown))
-    fastest = rows.loc[rows["_ok"] & ~rows["_busy"], "train_seconds"].min()  # a busy run is not ranked
+    ranked = rows["_ok"] & ~rows["_busy"]  # a busy run is not ranked
+    if (ranked & ~rows["_variant"]).any():  # variants are measured against the fastest fp32 row, never it against them
+        ranked &= ~rows["_variant"]
+    fastest = rows.loc[ranked, "train_seconds"].min()
     table = columns.Table(benchmark, frame, checks or {}, fastest, columns.published(benchmark, frame, rows))
     repeats = int(rows["runs"].max()) if len(rows) else 0
     spread = " (min–max)" if repeats > 1 else ""
@@ -566,7 +573,7 @@ def render(results: Path, readme: Path | None = None) -> Path:
     """
     found = records.load_records(results, check_notebooks=True)
     frame = to_frame(found)
-    checks = records.latest_parity(results)
+    checks = {**records.latest_parity(results), **records.latest_variant_checks(results)}
     onnx = records.latest_onnx(results)
     guard.replace_text(results / "results.csv", frame.to_csv(index=False))  # a full disk keeps the old one
     for old in results.glob("*.png"):  # plots of devices or benchmarks no longer shown

@@ -41,7 +41,7 @@ from typing import Callable
 
 import nbformat
 
-from common import REPOSITORY, data, machine, params, record
+from common import REPOSITORY, data, machine, params, record, variants
 from common.benchmarks import BENCHMARKS
 from harness import calibration, docker, guard, kernels, phases, processes, quiet, records, venvs
 from harness.frameworks import Framework
@@ -68,6 +68,7 @@ class RunSettings:
     export_runs: int | None = None  # timed runs per batch size (None: 30)
     quiet_wait: float = field(default_factory=quiet.default_wait)  # seconds a run waits for a quiet machine
     quiet_threshold: float = field(default_factory=quiet.default_threshold)  # others' cores that make it busy
+    variant: str = variants.FP32  # how the notebook runs (common.variants, docs/variants.md)
 
     def sizes(self, benchmark: str) -> dict:
         """The epochs, batch size and sample counts a run of ``benchmark`` uses: these settings,
@@ -91,6 +92,7 @@ class RunSettings:
             "export_dir": str(export_folder(record_path)) if self.export else None,
             "export_batch_sizes": self.export_batch_sizes,
             "export_runs": self.export_runs,
+            "variant": self.variant,
         }
 
 
@@ -146,7 +148,8 @@ def reserve(record_path: Path, executed: Path, framework: Framework, benchmark: 
              "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
              "framework": framework.label, "api": framework.api, "name": framework.name,
              "benchmark": benchmark, **settings.sizes(benchmark), "seed": settings.seed,
-             "device": target_device(settings), "threads": settings.threads, "docker": settings.docker,
+             "variant": settings.variant, "device": target_device(settings), "threads": settings.threads,
+             "docker": settings.docker,
              "notebook": executed.name, "kernel_environment": kernel_provenance(framework, settings)}
     if settings.docker:
         known["container"] = docker.container_name(executed)
@@ -218,6 +221,7 @@ def _write_lost(record_path: Path, known: dict) -> dict:
                "(kill -9, or a crash) before it could record the run" + container)
     result = record.build(
         framework=known["framework"], api=known["api"], benchmark=known["benchmark"], status="lost", error=message,
+        variant=known.get("variant") or variants.FP32,
         epochs=known["epochs"], batch_size=known["batch_size"], train_samples=known["train_samples"],
         test_samples=known["test_samples"], seed=known["seed"],
         notebook=str(executed.relative_to(record_path.parent.parent)) if executed and executed.is_file() else None,
@@ -238,9 +242,12 @@ def _say(text: str, stream=None) -> None:
         pass
 
 
-def run_paths(results: Path, framework: Framework, benchmark: str) -> tuple[Path, Path]:
-    """The record and the executed notebook of a new run, side by side."""
-    stem = new_stem(records.records_dir(results), f"{framework.name}-{benchmark}")
+def run_paths(results: Path, framework: Framework, benchmark: str,
+              variant: str = variants.FP32) -> tuple[Path, Path]:
+    """The record and the executed notebook of a new run, side by side (a variant's name ends
+    ``-VARIANT``)."""
+    stem = new_stem(records.records_dir(results),
+                    f"{framework.name}-{benchmark}" + ("" if variant == variants.FP32 else f"-{variant}"))
     # not with_suffix: STAMP.2-name has a dot
     return stem.parent / (stem.name + ".json"), stem.parent / (stem.name + ".ipynb")
 
@@ -278,13 +285,19 @@ def _stream(process: subprocess.Popen, tail: collections.deque, prefix: str) -> 
 
 def execute(framework: Framework, benchmark: str, settings: RunSettings, results: Path) -> dict:
     """Runs one notebook and returns its record (written to ``results/records`` in every case)."""
-    record_path, executed = run_paths(results, framework, benchmark)
+    record_path, executed = run_paths(results, framework, benchmark, settings.variant)
     record_path.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f"[{framework.name}/{benchmark}] "
+    shown = "" if settings.variant == variants.FP32 else f" {settings.variant}"
+    prefix = f"[{framework.name}/{benchmark}{shown}] "
     calibrated = None  # the machine's calibration, measured just before the notebook starts
     load = None  # the quiet-machine guard (harness.quiet), once the run gets that far
     try:  # from the reservation on, an interrupt is recorded
         reserve(record_path, executed, framework, benchmark, settings)
+        reason = framework.variant_unsupported(settings.variant, benchmark)
+        if reason:  # the notebook does not run: no fp32 run under the variant's name
+            result = _write_failure(record_path, framework, benchmark, settings, "unsupported", reason, None)
+            print(prefix + f"unsupported: {reason}")
+            return result
         reason = (docker.unavailable_reason if settings.docker else kernels.unavailable_reason)(framework)
         if reason:
             result = _write_failure(record_path, framework, benchmark, settings, "unavailable", reason, None)
@@ -323,6 +336,9 @@ def execute(framework: Framework, benchmark: str, settings: RunSettings, results
         result.update(measured)
         if not result.get("peak_memory"):  # a notebook whose timer did not say: what the harness saw
             result["peak_memory"] = quiet.failure_fields(load).get("peak_memory")
+        broken = variant_problem(result, settings.variant)
+        if broken:  # the run went through, but not as the variant it is named
+            result.update(status="failed", error=broken)
         exported = export_folder(record_path)
         if settings.export and exported.is_dir():
             result["export"] = str(exported.relative_to(results))
@@ -333,6 +349,9 @@ def execute(framework: Framework, benchmark: str, settings: RunSettings, results
                 raise
             raise guard.stopped(results, f"{framework.label} {benchmark}", error, record_path) from None
         release(record_path)
+        if broken:
+            print(prefix + f"failed: {broken}")
+            return result
         print(prefix + f"ok in {outcome.seconds:.0f} s: accuracy {result['test_accuracy']:.4f}, "
               f"training {result['train_seconds']:.1f} s")
         return result
@@ -355,6 +374,18 @@ def execute(framework: Framework, benchmark: str, settings: RunSettings, results
     if short:  # no more runs: they would meet it too
         raise guard.stopped(results, f"{framework.label} {benchmark}", message, record_path, recorded=True)
     return result
+
+
+def variant_problem(result: dict, variant: str) -> str:
+    """Why the record a notebook wrote is not a run of ``variant`` ('' where it is): another variant
+    recorded (a notebook that ignores the parameter runs fp32), or, for a variant, an observed
+    precision that breaks its promise (common.variants.problems)."""
+    if result.get("variant") != variant:
+        return (f"asked for variant {variant}, the notebook recorded {result.get('variant')!r}: it does not "
+                f"run {variant} (docs/variants.md)")
+    if variant == variants.FP32 and not result.get("precision"):
+        return ""  # the fp32 rows record their precision where they observe it
+    return variants.describe(variant, result.get("precision"))
 
 
 def launch(framework: Framework, notebook: Path, executed: Path, parameters: dict, results: Path,
@@ -561,7 +592,8 @@ def _write_failure(record_path: Path, framework: Framework, benchmark: str, sett
     harness measured of it (``load``, ``peak_memory``)."""
     result = record.build(
         framework=framework.label, api=framework.api, benchmark=benchmark, status=status, error=message,
-        **settings.sizes(benchmark), seed=settings.seed, notebook=str(executed.relative_to(record_path.parent.parent))
+        variant=settings.variant, **settings.sizes(benchmark), seed=settings.seed,
+        notebook=str(executed.relative_to(record_path.parent.parent))
         if executed is not None and executed.is_file() else None,
         environment=machine.capture(device=target_device(settings), versions={},
                                     threads_requested=settings.threads),
@@ -590,7 +622,7 @@ def finished_runs(frameworks: list[Framework], benchmarks: list[str], settings: 
                   provenances: dict, commit: str | None) -> dict[tuple[str, str], str]:
     """For ``--resume``: each (framework name, benchmark) that already has an ok record with these
     settings (sizes, threads asked for, seed, device: the report's configuration, ``report.CONFIGURATION``),
-    the plain fp32 variant, this data (its checksum), this code version (a clean git commit: uncommitted
+    the variant asked for, this data (its checksum), this code version (a clean git commit: uncommitted
     changes could differ from any earlier run's) and this kernel (``KERNEL_KEYS`` of its
     ``kernel_environment``: docker or venv, the cpu or cuda build, a built environment or an existing
     interpreter, and which), mapped to that record's file."""
@@ -609,7 +641,7 @@ def finished_runs(frameworks: list[Framework], benchmarks: list[str], settings: 
         framework = labels[done["framework"]]
         if framework.name not in kernels_now:
             kernels_now[framework.name] = _kernel_key(kernel_provenance(framework, settings))
-        wanted = {**settings.sizes(benchmark), "seed": settings.seed, "variant": "fp32"}
+        wanted = {**settings.sizes(benchmark), "seed": settings.seed, "variant": settings.variant}
         env = done.get("environment") or {}
         if (all(done.get(key) == value for key, value in wanted.items())
                 and _same_data(done.get("data"), provenances.get(benchmark))
@@ -638,14 +670,15 @@ def run_all(frameworks: list[Framework], benchmarks: list[str], settings: RunSet
     done = []
     selected = [(f, b) for f in frameworks for b in benchmarks if b in f.notebooks]
     for number, (framework, benchmark) in enumerate(selected, start=1):
-        heading = f"=== {number}/{len(selected)}: {framework.label} {benchmark}"
+        heading = f"=== {number}/{len(selected)}: {framework.label} {benchmark}" + (
+            "" if settings.variant == variants.FP32 else f" ({settings.variant})")
         if (framework.name, benchmark) in skip:
             print(f"{heading}: skipped (--resume), already ok in {skip[framework.name, benchmark]} ===",
                   flush=True)
             continue
         print(heading + " ===", flush=True)
         if benchmark in data_errors:
-            record_path, _ = run_paths(results, framework, benchmark)
+            record_path, _ = run_paths(results, framework, benchmark, settings.variant)
             message = f"DataError: {data_errors[benchmark]}"
             print(f"[{framework.name}/{benchmark}] failed: {message}", flush=True)
             done.append(_write_failure(record_path, framework, benchmark, settings, "failed", message, None))

@@ -18,6 +18,7 @@ train_samples = None
 test_samples = None
 seed = 42
 device = "auto"
+variant = "fp32"
 data_source = None
 data_dir = None
 record_path = None

@@ -362,6 +362,8 @@ SHARED_CELL_EXCEPTIONS = {
     ("parameters", "threads = None"): "CNTK's GRU notebook runs on one CPU thread unless told more; its comment says so",
     ("data", "channels_first="): "the image layout is the framework's: channels last where its CPU kernels need it",
     ("evaluate", "framework="): "the record names the row and its API",
+    ("evaluate", "seed=seed, environment=env, data=provenance"):
+        "a notebook that offers variants records the one it ran and the precision it observed (docs/variants.md)",
 }
 # The start of a line of code whose comment gives a framework's own reason, so it may differ.
 SHARED_COMMENT_EXCEPTIONS = {

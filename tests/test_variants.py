@@ -1,0 +1,361 @@
+"""Variants (common/variants.py, docs/variants.md): named by the harness, run by the same notebook, each
+record stating the precision it observed; a framework without a variant says unsupported and runs nothing.
+
+The harness's side runs in the selftest kernel (seconds); the PyTorch variants and their mutants run in
+PyTorch's kernel at tiny sizes (marked kernel)."""
+import dataclasses
+import json
+import subprocess
+
+import nbformat
+import pytest
+import selftest
+
+from common import REPOSITORY, parity as common_parity, record, reference, variants
+from harness import cli, frameworks, kernels, parity, records, report, runner
+
+# A selftest notebook that writes the record of a run of the variant it is given, with the precision
+# that $ROSETTA_TEST_PRECISION (JSON: variant -> precision) says it observed.
+WRITE_VARIANT = """
+import json, os
+from common import record
+record.write(record_path, record.build(
+    framework="Fake", api="test", benchmark="cifar", accuracy=0.25, variant=variant,
+    precision=json.loads(os.environ["ROSETTA_TEST_PRECISION"]).get(variant),
+    timing={"train_seconds": 1.5, "first_epoch_seconds": 1.5}, epochs=epochs or 10, batch_size=64,
+    train_samples=train_samples or 50000, test_samples=10000, seed=seed))
+"""
+BF16 = variants.precision("torch.bfloat16", ["torch.float32"], where="conv2's output")
+COMPILED = variants.precision("torch.float32", ["torch.float32"], where="conv2's output",
+                              compiler={"mode": "default", "graphs": 2, "graph_breaks": 0})
+
+
+def _framework(tmp_path, body, offered=None):
+    """A selftest framework whose notebook runs ``body``, after a ``variants.require`` call offering ``offered``
+    (a tuple of variants besides fp32; None: no call, fp32 only)."""
+    if offered is not None:
+        body = (f"from common import variants\nvariants.require(variant, {('fp32',) + tuple(offered)!r}, 'Fake', "
+                "unsupported={'channels_last': 'no images here'})\n" + body)
+    return selftest.framework(tmp_path / "selftest.ipynb", body)
+
+
+def test_a_variant_the_framework_does_not_offer_is_recorded_unsupported_and_nothing_runs(tmp_path, selftest_kernel):
+    body = "open(record_path + '.ran', 'w').close()\n" + selftest.WRITE_OK
+    framework = _framework(tmp_path, body, offered=("compiled",))
+    result = runner.execute(framework, "cifar", runner.RunSettings(variant="bf16"), tmp_path / "results")
+    assert result["status"] == "unsupported" and result["variant"] == "bf16"
+    assert result["error"] == "Selftest's notebook selftest.ipynb offers fp32, compiled, not bf16 (docs/variants.md)"
+    folder = tmp_path / "results" / "records"
+    assert not list(folder.glob("*.ran")) and not list(folder.glob("*.ipynb"))  # no fp32 run under its name
+    assert [path.name.endswith("-selftest-cifar-bf16.json") for path in folder.glob("*.json")] == [True]
+    assert record.read(next(folder.glob("*.json")))["status"] == "unsupported"
+    assert framework.variant_unsupported("channels_last", "cifar") == "no images here"  # the notebook's reason
+    assert framework.variant_unsupported("compiled", "cifar") is None
+
+
+def test_a_notebook_that_ignores_the_variant_fails_instead_of_running_fp32_under_its_name(tmp_path,
+                                                                                         selftest_kernel):
+    framework = _framework(tmp_path, selftest.WRITE_OK, offered=("bf16",))  # records fp32
+    result = runner.execute(framework, "cifar", runner.RunSettings(variant="bf16"), tmp_path / "results")
+    assert result["status"] == "failed"
+    assert result["error"] == ("asked for variant bf16, the notebook recorded 'fp32': it does not run bf16 "
+                               "(docs/variants.md)")
+
+
+@pytest.mark.parametrize("variant, observed, words", [
+    ("bf16", BF16, None),
+    ("bf16", {**BF16, "activation": "float32"}, "its activation at conv2's output computed in float32, not bfloat16"),
+    ("bf16", {**BF16, "weights": ["bfloat16"]}, "its weights are stored in bfloat16, not float32"),
+])
+def test_a_variant_run_is_held_to_the_precision_it_observed(tmp_path, selftest_kernel, monkeypatch, variant,
+                                                            observed, words):
+    monkeypatch.setenv("ROSETTA_TEST_PRECISION", json.dumps({variant: observed}))
+    framework = _framework(tmp_path, WRITE_VARIANT, offered=(variant,))
+    result = runner.execute(framework, "cifar", runner.RunSettings(variant=variant), tmp_path / "results")
+    assert result["variant"] == variant and result["precision"] == observed
+    if words is None:
+        assert result["status"] == "ok", result["error"]
+    else:
+        assert result["status"] == "failed" and result["error"] == f"variant {variant} not as promised: {words}"
+        assert record.read(next((tmp_path / "results" / "records").glob("*.json")))["status"] == "failed"
+
+
+def test_each_broken_promise_is_named():
+    assert variants.problems("bf16", BF16) == [] and variants.problems("compiled", COMPILED) == []
+    assert variants.problems("compiled", {**COMPILED, "compiler": {"mode": "default", "graphs": 0}}) == [
+        "no graph was compiled (0 graphs): the model ran eagerly"]
+    assert variants.problems("compiled", {**COMPILED, "compiler": None}) == [
+        "it names no compile mode", "no graph was compiled (None graphs): the model ran eagerly"]
+    broken = {**COMPILED, "compiler": {"mode": "default", "graphs": 2, "graph_breaks": 1, "break_reasons": ["x"]}}
+    assert variants.problems("compiled", broken) == [
+        "the compiler broke the model into pieces run eagerly between (1 graph breaks: x)"]
+    eager = {**COMPILED, "compiler": {"mode": "jit_compile=True", "graphs": 1, "eager": True}}
+    assert variants.problems("compiled", eager) == ["the framework was told to run its functions eagerly"]
+    assert variants.problems("channels_last", {**COMPILED, "memory_format": "contiguous"}) == [
+        "its activation is in memory format contiguous, not channels_last"]
+    assert variants.problems("bf16", None) == [
+        "the run recorded no observed precision (expected the dtype of an activation and of the weights)"]
+    assert variants.problems("fp16", BF16) == ["'fp16' is no known variant (expected one of fp32, compiled, bf16, "
+                                               "channels_last)"]
+    with pytest.raises(variants.VariantUnsupported, match="PyTorch offers the variants fp32, bf16, not 'compiled'"):
+        variants.require("compiled", ("fp32", "bf16"), "PyTorch")
+    assert variants.precision("<dtype: 'bfloat16'>", ["float32", "torch.float32"])["weights"] == ["float32"]
+
+
+def test_rosetta_run_runs_each_variant_asked_for(tmp_path, selftest_kernel, monkeypatch, capsys):
+    monkeypatch.setenv("ROSETTA_TEST_PRECISION", json.dumps({"bf16": BF16}))
+    framework = _framework(tmp_path, WRITE_VARIANT, offered=("bf16",))
+    monkeypatch.setitem(frameworks.FRAMEWORKS, "selftest", framework)
+    monkeypatch.setattr(cli, "load_data", lambda args, benchmarks: ({}, {}))
+    results = tmp_path / "results"
+    status = cli.main(["run", "selftest", "--benchmark", "cifar", "--device", "cpu", "--no-export",
+                       "--results", str(results), "--variant", "fp32", "bf16", "compiled"])
+    out = capsys.readouterr().out
+    found = {r["variant"]: r for r in records.load_records(results)}
+    assert status == 0, out  # unsupported is an answer, not a failure
+    assert {v: r["status"] for v, r in found.items()} == {"fp32": "ok", "bf16": "ok", "compiled": "unsupported"}
+    assert found["bf16"]["precision"]["activation"] == "bfloat16"
+    assert "unsupported: Selftest cifar (compiled): Selftest's notebook selftest.ipynb offers fp32, bf16, not compiled" \
+        in out
+    readme = (results / "README.md").read_text()
+    assert "| Fake (bf16) |" in readme
+
+
+def test_the_variant_option_takes_known_names_only(capsys):
+    assert cli.parse(["run", "--variant", "fp32", "bf16"]).variant == ["fp32", "bf16"]
+    assert cli.parse(["run"]).variant == ["fp32"] and cli.parse(["parity"]).variant == "fp32"
+    assert cli.parse(["parity", "--variant", "compiled"]).variant == "compiled"
+    with pytest.raises(SystemExit):
+        cli.parse(["bench", "--variant", "fp64"])
+    assert "variant must be one of fp32, compiled, bf16, channels_last, got 'fp64'" in capsys.readouterr().err
+
+
+def test_make_variants_passes_the_option():
+    done = subprocess.run(["make", "-n", "bench", "FRAMEWORKS=pytorch", "VARIANTS=fp32 bf16"], cwd=REPOSITORY,
+                          capture_output=True, text=True)
+    line = next(line for line in done.stdout.splitlines() if "rosetta bench" in line).split()
+    assert line[line.index("--variant"):][:3] == ["--variant", "fp32", "bf16"]
+
+
+def test_parity_of_a_variant_not_offered_is_unsupported_and_runs_nothing(tmp_path, selftest_kernel):
+    framework = _framework(tmp_path, "raise RuntimeError('ran')")
+    result = parity.check(framework, "cifar", tmp_path, variant="bf16")
+    assert result["status"] == "unsupported" and result["equivalent"] is None and result["variant"] == "bf16"
+    assert result["message"] == "Selftest's notebook selftest.ipynb offers fp32, not bf16 (docs/variants.md)"
+    assert records.latest_parity(tmp_path) == {}  # never shown as the fp32 row's parity
+    assert list(records.latest_variant_checks(tmp_path)) == [("Selftest", "cifar", "bf16")]
+
+
+def _outputs(tmp_path, model, observed, scale=1.0):
+    """Parity inputs, and outputs as a variant would write them: the reference's own logits and loss,
+    the logits times ``scale``."""
+    inputs = common_parity.write_inputs(tmp_path / "inputs.npz", model)
+    weights, xs, labels = common_parity.read_inputs(inputs, model)
+    logits = reference.forward(model, weights, xs[0]) * scale
+    losses, first, final = reference.train(model, weights, xs, labels)
+    outputs = common_parity.write_outputs(tmp_path / "outputs.npz", model, logits, losses, first, final, weights, [])
+    if observed is not None:
+        variants.write_observed(outputs, observed)
+    return inputs, outputs
+
+
+def test_the_relaxed_step_check_holds_logits_and_precision_to_the_variants_tolerance(tmp_path):
+    inputs, outputs = _outputs(tmp_path, "gru", {**BF16, "activation_at": "the GRU's outputs"}, scale=1.005)
+    result = common_parity.compare_variant("gru", inputs, outputs, "bf16", variants.read_observed(outputs))
+    assert result["equivalent"], result["message"]  # 0.5% off: within bf16's 2%
+    assert result["message"].startswith("bf16 within its step tolerance: logits ")
+    strict = common_parity.compare_variant("gru", inputs, outputs, "compiled", COMPILED)
+    assert not strict["equivalent"] and "logits differs by" in strict["message"]  # compiled keeps fp32's 1e-4
+    inputs, outputs = _outputs(tmp_path, "gru", {**BF16, "weights": ["bfloat16"]}, scale=1.05)
+    result = common_parity.compare_variant("gru", inputs, outputs, "bf16", variants.read_observed(outputs))
+    assert not result["equivalent"]
+    assert "logits differs by" in result["message"] and "relative tolerance 0.02" in result["message"]
+    assert "variant bf16 not as promised: its weights are stored in bfloat16, not float32" in result["message"]
+    assert not common_parity.compare_variant("gru", inputs, outputs, "bf16", None)["equivalent"]
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+# The variants, run by the harness at tiny sizes in their frameworks' kernels: (framework, benchmark, variant).
+PYTORCH = frameworks.FRAMEWORKS["pytorch"]
+# The other frameworks' variants only through their step check, which reads their observed precision too.
+RUNS = [("pytorch", "cifar", "bf16"), ("pytorch", "cifar", "channels_last"), ("pytorch", "cifar", "compiled"),
+        ("pytorch", "imdb", "bf16")]
+CHECKS = [("pytorch", "cifar", "bf16"), ("pytorch", "cifar", "compiled"), ("pytorch", "imdb", "bf16"),
+          ("jax", "cifar", "bf16"), ("tensorflow", "cifar", "compiled")]
+# Mutants: (benchmark, variant, text in the notebook, its replacement, what the check says, how it is run:
+# its relaxed step check, or a run; a notebook whose weights are bfloat16 cannot hand them to NumPy for the
+# step check, so that one is run).
+MUTANTS = {
+    # autocast turned off: the step computes in float32 under the name bf16
+    "bf16-computes-in-float32": ("cifar", "bf16", "torch.autocast(torch_device.type, dtype=torch.bfloat16)",
+                                 "torch.autocast(torch_device.type, dtype=torch.bfloat16, enabled=False)",
+                                 "its activation at conv2's output computed in float32, not bfloat16", "check"),
+    # the weights themselves in bfloat16 (and the input made bfloat16 to match): no float32 master copy
+    "bf16-stores-bfloat16-weights": ("cifar", "bf16", "model.apply(glorot_uniform_zero_bias)\n",
+                                     "model.apply(glorot_uniform_zero_bias)\nmodel.to(torch.bfloat16)\n"
+                                     "model.register_forward_pre_hook(lambda module, args: (args[0].bfloat16(),))\n",
+                                     "its weights are stored in bfloat16, not float32", "run"),
+    # Dynamo does not trace nn.GRU unless told to: the compiled model runs eagerly
+    "compiled-falls-back-to-eager": ("imdb", "compiled", "    torch._dynamo.config.allow_rnn = True\n", "    pass\n",
+                                     "no graph was compiled (0 graphs): the model ran eagerly", "run"),
+}
+
+
+def mutant(tmp_path, name):
+    benchmark, _, old, new, _, _ = MUTANTS[name]
+    notebook = nbformat.read(PYTORCH.notebook(benchmark), as_version=4)
+    assert sum(cell.source.count(old) for cell in notebook.cells) == 1, f"{old!r} is not in the notebook once"
+    for cell in notebook.cells:
+        cell.source = cell.source.replace(old, new)
+    path = tmp_path / f"{name}.ipynb"
+    nbformat.write(notebook, path)
+    return dataclasses.replace(PYTORCH, notebooks={benchmark: str(path)})  # it offers what the notebook says
+
+
+@pytest.fixture(scope="module")
+def variant_runs(tmp_path_factory, tiny_cifar, tiny_imdb, monkeypatch_module):
+    """The variant runs (RUNS), relaxed step checks (CHECKS) and the PyTorch mutants' runs or checks (MUTANTS),
+    once, spread over the cores: {("run", framework, benchmark, variant): record, ("check", ...): parity record,
+    ("mutant", name): the mutant's record or parity record}."""
+    import concurrent.futures
+
+    from common import data
+    from shortruns import pinned_pool, worker_count
+
+    for name in ("pytorch", "jax", "tensorflow"):
+        if kernels.unavailable_reason(frameworks.FRAMEWORKS[name]):
+            pytest.skip(f"{name}'s kernel: {kernels.unavailable_reason(frameworks.FRAMEWORKS[name])}")
+    folder = tmp_path_factory.mktemp("variants")
+    # torch.compile's cache and precompiled headers (TMPDIR/torchinductor_USER) in the test's own folder, not /tmp
+    monkeypatch_module.setenv("TORCHINDUCTOR_CACHE_DIR", str(folder / "inductor"))
+    monkeypatch_module.setenv("TMPDIR", str(folder))
+    cache, sources = str(folder / "cache"), {"cifar": str(tiny_cifar), "imdb": str(tiny_imdb)}
+    for benchmark in sources:
+        data.prepare(benchmark, sources[benchmark], cache)
+    def run(framework, benchmark, variant):
+        return (runner.execute, framework, benchmark, runner.RunSettings(
+            device="cpu", threads=1, epochs=1, batch_size=32, data_dir=cache, data_sources=sources, variant=variant,
+            timeout=900), folder / "runs")
+
+    def check(framework, benchmark, variant):
+        return parity.check, framework, benchmark, folder / "checks", "cpu", 900.0, False, variant
+
+    jobs = {("run", f, b, v): run(frameworks.FRAMEWORKS[f], b, v) for f, b, v in RUNS}
+    jobs.update({("check", f, b, v): check(frameworks.FRAMEWORKS[f], b, v) for f, b, v in CHECKS})
+    jobs.update({("mutant", name): (check if how == "check" else run)(mutant(folder, name), b, v)
+                 for name, (b, v, _, _, _, how) in MUTANTS.items()})
+    with pinned_pool(worker_count(len(jobs))) as pool:
+        futures = {key: pool.submit(*job) for key, job in jobs.items()}
+        concurrent.futures.wait(futures.values())
+        return {key: future.result() for key, future in futures.items()}
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("framework, benchmark, variant", RUNS)
+def test_the_variants_run_as_they_promise(variant_runs, framework, benchmark, variant):
+    result = variant_runs["run", framework, benchmark, variant]
+    assert result["status"] == "ok", result["error"]
+    assert result["variant"] == variant and result["framework"] == frameworks.FRAMEWORKS[framework].label
+    observed = result["precision"]
+    assert observed["activation"] == ("bfloat16" if variant == "bf16" else "float32")
+    assert observed["weights"] == ["float32"]
+    if variant == "compiled":
+        assert observed["compiler"]["mode"] == "default" and observed["compiler"]["graphs"] >= 1
+        assert observed["compiler"]["graph_breaks"] == 0
+    if variant == "channels_last":
+        assert observed["memory_format"] == "channels_last"
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("framework, benchmark, variant", CHECKS)
+def test_the_variants_pass_their_step_check(variant_runs, framework, benchmark, variant):
+    result = variant_runs["check", framework, benchmark, variant]
+    assert result["status"] == "ok" and result["equivalent"], result["message"]
+    assert result["variant"] == variant and result["tolerances"] == variants.TOLERANCES[variant]
+    logits = next(c for c in result["checks"] if c["output"] == "logits")
+    assert 0 < logits["max_abs_difference"] <= logits["bound"]
+    observed = result["precision"]
+    assert observed["activation"] == ("bfloat16" if variant == "bf16" else "float32") and observed["weights"] == ["float32"]
+    if variant == "compiled":
+        assert observed["compiler"]["graphs"] >= 1, observed
+    if variant == "bf16":  # bfloat16 really computed: further from the reference than float32 gets
+        assert logits["max_abs_difference"] > 1e-4 * logits["bound"] / variants.TOLERANCES["bf16"]["logits"]
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("name", list(MUTANTS))
+def test_a_variant_that_breaks_its_promise_fails_its_check(variant_runs, name):
+    result = variant_runs["mutant", name]
+    if MUTANTS[name][5] == "check":
+        assert result["status"] == "ok", result["message"]  # it ran; its check says no
+        assert result["equivalent"] is False and MUTANTS[name][4] in result["message"], result["message"]
+    else:
+        assert result["status"] == "failed", result["error"]  # it trained, but not as the variant promises
+        assert result["error"] == f"variant {MUTANTS[name][1]} not as promised: {MUTANTS[name][4]}"
+
+
+# What each notebook offers today, by its variants.require call (docs/variants.md's table).
+OFFERED = {("pytorch", "cifar"): {"fp32", "compiled", "bf16", "channels_last"},
+           ("pytorch", "imdb"): {"fp32", "compiled", "bf16"}, ("jax", "cifar"): {"fp32", "bf16"},
+           ("tensorflow", "cifar"): {"fp32", "compiled"}}
+
+
+def test_each_notebook_takes_the_variant_parameter_and_says_which_variants_it_offers():
+    """Every notebook takes the parameter, fp32 unless told otherwise; what the harness reads of its
+    ``variants.require`` call is what docs/variants.md lists (fp32 alone for the others)."""
+    for framework in frameworks.FRAMEWORKS.values():
+        for benchmark in framework.notebooks:
+            cells = nbformat.read(framework.notebook(benchmark), as_version=4).cells
+            parameters = next(c for c in cells if "parameters" in c.metadata.get("tags", []))
+            assert '\nvariant = "fp32"' in parameters.source, framework.notebook(benchmark)
+            offered, _ = frameworks.offered_variants(framework.notebook(benchmark))
+            assert set(offered) == OFFERED.get((framework.name, benchmark), {"fp32"}), framework.notebook(benchmark)
+    reason = frameworks.FRAMEWORKS["pytorch"].variant_unsupported("channels_last", "imdb")
+    assert reason == "channels_last is a memory order of 4-D image tensors; the GRU has none to reorder"
+    assert frameworks.FRAMEWORKS["jax"].variant_unsupported("compiled", "cifar").startswith(
+        "JAX's step is already compiled (jax.jit)")
+
+
+def _write(results, name, **fields):
+    found = dict(framework="PyTorch", api="nn.Module", benchmark="cifar", epochs=3, batch_size=64,
+                 train_samples=50_000, test_samples=10_000, seed=42, accuracy=0.7,
+                 environment={"device": "cpu", "cpu": "Test CPU", "threads": 2, "versions": {"torch": "2.13"}})
+    found.update(fields)
+    record.write(results / "records" / f"{name}.json", record.build(**found))
+
+
+def test_the_table_shows_fp32_rows_first_then_each_variant_with_its_check_and_compile_time(tmp_path):
+    timing = {"train_seconds": 30.0, "first_epoch_seconds": 12.0, "median_epoch_seconds": 9.0,
+              "throughput_per_second": 5000.0}
+    _write(tmp_path, "1-fp32", timing=timing)
+    _write(tmp_path, "2-jax", framework="JAX", timing={**timing, "train_seconds": 40.0})
+    _write(tmp_path, "3-compiled", variant="compiled", precision=COMPILED,
+           timing={**timing, "train_seconds": 20.0, "first_epoch_seconds": 14.5, "median_epoch_seconds": 2.5})
+    _write(tmp_path, "4-bf16", variant="bf16", precision=BF16, timing={**timing, "train_seconds": 25.0})
+    _write(tmp_path, "5-cl", variant="channels_last", status="unsupported", error="no images to reorder")
+    folder = records.parity_dir(tmp_path)
+    folder.mkdir(parents=True)
+    record.write_json(folder / "1-pytorch-cifar.json", {"framework": "PyTorch", "benchmark": "cifar", "status": "ok",
+                                                        "equivalent": True, "checks": []})
+    check = {"framework": "PyTorch", "benchmark": "cifar", "variant": "compiled", "status": "ok", "equivalent": True,
+             "checks": [{"output": "logits", "max_abs_difference": 1.4e-7, "tolerance": 1e-4}]}
+    record.write_json(folder / "2-pytorch-cifar-compiled.json", check)
+    record.write_json(folder / "3-pytorch-cifar-bf16.json", {**check, "variant": "bf16", "equivalent": False,
+                                                             "message": "bf16 not within its step check: x"})
+    readme = report.render(tmp_path).read_text()
+    rows = [line for line in readme.splitlines() if line.startswith(("| PyTorch", "| JAX"))][:5]
+    names = [row.split(" | ")[0][2:] for row in rows]
+    assert names == ["PyTorch", "JAX", "PyTorch (compiled)", "PyTorch (bf16)", "PyTorch (channels_last)"], names
+    compiled, bf16, unsupported = rows[2], rows[3], rows[4]
+    assert "| 20.0 | 12.0 |" in compiled  # training time, then compile: the first epoch less a steady one
+    assert "| 30.0 | – | 1.00× |" in rows[0] and "| 25.0 | 3.0 | 0.83× |" in bf16  # fp32 rows have no compile time
+    assert "| 0.67× |" in compiled  # against the fastest fp32 row, which stays 1.00×
+    assert "within its step check: logits 1.4e-07 off (relative tolerance 0.0001)" in compiled
+    assert "**no**: bf16 not within its step check: x" in bf16
+    assert rows[0].count("| yes |") == 1  # the fp32 row's own parity
+    assert "**unsupported**: no images to reorder" in unsupported
