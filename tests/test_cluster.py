@@ -110,6 +110,12 @@ def test_accelerator_and_retries_need_the_cluster(tmp_path, capsys):
     assert "--accelerator: only with --cluster" in capsys.readouterr().err
 
 
+def test_a_variant_other_than_fp32_is_refused_on_the_cluster_in_one_line(tmp_path, capsys):
+    status = cli.main(["run", "pytorch", "--cluster", "auto", "--variant", "bf16", "--results", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1 and "--variant bf16: the cluster runs fp32 only so far" in err
+
+
 def test_make_bench_cluster_passes_the_flags_and_installs_the_extra(tmp_path):
     def planned(*variables):  # a venv not made yet: make -n lists every step it would take
         done = subprocess.run(["make", "-n", "bench", "FRAMEWORKS=pytorch", f"VENV={tmp_path / 'venv'}", *variables],
