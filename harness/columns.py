@@ -171,11 +171,12 @@ SETUP = [
 
 def compile_seconds(found: dict) -> float | None:
     """A variant's compile time: its first epoch minus its median steady epoch (the steady rate already
-    leaves the first epoch out: common.timing); None for an fp32 row, or a run of one epoch."""
+    leaves the first epoch out: common.timing), 0 where the first epoch was no slower (a variant that
+    compiles nothing, and noise, can make it faster); None for an fp32 row, or a run of one epoch."""
     first, steady = found.get("first_epoch_seconds"), found.get("median_epoch_seconds")
     if found.get("variant", "fp32") == "fp32" or missing(first) or missing(steady):
         return None
-    return first - steady
+    return max(first - steady, 0.0)
 
 
 def medians() -> list[str]:

@@ -359,3 +359,14 @@ def test_the_table_shows_fp32_rows_first_then_each_variant_with_its_check_and_co
     assert "**no**: bf16 not within its step check: x" in bf16
     assert rows[0].count("| yes |") == 1  # the fp32 row's own parity
     assert "**unsupported**: no images to reorder" in unsupported
+
+
+def test_the_compile_time_is_the_first_epochs_excess_and_never_negative():
+    from harness import columns
+
+    assert columns.compile_seconds({"variant": "compiled", "first_epoch_seconds": 30.0,
+                                    "median_epoch_seconds": 10.0}) == 20.0
+    assert columns.compile_seconds({"variant": "bf16", "first_epoch_seconds": 6.1,
+                                    "median_epoch_seconds": 6.5}) == 0.0  # the first epoch was faster: no compile
+    assert columns.compile_seconds({"variant": "fp32", "first_epoch_seconds": 30.0,
+                                    "median_epoch_seconds": 10.0}) is None
