@@ -40,14 +40,21 @@ from harness.frameworks import FRAMEWORKS, select
 SEED_LIMIT = 2**32  # every framework's generator takes a seed in [0, 2**32)
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value}")
-    return value
+def _whole_number(minimum: int, expected: str):
+    """An argparse type: a whole number of at least ``minimum``, else ``expected, got ...``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
+        return value
+    return parse
+
+
+_positive = _whole_number(1, "a positive whole number")
+_non_negative_int = _whole_number(0, "a whole number >= 0")
 
 
 def _seed(text: str) -> int:
@@ -149,16 +156,6 @@ def _add_no_wait_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-wait", action="store_true",
                         help="where another suite holds this machine, refuse (exit status 2) instead of waiting "
                              f"for it (the lock: ${guard.LOCK_VARIABLE}, default {guard.DEFAULT_LOCK})")
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
-    return value
 
 
 def _add_cluster_options(parser: argparse.ArgumentParser) -> None:

@@ -186,12 +186,14 @@ def measure(seconds: float = WINDOW, during: Callable[[], Any] | None = None) ->
         window = time.monotonic() - began
         others, steal = meter.sample() or (None, None)
     except OSError as error:
-        return {"not_measured": f"not measured: {error}", "loadavg": loadavg(), **({"during": done} if during else {})}
-    if others is None:
-        return {"not_measured": "not measured: /proc gave no second sample", "loadavg": loadavg(),
-                **({"during": done} if during else {})}
-    return {"other_cores": round(others, 3), "steal_cores": round(steal, 3), "loadavg": loadavg(),
-            "seconds": round(window, 3) if during else seconds, **({"during": done} if during else {})}
+        found = {"not_measured": f"not measured: {error}", "loadavg": loadavg()}
+    else:
+        found = {"not_measured": "not measured: /proc gave no second sample", "loadavg": loadavg()} \
+            if others is None else {"other_cores": round(others, 3), "steal_cores": round(steal, 3),
+                                    "loadavg": loadavg(), "seconds": round(window, 3) if during else seconds}
+    if during is not None:
+        found["during"] = done
+    return found
 
 
 def _say(text: str) -> None:

@@ -308,10 +308,13 @@ def execute(framework: Framework, benchmark: str, settings: RunSettings, results
             parameters, data_dir = docker_data(benchmark, parameters)
         load = quiet.RunLoad(settings.quiet_wait, settings.quiet_threshold, target_device(settings), prefix,
                              docker=settings.docker)
-        # up to --quiet-wait seconds for other processes to let go of the machine, calibrating it meanwhile
-        calibrated = load.wait(lambda: calibration.before_run(framework, target_device(settings), settings.threads,
-                                                              settings.docker)) \
-            or calibration.before_run(framework, target_device(settings), settings.threads, settings.docker)
+
+        def probe() -> dict:
+            return calibration.before_run(framework, target_device(settings), settings.threads, settings.docker)
+
+        # up to --quiet-wait seconds for other processes to let go of the machine, calibrating it meanwhile;
+        # probed apart only where the wait could not measure
+        calibrated = load.wait(probe) or probe()
         print(prefix + calibration.summary(calibrated), flush=True)
         load.start()
         try:
