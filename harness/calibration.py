@@ -287,14 +287,14 @@ def _note(frame, row, probes: list[tuple[float, float]], gflops: float | None, g
         found = _probes(frame, [index])
         if not found:
             continue
-        flops, bandwidth = found[0]
-        shares = [value / median - 1 for value, median in ((flops, gflops), (bandwidth, gbps))]
-        if any(abs(share) > APART for share in shares):
-            off.append(f"the run of {frame.loc[index, 'timestamp']} calibrated {flops:,.1f} GFLOP/s "
-                       f"({shares[0] * 100:+.0f} %), {bandwidth:,.1f} GB/s ({shares[1] * 100:+.0f} %)")
+        figures = [f"{value:,.1f} {unit} ({(value / median - 1) * 100:+.0f} %)"
+                   for value, median, unit in ((found[0][0], gflops, "GFLOP/s"), (found[0][1], gbps, "GB/s"))
+                   if abs(value / median - 1) > APART]  # only the figure, or figures, that are off
+        if figures:
+            off.append(f"seed {int(frame.loc[index, 'seed'])}: " + ", ".join(figures))
     if not off:
         return None
-    return "machine off this table's calibration by more than 10 %: " + "; ".join(off)
+    return "probe off this table's calibration by more than 10 %: " + "; ".join(off)
 
 
 def describe(table: Table) -> str:

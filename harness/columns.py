@@ -124,6 +124,10 @@ def _notes(r, table: Table) -> str:
                     + (f" {note}" if note else ""))
         if r["_busy"]:
             note = f"**busy**: {cell(quietreport.busy_note(r))}" + (f" {note}" if note else "")
+        corrected = [frame.loc[i, "load_corrected"] for i in r["members"]
+                     if "load_corrected" in frame and isinstance(frame.loc[i, "load_corrected"], str)]
+        if corrected:
+            note += (" " if note else "") + cell("; ".join(corrected))
     else:
         note = f"**{cell(r['status'])}**: {cell(r['error'])}"
     if isinstance(r.get("calibration_note"), str):  # calibration.split: a machine off the table's calibration

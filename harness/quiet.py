@@ -35,6 +35,7 @@ DEFAULT_WAIT = 60.0  # seconds a run waits for quiet (--quiet-wait)
 DEFAULT_THRESHOLD = 0.25  # cores of other work above which the machine counts as busy (--quiet-threshold)
 WINDOW = 0.5  # seconds of one measurement before a run
 INTERVAL = 0.5  # seconds between samples during a run
+LAST_STRETCH = 0.1  # seconds: a shorter last stretch of a run is not sampled
 GPU_INTERVAL = 10.0  # seconds between two nvidia-smi calls during a run
 BUSY_FIELDS = (0, 1, 2, 5, 6)  # /proc/stat cpu: user, nice, system, (idle, iowait,) irq, softirq
 PROC = "/proc"
@@ -57,22 +58,28 @@ def machine_jiffies(proc: str = PROC) -> tuple[int, int]:
     raise OSError(f"{proc}/stat has no cpu line")
 
 
+def _process(pid: int, proc: str = PROC) -> tuple[int, int] | None:
+    """(its parent, utime + stime + cutime + cstime in jiffies) of one process; None where it is gone."""
+    try:
+        with open(f"{proc}/{pid}/stat") as f:
+            text = f.read()
+    except OSError:
+        return None
+    fields = text[text.rfind(")") + 2:].split()
+    try:
+        return int(fields[1]), sum(int(v) for v in fields[11:15])
+    except (IndexError, ValueError):
+        return None
+
+
 def _processes(proc: str = PROC) -> dict[int, tuple[int, int]]:
     """Every process: pid -> (its parent, utime + stime + cutime + cstime in jiffies)."""
     found = {}
     for entry in os.listdir(proc):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"{proc}/{entry}/stat") as f:
-                text = f.read()
-        except OSError:
-            continue
-        fields = text[text.rfind(")") + 2:].split()
-        try:
-            found[int(entry)] = (int(fields[1]), sum(int(v) for v in fields[11:15]))
-        except (IndexError, ValueError):
-            continue
+        if entry.isdigit():
+            stat = _process(int(entry), proc)
+            if stat is not None:
+                found[int(entry)] = stat
     return found
 
 
@@ -92,17 +99,30 @@ class CpuMeter:
         self.root, self.proc, self.hz = root or os.getpid(), proc, clock_ticks()
         self.seen: dict[int, tuple[int, int]] = {}  # the tree's pids -> (parent, jiffies) at the last sample
         self.last: tuple[float, int, int] | None = None
+        self.seconds = 0.0  # the stretch the last sample covered
         self.sample()
 
     def _own(self) -> dict[int, tuple[int, int]]:
         processes = _processes(self.proc)
         return {pid: processes[pid] for pid in own_tree(processes, self.root) if pid in processes}
 
-    def sample(self) -> tuple[float, float] | None:
-        """(other cores, steal cores) since the last sample (None at the first)."""
+    def sample(self, min_seconds: float = 0.0) -> tuple[float, float] | None:
+        """(other cores, steal cores) since the last sample (None at the first); ``seconds`` is then the
+        stretch it covers. A stretch shorter than ``min_seconds`` is not a sample: it is left to the next
+        (over a few milliseconds, one jiffy of difference between the machine's count and the processes'
+        would read as cores)."""
         now = time.monotonic()
+        if self.last is not None and self.seen and now - self.last[0] < min_seconds:
+            return None
         busy, steal = machine_jiffies(self.proc)
         own = self._own()
+        # A child that is gone was reaped, and its parent's cutime holds its time from then on. The snapshot
+        # may have read the parent just before the reap and the child's entry just after it: the parent is
+        # read again, after the reap, or the child's whole life would count as other processes' work.
+        for parent in {self.seen[pid][0] for pid in self.seen if pid not in own and self.seen[pid][0] in own}:
+            again = _process(parent, self.proc)
+            if again is not None:
+                own[parent] = again
         previous, self.last = self.last, (now, busy, steal)
         own_delta = 0
         for pid, (parent, jiffies) in own.items():
@@ -120,6 +140,7 @@ class CpuMeter:
         seconds = now - previous[0]
         if seconds <= 0:
             return None
+        self.seconds = seconds
         others = max(0.0, (busy - previous[1] - own_delta) / self.hz / seconds)
         return others, max(0.0, (steal - previous[2]) / self.hz / seconds)
 
@@ -264,7 +285,7 @@ class Sampler:
 
     def __init__(self, device: str = "cpu", interval: float = INTERVAL, root: int | None = None):
         self.device, self.interval, self.root = device, interval, root or os.getpid()
-        self.values: list[float] = []
+        self.values: list[tuple[float, float]] = []  # (other cores, seconds) of each sample
         self.gpu: dict[int, dict] = {}
         self.gpu_note: str | None = None
         self.gpu_measured = False  # whether nvidia-smi answered once
@@ -287,16 +308,16 @@ class Sampler:
                 last_gpu = time.monotonic()
                 self._gpu()
 
-    def _sample(self) -> None:
+    def _sample(self, min_seconds: float = 0.0) -> None:
         if self.meter is None:
             return
         try:
-            found = self.meter.sample()
+            found = self.meter.sample(min_seconds)
         except OSError as error:
             self.meter, self.note = None, f"not measured: {error}"
             return
         if found is not None:
-            self.values.append(found[0])
+            self.values.append((found[0], self.meter.seconds))
         peak = peak_resident([pid for pid in self.meter.seen if pid != self.root], self.meter.proc)
         if peak is not None:
             self.peak = max(peak, self.peak or 0)
@@ -322,11 +343,13 @@ class Sampler:
         (``not_measured`` instead where no sample could be taken), and the GPU's other processes."""
         self._done.set()
         self._thread.join(timeout=5)
-        self._sample()  # the last stretch
+        self._sample(min_seconds=LAST_STRETCH)  # the last stretch, unless it is a few milliseconds
         during: dict = {"seconds": round(time.monotonic() - self.started, 2), "loadavg": loadavg()}
-        if self.values:
-            during.update(other_cores_mean=round(sum(self.values) / len(self.values), 3),
-                          other_cores_max=round(max(self.values), 3), samples=len(self.values))
+        if self.values:  # the mean weighs each sample by the stretch it covers
+            seconds = sum(s for _, s in self.values)
+            mean = sum(v * s for v, s in self.values) / seconds if seconds > 0 else 0.0
+            during.update(other_cores_mean=round(mean, 3), other_cores_max=round(max(v for v, _ in self.values), 3),
+                          samples=len(self.values))
         else:
             during["not_measured"] = self.note or "not measured: the run ended before a sample"
         return {"during": during, "gpu_others": list(self.gpu.values()) if self.gpu_measured else None,

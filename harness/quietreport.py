@@ -22,13 +22,14 @@ EXPLAINED = ("A run is **busy** where other processes used more than its thresho
 
 def frame_columns(r: dict) -> dict:
     """The columns of one record in the report's frame and results.csv."""
-    load = r.get("load") or {}
+    load = corrected_load(r.get("load") or {}, (r.get("environment") or {}).get("cpu_count"))
     during = load.get("during") or {}
     memory = r.get("peak_memory") or {}
     energy = r.get("energy") or {}
     return {
         "run_device": (r.get("environment") or {}).get("device"),
         "busy": load.get("busy") if load else None, "busy_reason": load.get("reason"),
+        "load_corrected": load.get("corrected"),
         "other_cores_mean": during.get("other_cores_mean"), "other_cores_max": during.get("other_cores_max"),
         "other_cores_before": (load.get("before") or {}).get("other_cores"),
         "waited_seconds": load.get("waited_seconds"), "calibrated_within": load.get("calibrated_within"),
@@ -39,6 +40,31 @@ def frame_columns(r: dict) -> dict:
         "cpu_joules": energy.get("cpu_joules"), "gpu_joules": energy.get("gpu_joules"),
         "energy_note": _energy_note(energy, (r.get("environment") or {}).get("device") == "cuda"),
     }
+
+
+def corrected_load(load: dict, cores) -> dict:
+    """``load`` as recorded, except where its largest sample during the run is more cores than the machine
+    has: such a sample is a fault of the meter, not other work (before it was fixed, a kernel reaped while
+    the meter read the process tree counted its whole life as other processes' work, in one sample of a
+    few milliseconds). The mean is then taken again without that sample, from the recorded mean, count and
+    largest sample, ``busy`` follows from it, and ``corrected`` says so."""
+    during = load.get("during") or {}
+    largest, mean, samples = during.get("other_cores_max"), during.get("other_cores_mean"), during.get("samples")
+    if not (isinstance(cores, int) and cores > 0 and isinstance(largest, (int, float)) and largest > cores
+            and isinstance(mean, (int, float)) and isinstance(samples, int) and samples >= 2):
+        return load
+    rest = max(0.0, (mean * samples - largest) / (samples - 1))
+    threshold = load.get("threshold_cores")
+    reason = load.get("reason") or ""
+    during_reason = f"other processes used {mean:.2f} cores on average during the run"
+    others = [part for part in reason.split("; ") if part and part != during_reason]
+    if isinstance(threshold, (int, float)) and rest > threshold:
+        others.insert(0, f"other processes used {rest:.2f} cores on average during the run")
+    corrected = (f"load: one sample of {largest:,.0f} cores on a {cores}-core machine, a fault of the meter, "
+                 f"left out ({rest:.2f} cores on average otherwise)")
+    return {**load, "during": {**during, "other_cores_mean": round(rest, 3), "other_cores_max": None,
+                               "samples": samples - 1},
+            "busy": bool(others), "reason": "; ".join(others) or None, "corrected": corrected}
 
 
 def _missing(value) -> bool:

@@ -163,6 +163,41 @@ def test_records_without_a_busy_flag_and_busy_ones_are_ordered_quiet_first(tmp_p
     assert "| 2.00× |" in readme and "**busy**: other processes used 1.20 cores on average" in readme
 
 
+def _load(mean, largest, samples, before=0.0):
+    reasons = [f"other processes used {mean:.2f} cores on average during the run"] if mean > 0.25 else []
+    if before > 0.25:
+        reasons.append(f"other processes used {before:.2f} cores before it")
+    return {"busy": bool(reasons), "reason": "; ".join(reasons) or None, "threshold_cores": 0.25,
+            "before": {"other_cores": before, "seconds": 0.5},
+            "during": {"seconds": 36.7, "other_cores_mean": mean, "other_cores_max": largest, "samples": samples}}
+
+
+def test_a_sample_of_more_cores_than_the_machine_has_is_left_out_of_an_old_records_load(tmp_path):
+    """A record of the meter's old fault (a reaped kernel read as one sample of 17,882 cores): the report
+    takes the mean again without it, ranks the run, and says why; a run busy for another reason stays busy."""
+    cpu = {"device": "cpu", "cpu": "CPU", "cpu_count": 2}
+    for name, seconds, load in (("Faulty", 1.0, _load(241.669, 17882.13, 74)), ("Slow", 4.0, _load(0.02, 0.1, 74)),
+                                ("Still busy", 0.5, _load(300.0, 17882.13, 74, before=1.5)),
+                                ("Busy", 0.8, _load(1.5, 1.9, 10))):
+        record.write(tmp_path / "records" / f"{name}.json", record.build(
+            framework=name, api="test", benchmark="cifar", accuracy=0.5, epochs=10, batch_size=64,
+            train_samples=50000, test_samples=10000, seed=42, timing={"train_seconds": seconds},
+            environment=cpu, load=load))
+    readme = report.render(tmp_path).read_text()
+    rows = {}
+    for line in readme.splitlines():  # the results table's rows (the setup table below repeats the names)
+        if line.startswith("| "):
+            rows.setdefault(line.split(" | ")[0][2:], line)
+    assert "| 1.00× |" in rows["Faulty"] and "| 4.00× |" in rows["Slow"], readme
+    assert ("load: one sample of 17,882 cores on a 2-core machine, a fault of the meter, left out (0.02 cores on "
+            "average otherwise)") in rows["Faulty"] and "busy" not in rows["Faulty"]
+    # still busy: before the run (and 59.1 cores during it without the faulty sample), not ranked
+    assert "– (busy)" in rows["Still busy"] and "other processes used 1.50 cores before it" in rows["Still busy"]
+    assert "59.15 cores on average during the run" in rows["Still busy"]
+    # a busy run whose samples are all possible is left as it was recorded
+    assert "– (busy)" in rows["Busy"] and "1.50 cores on average" in rows["Busy"] and "fault" not in rows["Busy"]
+
+
 FAKE_SMI = """#!/bin/sh
 # nvidia-smi --query-compute-apps: a process of another user, and the harness itself (its parent)
 if [ -n "$FAKE_SMI_FAIL" ]; then
@@ -250,6 +285,58 @@ def test_the_harness_and_its_children_are_not_other_work(tmp_path):
     assert hog_cores > 0.1, hog_cores  # it ran, however busy the machine
     # the hog's share, counted by the one and not by the other (the same second, give or take a sample's edges)
     assert theirs - mine == pytest.approx(hog_cores, abs=0.15), (mine, theirs, hog_cores)
+
+
+def _fake_proc(root: Path, busy: int, processes: dict) -> None:
+    """A /proc with a ``cpu`` line of ``busy`` user jiffies and ``processes``: pid -> (parent, jiffies)."""
+    root.mkdir(exist_ok=True)
+    (root / "stat").write_text(f"cpu  {busy} 0 0 100000 0 0 0 0 0 0\n")
+    for entry in root.iterdir():
+        if entry.name.isdigit() and int(entry.name) not in processes:
+            shutil.rmtree(entry)
+    for pid, (parent, jiffies) in processes.items():
+        (root / str(pid)).mkdir(exist_ok=True)
+        (root / str(pid) / "stat").write_text(f"{pid} (p) S {parent} " + "0 " * 9 + f"{jiffies} 0 0 0 0\n")
+
+
+def test_a_child_reaped_while_the_tree_is_read_is_not_counted_as_other_work(tmp_path, monkeypatch):
+    """The kernel (pid 200) ends and the harness (100) reaps it while the meter reads the tree: the
+    snapshot holds the harness as it was before the reap and no kernel. Its 70 s belong to the harness."""
+    proc = tmp_path / "proc"
+    _fake_proc(proc, 10_000, {100: (1, 10), 200: (100, 7_000)})
+    meter = quiet.CpuMeter(100, proc=str(proc))
+    time.sleep(0.05)
+    # 20 jiffies more on the machine, all of them the kernel's; then the reap: the harness's cutime holds them
+    _fake_proc(proc, 10_020, {100: (1, 10 + 7_020)})
+    stale = {100: (1, 10)}  # what a read just before the reap saw of the harness
+    monkeypatch.setattr(quiet, "_processes", lambda proc=quiet.PROC: dict(stale))
+    others, _ = meter.sample()
+    assert others == pytest.approx(0.0, abs=1e-9), others
+    # and work outside the tree still counts: 50 more jiffies on the machine, none of them the harness's
+    monkeypatch.setattr(quiet, "_processes", lambda proc=quiet.PROC: {100: (1, 10 + 7_020)})
+    _fake_proc(proc, 10_070, {100: (1, 10 + 7_020)})
+    time.sleep(0.05)
+    others, _ = meter.sample()
+    assert others == pytest.approx(0.5 / meter.seconds, rel=1e-6) and others > 1.0
+
+
+def test_a_last_stretch_of_a_few_milliseconds_is_left_out_and_the_mean_weighs_each_sample_by_its_time(tmp_path):
+    proc = tmp_path / "proc"
+    _fake_proc(proc, 10_000, {100: (1, 10)})
+    meter = quiet.CpuMeter(100, proc=str(proc))
+    time.sleep(0.2)
+    _fake_proc(proc, 10_010, {100: (1, 10)})  # 0.1 s of other work over 0.2 s
+    assert meter.sample()[0] == pytest.approx(0.1 / meter.seconds, rel=1e-6)
+    _fake_proc(proc, 10_011, {100: (1, 10)})  # one jiffy at once: hundreds of "cores" over a millisecond
+    assert meter.sample(min_seconds=0.1) is None
+    time.sleep(0.15)  # the baseline stayed: the next sample covers the jiffy over its whole stretch
+    later = meter.sample(min_seconds=0.1)[0]
+    assert later == pytest.approx(0.01 / meter.seconds, rel=1e-6) and later < 0.1
+    sampler = quiet.Sampler("cpu", interval=60)
+    sampler.meter = None  # no further sample: the two below are the run's
+    sampler.values = [(0.0, 9.9), (10.0, 0.1)]  # ten cores for 0.1 s of a 10 s run
+    during = sampler.stop()["during"]
+    assert during["other_cores_mean"] == pytest.approx(0.1, abs=1e-3) and during["other_cores_max"] == 10.0
 
 
 def _jiffies(pid: int) -> int:
