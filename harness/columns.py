@@ -113,26 +113,28 @@ def _versus_fastest(r, table: Table) -> str:
 
 def _notes(r, table: Table) -> str:
     """A row's notes: a later run that did not end ok, a record that disagrees with its executed notebook,
-    a busy machine; for a row with no ok run its status and error; then a calibration apart."""
+    a busy machine; for a row with no ok run its status and error; then a calibration apart. Each note is
+    a sentence of its own, so that two of them never run together."""
     frame = table.frame
+    notes = []
     if r["runs"] > 0:
-        note = "" if missing(r["later"]) else f"**{cell(r['later'])}**"
+        if r["_busy"]:
+            notes.append(f"**busy**: {cell(quietreport.busy_note(r))}")
         disagreements = [frame.loc[i, "notebook_disagrees"] for i in r["members"]
                          if "notebook_disagrees" in frame and not missing(frame.loc[i, "notebook_disagrees"])]
         if disagreements:
-            note = (f"**record disagrees with its executed notebook**: {cell('; '.join(disagreements))}"
-                    + (f" {note}" if note else ""))
-        if r["_busy"]:
-            note = f"**busy**: {cell(quietreport.busy_note(r))}" + (f" {note}" if note else "")
+            notes.append(f"**record disagrees with its executed notebook**: {cell('; '.join(disagreements))}")
+        if not missing(r["later"]):
+            notes.append(f"**{cell(r['later'])}**")
         corrected = [frame.loc[i, "load_corrected"] for i in r["members"]
                      if "load_corrected" in frame and isinstance(frame.loc[i, "load_corrected"], str)]
         if corrected:
-            note += (" " if note else "") + cell("; ".join(corrected))
+            notes.append(cell("; ".join(corrected)))
     else:
-        note = f"**{cell(r['status'])}**: {cell(r['error'])}"
+        notes.append(f"**{cell(r['status'])}**: {cell(r['error'])}")
     if isinstance(r.get("calibration_note"), str):  # calibration.split: a machine off the table's calibration
-        note += (" " if note else "") + cell(r["calibration_note"])
-    return note
+        notes.append(cell(r["calibration_note"]))
+    return ". ".join(note[:1].upper() + note[1:].rstrip(".") for note in notes)
 
 
 # The results table: a row per framework and variant, fastest ok series first.

@@ -389,7 +389,7 @@ def test_a_run_off_its_tables_calibration_is_flagged(tmp_path):
     assert "Calibrated apart" not in section
     rows = _rows(section)
     assert list(rows) == ["A", "B", "C"]
-    assert rows["A"].endswith("| probe off this table's calibration by more than 10 %: seed 43: 80.0 GFLOP/s (-20 %) |")
+    assert rows["A"].endswith("| Probe off this table's calibration by more than 10 %: seed 43: 80.0 GFLOP/s (-20 %) |")
     assert "off this table" not in rows["B"] + rows["C"]
 
 
@@ -439,7 +439,7 @@ def test_a_run_whose_probe_could_not_run_says_why_in_its_row(tmp_path):
         calibration={"device": "cpu", "threads": 2, "gflops": None, "gbps": None, "how": None, "seconds": 30.0,
                      "not_measured": "the probe gave no result within 30 s and was stopped"}))
     section = _cifar(report.render(tmp_path).read_text())
-    assert "not calibrated: the probe gave no result within 30 s and was stopped" in _rows(
+    assert "Not calibrated: the probe gave no result within 30 s and was stopped" in _rows(
         section.split("#### Not calibrated")[1])["B"]
 
 

@@ -189,7 +189,7 @@ def test_a_sample_of_more_cores_than_the_machine_has_is_left_out_of_an_old_recor
         if line.startswith("| "):
             rows.setdefault(line.split(" | ")[0][2:], line)
     assert "| 1.00× |" in rows["Faulty"] and "| 4.00× |" in rows["Slow"], readme
-    assert ("load: one sample of 17,882 cores on a 2-core machine, a fault of the meter, left out (0.02 cores on "
+    assert ("Load: one sample of 17,882 cores on a 2-core machine, a fault of the meter, left out (0.02 cores on "
             "average otherwise)") in rows["Faulty"] and "busy" not in rows["Faulty"]
     # still busy: before the run (and 59.1 cores during it without the faulty sample), not ranked
     assert "– (busy)" in rows["Still busy"] and "other processes used 1.50 cores before it" in rows["Still busy"]
@@ -508,3 +508,19 @@ def test_a_probe_that_saw_a_busy_machine_runs_again_once_the_wait_is_over(monkey
     found = quiet.wait_for_quiet(limit=60, threshold=0.25, probe=lambda: next(probes))
     assert measured == [True, False, False] and found["probe"] == "on a quiet one"
     assert found["before"]["other_cores"] == 0.0
+
+
+def test_a_rows_notes_read_as_separate_sentences(tmp_path):
+    """Two notes on one row (a meter fault left out, a probe off the table's calibration) are two
+    sentences, not one run-on line."""
+    cpu = {"device": "cpu", "cpu": "CPU", "cpu_count": 2}
+    for name, gflops, load in (("Faulty", 60.0, _load(241.669, 17882.13, 74)), ("A", 100.0, _load(0.02, 0.1, 74)),
+                               ("B", 100.0, _load(0.02, 0.1, 74))):
+        record.write(tmp_path / "records" / f"{name}.json", record.build(
+            framework=name, api="test", benchmark="cifar", accuracy=0.5, epochs=10, batch_size=64,
+            train_samples=50000, test_samples=10000, seed=42, timing={"train_seconds": 1.0},
+            environment=cpu, load=load,
+            calibration={"device": "cpu", "threads": 2, "gflops": gflops, "gbps": 20.0, "machine": "m"}))
+    readme = report.render(tmp_path).read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| Faulty |"))
+    assert "(0.02 cores on average otherwise). Probe off this table's calibration" in row, row
