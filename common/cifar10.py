@@ -10,7 +10,7 @@ import pickle
 import tarfile
 import zlib
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 
@@ -118,17 +118,24 @@ def _cifar_source(source, cache) -> Tuple[Path, dict, str]:
             if missing:
                 raise data.DataError(f"{path} has no {missing[0]}: a {CIFAR_FOLDER} folder holds "
                                 f"{', '.join(CIFAR_TRAIN_BATCHES)} and {CIFAR_TEST_BATCH}.")
-        files = [path] if path.is_file() else [path / n for n in CIFAR_TRAIN_BATCHES + [CIFAR_TEST_BATCH]]
-        provenance["sha256"] = data.combined_sha256(files)
+        provenance["sha256"] = data.local_sha256("cifar10", _files(path), cache)
     checksum = "sha256:" + provenance["sha256"] if local else provenance["checksum"]
     return path, provenance, checksum
 
 
+def _files(path: Path) -> List[Path]:
+    """The files of a local copy: the archive, or the folder's six batches."""
+    return [path] if path.is_file() else [path / n for n in CIFAR_TRAIN_BATCHES + [CIFAR_TEST_BATCH]]
+
+
 def _cifar_arrays(source, cache) -> Tuple[Dict[str, np.ndarray], dict]:
     path, provenance, checksum = _cifar_source(source, cache)
-    arrays = data.cached_arrays("cifar10", checksum, {}, CIFAR_ARRAYS,
-                           lambda: _decode_cifar(path, provenance["source"] == "local copy"), cache,
-                           about={"source": provenance["path"]})
+    local = provenance["source"] == "local copy"
+    about = {"source": provenance["path"]}
+    if local:  # what local_sha256 finds again next time instead of reading the copy
+        about["files"] = data.file_stamps(_files(path))
+    arrays = data.cached_arrays("cifar10", checksum, {}, CIFAR_ARRAYS, lambda: _decode_cifar(path, local), cache,
+                                about=about)
     return arrays, provenance
 
 

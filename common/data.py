@@ -343,12 +343,36 @@ def cached_arrays(dataset: str, checksum: str, extra: dict, names: List[str], bu
     if folder is None:
         return build()
     name = _entry_name(dataset, checksum, extra)
+    about = dict(about or {})
+    copy = about.pop("files", None)  # the local copy's file_stamps, remembered under "copies"
     arrays = _read_entry(folder, name, names)
     if arrays is not None:
+        if copy is not None:
+            _remember_copy(folder / (name + ".json"), copy)
         return arrays
     arrays = build()
-    _write_entry(folder, name, arrays, dict(about or {}, dataset=dataset, checksum=checksum, extra=extra))
+    if copy is not None:
+        about["copies"] = [copy]
+    _write_entry(folder, name, arrays, dict(about, dataset=dataset, checksum=checksum, extra=extra))
     return arrays
+
+
+KEEP_COPIES = 8  # local copies an entry remembers (local_sha256), the newest last
+
+
+def _remember_copy(manifest: Path, copy: list) -> None:
+    """Adds a local copy's file stamps to an entry's manifest (an entry made before they were kept, or
+    the same data read from another copy), so that local_sha256 finds its checksum next time."""
+    try:
+        found = json.loads(manifest.read_text())
+        copies = found.get("copies")
+        copies = [c for c in copies if c != copy] if isinstance(copies, list) else []
+        if copies + [copy] == found.get("copies"):
+            return
+        found["copies"] = (copies + [copy])[-KEEP_COPIES:]
+        _write_atomically(manifest, lambda f: f.write(json.dumps(found, indent=1, sort_keys=True).encode()))
+    except (OSError, ValueError, AttributeError):
+        pass  # a read-only or odd manifest: the copy is hashed again next time, nothing else lost
 
 
 # --- helpers of the data-set modules -------------------------------------------------
@@ -357,6 +381,35 @@ def combined_sha256(files: List[Path]) -> str:
     if len(files) == 1:
         return sha256_of(files[0])
     return hashlib.sha256("".join(sha256_of(f) for f in files).encode()).hexdigest()
+
+
+def file_stamps(files: List[Path]) -> Optional[list]:
+    """Each file's resolved path, size and modification time (nanoseconds): what an entry of the array
+    cache made from a local copy remembers of it (None where a file cannot be read)."""
+    try:
+        return [[str(Path(f).resolve()), os.stat(str(f)).st_size, os.stat(str(f)).st_mtime_ns] for f in files]
+    except OSError:
+        return None
+
+
+def local_sha256(dataset: str, files: List[Path], cache=None) -> str:
+    """``combined_sha256(files)`` of a local copy, taken from the array cache where an entry of
+    ``dataset`` was decoded from these very files (the same paths, sizes and times: ``file_stamps``),
+    else read from the files. Hashing CIFAR-10's 178 MB took 0.76 s on Python 3.6 (0.13 s on 3.11),
+    most of a data phase served from the cache; a changed file is hashed again."""
+    stamps, folder = file_stamps(files), arrays_folder(cache)
+    if stamps is not None and folder is not None:
+        for manifest in folder.glob(f"{dataset}-*.json"):
+            try:
+                found = json.loads(manifest.read_text())
+            except (OSError, ValueError):
+                continue
+            checksum = found.get("checksum") if isinstance(found, dict) else None
+            copies = found.get("copies") if isinstance(found, dict) else None
+            if isinstance(copies, list) and stamps in copies and isinstance(checksum, str) \
+                    and checksum.startswith("sha256:") and len(checksum) == len("sha256:") + 64:
+                return checksum[len("sha256:"):]
+    return combined_sha256(files)
 
 
 def one_hot(labels: np.ndarray, classes: int) -> np.ndarray:

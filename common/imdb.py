@@ -49,7 +49,7 @@ def _imdb_source(source, cache) -> Tuple[Path, dict, str]:
             raise data.DataError(f"{path.parent} holds no {IMDB.filename}.")
     provenance["path"] = str(path.resolve())
     if provenance["source"] == "local copy":
-        provenance["sha256"] = data.sha256_of(path)
+        provenance["sha256"] = data.local_sha256("imdb", [path], cache)
         return path, provenance, "sha256:" + provenance["sha256"]
     return path, provenance, provenance["checksum"]
 
@@ -126,8 +126,11 @@ def imdb_for_library(vocab: int = params.IMDB_VOCAB, seq_len: int = params.IMDB_
         return {"x_train": number_reviews(x_train, vocab, seq_len), "y_train": np.asarray(y_train, dtype=np.int64),
                 "x_test": number_reviews(x_test, vocab, seq_len), "y_test": np.asarray(y_test, dtype=np.int64)}
 
+    about = {"source": provenance["path"]}
+    if provenance["source"] == "local copy":  # what local_sha256 finds again next time instead of reading the copy
+        about["files"] = data.file_stamps([path])
     arrays = data.cached_arrays("imdb", checksum, {"vocab": int(vocab), "seq_len": int(seq_len)}, IMDB_ARRAYS, build,
-                           cache, about={"source": provenance["path"]})
+                                cache, about=about)
     return arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], provenance
 
 

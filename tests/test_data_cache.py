@@ -306,3 +306,44 @@ def test_the_harness_prepares_before_the_notebooks(tiny_cifar, tiny_imdb, tmp_pa
     tokens, *_, imdb_provenance = data.imdb_for_library(source=str(tiny_imdb), cache=str(cache))
     assert decodes == {"cifar": 1, "imdb": 1} and data._is_mapped(x) and data._is_mapped(tokens)
     assert provenance == provenances["cifar"] and imdb_provenance == provenances["imdb"]
+
+
+def test_a_local_copys_checksum_is_read_once_until_its_files_change(tiny_cifar, tiny_imdb, tmp_path, monkeypatch):
+    """A local copy is hashed once; later runs find its SHA-256 in the array cache's entry, which remembers
+    its files' paths, sizes and times (on Python 3.6 hashing CIFAR-10 took most of a cached data phase).
+    A changed file is hashed again, and the arrays are then the new file's."""
+    cache = tmp_path / "cache"
+    hashed = []
+    sha256_of = data.sha256_of
+    monkeypatch.setattr(data, "sha256_of", lambda path: hashed.append(Path(path).name) or sha256_of(path))
+    copy = tmp_path / "copy" / "cifar-10-python.tar.gz"
+    copy.parent.mkdir()
+    copy.write_bytes(tiny_cifar.read_bytes())
+    reviews = tmp_path / "copy" / "imdb.npz"
+    reviews.write_bytes(tiny_imdb.read_bytes())
+    first = cifar10.load_cifar10(source=copy, cache=cache)
+    tokens = data.imdb_for_library(source=reviews, cache=cache)
+    assert sorted(hashed) == ["cifar-10-python.tar.gz", "imdb.npz"]
+    again = cifar10.load_cifar10(source=copy, cache=cache)
+    tokens_again = data.imdb_for_library(source=reviews, cache=cache)
+    assert sorted(hashed) == ["cifar-10-python.tar.gz", "imdb.npz"]  # neither read again
+    assert again[4]["sha256"] == first[4]["sha256"] == sha256_of(copy)
+    assert tokens_again[4]["sha256"] == tokens[4]["sha256"] == sha256_of(reviews)
+
+    # Other contents under the same name: a new time, so hashed again, and the other data's arrays.
+    other = fakedata.make_cifar_tarball(tmp_path / "other" / "cifar-10-python.tar.gz", seed=1)
+    copy.write_bytes(other.read_bytes())
+    stat = copy.stat()
+    os.utime(str(copy), ns=(stat.st_atime_ns, stat.st_mtime_ns + 10 ** 9))
+    changed = cifar10.load_cifar10(source=copy, cache=cache)
+    assert hashed.count("cifar-10-python.tar.gz") == 2 and changed[4]["sha256"] == sha256_of(other)
+    assert not np.array_equal(changed[0], first[0])
+
+    # An entry made before entries remembered their copies learns this one on its next read.
+    for manifest in (cache / data.ARRAYS_FOLDER).glob("cifar10-*.json"):
+        found = json.loads(manifest.read_text())
+        del found["copies"]
+        manifest.write_text(json.dumps(found))
+    for expected in (3, 3):
+        assert cifar10.load_cifar10(source=copy, cache=cache)[4]["sha256"] == sha256_of(other)
+        assert hashed.count("cifar-10-python.tar.gz") == expected
