@@ -57,6 +57,7 @@ class Table:
     checks: dict
     fastest: float
     published: tuple | None = None  # the original comparison's accuracy range, where the table is at full size
+    rows: pd.DataFrame | None = None  # the table's rows: a variant's cell finds its framework's fp32 row there
 
 
 def published(benchmark: str, frame: pd.DataFrame, rows: pd.DataFrame) -> tuple | None:
@@ -81,6 +82,41 @@ def _against_published(r, table: Table) -> str:
     if accuracy > high:
         return f"{(accuracy - high) * 100:+.1f} points"
     return "within"
+
+
+AGREEMENT_SEEDS = 3  # a variant agrees with its fp32 row over at least this many seeds run by both
+AGREEMENT_POINTS = 2.0  # ... when their mean accuracies over those seeds differ by no more than this
+
+
+def has_variants(table: Table) -> bool:
+    return table.rows is not None and bool((table.rows["variant"] != "fp32").any())
+
+
+def _versus_fp32(r, table: Table) -> str:
+    """A variant row's accuracy against its framework's fp32 row in the same table: the mean difference
+    over the seeds both ran, in points, and whether it lies within ``AGREEMENT_POINTS`` over at least
+    ``AGREEMENT_SEEDS`` seeds (fewer seeds: the difference, and what agreement needs)."""
+    if r["variant"] == "fp32":
+        return "–"
+    fp32 = table.rows[(table.rows["framework"] == r["framework"]) & (table.rows["variant"] == "fp32")
+                      & (table.rows["runs"] > 0)]
+    if fp32.empty:
+        return "no fp32 row"
+
+    def by_seed(members) -> dict:
+        return {int(table.frame.loc[i, "seed"]): float(table.frame.loc[i, "test_accuracy"]) for i in members}
+
+    mine, theirs = by_seed(r["members"]), by_seed(fp32.iloc[0]["members"])
+    seeds = sorted(set(mine) & set(theirs))
+    if not seeds:
+        return "no seed in common with fp32"
+    points = sum(mine[seed] - theirs[seed] for seed in seeds) / len(seeds) * 100
+    said = f"{points:+.1f} points over {len(seeds)} seed{'s' if len(seeds) > 1 else ''}"
+    if len(seeds) < AGREEMENT_SEEDS:
+        return f"{said}; agreement needs {AGREEMENT_SEEDS}"
+    if abs(points) <= AGREEMENT_POINTS:
+        return f"{said}: within {AGREEMENT_POINTS:g}"
+    return f"**{said}: more than {AGREEMENT_POINTS:g} apart**"
 
 
 def render(columns: list, rows: pd.DataFrame, table: Table, spread: str) -> list[str]:
@@ -146,6 +182,7 @@ RESULTS = [
            page_cell=lambda r: number(r["test_accuracy"] * 100, 1, " %")),
     Column("vs the original comparison's {published}", _against_published, empty="–",
            when=lambda table: table.published is not None),
+    Column("Accuracy vs fp32", _versus_fp32, empty="–", when=has_variants),
     Column("Training time, s{spread}", lambda r, t: with_range(r, "train_seconds", 1), empty="–",
            medians=("train_seconds",), page="Training time (s)", page_cell=lambda r: number(r["train_seconds"], 1)),
     Column("Compile, s{spread}", lambda r, t: with_range(r, "compile_seconds", 1), empty="–",

@@ -244,7 +244,7 @@ def benchmark_table(frame: pd.DataFrame, benchmark: str, checks: dict | None = N
     if (ranked & ~rows["_variant"]).any():  # variants are measured against the fastest fp32 row, never it against them
         ranked &= ~rows["_variant"]
     fastest = rows.loc[ranked, "train_seconds"].min()
-    table = columns.Table(benchmark, frame, checks or {}, fastest, columns.published(benchmark, frame, rows))
+    table = columns.Table(benchmark, frame, checks or {}, fastest, columns.published(benchmark, frame, rows), rows)
     repeats = int(rows["runs"].max()) if len(rows) else 0
     spread = " (min–max)" if repeats > 1 else ""
     lines = columns.render(columns.RESULTS, rows, table, spread)

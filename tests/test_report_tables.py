@@ -209,3 +209,30 @@ def test_the_quiet_check_and_the_calibration_count_as_the_harnesss_own_time(tmp_
     assert "in all, the overhead is 59 % of the wall time." in cifar
     assert ("took 106 s from the quiet-machine check to the kernel's exit, 45 s of it training and prediction. The "
             "harness's own share is 55.7 % (quiet-machine check and calibration 6 s, kernel start 1 s") in imdb
+
+
+def test_a_variants_accuracy_is_set_beside_its_fp32_rows_over_the_seeds_both_ran(tmp_path):
+    """A variant row says how far its accuracy lies from its framework's fp32 row, as the mean over the
+    seeds both ran; within 2 points over 3 seeds it agrees, further apart it is flagged, and with fewer
+    seeds it says what agreement needs. A table without variants has no such column."""
+    minute = 0
+    for seed, fp32, bf16, compiled in ((42, 0.50, 0.51, 0.40), (43, 0.52, 0.52, 0.41), (44, 0.54, 0.56, 0.42)):
+        for variant, accuracy in (("fp32", fp32), ("bf16", bf16), ("compiled", compiled)):
+            _write(tmp_path, f"{minute:02d}-{variant}", minute, seed=seed, variant=variant, accuracy=accuracy)
+            minute += 1
+    _write(tmp_path, f"{minute:02d}-mxnet", minute, "MXNet", variant="fp32")
+    _write(tmp_path, f"{minute + 1:02d}-mxnet-bf16", minute + 1, "MXNet", variant="bf16", accuracy=0.47)
+    _write(tmp_path, f"{minute + 2:02d}-jax-bf16", minute + 2, "JAX", variant="bf16")
+    cifar = _section(report.render(tmp_path).read_text(), "cifar")
+    header = next(line for line in cifar.splitlines() if line.startswith("| Framework | Runs"))
+    assert "| Accuracy vs fp32 |" in header
+    rows = {line.split(" | ")[0][2:]: line for line in cifar.splitlines() if line.startswith("| ")}
+    assert "| +1.0 points over 3 seeds: within 2 |" in rows["PyTorch (bf16)"], rows
+    assert "| **-11.0 points over 3 seeds: more than 2 apart** |" in rows["PyTorch (compiled)"]
+    assert "| -3.0 points over 1 seed; agreement needs 3 |" in rows["MXNet (bf16)"]
+    assert "| no fp32 row |" in rows["JAX (bf16)"]
+    assert " | – | " in rows["PyTorch"]
+
+    plain = tmp_path / "plain"
+    _write(plain, "00-fp32", 0)
+    assert "Accuracy vs fp32" not in report.render(plain).read_text()
