@@ -207,13 +207,25 @@ def markdown_html(text: str, base: Path = REPOSITORY, out: Path = REPOSITORY) ->
     return "\n".join(blocks)
 
 
+# A line a variant adds (docs/variants.md): its comment says "variant", or its code asks which variant runs.
+VARIANT_LINE = re.compile(r"#.*\bvariant\b|\bvariant\s*[!=]=", re.IGNORECASE)
+
+
+def variant_line(line: str) -> bool:
+    """Whether ``line`` is one a notebook adds for its variants (not run as it reads in the fp32 row, or
+    there for a variant only), by the mark docs/variants.md asks of every such line."""
+    return bool(VARIANT_LINE.search(line))
+
+
 def code_html(code: str, differs: list[bool]) -> str:
-    """The highlighted code of one step, each line a block, the differing ones marked."""
+    """The highlighted code of one step, each line a block, the differing ones marked, and the lines a
+    variant adds marked apart (whether or not the other column has them too)."""
     if not code:
         return '<p class="none">no code</p>'
     lines = []
-    for text, marked in zip(highlight_lines(code), differs):
-        lines.append(f'<span class="line{" differs" if marked else ""}">{text or " "}</span>')
+    for source, text, marked in zip(code.splitlines(), highlight_lines(code), differs):
+        classes = "line" + (" differs" if marked else "") + (" variant" if variant_line(source) else "")
+        lines.append(f'<span class="{classes}">{text or " "}</span>')
     return f'<pre class="code">{"".join(lines)}</pre>'
 
 
@@ -293,6 +305,9 @@ pre.code { font: 12.5px/1.4 ui-monospace, monospace; background: #f8f8f8; paddin
 pre.code .line { display: block; padding: 0 .5em; border-left: 3px solid transparent; }
 pre.code .line.differs { background: #fff5b1; border-left-color: #d4a72c; }
 .legend .differs { background: #fff5b1; border-left: 3px solid #d4a72c; padding: 0 .4em; }
+pre.code .line.variant { border-left-color: #8250df; box-shadow: inset 3px 0 0 #8250df; color: #3b2a66; }
+pre.code .line.variant:not(.differs) { background: #f3effc; }
+.legend .variant { background: #f3effc; border-left: 3px solid #8250df; padding: 0 .4em; }
 .none { color: #656d76; font-style: italic; }
 """
 
@@ -326,7 +341,9 @@ def page(left: Framework, right: Framework, benchmark: str, results: Path, out: 
 <body>
 <h1>{html.escape(title)}</h1>
 <p>The two notebooks step by step, aligned by their <code>step:</code> tags.
-<span class="legend"><span class="differs">Marked lines</span> have no counterpart in the other column.</span></p>
+<span class="legend"><span class="differs">Marked lines</span> have no counterpart in the other column;
+<span class="variant">lines with a violet edge</span> are there for a variant (compiled, bf16…) and change nothing
+the fp32 row computes (<a href="{html.escape(os.path.relpath(REPOSITORY / "docs" / "variants.md", out))}">variants</a>).</span></p>
 <h2>Latest results</h2>
 <table class="results"><thead>{results_header(benchmark)}</thead>
 <tbody>{results_html(left, benchmark, results, out, frame)}{results_html(right, benchmark, results, out, frame)}</tbody></table>

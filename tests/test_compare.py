@@ -193,3 +193,19 @@ def test_text_from_a_record_is_shown_as_text_in_the_page(tmp_path):
     page = compare.write_page(FRAMEWORKS["pytorch"], FRAMEWORKS["jax"], "cifar", results, out).read_text()
     assert "<script>" not in page and page.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 3
     assert "boom &lt;script&gt;" in page and "\\|" not in page  # HTML escaping, not markdown's
+
+
+def test_the_lines_a_variant_adds_are_marked_apart():
+    """docs/variants.md: every line a notebook adds for its variants says "variant" in a comment (or asks
+    which variant runs); the page marks those lines apart from the lines that merely differ."""
+    code = compare.code_html('x = model(x)\nforward = torch.compile(model) if variant == "compiled" else model\n'
+                             'with autocast():  # variant bf16: bfloat16 compute\ninvariant = 1  # not a variants line',
+                             [False, True, False, True])
+    lines = code.split('<span class="line')[1:]
+    assert [line.split('"')[0] for line in lines] == ["", " differs variant", " variant", " differs"], lines
+    pytorch = compare.notebook_of(FRAMEWORKS["pytorch"], "cifar")
+    marked = [line for step in pytorch.steps.values() for line in step.code.splitlines() if compare.variant_line(line)]
+    assert any("torch.compile" in line for line in marked) and any("autocast" in line for line in marked)
+    mxnet = compare.notebook_of(FRAMEWORKS["mxnet"], "cifar")  # no variant: only the parameter every notebook takes
+    assert [line.split()[0] for step in mxnet.steps.values() for line in step.code.splitlines()
+            if compare.variant_line(line)] == ["variant"]
