@@ -1,7 +1,8 @@
 """`rosetta bench --cluster ADDRESS`: the suite's runs spread over the nodes of a Ray cluster.
 
-Each framework x benchmark x repeat (x accelerator type, with ``--accelerator``) becomes one Ray
-task. A task asks for one GPU (``num_gpus=1``) on a GPU run, or ``--threads`` CPUs (default 1) on a
+Each framework x benchmark x repeat x variant (x accelerator type, with ``--accelerator``) becomes
+one Ray task; a variant a notebook does not offer is recorded as ``unsupported`` on the driver, as
+`rosetta run` records it, and no task starts for it. A task asks for one GPU (``num_gpus=1``) on a GPU run, or ``--threads`` CPUs (default 1) on a
 CPU run, and with ``--accelerator TYPE`` for Ray's accelerator type too (the resource
 ``accelerator_type:TYPE`` that Ray gives a node with such a GPU, or that ``ray start --resources``
 names), so that a node without that type is never used for it.
@@ -37,10 +38,10 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from common import REPOSITORY, record
+from common import REPOSITORY, record, variants
 from harness import runner
 
 EXTRA = "cluster"
@@ -97,7 +98,8 @@ def connect(address: str):
 
 @dataclass
 class Job:
-    """One run on the cluster: a framework's notebook of one benchmark, one seed, one accelerator type."""
+    """One run on the cluster: a framework's notebook of one benchmark, one seed, one variant, one
+    accelerator type."""
 
     framework: object
     benchmark: str
@@ -107,28 +109,40 @@ class Job:
     export: bool
     attempt: int = 1
     sizes: dict = field(default_factory=dict)  # the epochs, batch size and sample counts it runs with
+    variant: str = variants.FP32
 
     @property
     def key(self) -> str:
         return (f"{self.framework.name}/{self.benchmark}/seed {self.seed}"
+                + ("" if self.variant == variants.FP32 else f"/{self.variant}")
                 + (f"/{self.accelerator}" if self.accelerator else "") + f"/attempt {self.attempt}")
+
+    @property
+    def shown(self) -> str:
+        """How the driver's lines name it: ``[NAME/BENCHMARK]``, or ``[NAME/BENCHMARK VARIANT]``."""
+        return f"[{self.framework.name}/{self.benchmark}" + (
+            "" if self.variant == variants.FP32 else f" {self.variant}") + "]"
 
 
 def plan(frameworks, benchmarks, repeats: int, seed: int, accelerators, export: bool,
-         skip: set | None = None) -> list[Job]:
-    """Every run, repeat by repeat (as a local suite orders them), each for every accelerator type;
-    ``skip``: the (framework name, benchmark, seed, accelerator) that already have an ok record."""
+         skip: set | None = None, wanted=(variants.FP32,)) -> list[Job]:
+    """Every run, repeat by repeat and in each repeat variant by variant (as a local suite orders them),
+    each for every accelerator type; ``skip``: the (framework name, benchmark, seed, accelerator, variant)
+    that already have an ok record. One export per framework and benchmark, as a local suite makes: of
+    the first repeat of the first variant asked for."""
     jobs = []
+    wanted = list(dict.fromkeys(wanted or [variants.FP32]))
     for repeat in range(repeats):
-        for framework in frameworks:
-            for benchmark in benchmarks:
-                if benchmark not in framework.notebooks:
-                    continue
-                for accelerator in accelerators or [None]:
-                    if (framework.name, benchmark, seed + repeat, accelerator) in (skip or set()):
+        for variant in wanted:
+            for framework in frameworks:
+                for benchmark in benchmarks:
+                    if benchmark not in framework.notebooks:
                         continue
-                    jobs.append(Job(framework, benchmark, repeat, seed + repeat, accelerator,
-                                    export and repeat == 0))
+                    for accelerator in accelerators or [None]:
+                        if (framework.name, benchmark, seed + repeat, accelerator, variant) in (skip or set()):
+                            continue
+                        jobs.append(Job(framework, benchmark, repeat, seed + repeat, accelerator,
+                                        export and repeat == 0 and variant == wanted[0], variant=variant))
     return jobs
 
 
@@ -136,6 +150,8 @@ def run_arguments(args, job: Job) -> list[str]:
     """The `rosetta run` options of one job, from the driver's own (``--results`` is the node's)."""
     argv = [job.framework.name, "--benchmark", job.benchmark, "--seed", str(job.seed), "--device", args.device,
             "--timeout", repr(float(args.timeout))]
+    if job.variant != variants.FP32:
+        argv += ["--variant", job.variant]
     for option in ("epochs", "batch_size", "train_samples", "test_samples", "threads", "export_runs"):
         value = getattr(args, option, None)
         if value is not None:
@@ -295,7 +311,7 @@ def store(results: Path, job: Job, outcome: dict) -> dict:
                    f"{outcome['returncode']}); its output ended: {outcome['output'][-1500:].strip()}")
         return write_failure(results, job, "failed", message, outcome["node"])
     source_stem = found[0][len("records/"):-len(".json")]
-    record_path, executed = runner.run_paths(results, job.framework, job.benchmark)
+    record_path, executed = runner.run_paths(results, job.framework, job.benchmark, job.variant)
     stem = record_path.name[:-len(".json")]
     result = json.loads(files[found[0]])
     for name, content in files.items():
@@ -320,8 +336,9 @@ def store(results: Path, job: Job, outcome: dict) -> dict:
 
 
 def write_failure(results: Path, job: Job, status: str, message: str, node: dict | None) -> dict:
-    """The record of a job that brought no record back (a lost node, an interrupted or failed task)."""
-    record_path, _ = runner.run_paths(results, job.framework, job.benchmark)
+    """The record of a job that brought no record back (a lost node, an interrupted or failed task), or
+    that no task ran (``unsupported``: a variant its notebook does not offer, ``node`` None)."""
+    record_path, _ = runner.run_paths(results, job.framework, job.benchmark, job.variant)
     from common.benchmarks import BENCHMARKS
     spec = BENCHMARKS[job.benchmark]
     sizes = job.sizes
@@ -329,7 +346,7 @@ def write_failure(results: Path, job: Job, status: str, message: str, node: dict
         framework=job.framework.label, api=job.framework.api, benchmark=job.benchmark, status=status,
         error=message, epochs=sizes.get("epochs", spec.epochs), batch_size=sizes.get("batch_size", spec.batch),
         train_samples=sizes.get("train_samples", spec.train), test_samples=sizes.get("test_samples", spec.test),
-        seed=job.seed, notebook=None, environment=None,
+        seed=job.seed, notebook=None, environment=None, variant=job.variant,
         cluster={**(node or {}), "accelerator": job.accelerator, "attempt": job.attempt})
     record.write(record_path, result)
     runner.release(record_path)
@@ -362,9 +379,16 @@ def _run(ray, args, frameworks, results: Path, address: str, skip) -> list[dict]
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     jobs = plan(frameworks, args.benchmark, getattr(args, "repeats", 1), args.seed, args.accelerator,
-                args.export, skip)
+                args.export, skip, getattr(args, "variant", None))
     for job in jobs:
         job.sizes = _sizes(args, job.benchmark)
+    done = []
+    for job in [j for j in jobs if j.framework.variant_unsupported(j.variant, j.benchmark)]:
+        # as `rosetta run` does: the notebook does not offer the variant, so nothing runs (no task)
+        reason = job.framework.variant_unsupported(job.variant, job.benchmark)
+        done.append(write_failure(results, job, "unsupported", reason, None))
+        print(f"{job.shown} unsupported: {reason}", flush=True)
+        jobs.remove(job)
     here = ray.get_runtime_context().get_node_id()
     tracker = ray.remote(_Tracker).options(
         num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote()
@@ -395,7 +419,7 @@ def _run(ray, args, frameworks, results: Path, address: str, skip) -> list[dict]
     if threading.current_thread() is threading.main_thread():
         from harness import processes
         previous = {number: signal.signal(number, note) for number in processes.STOPPING}
-    pending, done = {}, []
+    pending = {}
     try:
         for job in jobs:
             pending[submit(job)] = job
@@ -416,18 +440,17 @@ def _run(ray, args, frameworks, results: Path, address: str, skip) -> list[dict]
                         first = str(error).strip().splitlines()[-1] if str(error).strip() else name
                         message, status = f"the task on {_node_text(node)} failed: {name}: {first}", "failed"
                     result = write_failure(results, job, status, message, node)
-                    print(f"[{job.framework.name}/{job.benchmark}] {status}: {message}", flush=True)
+                    print(f"{job.shown} {status}: {message}", flush=True)
                     done.append(result)
                     if status == "lost" and job.attempt <= args.retries:
-                        again = Job(job.framework, job.benchmark, job.repeat, job.seed, job.accelerator, job.export,
-                                    attempt=job.attempt + 1, sizes=job.sizes)
-                        print(f"[{job.framework.name}/{job.benchmark}] started again (attempt {again.attempt} "
+                        again = replace(job, attempt=job.attempt + 1)
+                        print(f"{job.shown} started again (attempt {again.attempt} "
                               f"of {args.retries + 1})", flush=True)
                         pending[submit(again)] = again
                     continue
                 result = store(results, job, outcome)
                 state = result["status"]
-                print(f"[{job.framework.name}/{job.benchmark}] {state} on {_node_text(outcome['node'])}"
+                print(f"{job.shown} {state} on {_node_text(outcome['node'])}"
                       + (f": accuracy {result['test_accuracy']:.4f}" if state == "ok" else
                          f": {result.get('error')}"), flush=True)
                 done.append(result)
@@ -482,8 +505,8 @@ def check(address: str) -> None:
 
 
 def finished_runs(args, frameworks, results: Path, commit: str | None) -> set:
-    """For ``--resume`` across the cluster: each (framework name, benchmark, seed, accelerator type) with an
-    ok record that a cluster's node made with these sizes, threads, device and this clean commit."""
+    """For ``--resume`` across the cluster: each (framework name, benchmark, seed, accelerator type, variant)
+    with an ok record that a cluster's node made with these sizes, threads, device and this clean commit."""
     from harness import records as found_records
     if not commit or commit.endswith("-dirty"):
         print("resume: nothing skipped, as the code version is not a clean git commit "
@@ -499,9 +522,10 @@ def finished_runs(args, frameworks, results: Path, commit: str | None) -> set:
             continue
         env = run_record.get("environment") or {}
         if (all(run_record.get(k) == v for k, v in _sizes(args, run_record["benchmark"]).items())
-                and run_record.get("variant") == "fp32" and env.get("git_commit") == commit
+                and env.get("git_commit") == commit
                 and env.get("threads_requested") == args.threads and (device is None or env.get("device") == device)):
-            done.add((framework.name, run_record["benchmark"], run_record["seed"], placed.get("accelerator")))
+            done.add((framework.name, run_record["benchmark"], run_record["seed"], placed.get("accelerator"),
+                      run_record.get("variant") or variants.FP32))
     if done:
         print(f"resume: {len(done)} run(s) already have an ok record from the cluster and are skipped.")
     return done

@@ -6,7 +6,8 @@ Named by $ROSETTA_NODE_RUN on the nodes (harness/cluster.py), it registers the f
 ``register`` (their notebooks written into DIR) and runs `rosetta run` as a node would, without
 an environment check and without data: the kernels read none. The driver registers the same ones.
 
-    selftest   writes an ok record at once
+    selftest   writes an ok record at once; offers the variants fp32 and channels_last (its record says it
+               observed float32 and that memory format), and says bf16 is unsupported
     selfslow   writes DIR/STEM.started (its kernel's pid) and sleeps 600 s before its ok record; where
                DIR/selfslow.started exists already (a run started again), writes it at once
 """
@@ -14,6 +15,8 @@ import os
 import sys
 from pathlib import Path
 
+# this checkout's harness and common, not those of the checkout the venv was installed from (editable)
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for selftest
 import selftest  # noqa: E402
 
@@ -21,14 +24,18 @@ COMMIT = "cluster-selftest"  # the commit the selftest records give (for --resum
 
 OK = """
 import os, time
-from common import machine, record
+from common import machine, record, variants
+variants.require(variant, ("fp32", "channels_last"), {label!r}, unsupported={{"bf16": "no bfloat16 in a selftest"}})
+precision = variants.precision("float32", ["float32"], where="selftest",
+                               memory_format="channels_last" if variant == "channels_last" else "channels_first")
 environment = machine.capture("cpu", {{}})
 environment["git_commit"] = {commit!r}
 {wait}
 record.write(record_path, record.build(
     framework={label!r}, api="test", benchmark="cifar", accuracy=0.25,
     timing={{"train_seconds": 1.5, "first_epoch_seconds": 1.5}}, epochs=epochs or 10, batch_size=batch_size or 64,
-    train_samples=train_samples or 50000, test_samples=test_samples or 10000, seed=seed, environment=environment))
+    train_samples=train_samples or 50000, test_samples=test_samples or 10000, seed=seed, environment=environment,
+    variant=variant, precision=precision))
 """
 
 WAIT = """
