@@ -495,7 +495,8 @@ def cmd_run_cluster(args, frameworks) -> int:
     from harness import cluster
     skip = cluster.finished_runs(args, frameworks, args.results, machine.git_commit()) if args.resume else set()
     try:
-        done = cluster.run(args, frameworks, args.results, args.cluster, skip)
+        done = cluster.run(args, frameworks, args.results, args.cluster, skip,
+                           parity=args.command == "bench" and not args.skip_parity)
     except processes.Interrupted as interrupt:
         with processes.interrupts_held():
             table = report.render(args.results)
@@ -715,8 +716,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "doctor":
             return cmd_doctor(args)
         if args.command == "bench" and args.cluster is not None:
-            print("cluster: each node runs with its own environments (`make envs` there); the parity and "
-                  "ONNX checks are not run across the cluster.", flush=True)
+            print("cluster: each node runs with its own environments (`make envs` there) and checks parity "
+                  "once before its runs; the ONNX checks are not run across the cluster.", flush=True)
             return cmd_run(args)
         if args.command == "bench":
             if args.device != "cpu" and not args.docker:

@@ -46,8 +46,9 @@ from harness import runner
 
 EXTRA = "cluster"
 INSTALL = f"{Path(sys.executable).parent / 'python'} -m pip install -e '{REPOSITORY}[{EXTRA}]'"
-# What runs a notebook on a node, instead of the node's own `python -m harness.entry run` (a shell
-# line, read on the node: for a node whose harness is elsewhere, and for the tests' selftest kernel).
+# What runs `rosetta COMMAND ...` on a node, instead of the node's own `python -m harness.entry` (a shell
+# line, read on the node, the command and its options appended: for a node whose harness is elsewhere,
+# and for the tests' selftest kernel).
 NODE_RUN_VARIABLE = "ROSETTA_NODE_RUN"
 CONNECT_SECONDS = 5.0
 STOP_SECONDS = 60.0  # how long a cancelled task waits for `rosetta run` to record its run as interrupted
@@ -177,10 +178,10 @@ def run_arguments(args, job: Job) -> list[str]:
 
 # --- on the node ---------------------------------------------------------------------------------
 
-def node_command() -> list[str]:
-    """What runs one job on this node: ``$ROSETTA_NODE_RUN``, or this checkout's `rosetta run`."""
+def node_command(command: str = "run") -> list[str]:
+    """What runs `rosetta COMMAND` on this node: ``$ROSETTA_NODE_RUN COMMAND``, or this checkout's."""
     given = os.environ.get(NODE_RUN_VARIABLE, "").strip()
-    return shlex.split(given) if given else [sys.executable, "-m", "harness.entry", "run"]
+    return (shlex.split(given) if given else [sys.executable, "-m", "harness.entry"]) + [command]
 
 
 def _collect(folder: Path) -> dict:
@@ -234,9 +235,11 @@ def _end_with_parent() -> None:
         pass
 
 
-def node_run(argv: list[str], tracker=None, key: str = "") -> dict:
-    """A Ray task's body: one `rosetta run` on this node into a temporary results folder; what it wrote,
-    its output's tail, its exit status and the node. A cancelled task (Ctrl-C on the driver) stops it."""
+def node_run(argv: list[str], tracker=None, key: str = "", commands: list[list[str]] | None = None) -> dict:
+    """A Ray task's body: one `rosetta run` on this node (``argv``: its options), or ``commands`` one
+    after the other (each a `rosetta` command and its options), into a temporary results folder; what
+    they wrote, their output's tail, the first exit status that is not 0 (else 0) and the node. A
+    cancelled task (Ctrl-C on the driver) stops the one running."""
     import ray
 
     context = ray.get_runtime_context()
@@ -254,28 +257,39 @@ def node_run(argv: list[str], tracker=None, key: str = "") -> dict:
     folder = Path(tempfile.mkdtemp(prefix=f"{STAGING}{os.getpid()}-"))
     tail: list[str] = []
     try:
-        process = subprocess.Popen(node_command() + argv + ["--results", str(folder)], cwd=REPOSITORY,
-                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   text=True, start_new_session=True, env=environment, preexec_fn=_end_with_parent)
-
-        def read():
-            for line in process.stdout:
-                tail.append(line)
-                del tail[:-40]
-                print(line, end="", flush=True)  # Ray forwards it to the driver
-
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
-        try:
-            while process.poll() is None:  # a loop, not wait(): Ray's cancel raises KeyboardInterrupt here
-                time.sleep(0.2)
-        except BaseException:
-            _stop(process)
-            raise
-        reader.join(timeout=10)
-        return {"node": node, "returncode": process.returncode, "output": "".join(tail), "files": _collect(folder)}
+        returncode = 0
+        for command in commands or [["run", *argv]]:
+            code = _node_command(node_command(command[0]) + command[1:] + ["--results", str(folder)],
+                                 environment, tail)
+            returncode = returncode or code
+        return {"node": node, "returncode": returncode, "output": "".join(tail), "files": _collect(folder)}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _node_command(argv: list[str], environment: dict, tail: list[str]) -> int:
+    """One `rosetta` command on this node, its output forwarded to the driver and its last lines kept
+    in ``tail``; its exit status."""
+    process = subprocess.Popen(argv, cwd=REPOSITORY, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True, env=environment,
+                               preexec_fn=_end_with_parent)
+
+    def read():
+        for line in process.stdout:
+            tail.append(line)
+            del tail[:-40]
+            print(line, end="", flush=True)  # Ray forwards it to the driver
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        while process.poll() is None:  # a loop, not wait(): Ray's cancel raises KeyboardInterrupt here
+            time.sleep(0.2)
+    except BaseException:
+        _stop(process)
+        raise
+    reader.join(timeout=10)
+    return process.returncode
 
 
 # --- on the driver -------------------------------------------------------------------------------
@@ -353,17 +367,100 @@ def write_failure(results: Path, job: Job, status: str, message: str, node: dict
     return result
 
 
+# --- the parity check, once per node ------------------------------------------------------------
+
+def parity_commands(args, frameworks) -> list[list[str]]:
+    """The `rosetta parity` commands of a node: every framework and benchmark of the suite, one command
+    per variant asked for (as `rosetta bench` checks each variant on one machine)."""
+    names = [f.name for f in frameworks if any(b in f.notebooks for b in args.benchmark)]
+    wanted = list(dict.fromkeys(getattr(args, "variant", None) or [variants.FP32]))
+    return [["parity", *names, "--benchmark", *args.benchmark, "--variant", variant] for variant in wanted]
+
+
+def parity_nodes(ray, args, gpu: bool) -> list[dict]:
+    """The live nodes that a run of this suite may be placed on (a GPU, or ``--threads`` CPUs; of an
+    ``--accelerator`` type where given), each as {host, ip, node_id, cpus}."""
+    found = []
+    for node in ray.nodes():
+        have = node.get("Resources") or {}
+        if not node.get("Alive"):
+            continue
+        if (have.get("GPU", 0) < 1) if gpu else (have.get("CPU", 0) < (args.threads or 1)):
+            continue
+        if args.accelerator and not any(have.get(f"accelerator_type:{kind}", 0) > 0 for kind in args.accelerator):
+            continue
+        found.append({"host": node.get("NodeManagerHostname"), "ip": node.get("NodeManagerAddress"),
+                      "node_id": node.get("NodeID"), "cpus": have.get("CPU", 0)})
+    return found
+
+
+def store_parity(results: Path, frameworks, args, node: dict, outcome: dict | None, failure: str = "") -> list[dict]:
+    """Writes the parity records one node's `rosetta parity` brought back into ``results/parity`` under
+    names of this folder, each with ``cluster``: the node. Each check it should have made and brought
+    no record of (its `rosetta parity` failed, or the task: ``failure``) gets a failed record naming
+    the node and why, so that the table says so. Returns the records."""
+    from common.benchmarks import BENCHMARKS
+    from harness import records
+    folder = records.parity_dir(results)
+    files = outcome["files"] if outcome else {}
+    node = dict(outcome["node"]) if outcome else {k: v for k, v in node.items() if k != "cpus"}
+    done, seen = [], set()
+    for name in sorted(files):
+        if not (name.startswith("parity/") and name.endswith(".json") and name.count("/") == 1):
+            continue
+        source = name[len("parity/"):-len(".json")]
+        found = json.loads(files[name])
+        stem = runner.new_stem(folder, source.split("-", 2)[-1])  # STAMP-NAME: STAMP is DATE-TIME
+        for other, content in files.items():
+            if other.startswith(f"parity/{source}.") and other != name:
+                (folder / (stem.name + other[len(f"parity/{source}"):])).write_bytes(content)
+        if found.get("notebook"):
+            found["notebook"] = stem.name + ".ipynb"
+        found["cluster"] = node
+        runner.release(record.write_json(stem.parent / (stem.name + ".json"), found))
+        seen.add((found.get("framework"), found.get("benchmark"), found.get("variant") or variants.FP32))
+        done.append(found)
+    if not failure:
+        failure = (f"the parity check on {_node_text(node)} brought no record of it back (exit status "
+                   f"{outcome['returncode']}); its output ended: {outcome['output'][-1500:].strip()}")
+    wanted = list(dict.fromkeys(getattr(args, "variant", None) or [variants.FP32]))
+    for variant in wanted:
+        for framework in frameworks:
+            for benchmark in args.benchmark:
+                if benchmark not in framework.notebooks or (framework.label, benchmark, variant) in seen:
+                    continue
+                named = "" if variant == variants.FP32 else f"-{variant}"
+                stem = runner.new_stem(folder, f"{framework.name}-{benchmark}{named}")
+                result = {"schema_version": record.SCHEMA_VERSION, "kind": "parity", "framework": framework.label,
+                          "api": framework.api, "benchmark": benchmark, "model": BENCHMARKS[benchmark].layout,
+                          "device": "cpu", "variant": variant, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                          "status": "failed", "equivalent": False, "message": failure, "notebook": None,
+                          "cluster": node}
+                runner.release(record.write_json(stem.parent / (stem.name + ".json"), result))
+                done.append(result)
+    return done
+
+
+def _parity_line(result: dict) -> str:
+    variant = result.get("variant") or variants.FP32
+    return (f"[parity {result['framework']} {result['benchmark']}"
+            + ("" if variant == variants.FP32 else f" {variant}")
+            + f"] on {_node_text(result.get('cluster'))}: {result.get('message')}")
+
+
 LOST_ERRORS = ("NodeDiedError", "WorkerCrashedError", "LocalRayletDiedError", "ObjectLostError",
                "OwnerDiedError", "RaySystemError")
 
 
-def run(args, frameworks, results: Path, address: str, skip: set | None = None) -> list[dict]:
+def run(args, frameworks, results: Path, address: str, skip: set | None = None,
+        parity: bool = False) -> list[dict]:
     """Every job on the cluster at ``address``; their records, written into ``results`` as they come.
-    Ctrl-C (``processes.Interrupted``) cancels every task, records the started ones as interrupted and
-    propagates."""
+    ``parity``: first `rosetta parity` once on each node a run may be placed on, a task pinned to it, its
+    records into ``results/parity``. Ctrl-C (``processes.Interrupted``) cancels every task, records the
+    started runs as interrupted and propagates."""
     ray = connect(address)
     try:
-        return _run(ray, args, frameworks, results, address, skip)
+        return _run(ray, args, frameworks, results, address, skip, parity)
     finally:
         ray.shutdown()
 
@@ -375,7 +472,7 @@ def _sizes(args, benchmark: str) -> dict:
             "train_samples": args.train_samples or spec.train, "test_samples": args.test_samples or spec.test}
 
 
-def _run(ray, args, frameworks, results: Path, address: str, skip) -> list[dict]:
+def _run(ray, args, frameworks, results: Path, address: str, skip, parity: bool = False) -> list[dict]:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     jobs = plan(frameworks, args.benchmark, getattr(args, "repeats", 1), args.seed, args.accelerator,
@@ -419,8 +516,28 @@ def _run(ray, args, frameworks, results: Path, address: str, skip) -> list[dict]
     if threading.current_thread() is threading.main_thread():
         from harness import processes
         previous = {number: signal.signal(number, note) for number in processes.STOPPING}
-    pending = {}
+    pending, checking = {}, {}
+    if parity and jobs:  # each node's own parity check, before any timed run starts
+        for node in parity_nodes(ray, args, gpu):
+            pinned = NodeAffinitySchedulingStrategy(node["node_id"], soft=False)
+            checking[task.options(max_retries=0, num_cpus=min(1, node["cpus"]), scheduling_strategy=pinned).remote(
+                [], None, "", parity_commands(args, frameworks))] = node
+        print(f"cluster: the parity check first, on each of the {len(checking)} node(s) the runs may use, "
+              "a task pinned to it", flush=True)
     try:
+        while checking:
+            ready, _ = ray.wait(list(checking), num_returns=1, timeout=1.0)
+            for ref in ready:
+                node = checking.pop(ref)
+                try:
+                    outcome, failure = ray.get(ref), ""
+                except Exception as error:
+                    name = type(error).__name__
+                    lost = name in LOST_ERRORS or isinstance(error, ray.exceptions.NodeDiedError)
+                    outcome, failure = None, (f"the parity check on {_node_text(node)} "
+                                              + ("was lost with its node" if lost else "failed") + f" ({name})")
+                for result in store_parity(results, frameworks, args, node, outcome, failure):
+                    print(_parity_line(result), flush=True)
         for job in jobs:
             pending[submit(job)] = job
         while pending:
@@ -456,7 +573,7 @@ def _run(ray, args, frameworks, results: Path, address: str, skip) -> list[dict]
                 done.append(result)
     except KeyboardInterrupt as interrupt:  # Ray's wait turns the signal's Interrupted into a KeyboardInterrupt
         from harness import processes
-        _cancel(ray, pending, tracker, results)
+        _cancel(ray, pending, tracker, results, list(checking))
         if isinstance(interrupt, processes.Interrupted):
             raise
         raise processes.Interrupted(caught[0] if caught else signal.SIGINT) from None
@@ -466,17 +583,18 @@ def _run(ray, args, frameworks, results: Path, address: str, skip) -> list[dict]
     return done
 
 
-def _cancel(ray, pending: dict, tracker, results: Path) -> None:
+def _cancel(ray, pending: dict, tracker, results: Path, checks: list = ()) -> None:
     """Ctrl-C on the driver: every task cancelled (a running one stops its `rosetta run`, which stops its
-    kernel), and each that had started recorded as interrupted, naming its node."""
+    kernel), and each run that had started recorded as interrupted, naming its node; ``checks``: the
+    parity tasks, cancelled too (a parity check that did not finish leaves no record)."""
     from harness import processes
 
     with processes.interrupts_held():
-        for ref in pending:
+        for ref in [*pending, *checks]:
             ray.cancel(ref)
         started = ray.get(tracker.where.remote())
         deadline = time.monotonic() + STOP_SECONDS + 15
-        remaining = list(pending)
+        remaining = [*pending, *checks]
         while remaining and time.monotonic() < deadline:  # the nodes stop their kernels
             _, remaining = ray.wait(remaining, num_returns=len(remaining), timeout=1.0)
         started = ray.get(tracker.where.remote())

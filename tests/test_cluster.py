@@ -161,6 +161,37 @@ def test_each_accelerator_type_runs_only_on_its_nodes_and_records_come_back_from
     table = (results / "README.md").read_text()  # a section, with its table, per type
     assert "## CPU: " in table and "(nodes of type A)" in table and "(nodes of type B)" in table
     assert not list((results / "records" / ".reserved").iterdir())
+    # the parity check once on each node, pinned to it, before any run: brought back naming the node
+    checks = [json.loads(p.read_text()) for p in sorted((results / "parity").glob("*.json"))]
+    assert sorted(c["cluster"]["node_id"] for c in checks) == sorted(ray_cluster.types)
+    assert all(c["framework"] == "Selftest" and c["equivalent"] is False and "wrote no parity outputs" in c["message"]
+               and (results / "parity" / c["notebook"]).is_file() for c in checks)
+    lines = out.splitlines()
+    parity_lines = [n for n, line in enumerate(lines) if line.startswith("[parity Selftest cifar] on node ")]
+    run_lines = [n for n, line in enumerate(lines) if line.startswith("[selftest/cifar] ok on node ")]
+    assert len(parity_lines) == 2 and len(run_lines) == 4 and max(parity_lines) < min(run_lines)
+    assert "| **no** (on node " in table and "wrote no parity outputs" in table  # as on one machine
+    assert not list((results / "parity" / ".reserved").iterdir())
+
+
+def test_a_failed_parity_on_one_node_shows_in_the_table_until_that_node_passes(tmp_path):
+    """The table's Equivalent cell: per node the newest check, and of those a failure over a pass."""
+    from harness import columns, records
+    folder = tmp_path / "parity"
+    folder.mkdir()
+
+    def check(stamp, node, equivalent):
+        (folder / f"2026120{stamp}-000000-selftest-cifar.json").write_text(json.dumps({
+            "framework": "Selftest", "benchmark": "cifar", "variant": "fp32", "status": "ok" if equivalent else "failed",
+            "equivalent": equivalent, "message": "equivalent" if equivalent else f"differs on {node}",
+            "timestamp": f"2026-12-0{stamp}T00:00:00+0000", "cluster": {"host": "h", "node_id": node * 8}}))
+
+    check(1, "a", False)
+    check(2, "b", True)  # a pass on another node, later: node a's failure still shows
+    cell = columns.equivalence(records.latest_parity(tmp_path), "Selftest", "cifar")
+    assert cell.startswith("**no** (on node h, Ray node aaaaaaaa)") and "differs on a" in cell
+    check(3, "a", True)  # node a checked again and passes
+    assert columns.equivalence(records.latest_parity(tmp_path), "Selftest", "cifar") == "yes"
 
 
 def test_resume_across_the_cluster_skips_what_came_back_ok(ray_cluster, registered, tmp_path, capsys, monkeypatch):

@@ -1,10 +1,12 @@
-"""`rosetta run` on a node of the tests' Ray cluster, with the selftest kernel (tests/test_cluster.py).
+"""`rosetta` on a node of the tests' Ray cluster, with the selftest kernel (tests/test_cluster.py).
 
-    ROSETTA_TEST_NOTEBOOKS=DIR python cluster_node_run.py [rosetta run options]
+    ROSETTA_TEST_NOTEBOOKS=DIR python cluster_node_run.py COMMAND [options]     (run, parity)
 
 Named by $ROSETTA_NODE_RUN on the nodes (harness/cluster.py), it registers the frameworks of
-``register`` (their notebooks written into DIR) and runs `rosetta run` as a node would, without
+``register`` (their notebooks written into DIR) and runs `rosetta COMMAND` as a node would, without
 an environment check and without data: the kernels read none. The driver registers the same ones.
+Their notebooks have a parity step that writes no parity outputs: `rosetta parity` finds them not
+equivalent ("the notebook wrote no parity outputs").
 
     selftest   writes an ok record at once; offers the variants fp32 and channels_last (its record says it
                observed float32 and that memory format), and says bf16 is unsupported
@@ -48,14 +50,28 @@ if not os.path.exists(started):
 """
 
 
+PARITY = """
+if globals().get("parity_inputs"):
+    print("a selftest notebook writes no parity outputs")
+"""
+
+
 def register(folder: Path) -> dict:
     """The frameworks selftest and selfslow, their notebooks in ``folder``, added to the registry."""
+    import nbformat
     from harness import frameworks
 
     made = {}
     for name, wait in (("selftest", ""), ("selfslow", WAIT.format(folder=str(folder)))):
         body = OK.format(commit=COMMIT, wait=wait, label=name.title())
-        made[name] = frameworks.FRAMEWORKS[name] = selftest.framework(folder / f"{name}.ipynb", body, name=name)
+        path, draft = folder / f"{name}.ipynb", folder / f".{name}.{os.getpid()}.ipynb"
+        made[name] = frameworks.FRAMEWORKS[name] = selftest.framework(draft, body, name=name)
+        made[name].notebooks["cifar"] = str(path)
+        notebook = nbformat.read(draft, as_version=4)  # the body a training step, then a parity step
+        notebook.cells[1].metadata["tags"] = ["step:train"]
+        notebook.cells.append(nbformat.v4.new_code_cell(PARITY.strip(), metadata={"tags": ["step:parity"]}))
+        nbformat.write(notebook, draft)
+        os.replace(draft, path)  # whole: a node's kernel may be reading it as another process registers
     return made
 
 
@@ -63,7 +79,7 @@ if __name__ == "__main__":
     from harness import cli, kernels
 
     made = register(Path(os.environ["ROSETTA_TEST_NOTEBOOKS"]))
-    if sys.argv[1:2] and sys.argv[1] in made:  # a real framework runs as the node's `rosetta run` would
+    if set(sys.argv[2:]) & set(made):  # a real framework runs as the node's `rosetta` would
         kernels.unavailable_reason = lambda framework: None
         cli.load_data = lambda args, benchmarks: ({}, {})  # no data: the selftest notebooks read none
-    sys.exit(cli.main(["run"] + sys.argv[1:]))
+    sys.exit(cli.main(sys.argv[1:]))
