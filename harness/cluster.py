@@ -2,20 +2,22 @@
 
 Each framework x benchmark x repeat x variant (x accelerator type, with ``--accelerator``) becomes
 one Ray task; a variant a notebook does not offer is recorded as ``unsupported`` on the driver, as
-`rosetta run` records it, and no task starts for it. A task asks for one GPU (``num_gpus=1``) on a GPU run, or ``--threads`` CPUs (default 1) on a
-CPU run, and with ``--accelerator TYPE`` for Ray's accelerator type too (the resource
-``accelerator_type:TYPE`` that Ray gives a node with such a GPU, or that ``ray start --resources``
-names), so that a node without that type is never used for it.
+`rosetta run` records it, and no task starts for it. A task asks for one GPU (``num_gpus=1``) on a
+GPU run, or ``--threads`` CPUs (default 1) on a CPU run, and with ``--accelerator TYPE`` for Ray's
+accelerator type too (the resource ``accelerator_type:TYPE`` that Ray gives a node with such a GPU,
+or that ``ray start --resources`` names), so that a node without that type is never used for it.
 
 On its node a task runs exactly what ``rosetta run`` runs there: ``python -m harness.entry run``
-of the node's own checkout, with the node's environments and kernels (``make envs`` there) and the
-node's data, into a temporary results folder. The code is not shipped with Ray's runtime_env: a
-node's kernels import ``common`` from the checkout that registered them, and its environments are
-built in that checkout, so the node's checkout must be the one that runs. Each record names the
-commit it ran at, as every record does. The record, the executed notebook, the kernel's log and
-the ONNX export come back to the driver, which writes them into its results folder as a local run
-would, each record with a ``cluster`` field naming the node that ran it (its host, IP address and
-Ray node id) and the accelerator type asked for.
+of the node's own checkout, with the node's environments and kernels (built there on first use:
+``--build-envs``) and the node's data, into a temporary results folder. The code is not shipped with
+Ray's runtime_env: a node's kernels import ``common`` from the checkout that registered them, and its
+environments are built in that checkout, so the node's checkout must be the one that runs. Each
+record names the commit it ran at, as every record does. The record, the executed notebook, the
+kernel's log, the task's whole output and the ONNX export come back to the driver, which writes them
+into its results folder as a local run would, each record with a ``cluster`` field naming the node
+that ran it (its host, IP address and Ray node id) and the accelerator type asked for. With
+``bench``, each node a run may use first checks parity (`rosetta parity`, a task pinned to it), its
+records brought back into ``results/parity`` naming the node.
 
 A node lost mid-run (``ray.exceptions.NodeDiedError``, or a worker that died) gives a ``lost``
 record naming the node; with ``--retries N`` such a run is started again (elsewhere, where the
@@ -163,6 +165,8 @@ def run_arguments(args, job: Job) -> list[str]:
         argv.append("--no-export")
     if args.docker:
         argv.append("--docker")
+    else:  # the environment built on first use on its node
+        argv.append("--build-envs")
     if args.quiet_wait is not None:
         argv += ["--quiet-wait", repr(float(args.quiet_wait))]
     if args.quiet_threshold is not None:
@@ -258,18 +262,22 @@ def node_run(argv: list[str], tracker=None, key: str = "", commands: list[list[s
     tail: list[str] = []
     try:
         returncode = 0
-        for command in commands or [["run", *argv]]:
-            code = _node_command(node_command(command[0]) + command[1:] + ["--results", str(folder)],
-                                 environment, tail)
-            returncode = returncode or code
+        with open(folder / TASK_LOG, "w", encoding="utf-8", errors="replace") as log:
+            for command in commands or [["run", *argv]]:
+                code = _node_command(node_command(command[0]) + command[1:] + ["--results", str(folder)],
+                                     environment, tail, log)
+                returncode = returncode or code
         return {"node": node, "returncode": returncode, "output": "".join(tail), "files": _collect(folder)}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _node_command(argv: list[str], environment: dict, tail: list[str]) -> int:
-    """One `rosetta` command on this node, its output forwarded to the driver and its last lines kept
-    in ``tail``; its exit status."""
+TASK_LOG = "task.log"  # a task's whole output on its node; it comes back as records/STEM.task.log
+
+
+def _node_command(argv: list[str], environment: dict, tail: list[str], log) -> int:
+    """One `rosetta` command on this node, its output forwarded to the driver, written to ``log`` and its
+    last lines kept in ``tail``; its exit status."""
     process = subprocess.Popen(argv, cwd=REPOSITORY, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, start_new_session=True, env=environment,
                                preexec_fn=_end_with_parent)
@@ -278,6 +286,7 @@ def _node_command(argv: list[str], environment: dict, tail: list[str]) -> int:
         for line in process.stdout:
             tail.append(line)
             del tail[:-40]
+            log.write(line)
             print(line, end="", flush=True)  # Ray forwards it to the driver
 
     reader = threading.Thread(target=read, daemon=True)
@@ -335,6 +344,8 @@ def store(results: Path, job: Job, outcome: dict) -> dict:
             target = results / "records" / (stem + name[len(f"records/{source_stem}"):])
         elif name.startswith(f"exports/{source_stem}/"):
             target = results / "exports" / stem / name[len(f"exports/{source_stem}/"):]
+        elif name == TASK_LOG:
+            target = results / "records" / f"{stem}.task.log"
         else:
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -374,7 +385,8 @@ def parity_commands(args, frameworks) -> list[list[str]]:
     per variant asked for (as `rosetta bench` checks each variant on one machine)."""
     names = [f.name for f in frameworks if any(b in f.notebooks for b in args.benchmark)]
     wanted = list(dict.fromkeys(getattr(args, "variant", None) or [variants.FP32]))
-    return [["parity", *names, "--benchmark", *args.benchmark, "--variant", variant] for variant in wanted]
+    built = [] if args.docker else ["--build-envs"]  # on first use, as the runs do
+    return [["parity", *names, "--benchmark", *args.benchmark, "--variant", variant, *built] for variant in wanted]
 
 
 def parity_nodes(ray, args, gpu: bool) -> list[dict]:
@@ -420,6 +432,10 @@ def store_parity(results: Path, frameworks, args, node: dict, outcome: dict | No
         runner.release(record.write_json(stem.parent / (stem.name + ".json"), found))
         seen.add((found.get("framework"), found.get("benchmark"), found.get("variant") or variants.FP32))
         done.append(found)
+    if TASK_LOG in files:  # the task's whole output (an environment built first among it)
+        stem = runner.new_stem(folder, f"node-{str(node.get('node_id'))[:12]}")
+        (folder / f"{stem.name}.task.log").write_bytes(files[TASK_LOG])
+        runner.release(stem.parent / (stem.name + ".json"))
     if not failure:
         failure = (f"the parity check on {_node_text(node)} brought no record of it back (exit status "
                    f"{outcome['returncode']}); its output ended: {outcome['output'][-1500:].strip()}")

@@ -75,7 +75,7 @@ def ray_cluster(tmp_path_factory):
 def registered(ray_cluster, monkeypatch):
     """The selftest frameworks in this process's registry too (the driver's), removed after the test."""
     from harness import frameworks
-    for name in ("selftest", "selfslow"):
+    for name in ("selftest", "selfslow", "selfbuild"):
         monkeypatch.delitem(frameworks.FRAMEWORKS, name, raising=False)
     made = cluster_node_run.register(ray_cluster.notebooks)
     yield made
@@ -171,6 +171,7 @@ def test_each_accelerator_type_runs_only_on_its_nodes_and_records_come_back_from
     run_lines = [n for n, line in enumerate(lines) if line.startswith("[selftest/cifar] ok on node ")]
     assert len(parity_lines) == 2 and len(run_lines) == 4 and max(parity_lines) < min(run_lines)
     assert "| **no** (on node " in table and "wrote no parity outputs" in table  # as on one machine
+    assert len(list((results / "parity").glob("*-node-*.task.log"))) == 2  # each node's parity task's output
     assert not list((results / "parity" / ".reserved").iterdir())
 
 
@@ -234,6 +235,25 @@ def test_each_variant_is_a_task_of_its_own_named_as_rosetta_run_names_it_and_res
     assert "resume: 1 run(s) already have an ok record" in out and "1 run(s), each a task" in out
     again = [r for r in _records(results) if r["status"] == "ok"]
     assert sorted(r["variant"] for r in again) == ["channels_last", "fp32"]
+
+
+def test_an_environment_not_built_on_a_node_is_built_there_on_first_use_once(
+        ray_cluster, registered, tmp_path, capsys):
+    """Two runs at once, one per node (one machine here, so one environment folder): the first to get the
+    machine's build lock runs `rosetta envs selfbuild` (a fake build), the other then finds it built."""
+    for name in ("selfbuild.built", "selfbuild.builds"):
+        (ray_cluster.notebooks / name).unlink(missing_ok=True)
+    results = tmp_path / "results"
+    status = cli.main(["run", "selfbuild", "--benchmark", "cifar", "--device", "cpu", "--repeats", "2",
+                       "--cluster", ray_cluster.address, "--results", str(results)])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert [r["status"] for r in _records(results)] == ["ok", "ok"]
+    assert len((ray_cluster.notebooks / "selfbuild.builds").read_text().splitlines()) == 1
+    logs = [p.read_text() for p in sorted((results / "records").glob("*.task.log"))]
+    assert len(logs) == 2 and sum("building selfbuild (cpu flavour)" in log for log in logs) == 1
+    assert any("Selfbuild: its environment is not built: run `rosetta envs selfbuild`; building it now: rosetta "
+               "envs selfbuild" in log for log in logs)
 
 
 def _wait_for(path: Path, seconds: float) -> None:

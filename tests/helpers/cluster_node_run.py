@@ -10,6 +10,9 @@ equivalent ("the notebook wrote no parity outputs").
 
     selftest   writes an ok record at once; offers the variants fp32 and channels_last (its record says it
                observed float32 and that memory format), and says bf16 is unsupported
+    selfbuild  as selftest, but its environment counts as built only once DIR/selfbuild.built exists: its
+               `rosetta envs` (kernels.create) writes that file and a line to DIR/selfbuild.builds, and
+               builds nothing
     selfslow   writes DIR/STEM.started (its kernel's pid) and sleeps 600 s before its ok record; where
                DIR/selfslow.started exists already (a run started again), writes it at once
 """
@@ -62,7 +65,7 @@ def register(folder: Path) -> dict:
     from harness import frameworks
 
     made = {}
-    for name, wait in (("selftest", ""), ("selfslow", WAIT.format(folder=str(folder)))):
+    for name, wait in (("selftest", ""), ("selfslow", WAIT.format(folder=str(folder))), ("selfbuild", "")):
         body = OK.format(commit=COMMIT, wait=wait, label=name.title())
         path, draft = folder / f"{name}.ipynb", folder / f".{name}.{os.getpid()}.ipynb"
         made[name] = frameworks.FRAMEWORKS[name] = selftest.framework(draft, body, name=name)
@@ -78,8 +81,23 @@ def register(folder: Path) -> dict:
 if __name__ == "__main__":
     from harness import cli, kernels
 
-    made = register(Path(os.environ["ROSETTA_TEST_NOTEBOOKS"]))
+    folder = Path(os.environ["ROSETTA_TEST_NOTEBOOKS"])
+    made = register(folder)
     if set(sys.argv[2:]) & set(made):  # a real framework runs as the node's `rosetta` would
-        kernels.unavailable_reason = lambda framework: None
+        built = folder / "selfbuild.built"
+
+        def unavailable(framework):
+            if framework.name == "selfbuild" and not built.exists():
+                return "its environment is not built: run `rosetta envs selfbuild`"
+            return None
+
+        def create(framework, flavour, force=False):
+            print(f"building {framework.name} ({flavour} flavour): a selftest, nothing is installed", flush=True)
+            with open(folder / "selfbuild.builds", "a") as builds:
+                builds.write(f"{os.getpid()}\n")
+            built.write_text(flavour)
+            return built
+
+        kernels.unavailable_reason, kernels.create = unavailable, create
         cli.load_data = lambda args, benchmarks: ({}, {})  # no data: the selftest notebooks read none
     sys.exit(cli.main(sys.argv[1:]))
