@@ -620,7 +620,9 @@ def _cancel(ray, pending: dict, tracker, results: Path, checks: list = ()) -> No
                               f"interrupted on the driver; the task on {_node_text(started[job.key])} was "
                               "cancelled and its run stopped", started[job.key])
         print(f"cluster: {len(pending)} task(s) cancelled, {sum(j.key in started for j in pending.values())} "
-              "of them started (recorded as interrupted).", file=sys.stderr, flush=True)
+              "of them started (recorded as interrupted)"
+              + (f"; {len(checks)} parity check(s) stopped, leaving no record." if checks else "."),
+              file=sys.stderr, flush=True)
 
 
 def check(address: str) -> None:
