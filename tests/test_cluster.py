@@ -183,8 +183,8 @@ def test_a_failed_parity_on_one_node_shows_in_the_table_until_that_node_passes(t
 
     def check(stamp, node, equivalent):
         (folder / f"2026120{stamp}-000000-selftest-cifar.json").write_text(json.dumps({
-            "framework": "Selftest", "benchmark": "cifar", "variant": "fp32", "status": "ok" if equivalent else "failed",
-            "equivalent": equivalent, "message": "equivalent" if equivalent else f"differs on {node}",
+            "framework": "Selftest", "benchmark": "cifar", "variant": "fp32",
+            "status": "ok" if equivalent else "failed", "equivalent": equivalent, "message": "equivalent" if equivalent else f"differs on {node}",
             "timestamp": f"2026-12-0{stamp}T00:00:00+0000", "cluster": {"host": "h", "node_id": node * 8}}))
 
     check(1, "a", False)
