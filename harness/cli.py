@@ -4,7 +4,8 @@
     rosetta data [--data-dir DIR] [--DATASET PATH ...]   # one data option per benchmark (common/benchmarks.py)
     rosetta run [NAME ...] [--benchmark BENCH ...] [--epochs N] [--train-samples N] ... [--repeats N] [--docker] [--resume]
                     [--variant fp32 compiled bf16 ...]   # each variant a run of its own (docs/variants.md)
-    rosetta parity [NAME ...] [--benchmark BENCH ...] [--device cpu] [--variant NAME]
+                    [--build-envs]   # `rosetta envs NAME` first where NAME's kernel is not registered
+    rosetta parity [NAME ...] [--benchmark BENCH ...] [--device cpu] [--variant NAME] [--build-envs]
     rosetta onnx [NAME ...] [--benchmark BENCH ...] [--python [NAME=]PATH]   # each latest run's ONNX export checked and timed
     rosetta report [--results DIR]
     rosetta bench [NAME ...] [run options]    # envs, data, parity, run and report in one go
@@ -172,6 +173,13 @@ def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
                              "(default %(default)s)")
 
 
+def _add_build_envs_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--build-envs", action="store_true",
+                        help="build a framework's environment first (`rosetta envs NAME`, its output in this "
+                             "command's) where its kernel is not registered here; a cluster's tasks do "
+                             "(docs/cluster.md)")
+
+
 def _variant(text: str) -> str:
     try:
         return variants.check_name(text)
@@ -219,6 +227,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     _add_repeats_option(running)
     _add_cluster_options(running)
     _add_variant_option(running)
+    _add_build_envs_option(running)
     checking = commands.add_parser("parity", help="check each model against the NumPy reference")
     checking.add_argument("frameworks", nargs="*", metavar="NAME", help="frameworks (default: all)")
     _add_benchmark_option(checking)
@@ -226,6 +235,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                           help="where the parity step runs (default cpu: GPUs may use TF32)")
     _add_variant_option(checking, several=False)
     _add_results_option(checking)
+    _add_build_envs_option(checking)
     onnx_checks = commands.add_parser("onnx", help="check and time each latest run's ONNX export in ONNX Runtime")
     onnx_checks.add_argument("frameworks", nargs="*", metavar="NAME", help="frameworks (default: all)")
     _add_benchmark_option(onnx_checks)
@@ -352,10 +362,6 @@ def validate_run(args: argparse.Namespace) -> None:
     if getattr(args, "cluster", None) is None and (getattr(args, "accelerator", None) or getattr(args, "retries", 0)):
         flag = "--accelerator" if args.accelerator else f"--retries {args.retries}"
         raise ValueError(f"{flag}: only with --cluster ADDRESS; expected --cluster too, or neither.")
-    asked = getattr(args, "variant", None)
-    if getattr(args, "cluster", None) is not None and isinstance(asked, list) and asked != [variants.FP32]:
-        raise ValueError(f"--variant {' '.join(asked)}: the cluster runs fp32 only so far; expected no --variant "
-                         "with --cluster (run the variants without --cluster).")
     if getattr(args, "cluster", None) is not None:  # the nodes' GPUs, not this machine's, count
         from harness import cluster
         cluster.check(args.cluster)  # Ray installed, the cluster reachable: one line before anything starts
@@ -453,6 +459,8 @@ def cmd_run(args) -> int:
     frameworks = select(args.frameworks)
     if getattr(args, "cluster", None) is not None:
         return cmd_run_cluster(args, frameworks)
+    if getattr(args, "build_envs", False) and not args.docker:
+        build_missing(frameworks)
     provenances, data_errors = load_data(args, args.benchmark)
     settings = run_settings(args)
     if args.command == "run" and settings.device != "cpu" and not settings.docker:
@@ -490,15 +498,39 @@ def cmd_run(args) -> int:
         guard.finish_table(full, lambda: report.render(args.results))
         raise
     print(f"report: {report.render(args.results)}")
-    failed = [f"{r['framework']} {r['benchmark']}"
-              + ("" if r.get("variant", variants.FP32) == variants.FP32 else f" ({r['variant']})")
-              + f": {r['status']}" for r in done if r["status"] not in ("ok", "unsupported")]
-    for r in done:
-        if r["status"] == "unsupported":
-            print(f"unsupported: {r['framework']} {r['benchmark']} ({r['variant']}): {r['error']}")
-    for line in failed:
-        print("not ok:", line)
-    return 1 if failed else 0
+    return _summary(done)
+
+
+ENVS_LOCK_SUFFIX = ".envs"  # beside the machine's lock: one build of an environment at a time here
+
+
+def build_missing(frameworks) -> None:
+    """``--build-envs``: `rosetta envs NAME` for each framework whose kernel is not registered here (its
+    environment not built, or built by another clone in a shared $ROSETTA_ENVS_DIR), one build at a time
+    on this machine (tasks of a cluster's node may start together), each looked at again once it is its
+    turn. A kernel that names an existing interpreter is left as it is: `rosetta envs --python` made it.
+    A build that fails leaves the framework's runs unavailable, saying why."""
+    import fcntl
+
+    def missing(framework) -> str | None:
+        if (kernels.kernel_info(framework) or {}).get("kind") == "existing":
+            return None
+        return kernels.unavailable_reason(framework)
+
+    for framework in frameworks:
+        if not missing(framework):
+            continue
+        path = Path(f"{guard.lock_path()}{ENVS_LOCK_SUFFIX}")
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)  # Ctrl-C still stops the wait: the handler raises
+            reason = missing(framework)
+            if not reason:
+                continue
+            print(f"{framework.label}: {reason}; building it now: rosetta envs {framework.name}", flush=True)
+            cmd_envs(parse(["envs", framework.name]))
+        finally:
+            os.close(descriptor)  # the lock goes with it
 
 
 def cmd_run_cluster(args, frameworks) -> int:
@@ -507,7 +539,8 @@ def cmd_run_cluster(args, frameworks) -> int:
     from harness import cluster
     skip = cluster.finished_runs(args, frameworks, args.results, machine.git_commit()) if args.resume else set()
     try:
-        done = cluster.run(args, frameworks, args.results, args.cluster, skip)
+        done = cluster.run(args, frameworks, args.results, args.cluster, skip,
+                           parity=args.command == "bench" and not args.skip_parity)
     except processes.Interrupted as interrupt:
         with processes.interrupts_held():
             table = report.render(args.results)
@@ -516,7 +549,18 @@ def cmd_run_cluster(args, frameworks) -> int:
             print(f"report: {table}")
         raise
     print(f"report: {report.render(args.results)}")
-    failed = [f"{r['framework']} {r['benchmark']}: {r['status']}" for r in done if r["status"] != "ok"]
+    return _summary(done)
+
+
+def _summary(done: list[dict]) -> int:
+    """The runs that were not ok, each on a line (an unsupported variant is an answer, not a failure); 1
+    where there is one."""
+    failed = [f"{r['framework']} {r['benchmark']}"
+              + ("" if r.get("variant", variants.FP32) == variants.FP32 else f" ({r['variant']})")
+              + f": {r['status']}" for r in done if r["status"] not in ("ok", "unsupported")]
+    for r in done:
+        if r["status"] == "unsupported":
+            print(f"unsupported: {r['framework']} {r['benchmark']} ({r['variant']}): {r['error']}")
     for line in failed:
         print("not ok:", line)
     return 1 if failed else 0
@@ -574,6 +618,8 @@ def cmd_agree(args) -> int:
 
 
 def cmd_parity(args) -> int:
+    if args.build_envs:
+        build_missing(select(args.frameworks))
     done = parity.check_all(select(args.frameworks), args.benchmark, args.results, args.device,
                             variant=args.variant)
     print(f"report: {report.render(args.results)}")
@@ -716,8 +762,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "doctor":
             return cmd_doctor(args)
         if args.command == "bench" and args.cluster is not None:
-            print("cluster: each node runs with its own environments (`make envs` there); the parity and "
-                  "ONNX checks are not run across the cluster.", flush=True)
+            print("cluster: each node runs with its own environments (built there on first use) and checks "
+                  "parity once before the runs; the ONNX checks are not run across the cluster.", flush=True)
             return cmd_run(args)
         if args.command == "bench":
             if args.device != "cpu" and not args.docker:

@@ -1,20 +1,23 @@
 """`rosetta bench --cluster ADDRESS`: the suite's runs spread over the nodes of a Ray cluster.
 
-Each framework x benchmark x repeat (x accelerator type, with ``--accelerator``) becomes one Ray
-task. A task asks for one GPU (``num_gpus=1``) on a GPU run, or ``--threads`` CPUs (default 1) on a
-CPU run, and with ``--accelerator TYPE`` for Ray's accelerator type too (the resource
-``accelerator_type:TYPE`` that Ray gives a node with such a GPU, or that ``ray start --resources``
-names), so that a node without that type is never used for it.
+Each framework x benchmark x repeat x variant (x accelerator type, with ``--accelerator``) becomes
+one Ray task; a variant a notebook does not offer is recorded as ``unsupported`` on the driver, as
+`rosetta run` records it, and no task starts for it. A task asks for one GPU (``num_gpus=1``) on a
+GPU run, or ``--threads`` CPUs (default 1) on a CPU run, and with ``--accelerator TYPE`` for Ray's
+accelerator type too (the resource ``accelerator_type:TYPE`` that Ray gives a node with such a GPU,
+or that ``ray start --resources`` names), so that a node without that type is never used for it.
 
 On its node a task runs exactly what ``rosetta run`` runs there: ``python -m harness.entry run``
-of the node's own checkout, with the node's environments and kernels (``make envs`` there) and the
-node's data, into a temporary results folder. The code is not shipped with Ray's runtime_env: a
-node's kernels import ``common`` from the checkout that registered them, and its environments are
-built in that checkout, so the node's checkout must be the one that runs. Each record names the
-commit it ran at, as every record does. The record, the executed notebook, the kernel's log and
-the ONNX export come back to the driver, which writes them into its results folder as a local run
-would, each record with a ``cluster`` field naming the node that ran it (its host, IP address and
-Ray node id) and the accelerator type asked for.
+of the node's own checkout, with the node's environments and kernels (built there on first use:
+``--build-envs``) and the node's data, into a temporary results folder. The code is not shipped with
+Ray's runtime_env: a node's kernels import ``common`` from the checkout that registered them, and its
+environments are built in that checkout, so the node's checkout must be the one that runs. Each
+record names the commit it ran at, as every record does. The record, the executed notebook, the
+kernel's log, the task's whole output and the ONNX export come back to the driver, which writes them
+into its results folder as a local run would, each record with a ``cluster`` field naming the node
+that ran it (its host, IP address and Ray node id) and the accelerator type asked for. With
+``bench``, each node a run may use first checks parity (`rosetta parity`, a task pinned to it), its
+records brought back into ``results/parity`` naming the node.
 
 A node lost mid-run (``ray.exceptions.NodeDiedError``, or a worker that died) gives a ``lost``
 record naming the node; with ``--retries N`` such a run is started again (elsewhere, where the
@@ -37,16 +40,17 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from common import REPOSITORY, record
+from common import REPOSITORY, record, variants
 from harness import runner
 
 EXTRA = "cluster"
 INSTALL = f"{Path(sys.executable).parent / 'python'} -m pip install -e '{REPOSITORY}[{EXTRA}]'"
-# What runs a notebook on a node, instead of the node's own `python -m harness.entry run` (a shell
-# line, read on the node: for a node whose harness is elsewhere, and for the tests' selftest kernel).
+# What runs `rosetta COMMAND ...` on a node, instead of the node's own `python -m harness.entry` (a shell
+# line, read on the node, the command and its options appended: for a node whose harness is elsewhere,
+# and for the tests' selftest kernel).
 NODE_RUN_VARIABLE = "ROSETTA_NODE_RUN"
 CONNECT_SECONDS = 5.0
 STOP_SECONDS = 60.0  # how long a cancelled task waits for `rosetta run` to record its run as interrupted
@@ -97,7 +101,8 @@ def connect(address: str):
 
 @dataclass
 class Job:
-    """One run on the cluster: a framework's notebook of one benchmark, one seed, one accelerator type."""
+    """One run on the cluster: a framework's notebook of one benchmark, one seed, one variant, one
+    accelerator type."""
 
     framework: object
     benchmark: str
@@ -107,28 +112,40 @@ class Job:
     export: bool
     attempt: int = 1
     sizes: dict = field(default_factory=dict)  # the epochs, batch size and sample counts it runs with
+    variant: str = variants.FP32
 
     @property
     def key(self) -> str:
         return (f"{self.framework.name}/{self.benchmark}/seed {self.seed}"
+                + ("" if self.variant == variants.FP32 else f"/{self.variant}")
                 + (f"/{self.accelerator}" if self.accelerator else "") + f"/attempt {self.attempt}")
+
+    @property
+    def shown(self) -> str:
+        """How the driver's lines name it: ``[NAME/BENCHMARK]``, or ``[NAME/BENCHMARK VARIANT]``."""
+        return f"[{self.framework.name}/{self.benchmark}" + (
+            "" if self.variant == variants.FP32 else f" {self.variant}") + "]"
 
 
 def plan(frameworks, benchmarks, repeats: int, seed: int, accelerators, export: bool,
-         skip: set | None = None) -> list[Job]:
-    """Every run, repeat by repeat (as a local suite orders them), each for every accelerator type;
-    ``skip``: the (framework name, benchmark, seed, accelerator) that already have an ok record."""
+         skip: set | None = None, wanted=(variants.FP32,)) -> list[Job]:
+    """Every run, repeat by repeat and in each repeat variant by variant (as a local suite orders them),
+    each for every accelerator type; ``skip``: the (framework name, benchmark, seed, accelerator, variant)
+    that already have an ok record. One export per framework and benchmark, as a local suite makes: of
+    the first repeat of the first variant asked for."""
     jobs = []
+    wanted = list(dict.fromkeys(wanted or [variants.FP32]))
     for repeat in range(repeats):
-        for framework in frameworks:
-            for benchmark in benchmarks:
-                if benchmark not in framework.notebooks:
-                    continue
-                for accelerator in accelerators or [None]:
-                    if (framework.name, benchmark, seed + repeat, accelerator) in (skip or set()):
+        for variant in wanted:
+            for framework in frameworks:
+                for benchmark in benchmarks:
+                    if benchmark not in framework.notebooks:
                         continue
-                    jobs.append(Job(framework, benchmark, repeat, seed + repeat, accelerator,
-                                    export and repeat == 0))
+                    for accelerator in accelerators or [None]:
+                        if (framework.name, benchmark, seed + repeat, accelerator, variant) in (skip or set()):
+                            continue
+                        jobs.append(Job(framework, benchmark, repeat, seed + repeat, accelerator,
+                                        export and repeat == 0 and variant == wanted[0], variant=variant))
     return jobs
 
 
@@ -136,6 +153,8 @@ def run_arguments(args, job: Job) -> list[str]:
     """The `rosetta run` options of one job, from the driver's own (``--results`` is the node's)."""
     argv = [job.framework.name, "--benchmark", job.benchmark, "--seed", str(job.seed), "--device", args.device,
             "--timeout", repr(float(args.timeout))]
+    if job.variant != variants.FP32:
+        argv += ["--variant", job.variant]
     for option in ("epochs", "batch_size", "train_samples", "test_samples", "threads", "export_runs"):
         value = getattr(args, option, None)
         if value is not None:
@@ -146,6 +165,8 @@ def run_arguments(args, job: Job) -> list[str]:
         argv.append("--no-export")
     if args.docker:
         argv.append("--docker")
+    else:  # the environment built on first use on its node
+        argv.append("--build-envs")
     if args.quiet_wait is not None:
         argv += ["--quiet-wait", repr(float(args.quiet_wait))]
     if args.quiet_threshold is not None:
@@ -161,10 +182,10 @@ def run_arguments(args, job: Job) -> list[str]:
 
 # --- on the node ---------------------------------------------------------------------------------
 
-def node_command() -> list[str]:
-    """What runs one job on this node: ``$ROSETTA_NODE_RUN``, or this checkout's `rosetta run`."""
+def node_command(command: str = "run") -> list[str]:
+    """What runs `rosetta COMMAND` on this node: ``$ROSETTA_NODE_RUN COMMAND``, or this checkout's."""
     given = os.environ.get(NODE_RUN_VARIABLE, "").strip()
-    return shlex.split(given) if given else [sys.executable, "-m", "harness.entry", "run"]
+    return (shlex.split(given) if given else [sys.executable, "-m", "harness.entry"]) + [command]
 
 
 def _collect(folder: Path) -> dict:
@@ -218,9 +239,11 @@ def _end_with_parent() -> None:
         pass
 
 
-def node_run(argv: list[str], tracker=None, key: str = "") -> dict:
-    """A Ray task's body: one `rosetta run` on this node into a temporary results folder; what it wrote,
-    its output's tail, its exit status and the node. A cancelled task (Ctrl-C on the driver) stops it."""
+def node_run(argv: list[str], tracker=None, key: str = "", commands: list[list[str]] | None = None) -> dict:
+    """A Ray task's body: one `rosetta run` on this node (``argv``: its options), or ``commands`` one
+    after the other (each a `rosetta` command and its options), into a temporary results folder; what
+    they wrote, their output's tail, the first exit status that is not 0 (else 0) and the node. A
+    cancelled task (Ctrl-C on the driver) stops the one running."""
     import ray
 
     context = ray.get_runtime_context()
@@ -238,28 +261,44 @@ def node_run(argv: list[str], tracker=None, key: str = "") -> dict:
     folder = Path(tempfile.mkdtemp(prefix=f"{STAGING}{os.getpid()}-"))
     tail: list[str] = []
     try:
-        process = subprocess.Popen(node_command() + argv + ["--results", str(folder)], cwd=REPOSITORY,
-                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   text=True, start_new_session=True, env=environment, preexec_fn=_end_with_parent)
-
-        def read():
-            for line in process.stdout:
-                tail.append(line)
-                del tail[:-40]
-                print(line, end="", flush=True)  # Ray forwards it to the driver
-
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
-        try:
-            while process.poll() is None:  # a loop, not wait(): Ray's cancel raises KeyboardInterrupt here
-                time.sleep(0.2)
-        except BaseException:
-            _stop(process)
-            raise
-        reader.join(timeout=10)
-        return {"node": node, "returncode": process.returncode, "output": "".join(tail), "files": _collect(folder)}
+        returncode = 0
+        with open(folder / TASK_LOG, "w", encoding="utf-8", errors="replace") as log:
+            for command in commands or [["run", *argv]]:
+                code = _node_command(node_command(command[0]) + command[1:] + ["--results", str(folder)],
+                                     environment, tail, log)
+                returncode = returncode or code
+        return {"node": node, "returncode": returncode, "output": "".join(tail), "files": _collect(folder)}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+TASK_LOG = "task.log"  # a task's whole output on its node; it comes back as records/STEM.task.log
+
+
+def _node_command(argv: list[str], environment: dict, tail: list[str], log) -> int:
+    """One `rosetta` command on this node, its output forwarded to the driver, written to ``log`` and its
+    last lines kept in ``tail``; its exit status."""
+    process = subprocess.Popen(argv, cwd=REPOSITORY, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True, env=environment,
+                               preexec_fn=_end_with_parent)
+
+    def read():
+        for line in process.stdout:
+            tail.append(line)
+            del tail[:-40]
+            log.write(line)
+            print(line, end="", flush=True)  # Ray forwards it to the driver
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        while process.poll() is None:  # a loop, not wait(): Ray's cancel raises KeyboardInterrupt here
+            time.sleep(0.2)
+    except BaseException:
+        _stop(process)
+        raise
+    reader.join(timeout=10)
+    return process.returncode
 
 
 # --- on the driver -------------------------------------------------------------------------------
@@ -295,7 +334,7 @@ def store(results: Path, job: Job, outcome: dict) -> dict:
                    f"{outcome['returncode']}); its output ended: {outcome['output'][-1500:].strip()}")
         return write_failure(results, job, "failed", message, outcome["node"])
     source_stem = found[0][len("records/"):-len(".json")]
-    record_path, executed = runner.run_paths(results, job.framework, job.benchmark)
+    record_path, executed = runner.run_paths(results, job.framework, job.benchmark, job.variant)
     stem = record_path.name[:-len(".json")]
     result = json.loads(files[found[0]])
     for name, content in files.items():
@@ -305,6 +344,8 @@ def store(results: Path, job: Job, outcome: dict) -> dict:
             target = results / "records" / (stem + name[len(f"records/{source_stem}"):])
         elif name.startswith(f"exports/{source_stem}/"):
             target = results / "exports" / stem / name[len(f"exports/{source_stem}/"):]
+        elif name == TASK_LOG:
+            target = results / "records" / f"{stem}.task.log"
         else:
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -320,8 +361,9 @@ def store(results: Path, job: Job, outcome: dict) -> dict:
 
 
 def write_failure(results: Path, job: Job, status: str, message: str, node: dict | None) -> dict:
-    """The record of a job that brought no record back (a lost node, an interrupted or failed task)."""
-    record_path, _ = runner.run_paths(results, job.framework, job.benchmark)
+    """The record of a job that brought no record back (a lost node, an interrupted or failed task), or
+    that no task ran (``unsupported``: a variant its notebook does not offer, ``node`` None)."""
+    record_path, _ = runner.run_paths(results, job.framework, job.benchmark, job.variant)
     from common.benchmarks import BENCHMARKS
     spec = BENCHMARKS[job.benchmark]
     sizes = job.sizes
@@ -329,24 +371,112 @@ def write_failure(results: Path, job: Job, status: str, message: str, node: dict
         framework=job.framework.label, api=job.framework.api, benchmark=job.benchmark, status=status,
         error=message, epochs=sizes.get("epochs", spec.epochs), batch_size=sizes.get("batch_size", spec.batch),
         train_samples=sizes.get("train_samples", spec.train), test_samples=sizes.get("test_samples", spec.test),
-        seed=job.seed, notebook=None, environment=None,
+        seed=job.seed, notebook=None, environment=None, variant=job.variant,
         cluster={**(node or {}), "accelerator": job.accelerator, "attempt": job.attempt})
     record.write(record_path, result)
     runner.release(record_path)
     return result
 
 
+# --- the parity check, once per node ------------------------------------------------------------
+
+def parity_commands(args, frameworks) -> list[list[str]]:
+    """The `rosetta parity` commands of a node: every framework and benchmark of the suite, one command
+    per variant asked for (as `rosetta bench` checks each variant on one machine)."""
+    names = [f.name for f in frameworks if any(b in f.notebooks for b in args.benchmark)]
+    wanted = list(dict.fromkeys(getattr(args, "variant", None) or [variants.FP32]))
+    built = [] if args.docker else ["--build-envs"]  # on first use, as the runs do
+    return [["parity", *names, "--benchmark", *args.benchmark, "--variant", variant, *built] for variant in wanted]
+
+
+def parity_nodes(ray, args, gpu: bool) -> list[dict]:
+    """The live nodes that a run of this suite may be placed on (a GPU, or ``--threads`` CPUs; of an
+    ``--accelerator`` type where given), each as {host, ip, node_id, cpus}."""
+    found = []
+    for node in ray.nodes():
+        have = node.get("Resources") or {}
+        if not node.get("Alive"):
+            continue
+        if (have.get("GPU", 0) < 1) if gpu else (have.get("CPU", 0) < (args.threads or 1)):
+            continue
+        if args.accelerator and not any(have.get(f"accelerator_type:{kind}", 0) > 0 for kind in args.accelerator):
+            continue
+        found.append({"host": node.get("NodeManagerHostname"), "ip": node.get("NodeManagerAddress"),
+                      "node_id": node.get("NodeID"), "cpus": have.get("CPU", 0)})
+    return found
+
+
+def store_parity(results: Path, frameworks, args, node: dict, outcome: dict | None, failure: str = "") -> list[dict]:
+    """Writes the parity records one node's `rosetta parity` brought back into ``results/parity`` under
+    names of this folder, each with ``cluster``: the node. Each check it should have made and brought
+    no record of (its `rosetta parity` failed, or the task: ``failure``) gets a failed record naming
+    the node and why, so that the table says so. Returns the records."""
+    from common.benchmarks import BENCHMARKS
+    from harness import records
+    folder = records.parity_dir(results)
+    files = outcome["files"] if outcome else {}
+    node = dict(outcome["node"]) if outcome else {k: v for k, v in node.items() if k != "cpus"}
+    done, seen = [], set()
+    for name in sorted(files):
+        if not (name.startswith("parity/") and name.endswith(".json") and name.count("/") == 1):
+            continue
+        source = name[len("parity/"):-len(".json")]
+        found = json.loads(files[name])
+        stem = runner.new_stem(folder, source.split("-", 2)[-1])  # STAMP-NAME: STAMP is DATE-TIME
+        for other, content in files.items():
+            if other.startswith(f"parity/{source}.") and other != name:
+                (folder / (stem.name + other[len(f"parity/{source}"):])).write_bytes(content)
+        if found.get("notebook"):
+            found["notebook"] = stem.name + ".ipynb"
+        found["cluster"] = node
+        runner.release(record.write_json(stem.parent / (stem.name + ".json"), found))
+        seen.add((found.get("framework"), found.get("benchmark"), found.get("variant") or variants.FP32))
+        done.append(found)
+    if TASK_LOG in files:  # the task's whole output (an environment built first among it)
+        stem = runner.new_stem(folder, f"node-{str(node.get('node_id'))[:12]}")
+        (folder / f"{stem.name}.task.log").write_bytes(files[TASK_LOG])
+        runner.release(stem.parent / (stem.name + ".json"))
+    if not failure:
+        failure = (f"the parity check on {_node_text(node)} brought no record of it back (exit status "
+                   f"{outcome['returncode']}); its output ended: {outcome['output'][-1500:].strip()}")
+    wanted = list(dict.fromkeys(getattr(args, "variant", None) or [variants.FP32]))
+    for variant in wanted:
+        for framework in frameworks:
+            for benchmark in args.benchmark:
+                if benchmark not in framework.notebooks or (framework.label, benchmark, variant) in seen:
+                    continue
+                named = "" if variant == variants.FP32 else f"-{variant}"
+                stem = runner.new_stem(folder, f"{framework.name}-{benchmark}{named}")
+                result = {"schema_version": record.SCHEMA_VERSION, "kind": "parity", "framework": framework.label,
+                          "api": framework.api, "benchmark": benchmark, "model": BENCHMARKS[benchmark].layout,
+                          "device": "cpu", "variant": variant, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                          "status": "failed", "equivalent": False, "message": failure, "notebook": None,
+                          "cluster": node}
+                runner.release(record.write_json(stem.parent / (stem.name + ".json"), result))
+                done.append(result)
+    return done
+
+
+def _parity_line(result: dict) -> str:
+    variant = result.get("variant") or variants.FP32
+    return (f"[parity {result['framework']} {result['benchmark']}"
+            + ("" if variant == variants.FP32 else f" {variant}")
+            + f"] on {_node_text(result.get('cluster'))}: {result.get('message')}")
+
+
 LOST_ERRORS = ("NodeDiedError", "WorkerCrashedError", "LocalRayletDiedError", "ObjectLostError",
                "OwnerDiedError", "RaySystemError")
 
 
-def run(args, frameworks, results: Path, address: str, skip: set | None = None) -> list[dict]:
+def run(args, frameworks, results: Path, address: str, skip: set | None = None,
+        parity: bool = False) -> list[dict]:
     """Every job on the cluster at ``address``; their records, written into ``results`` as they come.
-    Ctrl-C (``processes.Interrupted``) cancels every task, records the started ones as interrupted and
-    propagates."""
+    ``parity``: first `rosetta parity` once on each node a run may be placed on, a task pinned to it, its
+    records into ``results/parity``. Ctrl-C (``processes.Interrupted``) cancels every task, records the
+    started runs as interrupted and propagates."""
     ray = connect(address)
     try:
-        return _run(ray, args, frameworks, results, address, skip)
+        return _run(ray, args, frameworks, results, address, skip, parity)
     finally:
         ray.shutdown()
 
@@ -358,13 +488,20 @@ def _sizes(args, benchmark: str) -> dict:
             "train_samples": args.train_samples or spec.train, "test_samples": args.test_samples or spec.test}
 
 
-def _run(ray, args, frameworks, results: Path, address: str, skip) -> list[dict]:
+def _run(ray, args, frameworks, results: Path, address: str, skip, parity: bool = False) -> list[dict]:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     jobs = plan(frameworks, args.benchmark, getattr(args, "repeats", 1), args.seed, args.accelerator,
-                args.export, skip)
+                args.export, skip, getattr(args, "variant", None))
     for job in jobs:
         job.sizes = _sizes(args, job.benchmark)
+    done = []
+    for job in [j for j in jobs if j.framework.variant_unsupported(j.variant, j.benchmark)]:
+        # as `rosetta run` does: the notebook does not offer the variant, so nothing runs (no task)
+        reason = job.framework.variant_unsupported(job.variant, job.benchmark)
+        done.append(write_failure(results, job, "unsupported", reason, None))
+        print(f"{job.shown} unsupported: {reason}", flush=True)
+        jobs.remove(job)
     here = ray.get_runtime_context().get_node_id()
     tracker = ray.remote(_Tracker).options(
         num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote()
@@ -395,8 +532,28 @@ def _run(ray, args, frameworks, results: Path, address: str, skip) -> list[dict]
     if threading.current_thread() is threading.main_thread():
         from harness import processes
         previous = {number: signal.signal(number, note) for number in processes.STOPPING}
-    pending, done = {}, []
+    pending, checking = {}, {}
+    if parity and jobs:  # each node's own parity check, before any timed run starts
+        for node in parity_nodes(ray, args, gpu):
+            pinned = NodeAffinitySchedulingStrategy(node["node_id"], soft=False)
+            checking[task.options(max_retries=0, num_cpus=min(1, node["cpus"]), scheduling_strategy=pinned).remote(
+                [], None, "", parity_commands(args, frameworks))] = node
+        print(f"cluster: the parity check first, on each of the {len(checking)} node(s) the runs may use, "
+              "a task pinned to it", flush=True)
     try:
+        while checking:
+            ready, _ = ray.wait(list(checking), num_returns=1, timeout=1.0)
+            for ref in ready:
+                node = checking.pop(ref)
+                try:
+                    outcome, failure = ray.get(ref), ""
+                except Exception as error:
+                    name = type(error).__name__
+                    lost = name in LOST_ERRORS or isinstance(error, ray.exceptions.NodeDiedError)
+                    outcome, failure = None, (f"the parity check on {_node_text(node)} "
+                                              + ("was lost with its node" if lost else "failed") + f" ({name})")
+                for result in store_parity(results, frameworks, args, node, outcome, failure):
+                    print(_parity_line(result), flush=True)
         for job in jobs:
             pending[submit(job)] = job
         while pending:
@@ -416,24 +573,23 @@ def _run(ray, args, frameworks, results: Path, address: str, skip) -> list[dict]
                         first = str(error).strip().splitlines()[-1] if str(error).strip() else name
                         message, status = f"the task on {_node_text(node)} failed: {name}: {first}", "failed"
                     result = write_failure(results, job, status, message, node)
-                    print(f"[{job.framework.name}/{job.benchmark}] {status}: {message}", flush=True)
+                    print(f"{job.shown} {status}: {message}", flush=True)
                     done.append(result)
                     if status == "lost" and job.attempt <= args.retries:
-                        again = Job(job.framework, job.benchmark, job.repeat, job.seed, job.accelerator, job.export,
-                                    attempt=job.attempt + 1, sizes=job.sizes)
-                        print(f"[{job.framework.name}/{job.benchmark}] started again (attempt {again.attempt} "
+                        again = replace(job, attempt=job.attempt + 1)
+                        print(f"{job.shown} started again (attempt {again.attempt} "
                               f"of {args.retries + 1})", flush=True)
                         pending[submit(again)] = again
                     continue
                 result = store(results, job, outcome)
                 state = result["status"]
-                print(f"[{job.framework.name}/{job.benchmark}] {state} on {_node_text(outcome['node'])}"
+                print(f"{job.shown} {state} on {_node_text(outcome['node'])}"
                       + (f": accuracy {result['test_accuracy']:.4f}" if state == "ok" else
                          f": {result.get('error')}"), flush=True)
                 done.append(result)
     except KeyboardInterrupt as interrupt:  # Ray's wait turns the signal's Interrupted into a KeyboardInterrupt
         from harness import processes
-        _cancel(ray, pending, tracker, results)
+        _cancel(ray, pending, tracker, results, list(checking))
         if isinstance(interrupt, processes.Interrupted):
             raise
         raise processes.Interrupted(caught[0] if caught else signal.SIGINT) from None
@@ -443,17 +599,18 @@ def _run(ray, args, frameworks, results: Path, address: str, skip) -> list[dict]
     return done
 
 
-def _cancel(ray, pending: dict, tracker, results: Path) -> None:
+def _cancel(ray, pending: dict, tracker, results: Path, checks: list = ()) -> None:
     """Ctrl-C on the driver: every task cancelled (a running one stops its `rosetta run`, which stops its
-    kernel), and each that had started recorded as interrupted, naming its node."""
+    kernel), and each run that had started recorded as interrupted, naming its node; ``checks``: the
+    parity tasks, cancelled too (a parity check that did not finish leaves no record)."""
     from harness import processes
 
     with processes.interrupts_held():
-        for ref in pending:
+        for ref in [*pending, *checks]:
             ray.cancel(ref)
         started = ray.get(tracker.where.remote())
         deadline = time.monotonic() + STOP_SECONDS + 15
-        remaining = list(pending)
+        remaining = [*pending, *checks]
         while remaining and time.monotonic() < deadline:  # the nodes stop their kernels
             _, remaining = ray.wait(remaining, num_returns=len(remaining), timeout=1.0)
         started = ray.get(tracker.where.remote())
@@ -463,7 +620,9 @@ def _cancel(ray, pending: dict, tracker, results: Path) -> None:
                               f"interrupted on the driver; the task on {_node_text(started[job.key])} was "
                               "cancelled and its run stopped", started[job.key])
         print(f"cluster: {len(pending)} task(s) cancelled, {sum(j.key in started for j in pending.values())} "
-              "of them started (recorded as interrupted).", file=sys.stderr, flush=True)
+              "of them started (recorded as interrupted)"
+              + (f"; {len(checks)} parity check(s) stopped, leaving no record." if checks else "."),
+              file=sys.stderr, flush=True)
 
 
 def check(address: str) -> None:
@@ -482,8 +641,8 @@ def check(address: str) -> None:
 
 
 def finished_runs(args, frameworks, results: Path, commit: str | None) -> set:
-    """For ``--resume`` across the cluster: each (framework name, benchmark, seed, accelerator type) with an
-    ok record that a cluster's node made with these sizes, threads, device and this clean commit."""
+    """For ``--resume`` across the cluster: each (framework name, benchmark, seed, accelerator type, variant)
+    with an ok record that a cluster's node made with these sizes, threads, device and this clean commit."""
     from harness import records as found_records
     if not commit or commit.endswith("-dirty"):
         print("resume: nothing skipped, as the code version is not a clean git commit "
@@ -499,9 +658,10 @@ def finished_runs(args, frameworks, results: Path, commit: str | None) -> set:
             continue
         env = run_record.get("environment") or {}
         if (all(run_record.get(k) == v for k, v in _sizes(args, run_record["benchmark"]).items())
-                and run_record.get("variant") == "fp32" and env.get("git_commit") == commit
+                and env.get("git_commit") == commit
                 and env.get("threads_requested") == args.threads and (device is None or env.get("device") == device)):
-            done.add((framework.name, run_record["benchmark"], run_record["seed"], placed.get("accelerator")))
+            done.add((framework.name, run_record["benchmark"], run_record["seed"], placed.get("accelerator"),
+                      run_record.get("variant") or variants.FP32))
     if done:
         print(f"resume: {len(done)} run(s) already have an ok record from the cluster and are skipped.")
     return done

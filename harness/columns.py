@@ -278,9 +278,12 @@ def equivalence(checks: dict, framework: str, benchmark: str, variant: str = "fp
             return "yes"
         return (f"yes: weights within {differences['weights']:.0e} after step 1, "
                 f"{differences['final_weights']:.0e} after step {found.get('steps', '?')}")
+    placed = found.get("cluster") if isinstance(found.get("cluster"), dict) else {}
+    where = (f" (on node {placed.get('host')}, Ray node {str(placed.get('node_id'))[:12]})"
+             if placed.get("node_id") else "")
     if found.get("status") in ("unavailable", "unsupported"):
-        return f"not checked: {cell(found.get('message'))}"
-    return f"**no**: {cell(found.get('message'))}"
+        return f"not checked{where}: {cell(found.get('message'))}"
+    return f"**no**{where}: {cell(found.get('message'))}"
 
 
 def number(value, digits: int, suffix: str = "") -> str:

@@ -115,19 +115,34 @@ def device_group(row: dict) -> str:
 
 def latest_parity(results: Path) -> dict[tuple[str, str], dict]:
     """The newest parity record of each (framework label, benchmark); a file that is not one (not a
-    regular file, too large, not JSON, a field of the wrong kind) is skipped with a warning naming it."""
-    newest = _newest(parity_dir(results), validate_parity,
-                     lambda data: (data["framework"], data["benchmark"], data.get("variant") or "fp32"))
-    return {(framework, benchmark): data for (framework, benchmark, variant), data in newest.items()
+    regular file, too large, not JSON, a field of the wrong kind) is skipped with a warning naming it.
+    Where a cluster's nodes each checked it (``latest_checks``), a node's failure counts over another's pass."""
+    return {(framework, benchmark): data for (framework, benchmark, variant), data in latest_checks(results).items()
             if variant == "fp32"}
 
 
 def latest_variant_checks(results: Path) -> dict[tuple[str, str, str], dict]:
     """The newest relaxed step check (``rosetta parity --variant``) of each (framework label, benchmark,
     variant) other than fp32, whose own checks ``latest_parity`` keeps."""
+    return {key: data for key, data in latest_checks(results).items() if key[2] != "fp32"}
+
+
+def latest_checks(results: Path) -> dict[tuple[str, str, str], dict]:
+    """The parity check of each (framework label, benchmark, variant) that the table shows: the newest of
+    each place it ran (each node of a cluster, named by the record's ``cluster``, and this machine), and of
+    those the newest that failed (``equivalent`` false) where one did, else the newest: a failure on one
+    node is shown as on one machine, until that node checks again and passes."""
     newest = _newest(parity_dir(results), validate_parity,
-                     lambda data: (data["framework"], data["benchmark"], data.get("variant") or "fp32"))
-    return {key: data for key, data in newest.items() if key[2] != "fp32"}
+                     lambda data: (data["framework"], data["benchmark"], data.get("variant") or "fp32",
+                                   (data.get("cluster") or {}).get("node_id")
+                                   if isinstance(data.get("cluster"), dict) else None))
+    shown: dict[tuple[str, str, str], dict] = {}
+    for (*key, _), data in sorted(newest.items(), key=lambda item: str(item[1].get("timestamp") or "")):
+        key = tuple(key)
+        kept = shown.get(key)
+        if kept is None or data.get("equivalent") is False or kept.get("equivalent") is not False:
+            shown[key] = data
+    return shown
 
 
 def _newest(folder: Path, validate, key) -> dict:

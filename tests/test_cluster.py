@@ -75,7 +75,7 @@ def ray_cluster(tmp_path_factory):
 def registered(ray_cluster, monkeypatch):
     """The selftest frameworks in this process's registry too (the driver's), removed after the test."""
     from harness import frameworks
-    for name in ("selftest", "selfslow"):
+    for name in ("selftest", "selfslow", "selfbuild"):
         monkeypatch.delitem(frameworks.FRAMEWORKS, name, raising=False)
     made = cluster_node_run.register(ray_cluster.notebooks)
     yield made
@@ -108,12 +108,6 @@ def test_without_ray_the_cluster_option_names_the_extra_and_its_command(tmp_path
 def test_accelerator_and_retries_need_the_cluster(tmp_path, capsys):
     assert cli.main(["run", "pytorch", "--accelerator", "A", "--results", str(tmp_path)]) == 2
     assert "--accelerator: only with --cluster" in capsys.readouterr().err
-
-
-def test_a_variant_other_than_fp32_is_refused_on_the_cluster_in_one_line(tmp_path, capsys):
-    status = cli.main(["run", "pytorch", "--cluster", "auto", "--variant", "bf16", "--results", str(tmp_path)])
-    err = capsys.readouterr().err
-    assert status == 2 and err.count("\n") == 1 and "--variant bf16: the cluster runs fp32 only so far" in err
 
 
 def test_make_bench_cluster_passes_the_flags_and_installs_the_extra(tmp_path):
@@ -167,6 +161,38 @@ def test_each_accelerator_type_runs_only_on_its_nodes_and_records_come_back_from
     table = (results / "README.md").read_text()  # a section, with its table, per type
     assert "## CPU: " in table and "(nodes of type A)" in table and "(nodes of type B)" in table
     assert not list((results / "records" / ".reserved").iterdir())
+    # the parity check once on each node, pinned to it, before any run: brought back naming the node
+    checks = [json.loads(p.read_text()) for p in sorted((results / "parity").glob("*.json"))]
+    assert sorted(c["cluster"]["node_id"] for c in checks) == sorted(ray_cluster.types)
+    assert all(c["framework"] == "Selftest" and c["equivalent"] is False and "wrote no parity outputs" in c["message"]
+               and (results / "parity" / c["notebook"]).is_file() for c in checks)
+    lines = out.splitlines()
+    parity_lines = [n for n, line in enumerate(lines) if line.startswith("[parity Selftest cifar] on node ")]
+    run_lines = [n for n, line in enumerate(lines) if line.startswith("[selftest/cifar] ok on node ")]
+    assert len(parity_lines) == 2 and len(run_lines) == 4 and max(parity_lines) < min(run_lines)
+    assert "| **no** (on node " in table and "wrote no parity outputs" in table  # as on one machine
+    assert len(list((results / "parity").glob("*-node-*.task.log"))) == 2  # each node's parity task's output
+    assert not list((results / "parity" / ".reserved").iterdir())
+
+
+def test_a_failed_parity_on_one_node_shows_in_the_table_until_that_node_passes(tmp_path):
+    """The table's Equivalent cell: per node the newest check, and of those a failure over a pass."""
+    from harness import columns, records
+    folder = tmp_path / "parity"
+    folder.mkdir()
+
+    def check(stamp, node, equivalent):
+        (folder / f"2026120{stamp}-000000-selftest-cifar.json").write_text(json.dumps({
+            "framework": "Selftest", "benchmark": "cifar", "variant": "fp32",
+            "status": "ok" if equivalent else "failed", "equivalent": equivalent, "message": "equivalent" if equivalent else f"differs on {node}",
+            "timestamp": f"2026-12-0{stamp}T00:00:00+0000", "cluster": {"host": "h", "node_id": node * 8}}))
+
+    check(1, "a", False)
+    check(2, "b", True)  # a pass on another node, later: node a's failure still shows
+    cell = columns.equivalence(records.latest_parity(tmp_path), "Selftest", "cifar")
+    assert cell.startswith("**no** (on node h, Ray node aaaaaaaa)") and "differs on a" in cell
+    check(3, "a", True)  # node a checked again and passes
+    assert columns.equivalence(records.latest_parity(tmp_path), "Selftest", "cifar") == "yes"
 
 
 def test_resume_across_the_cluster_skips_what_came_back_ok(ray_cluster, registered, tmp_path, capsys, monkeypatch):
@@ -182,6 +208,52 @@ def test_resume_across_the_cluster_skips_what_came_back_ok(ray_cluster, register
     again = _records(results)
     assert len(first) == 2 and len(again) == 2 and "resume: 1 run(s) already have an ok record" in out
     assert {r["cluster"]["accelerator"] for r in again} == {"A", "B"}
+
+
+def test_each_variant_is_a_task_of_its_own_named_as_rosetta_run_names_it_and_resumed_per_variant(
+        ray_cluster, registered, tmp_path, capsys, monkeypatch):
+    """fp32 and channels_last each a task; bf16, which the notebook does not offer, an unsupported record
+    made on the driver with no task; --resume then skips per variant."""
+    monkeypatch.setattr(cli.machine, "git_commit", lambda: cluster_node_run.COMMIT)
+    results = tmp_path / "results"
+    argv = ["run", "selftest", "--benchmark", "cifar", "--device", "cpu", "--cluster", ray_cluster.address,
+            "--variant", "fp32", "channels_last", "bf16", "--results", str(results)]
+    assert cli.main(argv) == 0  # an unsupported variant is an answer, not a failure
+    out = capsys.readouterr().out
+    assert "2 run(s), each a task" in out and "unsupported: Selftest cifar (bf16): no bfloat16 in a selftest" in out
+    names = sorted(p.name.split("-", 2)[2] for p in (results / "records").glob("*.json"))
+    assert names == ["selftest-cifar-bf16.json", "selftest-cifar-channels_last.json", "selftest-cifar.json"]
+    found = {r["variant"]: r for r in _records(results)}
+    assert {v: r["status"] for v, r in found.items()} == {"fp32": "ok", "channels_last": "ok", "bf16": "unsupported"}
+    assert found["channels_last"]["precision"]["memory_format"] == "channels_last"
+    assert found["channels_last"]["cluster"]["node_id"] in ray_cluster.types
+    assert "node_id" not in found["bf16"]["cluster"] and found["bf16"]["environment"] is None  # no node ran it
+    for path in (results / "records").glob("*-selftest-cifar-channels_last.json"):
+        path.unlink()  # the one to run again
+    assert cli.main(argv + ["--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "resume: 1 run(s) already have an ok record" in out and "1 run(s), each a task" in out
+    again = [r for r in _records(results) if r["status"] == "ok"]
+    assert sorted(r["variant"] for r in again) == ["channels_last", "fp32"]
+
+
+def test_an_environment_not_built_on_a_node_is_built_there_on_first_use_once(
+        ray_cluster, registered, tmp_path, capsys):
+    """Two runs at once, one per node (one machine here, so one environment folder): the first to get the
+    machine's build lock runs `rosetta envs selfbuild` (a fake build), the other then finds it built."""
+    for name in ("selfbuild.built", "selfbuild.builds"):
+        (ray_cluster.notebooks / name).unlink(missing_ok=True)
+    results = tmp_path / "results"
+    status = cli.main(["run", "selfbuild", "--benchmark", "cifar", "--device", "cpu", "--repeats", "2",
+                       "--cluster", ray_cluster.address, "--results", str(results)])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert [r["status"] for r in _records(results)] == ["ok", "ok"]
+    assert len((ray_cluster.notebooks / "selfbuild.builds").read_text().splitlines()) == 1
+    logs = [p.read_text() for p in sorted((results / "records").glob("*.task.log"))]
+    assert len(logs) == 2 and sum("building selfbuild (cpu flavour)" in log for log in logs) == 1
+    assert any("Selfbuild: its environment is not built: run `rosetta envs selfbuild`; building it now: rosetta "
+               "envs selfbuild" in log for log in logs)
 
 
 def _wait_for(path: Path, seconds: float) -> None:
