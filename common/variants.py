@@ -26,6 +26,7 @@ VARIANTS = {
     "fp32": "the framework's plain float32 default: the row proven equal to the reference",
     "compiled": "the training step compiled by the framework's own compiler (the mode is recorded)",
     "bf16": "mixed precision: bfloat16 compute, float32 master weights",
+    "fp16": "mixed precision: float16 compute with loss scaling, float32 master weights (GPUs without bfloat16)",
     "channels_last": "image activations and weights in NHWC memory order (float32)",
 }
 # The dtypes a variant promises: the activation inside the model, the stored weights.
@@ -33,17 +34,21 @@ PROMISED = {
     "fp32": ("float32", "float32"),
     "compiled": ("float32", "float32"),
     "bf16": ("bfloat16", "float32"),
+    "fp16": ("float16", "float32"),
     "channels_last": ("float32", "float32"),
 }
 # The relaxed step check of a variant (common.parity.compare_variant): the first step's logits and
 # loss, relative to the float64 reference on the canonical weights. bfloat16 keeps 8 bits of
 # mantissa (a relative step of 2^-8 = 0.4%); measured on the CPU, the logits land 0.2% to 0.65% of
 # their scale from the reference (docs/variants.md): they are held to 2%, the loss to 1%. The others compute in float32 and keep the fp32 row's tolerances.
+# float16 keeps 11 bits of significand (a relative step of 2^-11 = 0.05 %), eight times finer than bfloat16.
+FP16_LOGITS, FP16_LOSS = 5e-3, 2.5e-3
 TOLERANCES = {
     "fp32": {"logits": 1e-4, "loss": 1e-4},
     "compiled": {"logits": 1e-4, "loss": 1e-4},
     "channels_last": {"logits": 1e-4, "loss": 1e-4},
     "bf16": {"logits": 2e-2, "loss": 1e-2},
+    "fp16": {"logits": FP16_LOGITS, "loss": FP16_LOSS},
 }
 
 
@@ -71,17 +76,20 @@ def require(variant: str, offered, framework: str, unsupported: Optional[Dict[st
 
 
 def precision(activation: str, weights, memory_format: Optional[str] = None,
-              compiler: Optional[dict] = None, where: str = "") -> dict:
+              compiler: Optional[dict] = None, where: str = "", loss_scale: Optional[float] = None) -> dict:
     """What a record says of the precision a run observed: ``activation``, the dtype of an activation
     inside the model (``where``: which); ``weights``, the dtypes of the stored weights; the activation's
     ``memory_format`` where the framework has one; ``compiler``, what the compiler did (for ``compiled``:
-    its ``mode``, ``graphs`` compiled, ``graph_breaks``)."""
+    its ``mode``, ``graphs`` compiled, ``graph_breaks``); ``loss_scale``, the loss scale in use at the end
+    (``fp16``: None where no loss scaling ran)."""
     found = {"activation": _dtype(activation), "weights": sorted({_dtype(w) for w in weights}),
              "activation_at": where}
     if memory_format is not None:
         found["memory_format"] = memory_format
     if compiler is not None:
         found["compiler"] = compiler
+    if loss_scale is not None:
+        found["loss_scale"] = float(loss_scale)
     return found
 
 
@@ -110,6 +118,9 @@ def problems(variant: str, observed: Optional[dict]) -> List[str]:
             ", ".join(observed.get("weights") or ["nothing recorded"]), weights))
     if variant == "channels_last" and observed.get("memory_format") != "channels_last":
         found.append("its activation is in memory format {}, not channels_last".format(observed.get("memory_format")))
+    if variant == "fp16" and not (isinstance(observed.get("loss_scale"), (int, float)) and observed["loss_scale"] > 0):
+        found.append("no loss scaling ran (loss scale {}): float16 gradients under 6e-8 vanish without it".format(
+            observed.get("loss_scale")))
     if variant == "compiled":
         compiler = observed.get("compiler") or {}
         if not compiler.get("mode"):

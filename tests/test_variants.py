@@ -95,8 +95,12 @@ def test_each_broken_promise_is_named():
         "its activation is in memory format contiguous, not channels_last"]
     assert variants.problems("bf16", None) == [
         "the run recorded no observed precision (expected the dtype of an activation and of the weights)"]
-    assert variants.problems("fp16", BF16) == ["'fp16' is no known variant (expected one of fp32, compiled, bf16, "
-                                               "channels_last)"]
+    assert variants.problems("fp8", BF16) == ["'fp8' is no known variant (expected one of fp32, compiled, bf16, "
+                                              "fp16, channels_last)"]
+    fp16 = variants.precision("float16", ["float32"], where="conv2's output", loss_scale=65536.0)
+    assert variants.problems("fp16", fp16) == []
+    assert variants.problems("fp16", {**fp16, "loss_scale": None}) == [
+        "no loss scaling ran (loss scale None): float16 gradients under 6e-8 vanish without it"]
     with pytest.raises(variants.VariantUnsupported, match="PyTorch offers the variants fp32, bf16, not 'compiled'"):
         variants.require("compiled", ("fp32", "bf16"), "PyTorch")
     assert variants.precision("<dtype: 'bfloat16'>", ["float32", "torch.float32"])["weights"] == ["float32"]
@@ -127,7 +131,7 @@ def test_the_variant_option_takes_known_names_only(capsys):
     assert cli.parse(["parity", "--variant", "compiled"]).variant == "compiled"
     with pytest.raises(SystemExit):
         cli.parse(["bench", "--variant", "fp64"])
-    assert "variant must be one of fp32, compiled, bf16, channels_last, got 'fp64'" in capsys.readouterr().err
+    assert "variant must be one of fp32, compiled, bf16, fp16, channels_last, got 'fp64'" in capsys.readouterr().err
 
 
 def test_make_variants_passes_the_option():
@@ -184,16 +188,16 @@ def monkeypatch_module():
 PYTORCH = frameworks.FRAMEWORKS["pytorch"]
 # The other frameworks' variants only through their step check, which reads their observed precision too.
 RUNS = [("pytorch", "cifar", "bf16"), ("pytorch", "cifar", "channels_last"), ("pytorch", "cifar", "compiled"),
-        ("pytorch", "imdb", "bf16")]
+        ("pytorch", "imdb", "bf16"), ("pytorch", "imdb", "fp16")]
 CHECKS = [("pytorch", "cifar", "bf16"), ("pytorch", "cifar", "compiled"), ("pytorch", "imdb", "bf16"),
-          ("jax", "cifar", "bf16"), ("tensorflow", "cifar", "compiled")]
+          ("pytorch", "cifar", "fp16"), ("jax", "cifar", "bf16"), ("tensorflow", "cifar", "compiled")]
 # Mutants: (benchmark, variant, text in the notebook, its replacement, what the check says, how it is run:
 # its relaxed step check, or a run; a notebook whose weights are bfloat16 cannot hand them to NumPy for the
 # step check, so that one is run).
 MUTANTS = {
     # autocast turned off: the step computes in float32 under the name bf16
-    "bf16-computes-in-float32": ("cifar", "bf16", "torch.autocast(torch_device.type, dtype=torch.bfloat16)",
-                                 "torch.autocast(torch_device.type, dtype=torch.bfloat16, enabled=False)",
+    "bf16-computes-in-float32": ("cifar", "bf16", "torch.autocast(torch_device.type, dtype=half)",
+                                 "torch.autocast(torch_device.type, dtype=half, enabled=False)",
                                  "its activation at conv2's output computed in float32, not bfloat16", "check"),
     # the weights themselves in bfloat16 (and the input made bfloat16 to match): no float32 master copy
     "bf16-stores-bfloat16-weights": ("cifar", "bf16", "model.apply(glorot_uniform_zero_bias)\n",
@@ -203,6 +207,9 @@ MUTANTS = {
     # Dynamo does not trace nn.GRU unless told to: the compiled model runs eagerly
     "compiled-falls-back-to-eager": ("imdb", "compiled", "    torch._dynamo.config.allow_rnn = True\n", "    pass\n",
                                      "no graph was compiled (0 graphs): the model ran eagerly", "run"),
+    # float16 without its loss scaling: small gradients would vanish; the record says no scaling ran
+    "fp16-without-loss-scaling": ("cifar", "fp16", 'enabled=variant == "fp16")', "enabled=False)",
+                                  "no loss scaling ran (loss scale None)", "check"),
 }
 
 
@@ -262,8 +269,10 @@ def test_the_variants_run_as_they_promise(variant_runs, framework, benchmark, va
     assert result["status"] == "ok", result["error"]
     assert result["variant"] == variant and result["framework"] == frameworks.FRAMEWORKS[framework].label
     observed = result["precision"]
-    assert observed["activation"] == ("bfloat16" if variant == "bf16" else "float32")
+    assert observed["activation"] == variants.PROMISED[variant][0]
     assert observed["weights"] == ["float32"]
+    if variant == "fp16":
+        assert observed["loss_scale"] > 0
     if variant == "compiled":
         assert observed["compiler"]["mode"] == "default" and observed["compiler"]["graphs"] >= 1
         assert observed["compiler"]["graph_breaks"] == 0
@@ -280,11 +289,11 @@ def test_the_variants_pass_their_step_check(variant_runs, framework, benchmark, 
     logits = next(c for c in result["checks"] if c["output"] == "logits")
     assert 0 < logits["max_abs_difference"] <= logits["bound"]
     observed = result["precision"]
-    assert observed["activation"] == ("bfloat16" if variant == "bf16" else "float32") and observed["weights"] == ["float32"]
+    assert observed["activation"] == variants.PROMISED[variant][0] and observed["weights"] == ["float32"]
     if variant == "compiled":
         assert observed["compiler"]["graphs"] >= 1, observed
-    if variant == "bf16":  # bfloat16 really computed: further from the reference than float32 gets
-        assert logits["max_abs_difference"] > 1e-4 * logits["bound"] / variants.TOLERANCES["bf16"]["logits"]
+    if variant in ("bf16", "fp16"):  # half precision really computed: further from the reference than float32 gets
+        assert logits["max_abs_difference"] > 1e-4 * logits["bound"] / variants.TOLERANCES[variant]["logits"]
 
 
 @pytest.mark.kernel
@@ -300,8 +309,8 @@ def test_a_variant_that_breaks_its_promise_fails_its_check(variant_runs, name):
 
 
 # What each notebook offers today, by its variants.require call (docs/variants.md's table).
-OFFERED = {("pytorch", "cifar"): {"fp32", "compiled", "bf16", "channels_last"},
-           ("pytorch", "imdb"): {"fp32", "compiled", "bf16"}, ("jax", "cifar"): {"fp32", "bf16"},
+OFFERED = {("pytorch", "cifar"): {"fp32", "compiled", "bf16", "fp16", "channels_last"},
+           ("pytorch", "imdb"): {"fp32", "compiled", "bf16", "fp16"}, ("jax", "cifar"): {"fp32", "bf16"},
            ("tensorflow", "cifar"): {"fp32", "compiled"}}
 
 
