@@ -53,6 +53,21 @@ def test_a_variant_the_framework_does_not_offer_is_recorded_unsupported_and_noth
     assert framework.variant_unsupported("compiled", "cifar") is None
 
 
+def test_a_variant_the_notebook_finds_it_cannot_run_here_is_recorded_unsupported(tmp_path, selftest_kernel):
+    """Where it depends on the machine (Keras' jit_compile on a GPU), the notebook raises VariantUnsupported
+    as it runs: recorded unsupported with its reason, for a run and for a step check alike."""
+    framework = _framework(tmp_path, "raise variants.VariantUnsupported('no XLA form for gru')\n",
+                           offered=("compiled",))
+    notebook = nbformat.read(framework.notebooks["cifar"], as_version=4)
+    notebook.cells[1].metadata["tags"] = ["step:parity"]  # a step the parity run keeps
+    nbformat.write(notebook, framework.notebooks["cifar"])
+    result = runner.execute(framework, "cifar", runner.RunSettings(variant="compiled"), tmp_path / "results")
+    assert result["status"] == "unsupported" and result["error"] == "no XLA form for gru"
+    checked = parity.check(framework, "cifar", tmp_path, variant="compiled")
+    assert checked["status"] == "unsupported" and checked["equivalent"] is None
+    assert checked["message"] == "no XLA form for gru"
+
+
 def test_a_notebook_that_ignores_the_variant_fails_instead_of_running_fp32_under_its_name(tmp_path,
                                                                                          selftest_kernel):
     framework = _framework(tmp_path, selftest.WRITE_OK, offered=("bf16",))  # records fp32
