@@ -85,6 +85,8 @@ def check(framework: Framework, benchmark: str, results: Path, device: str = "cp
                 result.update(status="failed", equivalent=False,
                               message="the notebook wrote no parity outputs (is its parity cell guarded "
                                       "by `if parity_inputs:` and does it call parity.write_outputs?)")
+            elif outcome.status == "unsupported":  # the notebook found it cannot run the variant here
+                result.update(status="unsupported", equivalent=None, message=outcome.message)
             else:
                 result.update(status=outcome.status, equivalent=False,
                               message=f"not equivalent: the parity run {outcome.status}: {outcome.message}")

@@ -440,7 +440,7 @@ def docker_data(benchmark: str, parameters: dict) -> tuple[dict, Path]:
 
 @dataclass
 class Outcome:
-    """How one papermill execution ended: ok, failed, diverged or timeout, with the error."""
+    """How one papermill execution ended: ok, failed, diverged, unsupported (a variant) or timeout, with the error."""
 
     status: str
     message: str | None
@@ -532,6 +532,8 @@ def papermill(notebook: Path, executed: Path, kernel: str, timeout: float, prefi
     error = notebook_error(executed) if executed.is_file() else None
     if error and error[0] == "TrainingDiverged":
         return Outcome("diverged", error[1], returncode, seconds)
+    if error and error[0] == "VariantUnsupported":  # a variant the notebook finds it cannot run on this machine
+        return Outcome("unsupported", error[1], returncode, seconds)
     if error:
         return Outcome("failed", f"{error[0]}: {error[1]}", returncode, seconds)
     output = "".join(tail)

@@ -53,6 +53,21 @@ def test_a_variant_the_framework_does_not_offer_is_recorded_unsupported_and_noth
     assert framework.variant_unsupported("compiled", "cifar") is None
 
 
+def test_a_variant_the_notebook_finds_it_cannot_run_here_is_recorded_unsupported(tmp_path, selftest_kernel):
+    """Where it depends on the machine (Keras' jit_compile on a GPU), the notebook raises VariantUnsupported
+    as it runs: recorded unsupported with its reason, for a run and for a step check alike."""
+    framework = _framework(tmp_path, "raise variants.VariantUnsupported('no XLA form for gru')\n",
+                           offered=("compiled",))
+    notebook = nbformat.read(framework.notebooks["cifar"], as_version=4)
+    notebook.cells[1].metadata["tags"] = ["step:parity"]  # a step the parity run keeps
+    nbformat.write(notebook, framework.notebooks["cifar"])
+    result = runner.execute(framework, "cifar", runner.RunSettings(variant="compiled"), tmp_path / "results")
+    assert result["status"] == "unsupported" and result["error"] == "no XLA form for gru"
+    checked = parity.check(framework, "cifar", tmp_path, variant="compiled")
+    assert checked["status"] == "unsupported" and checked["equivalent"] is None
+    assert checked["message"] == "no XLA form for gru"
+
+
 def test_a_notebook_that_ignores_the_variant_fails_instead_of_running_fp32_under_its_name(tmp_path,
                                                                                          selftest_kernel):
     framework = _framework(tmp_path, selftest.WRITE_OK, offered=("bf16",))  # records fp32
@@ -191,9 +206,16 @@ RUNS = [("pytorch", "cifar", "bf16"), ("pytorch", "cifar", "channels_last"), ("p
         ("pytorch", "imdb", "bf16"), ("pytorch", "imdb", "fp16")]
 CHECKS = [("pytorch", "cifar", "bf16"), ("pytorch", "cifar", "compiled"), ("pytorch", "imdb", "bf16"),
           ("pytorch", "cifar", "fp16"), ("jax", "cifar", "bf16"), ("tensorflow", "cifar", "compiled")]
+# Keras 3: each of its variants through its step check (which reads the observed precision too); a run of
+# the compiled CNN and of bf16 on each backend, the two benchmarks shared between them.
+RUNS += [("keras-tensorflow", "cifar", "compiled"), ("keras-tensorflow", "imdb", "bf16"),
+         ("keras-torch", "cifar", "bf16"), ("keras-jax", "imdb", "bf16")]
+CHECKS += [("keras-tensorflow", "cifar", "compiled"), ("keras-tensorflow", "imdb", "compiled")]
+CHECKS += [(f"keras-{backend}", benchmark, "bf16") for backend in ("tensorflow", "torch", "jax")
+           for benchmark in ("cifar", "imdb")]
 # Mutants: (benchmark, variant, text in the notebook, its replacement, what the check says, how it is run:
 # its relaxed step check, or a run; a notebook whose weights are bfloat16 cannot hand them to NumPy for the
-# step check, so that one is run).
+# step check, so that one is run), and the framework whose notebook it changes where not PyTorch's.
 MUTANTS = {
     # autocast turned off: the step computes in float32 under the name bf16
     "bf16-computes-in-float32": ("cifar", "bf16", "torch.autocast(torch_device.type, dtype=half)",
@@ -210,23 +232,33 @@ MUTANTS = {
     # float16 without its loss scaling: small gradients would vanish; the record says no scaling ran
     "fp16-without-loss-scaling": ("cifar", "fp16", 'enabled=variant == "fp16")', "enabled=False)",
                                   "no loss scaling ran (loss scale None)", "check"),
+    # Keras: the policy left at float32, the model built and trained in float32 under the name bf16
+    "keras-bf16-policy-left-at-float32": ("cifar", "bf16", '"mixed_bfloat16" if variant == "bf16" else "float32"',
+                                          '"float32"', "its activation at conv2's output computed in float32, "
+                                          "not bfloat16", "check", "keras-torch"),
+    # Keras: jit_compile turned off again after the notebook's guard, the step a plain tf.function (no XLA)
+    "keras-compiled-without-xla": ("cifar", "compiled", "model.make_train_function()  #",
+                                   "model.jit_compile = False\nmodel.make_train_function()  #",
+                                   "no graph was compiled (0 graphs): the model ran eagerly", "check",
+                                   "keras-tensorflow"),
 }
 
 
 def mutant(tmp_path, name):
-    benchmark, _, old, new, _, _ = MUTANTS[name]
-    notebook = nbformat.read(PYTORCH.notebook(benchmark), as_version=4)
+    benchmark, _, old, new, _, _, *framework = MUTANTS[name]
+    framework = frameworks.FRAMEWORKS[framework[0]] if framework else PYTORCH
+    notebook = nbformat.read(framework.notebook(benchmark), as_version=4)
     assert sum(cell.source.count(old) for cell in notebook.cells) == 1, f"{old!r} is not in the notebook once"
     for cell in notebook.cells:
         cell.source = cell.source.replace(old, new)
     path = tmp_path / f"{name}.ipynb"
     nbformat.write(notebook, path)
-    return dataclasses.replace(PYTORCH, notebooks={benchmark: str(path)})  # it offers what the notebook says
+    return dataclasses.replace(framework, notebooks={benchmark: str(path)})  # it offers what the notebook says
 
 
 @pytest.fixture(scope="module")
 def variant_runs(tmp_path_factory, tiny_cifar, tiny_imdb, monkeypatch_module):
-    """The variant runs (RUNS), relaxed step checks (CHECKS) and the PyTorch mutants' runs or checks (MUTANTS),
+    """The variant runs (RUNS), relaxed step checks (CHECKS) and the mutants' runs or checks (MUTANTS),
     once, spread over the cores: {("run", framework, benchmark, variant): record, ("check", ...): parity record,
     ("mutant", name): the mutant's record or parity record}."""
     import concurrent.futures
@@ -255,7 +287,7 @@ def variant_runs(tmp_path_factory, tiny_cifar, tiny_imdb, monkeypatch_module):
     jobs = {("run", f, b, v): run(frameworks.FRAMEWORKS[f], b, v) for f, b, v in RUNS}
     jobs.update({("check", f, b, v): check(frameworks.FRAMEWORKS[f], b, v) for f, b, v in CHECKS})
     jobs.update({("mutant", name): (check if how == "check" else run)(mutant(folder, name), b, v)
-                 for name, (b, v, _, _, _, how) in MUTANTS.items()})
+                 for name, (b, v, _, _, _, how, *_) in MUTANTS.items()})
     with pinned_pool(worker_count(len(jobs))) as pool:
         futures = {key: pool.submit(*job) for key, job in jobs.items()}
         concurrent.futures.wait(futures.values())
@@ -273,7 +305,12 @@ def test_the_variants_run_as_they_promise(variant_runs, framework, benchmark, va
     assert observed["weights"] == ["float32"]
     if variant == "fp16":
         assert observed["loss_scale"] > 0
-    if variant == "compiled":
+    if framework.startswith("keras-"):  # what Keras' "auto" chose, the fp32 row's step: on the CPU, XLA on JAX alone
+        assert observed["compiler"]["auto"] is (framework == "keras-jax"), observed
+    if variant == "compiled" and framework.startswith("keras-"):  # XLA on the whole step, where "auto" left it off
+        assert observed["compiler"]["mode"] == "jit_compile=True" and observed["compiler"]["graphs"] >= 1
+        assert observed["compiler"]["eager"] is False
+    elif variant == "compiled":
         assert observed["compiler"]["mode"] == "default" and observed["compiler"]["graphs"] >= 1
         assert observed["compiler"]["graph_breaks"] == 0
     if variant == "channels_last":
@@ -311,7 +348,9 @@ def test_a_variant_that_breaks_its_promise_fails_its_check(variant_runs, name):
 # What each notebook offers today, by its variants.require call (docs/variants.md's table).
 OFFERED = {("pytorch", "cifar"): {"fp32", "compiled", "bf16", "fp16", "channels_last"},
            ("pytorch", "imdb"): {"fp32", "compiled", "bf16", "fp16"}, ("jax", "cifar"): {"fp32", "bf16"},
-           ("tensorflow", "cifar"): {"fp32", "compiled"}}
+           ("tensorflow", "cifar"): {"fp32", "compiled"},
+           **{("keras-tensorflow", b): {"fp32", "compiled", "bf16"} for b in ("cifar", "imdb")},
+           **{(f"keras-{backend}", b): {"fp32", "bf16"} for backend in ("torch", "jax") for b in ("cifar", "imdb")}}
 
 
 def test_each_notebook_takes_the_variant_parameter_and_says_which_variants_it_offers():
@@ -328,6 +367,10 @@ def test_each_notebook_takes_the_variant_parameter_and_says_which_variants_it_of
     assert reason == "channels_last is a memory order of 4-D image tensors; the GRU has none to reorder"
     assert frameworks.FRAMEWORKS["jax"].variant_unsupported("compiled", "cifar").startswith(
         "JAX's step is already compiled (jax.jit)")
+    for benchmark in ("cifar", "imdb"):
+        assert frameworks.FRAMEWORKS["keras-jax"].variant_unsupported("compiled", benchmark).startswith(
+            "Keras' jit_compile is already True on JAX")
+        assert "18 graph breaks" in frameworks.FRAMEWORKS["keras-torch"].variant_unsupported("compiled", benchmark)
 
 
 def _write(results, name, **fields):
