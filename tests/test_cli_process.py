@@ -153,7 +153,10 @@ def test_ctrl_c_with_the_output_piped_to_a_reader_that_dies_still_records_and_wr
     meets a broken pipe. The record, the table and exit status 130 must not depend on them."""
     results = tmp_path / "results"
     run = start_run(tmp_path, monkeypatch, SLEEPER, "--results", str(results), driver=driver)
-    tee = subprocess.Popen(["tee", str(tmp_path / "log")], stdin=run.stdout, stdout=subprocess.DEVNULL)
+    # Ctrl-C's default action for tee, even where this suite was started with SIGINT ignored (a
+    # background job of a shell without job control, `make test &`): tee would inherit that
+    tee = subprocess.Popen(["tee", str(tmp_path / "log")], stdin=run.stdout, stdout=subprocess.DEVNULL,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     run.stdout.close()  # tee is the pipe's only reader
     pids = []
     try:
