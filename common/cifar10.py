@@ -131,11 +131,8 @@ def _files(path: Path) -> List[Path]:
 def _cifar_arrays(source, cache) -> Tuple[Dict[str, np.ndarray], dict]:
     path, provenance, checksum = _cifar_source(source, cache)
     local = provenance["source"] == "local copy"
-    about = {"source": provenance["path"]}
-    if local:  # what local_sha256 finds again next time instead of reading the copy
-        about["files"] = data.file_stamps(_files(path))
     arrays = data.cached_arrays("cifar10", checksum, {}, CIFAR_ARRAYS, lambda: _decode_cifar(path, local), cache,
-                                about=about)
+                                about={"source": provenance["path"]}, copy=_files(path) if local else None)
     return arrays, provenance
 
 

@@ -335,24 +335,23 @@ def _prune(folder: Path, name: str, manifest: dict) -> None:
 
 
 def cached_arrays(dataset: str, checksum: str, extra: dict, names: List[str], build, cache=None,
-                  about: Optional[dict] = None) -> Dict[str, np.ndarray]:
+                  about: Optional[dict] = None, copy: Optional[List[Path]] = None) -> Dict[str, np.ndarray]:
     """The arrays ``names`` of ``dataset`` decoded from the source whose checksum is ``checksum``:
     memory-mapped from the cache where a valid entry is there, else ``build()`` (a dict of them),
-    written to the cache for the next load."""
+    written to the cache for the next load. ``copy``: the files of the local copy it was decoded from,
+    whose ``file_stamps`` the entry remembers for ``local_sha256``."""
     folder = arrays_folder(cache)
     if folder is None:
         return build()
     name = _entry_name(dataset, checksum, extra)
-    about = dict(about or {})
-    copy = about.pop("files", None)  # the local copy's file_stamps, remembered under "copies"
+    stamps = file_stamps(copy) if copy is not None else None  # a local copy's, remembered under "copies"
     arrays = _read_entry(folder, name, names)
     if arrays is not None:
-        if copy is not None:
-            _remember_copy(folder / (name + ".json"), copy)
+        if stamps is not None:
+            _remember_copy(folder / (name + ".json"), stamps)
         return arrays
     arrays = build()
-    if copy is not None:
-        about["copies"] = [copy]
+    about = dict(about or {}, **({"copies": [stamps]} if stamps is not None else {}))
     _write_entry(folder, name, arrays, dict(about, dataset=dataset, checksum=checksum, extra=extra))
     return arrays
 
@@ -387,9 +386,10 @@ def file_stamps(files: List[Path]) -> Optional[list]:
     """Each file's resolved path, size and modification time (nanoseconds): what an entry of the array
     cache made from a local copy remembers of it (None where a file cannot be read)."""
     try:
-        return [[str(Path(f).resolve()), os.stat(str(f)).st_size, os.stat(str(f)).st_mtime_ns] for f in files]
+        stats = [(str(Path(f).resolve()), os.stat(str(f))) for f in files]
     except OSError:
         return None
+    return [[name, stat.st_size, stat.st_mtime_ns] for name, stat in stats]
 
 
 def local_sha256(dataset: str, files: List[Path], cache=None) -> str:

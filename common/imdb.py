@@ -126,11 +126,9 @@ def imdb_for_library(vocab: int = params.IMDB_VOCAB, seq_len: int = params.IMDB_
         return {"x_train": number_reviews(x_train, vocab, seq_len), "y_train": np.asarray(y_train, dtype=np.int64),
                 "x_test": number_reviews(x_test, vocab, seq_len), "y_test": np.asarray(y_test, dtype=np.int64)}
 
-    about = {"source": provenance["path"]}
-    if provenance["source"] == "local copy":  # what local_sha256 finds again next time instead of reading the copy
-        about["files"] = data.file_stamps([path])
     arrays = data.cached_arrays("imdb", checksum, {"vocab": int(vocab), "seq_len": int(seq_len)}, IMDB_ARRAYS, build,
-                                cache, about=about)
+                                cache, about={"source": provenance["path"]},
+                                copy=[path] if provenance["source"] == "local copy" else None)
     return arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], provenance
 
 
