@@ -140,6 +140,26 @@ def test_rosetta_run_runs_each_variant_asked_for(tmp_path, selftest_kernel, monk
     assert "| Fake (bf16) |" in readme
 
 
+def test_only_the_fp32_row_exports_whatever_order_the_variants_are_asked_in(tmp_path, monkeypatch, capsys):
+    """A bf16 model exported to ONNX does not load in ONNX Runtime's CPU build (bfloat16 inputs to Conv):
+    the export, and so the ONNX check, is the fp32 row's alone."""
+    asked = []
+    monkeypatch.setattr(cli, "load_data", lambda args, benchmarks: ({}, {}))
+    monkeypatch.setattr(runner, "run_all", lambda frameworks, benchmarks, settings, results, **kw:
+                        asked.append((settings.variant, settings.seed, settings.export)) or [])
+    monkeypatch.setattr(cli.report, "render", lambda results: results / "README.md")
+    assert cli.main(["run", "pytorch", "--benchmark", "cifar", "--device", "cpu", "--results", str(tmp_path),
+                     "--repeats", "2", "--variant", "bf16", "fp32"]) == 0
+    assert asked == [("bf16", 42, False), ("fp32", 42, True), ("bf16", 43, False), ("fp32", 43, False)]
+    assert "no ONNX export" not in capsys.readouterr().out
+    asked.clear()
+    assert cli.main(["run", "pytorch", "--benchmark", "cifar", "--device", "cpu", "--results", str(tmp_path),
+                     "--variant", "bf16", "compiled"]) == 0
+    assert asked == [("bf16", 42, False), ("compiled", 42, False)]
+    assert ("note: no ONNX export: only the fp32 row is exported (ONNX Runtime cannot load every variant's model, "
+            "e.g. bfloat16 convolutions), and --variant asks for bf16, compiled alone") in capsys.readouterr().out
+
+
 def test_the_variant_option_takes_known_names_only(capsys):
     assert cli.parse(["run", "--variant", "fp32", "bf16"]).variant == ["fp32", "bf16"]
     assert cli.parse(["run"]).variant == ["fp32"] and cli.parse(["parity"]).variant == "fp32"
