@@ -233,6 +233,9 @@ RUNS += [("keras-tensorflow", "cifar", "compiled"), ("keras-tensorflow", "imdb",
 CHECKS += [("keras-tensorflow", "cifar", "compiled"), ("keras-tensorflow", "imdb", "compiled")]
 CHECKS += [(f"keras-{backend}", benchmark, "bf16") for backend in ("tensorflow", "torch", "jax")
            for benchmark in ("cifar", "imdb")]
+# TensorFlow (tf.function + GradientTape): the compiled GRU and bf16 on both, each run once and step-checked.
+RUNS += [("tensorflow", "imdb", "compiled"), ("tensorflow", "imdb", "bf16"), ("tensorflow", "cifar", "bf16")]
+CHECKS += [("tensorflow", "imdb", "compiled"), ("tensorflow", "cifar", "bf16"), ("tensorflow", "imdb", "bf16")]
 # Mutants: (benchmark, variant, text in the notebook, its replacement, what the check says, how it is run:
 # its relaxed step check, or a run; a notebook whose weights are bfloat16 cannot hand them to NumPy for the
 # step check, so that one is run), and the framework whose notebook it changes where not PyTorch's.
@@ -261,6 +264,10 @@ MUTANTS = {
                                    "model.jit_compile = False\nmodel.make_train_function()  #",
                                    "no graph was compiled (0 graphs): the model ran eagerly", "check",
                                    "keras-tensorflow"),
+    # TensorFlow: the model built under the float32 policy, the GRU trained in float32 under the name bf16
+    "tensorflow-bf16-computes-in-float32": ("imdb", "bf16", '"mixed_bfloat16" if variant == "bf16" else "float32"',
+                                            '"float32"', "its activation at the GRU's output computed in float32, "
+                                            "not bfloat16", "check", "tensorflow"),
 }
 
 
@@ -276,17 +283,42 @@ def mutant(tmp_path, name):
     return dataclasses.replace(framework, notebooks={benchmark: str(path)})  # it offers what the notebook says
 
 
+# The tests that read variant_runs, and the kind of job each of their cases asks for.
+JOB_KINDS = {"test_the_variants_run_as_they_promise": "run", "test_the_variants_pass_their_step_check": "check",
+             "test_a_variant_that_breaks_its_promise_fails_its_check": "mutant"}
+
+
+def collected_jobs(items) -> set:
+    """The keys of variant_runs that the collected tests of this module read (``-k tensorflow`` runs the
+    TensorFlow jobs alone)."""
+    found = set()
+    for item in items:
+        kind = JOB_KINDS.get(getattr(item, "originalname", None))
+        if kind is None or getattr(item, "module", None) is None or item.module.__name__ != __name__:
+            continue
+        case = item.callspec.params
+        found.add((kind, case["name"]) if kind == "mutant" else (kind, case["framework"], case["benchmark"],
+                                                                 case["variant"]))
+    return found
+
+
+def job_framework(key) -> str:
+    """The framework whose kernel a key of variant_runs runs in."""
+    return key[1] if key[0] != "mutant" else (MUTANTS[key[1]][6:] or ["pytorch"])[0]
+
+
 @pytest.fixture(scope="module")
-def variant_runs(tmp_path_factory, tiny_cifar, tiny_imdb, monkeypatch_module):
-    """The variant runs (RUNS), relaxed step checks (CHECKS) and the mutants' runs or checks (MUTANTS),
-    once, spread over the cores: {("run", framework, benchmark, variant): record, ("check", ...): parity record,
-    ("mutant", name): the mutant's record or parity record}."""
+def variant_runs(request, tmp_path_factory, tiny_cifar, tiny_imdb, monkeypatch_module):
+    """The variant runs (RUNS), relaxed step checks (CHECKS) and the mutants' runs or checks (MUTANTS) that
+    the collected tests read, once, spread over the cores: {("run", framework, benchmark, variant): record,
+    ("check", ...): parity record, ("mutant", name): the mutant's record or parity record}."""
     import concurrent.futures
 
     from common import data
     from shortruns import pinned_pool, worker_count
 
-    for name in ("pytorch", "jax", "tensorflow"):
+    wanted = collected_jobs(request.session.items)
+    for name in sorted({job_framework(key) for key in wanted}):
         if kernels.unavailable_reason(frameworks.FRAMEWORKS[name]):
             pytest.skip(f"{name}'s kernel: {kernels.unavailable_reason(frameworks.FRAMEWORKS[name])}")
     folder = tmp_path_factory.mktemp("variants")
@@ -307,7 +339,8 @@ def variant_runs(tmp_path_factory, tiny_cifar, tiny_imdb, monkeypatch_module):
     jobs = {("run", f, b, v): run(frameworks.FRAMEWORKS[f], b, v) for f, b, v in RUNS}
     jobs.update({("check", f, b, v): check(frameworks.FRAMEWORKS[f], b, v) for f, b, v in CHECKS})
     jobs.update({("mutant", name): (check if how == "check" else run)(mutant(folder, name), b, v)
-                 for name, (b, v, _, _, _, how, *_) in MUTANTS.items()})
+                 for name, (b, v, _, _, _, how, *_) in MUTANTS.items() if ("mutant", name) in wanted})
+    jobs = {key: job for key, job in jobs.items() if key in wanted}
     with pinned_pool(worker_count(len(jobs))) as pool:
         futures = {key: pool.submit(*job) for key, job in jobs.items()}
         concurrent.futures.wait(futures.values())
@@ -327,7 +360,7 @@ def test_the_variants_run_as_they_promise(variant_runs, framework, benchmark, va
         assert observed["loss_scale"] > 0
     if framework.startswith("keras-"):  # what Keras' "auto" chose, the fp32 row's step: on the CPU, XLA on JAX alone
         assert observed["compiler"]["auto"] is (framework == "keras-jax"), observed
-    if variant == "compiled" and framework.startswith("keras-"):  # XLA on the whole step, where "auto" left it off
+    if variant == "compiled" and "tensorflow" in framework:  # XLA on the whole step (Keras: where "auto" left it off)
         assert observed["compiler"]["mode"] == "jit_compile=True" and observed["compiler"]["graphs"] >= 1
         assert observed["compiler"]["eager"] is False
     elif variant == "compiled":
@@ -368,7 +401,7 @@ def test_a_variant_that_breaks_its_promise_fails_its_check(variant_runs, name):
 # What each notebook offers today, by its variants.require call (docs/variants.md's table).
 OFFERED = {("pytorch", "cifar"): {"fp32", "compiled", "bf16", "fp16", "channels_last"},
            ("pytorch", "imdb"): {"fp32", "compiled", "bf16", "fp16"}, ("jax", "cifar"): {"fp32", "bf16"},
-           ("tensorflow", "cifar"): {"fp32", "compiled"},
+           **{("tensorflow", b): {"fp32", "compiled", "bf16"} for b in ("cifar", "imdb")},
            **{("keras-tensorflow", b): {"fp32", "compiled", "bf16"} for b in ("cifar", "imdb")},
            **{(f"keras-{backend}", b): {"fp32", "bf16"} for backend in ("torch", "jax") for b in ("cifar", "imdb")}}
 
