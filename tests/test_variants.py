@@ -441,6 +441,64 @@ def test_each_notebook_takes_the_variant_parameter_and_says_which_variants_it_of
         assert "18 graph breaks" in frameworks.FRAMEWORKS["keras-torch"].variant_unsupported("compiled", benchmark)
 
 
+# The notebooks that still answer some variants they do not offer with the generic "offers fp32, ..., not X"
+# (no reason of their own yet): (framework, benchmark) -> those variants. Every other notebook gives its own.
+GENERIC_STILL = {("tensorflow", "cifar"): {"bf16", "fp16", "channels_last"},
+                 ("tensorflow", "imdb"): {"compiled", "bf16", "fp16", "channels_last"},
+                 **{(f"keras-{backend}", b): {"fp16", "channels_last"} for backend in ("tensorflow", "torch", "jax")
+                    for b in ("cifar", "imdb")}}
+
+
+def _require_statements(path):
+    """Each ``variants.require(...)`` statement of a notebook, compiled as it stands in its cell."""
+    import ast
+
+    found = []
+    for cell in nbformat.read(path, as_version=4).cells:
+        if cell.cell_type == "code" and "variants.require(" in cell.source:
+            for node in ast.parse(cell.source).body:
+                if isinstance(node, ast.Expr) and "variants.require(" in ast.unparse(node):
+                    found.append(compile(ast.Module(body=[node], type_ignores=[]), str(path), "exec"))
+    return found
+
+
+def test_each_notebook_gives_a_reason_of_its_own_for_every_variant_it_does_not_offer():
+    """The harness reads each notebook's require call (offered_variants); run as the notebook runs it, the call
+    raises that same reason for each variant not offered, and lets fp32 and the offered ones through."""
+    for framework in frameworks.FRAMEWORKS.values():
+        for benchmark in framework.notebooks:
+            path = framework.notebook(benchmark)
+            offered, reasons = frameworks.offered_variants(path)
+            generic = {v for v in variants.VARIANTS if v not in offered and not reasons.get(v)}
+            assert generic == GENERIC_STILL.get((framework.name, benchmark), set()), (path, generic)
+            assert "fp32" in offered and set(reasons) <= set(variants.VARIANTS) - set(offered), path
+            statements = _require_statements(path)
+            assert len(statements) == (0 if (framework.name, benchmark) == ("tensorflow", "imdb") else 1), path
+            for variant in variants.VARIANTS:
+                for statement in statements:
+                    if variant in offered:
+                        exec(statement, {"variants": variants, "variant": variant})
+                        continue
+                    with pytest.raises(variants.VariantUnsupported) as raised:
+                        exec(statement, {"variants": variants, "variant": variant})
+                    if variant in reasons:  # what the notebook raises is what the harness records, unrun
+                        assert str(raised.value) == reasons[variant] == framework.variant_unsupported(
+                            variant, benchmark), (path, variant)
+            for variant, reason in reasons.items():  # a reason of its own: no stand-in, none the generic answer
+                assert len(reason) > 40 and " offers the variants " not in reason and "offers fp32" not in reason, \
+                    (path, variant, reason)
+
+
+def test_the_variants_module_stays_python_3_6():
+    """CNTK's kernel (Python 3.6) imports common/variants.py: no syntax newer than 3.6's."""
+    import ast
+
+    source = (REPOSITORY / "common" / "variants.py").read_text()
+    ast.parse(source, feature_version=(3, 6))
+    with pytest.raises(SyntaxError):  # the check does refuse newer syntax
+        ast.parse("if (x := 1):\n    pass\n", feature_version=(3, 6))
+
+
 def _write(results, name, **fields):
     found = dict(framework="PyTorch", api="nn.Module", benchmark="cifar", epochs=3, batch_size=64,
                  train_samples=50_000, test_samples=10_000, seed=42, accuracy=0.7,
