@@ -267,7 +267,8 @@ def mutant(tmp_path, name):
     return dataclasses.replace(framework, notebooks={benchmark: str(path)})  # it offers what the notebook says
 
 
-def _variant_jobs(tmp_path_factory, tiny_cifar, tiny_imdb, monkeypatch, kernels_needed, runs, checks, mutants):
+def _variant_jobs(tmp_path_factory, tiny_cifar, tiny_imdb, monkeypatch_module, kernels_needed, runs, checks,
+                  mutants):
     """``runs``, ``checks`` (relaxed step checks) and ``mutants``' runs or checks, once, spread over the cores:
     {("run", framework, benchmark, variant): record, ("check", ...): parity record, ("mutant", name): the mutant's
     record or parity record}; skipped where a kernel of ``kernels_needed`` is not here."""
@@ -280,7 +281,6 @@ def _variant_jobs(tmp_path_factory, tiny_cifar, tiny_imdb, monkeypatch, kernels_
         if kernels.unavailable_reason(frameworks.FRAMEWORKS[name]):
             pytest.skip(f"{name}'s kernel: {kernels.unavailable_reason(frameworks.FRAMEWORKS[name])}")
     folder = tmp_path_factory.mktemp("variants")
-    monkeypatch_module = monkeypatch
     # torch.compile's cache and precompiled headers (TMPDIR/torchinductor_USER) in the test's own folder, not /tmp
     monkeypatch_module.setenv("TORCHINDUCTOR_CACHE_DIR", str(folder / "inductor"))
     monkeypatch_module.setenv("TMPDIR", str(folder))
