@@ -129,6 +129,11 @@ def problems(variant: str, observed: Optional[dict]) -> List[str]:
             found.append("no graph was compiled ({} graphs): the model ran eagerly".format(compiler.get("graphs")))
         if compiler.get("eager"):
             found.append("the framework was told to run its functions eagerly")
+        if compiler.get("hybridized") is False:  # Gluon: a block not hybridized runs imperatively, op by op
+            found.append("the block is not hybridized: it ran imperatively, op by op")
+        for flag in ("static_alloc", "static_shape"):  # Gluon: compiled is the cached graph made static
+            if compiler.get(flag) is False:
+                found.append("it was hybridized without {}=True".format(flag))
         if compiler.get("graph_breaks"):
             found.append("the compiler broke the model into pieces run eagerly between ({} graph breaks: {})".format(
                 compiler["graph_breaks"], "; ".join(compiler.get("break_reasons") or [])[:300]))

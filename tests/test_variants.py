@@ -106,6 +106,17 @@ def test_each_broken_promise_is_named():
         "the compiler broke the model into pieces run eagerly between (1 graph breaks: x)"]
     eager = {**COMPILED, "compiler": {"mode": "jit_compile=True", "graphs": 1, "eager": True}}
     assert variants.problems("compiled", eager) == ["the framework was told to run its functions eagerly"]
+    gluon = {"mode": "hybridize(static_alloc=True, static_shape=True)", "hybridized": True, "static_alloc": True,
+             "static_shape": True, "graphs": 1, "operators": 17}
+    assert variants.problems("compiled", {**COMPILED, "compiler": gluon}) == []
+    plain = {**gluon, "mode": "hybridize()", "static_alloc": False, "static_shape": False}  # the fp32 row's graph
+    assert variants.problems("compiled", {**COMPILED, "compiler": plain}) == [
+        "it was hybridized without static_alloc=True", "it was hybridized without static_shape=True"]
+    imperative = {**gluon, "hybridized": False, "graphs": 0, "operators": 0}
+    assert variants.problems("compiled", {**COMPILED, "compiler": imperative}) == [
+        "no graph was compiled (0 graphs): the model ran eagerly",
+        "the block is not hybridized: it ran imperatively, op by op"]
+    assert variants.problems("fp32", {**COMPILED, "compiler": plain}) == []  # fp32 makes no promise of its graph
     assert variants.problems("channels_last", {**COMPILED, "memory_format": "contiguous"}) == [
         "its activation is in memory format contiguous, not channels_last"]
     assert variants.problems("bf16", None) == [
@@ -272,7 +283,7 @@ MUTANTS = {
 
 
 def mutant(tmp_path, name):
-    benchmark, _, old, new, _, _, *framework = MUTANTS[name]
+    benchmark, _, old, new, _, _, *framework = {**MUTANTS, **JAX_GLUON_MUTANTS}[name]
     framework = frameworks.FRAMEWORKS[framework[0]] if framework else PYTORCH
     notebook = nbformat.read(framework.notebook(benchmark), as_version=4)
     assert sum(cell.source.count(old) for cell in notebook.cells) == 1, f"{old!r} is not in the notebook once"
@@ -307,18 +318,18 @@ def job_framework(key) -> str:
     return key[1] if key[0] != "mutant" else (MUTANTS[key[1]][6:] or ["pytorch"])[0]
 
 
-@pytest.fixture(scope="module")
-def variant_runs(request, tmp_path_factory, tiny_cifar, tiny_imdb, monkeypatch_module):
-    """The variant runs (RUNS), relaxed step checks (CHECKS) and the mutants' runs or checks (MUTANTS) that
-    the collected tests read, once, spread over the cores: {("run", framework, benchmark, variant): record,
-    ("check", ...): parity record, ("mutant", name): the mutant's record or parity record}."""
+def _variant_jobs(tmp_path_factory, tiny_cifar, tiny_imdb, monkeypatch_module, kernels_needed, runs, checks,
+                  mutants, wanted=None):
+    """``runs``, ``checks`` (relaxed step checks) and ``mutants``' runs or checks, once, spread over the cores:
+    {("run", framework, benchmark, variant): record, ("check", ...): parity record, ("mutant", name): the mutant's
+    record or parity record}; only the keys in ``wanted`` where it is given; skipped where a kernel of
+    ``kernels_needed`` is not here."""
     import concurrent.futures
 
     from common import data
     from shortruns import pinned_pool, worker_count
 
-    wanted = collected_jobs(request.session.items)
-    for name in sorted({job_framework(key) for key in wanted}):
+    for name in kernels_needed:
         if kernels.unavailable_reason(frameworks.FRAMEWORKS[name]):
             pytest.skip(f"{name}'s kernel: {kernels.unavailable_reason(frameworks.FRAMEWORKS[name])}")
     folder = tmp_path_factory.mktemp("variants")
@@ -336,21 +347,34 @@ def variant_runs(request, tmp_path_factory, tiny_cifar, tiny_imdb, monkeypatch_m
     def check(framework, benchmark, variant):
         return parity.check, framework, benchmark, folder / "checks", "cpu", 900.0, False, variant
 
-    jobs = {("run", f, b, v): run(frameworks.FRAMEWORKS[f], b, v) for f, b, v in RUNS}
-    jobs.update({("check", f, b, v): check(frameworks.FRAMEWORKS[f], b, v) for f, b, v in CHECKS})
+    jobs = {("run", f, b, v): run(frameworks.FRAMEWORKS[f], b, v) for f, b, v in runs}
+    jobs.update({("check", f, b, v): check(frameworks.FRAMEWORKS[f], b, v) for f, b, v in checks})
     jobs.update({("mutant", name): (check if how == "check" else run)(mutant(folder, name), b, v)
-                 for name, (b, v, _, _, _, how, *_) in MUTANTS.items() if ("mutant", name) in wanted})
-    jobs = {key: job for key, job in jobs.items() if key in wanted}
+                 for name, (b, v, _, _, _, how, *_) in mutants.items()})
+    if wanted is not None:
+        jobs = {key: job for key, job in jobs.items() if key in wanted}
     with pinned_pool(worker_count(len(jobs))) as pool:
         futures = {key: pool.submit(*job) for key, job in jobs.items()}
         concurrent.futures.wait(futures.values())
         return {key: future.result() for key, future in futures.items()}
 
 
+@pytest.fixture(scope="module")
+def variant_runs(request, tmp_path_factory, tiny_cifar, tiny_imdb, monkeypatch_module):
+    """The variant runs (RUNS), relaxed step checks (CHECKS) and the mutants' runs or checks (MUTANTS) that
+    the collected tests read (``-k tensorflow`` starts the TensorFlow jobs alone)."""
+    wanted = collected_jobs(request.session.items)
+    return _variant_jobs(tmp_path_factory, tiny_cifar, tiny_imdb, monkeypatch_module,
+                         sorted({job_framework(key) for key in wanted}), RUNS, CHECKS, MUTANTS, wanted)
+
+
 @pytest.mark.kernel
 @pytest.mark.parametrize("framework, benchmark, variant", RUNS)
 def test_the_variants_run_as_they_promise(variant_runs, framework, benchmark, variant):
-    result = variant_runs["run", framework, benchmark, variant]
+    _holds_its_promise(variant_runs["run", framework, benchmark, variant], framework, variant)
+
+
+def _holds_its_promise(result, framework, variant):
     assert result["status"] == "ok", result["error"]
     assert result["variant"] == variant and result["framework"] == frameworks.FRAMEWORKS[framework].label
     observed = result["precision"]
@@ -363,6 +387,11 @@ def test_the_variants_run_as_they_promise(variant_runs, framework, benchmark, va
     if variant == "compiled" and "tensorflow" in framework:  # XLA on the whole step (Keras: where "auto" left it off)
         assert observed["compiler"]["mode"] == "jit_compile=True" and observed["compiler"]["graphs"] >= 1
         assert observed["compiler"]["eager"] is False
+    elif variant == "compiled" and framework == "gluon":  # one cached graph of the whole block, made static
+        compiler = observed["compiler"]
+        assert compiler["mode"] == "hybridize(static_alloc=True, static_shape=True)" and compiler["graphs"] == 1
+        assert compiler["hybridized"] is compiler["static_alloc"] is compiler["static_shape"] is True
+        assert compiler["operators"] >= 10, compiler  # the model's operators, in the one graph
     elif variant == "compiled":
         assert observed["compiler"]["mode"] == "default" and observed["compiler"]["graphs"] >= 1
         assert observed["compiler"]["graph_breaks"] == 0
@@ -373,7 +402,10 @@ def test_the_variants_run_as_they_promise(variant_runs, framework, benchmark, va
 @pytest.mark.kernel
 @pytest.mark.parametrize("framework, benchmark, variant", CHECKS)
 def test_the_variants_pass_their_step_check(variant_runs, framework, benchmark, variant):
-    result = variant_runs["check", framework, benchmark, variant]
+    _passes_its_step_check(variant_runs["check", framework, benchmark, variant], variant)
+
+
+def _passes_its_step_check(result, variant):
     assert result["status"] == "ok" and result["equivalent"], result["message"]
     assert result["variant"] == variant and result["tolerances"] == variants.TOLERANCES[variant]
     logits = next(c for c in result["checks"] if c["output"] == "logits")
@@ -389,19 +421,59 @@ def test_the_variants_pass_their_step_check(variant_runs, framework, benchmark, 
 @pytest.mark.kernel
 @pytest.mark.parametrize("name", list(MUTANTS))
 def test_a_variant_that_breaks_its_promise_fails_its_check(variant_runs, name):
-    result = variant_runs["mutant", name]
-    if MUTANTS[name][5] == "check":
+    _fails_its_check(variant_runs["mutant", name], name)
+
+
+def _fails_its_check(result, name):
+    _, variant, _, _, words, how, *_ = {**MUTANTS, **JAX_GLUON_MUTANTS}[name]
+    if how == "check":
         assert result["status"] == "ok", result["message"]  # it ran; its check says no
-        assert result["equivalent"] is False and MUTANTS[name][4] in result["message"], result["message"]
+        assert result["equivalent"] is False and words in result["message"], result["message"]
     else:
         assert result["status"] == "failed", result["error"]  # it trained, but not as the variant promises
-        assert result["error"] == f"variant {MUTANTS[name][1]} not as promised: {MUTANTS[name][4]}"
+        assert result["error"] == f"variant {variant} not as promised: {words}"
+
+
+# JAX's GRU in bf16 and Gluon's compiled CNN and GRU, in a fixture of their own, so that `-k jax` or `-k gluon`
+# runs them without the others' kernels: a run and a step check of each, and one Gluon mutant.
+JAX_GLUON = [("jax", "imdb", "bf16"), ("gluon", "cifar", "compiled"), ("gluon", "imdb", "compiled")]
+JAX_GLUON_MUTANTS = {
+    # the block never hybridized: Gluon runs it imperatively, op by op, under the name compiled
+    "gluon-compiled-not-hybridized": ("cifar", "compiled", "model.hybridize(**hybridize_flags)",
+                                      "model.hybridize(False, **hybridize_flags)",
+                                      "no graph was compiled (0 graphs): the model ran eagerly; the block is not "
+                                      "hybridized: it ran imperatively, op by op", "run", "gluon"),
+}
+
+
+@pytest.fixture(scope="module")
+def jax_gluon_runs(tmp_path_factory, tiny_cifar, tiny_imdb, monkeypatch_module):
+    return _variant_jobs(tmp_path_factory, tiny_cifar, tiny_imdb, monkeypatch_module, ("jax", "gluon"),
+                         JAX_GLUON, JAX_GLUON, JAX_GLUON_MUTANTS)
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("framework, benchmark, variant", JAX_GLUON)
+def test_jax_and_gluon_variants_run_as_they_promise_and_pass_their_step_check(jax_gluon_runs, framework, benchmark,
+                                                                              variant):
+    _holds_its_promise(jax_gluon_runs["run", framework, benchmark, variant], framework, variant)
+    _passes_its_step_check(jax_gluon_runs["check", framework, benchmark, variant], variant)
+    where = {"cifar": "conv2's output", "imdb": "the GRU's outputs"}[benchmark]
+    assert jax_gluon_runs["check", framework, benchmark, variant]["precision"]["activation_at"] == where
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("name", list(JAX_GLUON_MUTANTS))
+def test_a_jax_or_gluon_variant_that_breaks_its_promise_fails_its_check(jax_gluon_runs, name):
+    _fails_its_check(jax_gluon_runs["mutant", name], name)
 
 
 # What each notebook offers today, by its variants.require call (docs/variants.md's table).
 OFFERED = {("pytorch", "cifar"): {"fp32", "compiled", "bf16", "fp16", "channels_last"},
            ("pytorch", "imdb"): {"fp32", "compiled", "bf16", "fp16"}, ("jax", "cifar"): {"fp32", "bf16"},
            **{("tensorflow", b): {"fp32", "compiled", "bf16"} for b in ("cifar", "imdb")},
+           ("jax", "imdb"): {"fp32", "bf16"},
+           **{("gluon", b): {"fp32", "compiled"} for b in ("cifar", "imdb")},
            **{("keras-tensorflow", b): {"fp32", "compiled", "bf16"} for b in ("cifar", "imdb")},
            **{(f"keras-{backend}", b): {"fp32", "bf16"} for backend in ("torch", "jax") for b in ("cifar", "imdb")}}
 
@@ -424,6 +496,56 @@ def test_each_notebook_takes_the_variant_parameter_and_says_which_variants_it_of
         assert frameworks.FRAMEWORKS["keras-jax"].variant_unsupported("compiled", benchmark).startswith(
             "Keras' jit_compile is already True on JAX")
         assert "18 graph breaks" in frameworks.FRAMEWORKS["keras-torch"].variant_unsupported("compiled", benchmark)
+
+
+def _require_statements(path):
+    """Each ``variants.require(...)`` statement of a notebook, compiled as it stands in its cell."""
+    import ast
+
+    found = []
+    for cell in nbformat.read(path, as_version=4).cells:
+        if cell.cell_type == "code" and "variants.require(" in cell.source:
+            for node in ast.parse(cell.source).body:
+                if isinstance(node, ast.Expr) and "variants.require(" in ast.unparse(node):
+                    found.append(compile(ast.Module(body=[node], type_ignores=[]), str(path), "exec"))
+    return found
+
+
+def test_each_notebook_gives_a_reason_of_its_own_for_every_variant_it_does_not_offer():
+    """The harness reads each notebook's require call (offered_variants); run as the notebook runs it, the call
+    raises that same reason for each variant not offered, and lets fp32 and the offered ones through."""
+    for framework in frameworks.FRAMEWORKS.values():
+        for benchmark in framework.notebooks:
+            path = framework.notebook(benchmark)
+            offered, reasons = frameworks.offered_variants(path)
+            generic = {v for v in variants.VARIANTS if v not in offered and not reasons.get(v)}
+            assert generic == set(), (path, generic)  # each variant not offered: a reason of its own
+            assert "fp32" in offered and set(reasons) <= set(variants.VARIANTS) - set(offered), path
+            statements = _require_statements(path)
+            assert len(statements) == 1, path
+            for variant in variants.VARIANTS:
+                for statement in statements:
+                    if variant in offered:
+                        exec(statement, {"variants": variants, "variant": variant})
+                        continue
+                    with pytest.raises(variants.VariantUnsupported) as raised:
+                        exec(statement, {"variants": variants, "variant": variant})
+                    if variant in reasons:  # what the notebook raises is what the harness records, unrun
+                        assert str(raised.value) == reasons[variant] == framework.variant_unsupported(
+                            variant, benchmark), (path, variant)
+            for variant, reason in reasons.items():  # a reason of its own: no stand-in, none the generic answer
+                assert len(reason) > 40 and " offers the variants " not in reason and "offers fp32" not in reason, \
+                    (path, variant, reason)
+
+
+def test_the_variants_module_stays_python_3_6():
+    """CNTK's kernel (Python 3.6) imports common/variants.py: no syntax newer than 3.6's."""
+    import ast
+
+    source = (REPOSITORY / "common" / "variants.py").read_text()
+    ast.parse(source, feature_version=(3, 6))
+    with pytest.raises(SyntaxError):  # the check does refuse newer syntax
+        ast.parse("if (x := 1):\n    pass\n", feature_version=(3, 6))
 
 
 def _write(results, name, **fields):
