@@ -22,7 +22,7 @@ records brought back into ``results/parity`` naming the node.
 A node lost mid-run (``ray.exceptions.NodeDiedError``, or a worker that died) gives a ``lost``
 record naming the node; with ``--retries N`` such a run is started again (elsewhere, where the
 node is gone) up to N times. The driver must run on a node of the cluster (``ray start`` was run
-there, or it is the head); Ray's client (``ray://``) is not used.
+there, or it is the head); a Ray Client address (``ray://``) is refused in one line before anything starts.
 
 Ray is an optional extra (``pip install -e '.[cluster]'``): without it ``--cluster`` says so in
 one line before anything starts.
@@ -627,11 +627,12 @@ def _cancel(ray, pending: dict, tracker, results: Path, checks: list = ()) -> No
 
 def check(address: str) -> None:
     """Before anything starts: Ray installed, and (but for ``auto``) something listening at ``address``."""
+    if address.strip().lower().startswith("ray://"):
+        raise ValueError(f"--cluster {address}: Ray Client (ray://) is not supported, as the driver must be a node "
+                         "of the cluster (each node runs its own checkout); run rosetta on the head (ssh, or "
+                         "kubectl exec into the head pod) with --cluster auto, or from a machine that joined with "
+                         "`ray start --address HOST:6379` with --cluster HOST:6379.")
     import_ray()
-    if address.startswith("ray://"):
-        raise ValueError(f"--cluster {address}: Ray's client addresses are not used; expected the address of "
-                         "the cluster's head as `ray start --head` prints it (HOST:6379), or auto, with this "
-                         "machine a node of the cluster.")
     if address != "auto":
         why = _reachable(address)
         if why:

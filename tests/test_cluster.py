@@ -97,6 +97,18 @@ def test_a_cluster_that_cannot_be_reached_is_one_line_before_anything_starts(tmp
     assert not (tmp_path / "results" / "records").exists()
 
 
+@pytest.mark.parametrize("command", ["run", "bench"])
+def test_a_ray_client_address_is_refused_in_one_line_naming_it_and_what_to_use(tmp_path, capsys, command):
+    """Ray Client (ray://HOST:10001) is not supported: the driver must be a node of the cluster."""
+    status = cli.main([command, "pytorch", "--device", "cpu", "--cluster", "ray://head.example:10001",
+                       "--results", str(tmp_path / "results")])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1, err
+    assert "--cluster ray://head.example:10001: Ray Client (ray://) is not supported" in err
+    assert "--cluster auto" in err and "HOST:6379" in err
+    assert not (tmp_path / "results").exists() and not ray.is_initialized()
+
+
 def test_without_ray_the_cluster_option_names_the_extra_and_its_command(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails, as where the extra is not installed
     status = cli.main(["bench", "pytorch", "--device", "cpu", "--cluster", "auto", "--results", str(tmp_path)])
