@@ -1,8 +1,8 @@
 """`rosetta bench --cluster ADDRESS`: the suite's runs spread over the nodes of a Ray cluster.
 
 Each framework x benchmark x repeat x variant (x accelerator type, with ``--accelerator``) becomes
-one Ray task; a variant a notebook does not offer is recorded as ``unsupported`` on the driver, as
-`rosetta run` records it, and no task starts for it. A task asks for one GPU (``num_gpus=1``) on a
+one Ray task, also a variant a notebook does not offer: the node's `rosetta run` records it as
+``unsupported`` (its notebook there says so), with the node's machine, as on one machine. A task asks for one GPU (``num_gpus=1``) on a
 GPU run, or ``--threads`` CPUs (default 1) on a CPU run, and with ``--accelerator TYPE`` for Ray's
 accelerator type too (the resource ``accelerator_type:TYPE`` that Ray gives a node with such a GPU,
 or that ``ray start --resources`` names), so that a node without that type is never used for it.
@@ -113,6 +113,9 @@ class Job:
     attempt: int = 1
     sizes: dict = field(default_factory=dict)  # the epochs, batch size and sample counts it runs with
     variant: str = variants.FP32
+    # --resume: the ok record from the cluster of its configuration and commit (its file's name, its bytes),
+    # sent with the task: the node's `rosetta run --resume` judges it as on one machine (data, kernel too)
+    resume: tuple | None = None
 
     @property
     def key(self) -> str:
@@ -128,11 +131,11 @@ class Job:
 
 
 def plan(frameworks, benchmarks, repeats: int, seed: int, accelerators, export: bool,
-         skip: set | None = None, wanted=(variants.FP32,)) -> list[Job]:
+         resume: dict | None = None, wanted=(variants.FP32,)) -> list[Job]:
     """Every run, repeat by repeat and in each repeat variant by variant (as a local suite orders them),
-    each for every accelerator type; ``skip``: the (framework name, benchmark, seed, accelerator, variant)
-    that already have an ok record. One export per framework and benchmark, as a local suite makes: of
-    the first repeat of the first variant asked for."""
+    each for every accelerator type; ``resume``: (framework name, benchmark, seed, accelerator, variant) to
+    the ok record that its task's node may find makes it unnecessary (``finished_runs``). One export per
+    framework and benchmark, as a local suite makes: of the first repeat of the first variant asked for."""
     jobs = []
     wanted = list(dict.fromkeys(wanted or [variants.FP32]))
     for repeat in range(repeats):
@@ -142,10 +145,10 @@ def plan(frameworks, benchmarks, repeats: int, seed: int, accelerators, export: 
                     if benchmark not in framework.notebooks:
                         continue
                     for accelerator in accelerators or [None]:
-                        if (framework.name, benchmark, seed + repeat, accelerator, variant) in (skip or set()):
-                            continue
+                        earlier = (resume or {}).get((framework.name, benchmark, seed + repeat, accelerator, variant))
                         jobs.append(Job(framework, benchmark, repeat, seed + repeat, accelerator,
-                                        export and repeat == 0 and variant == wanted[0], variant=variant))
+                                        export and repeat == 0 and variant == wanted[0], variant=variant,
+                                        resume=earlier))
     return jobs
 
 
@@ -163,6 +166,8 @@ def run_arguments(args, job: Job) -> list[str]:
         argv += ["--export-batch-sizes", *map(str, args.export_batch_sizes)]
     if not job.export:
         argv.append("--no-export")
+    if job.resume:  # its earlier record goes with the task: the node judges it
+        argv.append("--resume")
     if args.docker:
         argv.append("--docker")
     else:  # the environment built on first use on its node
@@ -188,13 +193,13 @@ def node_command(command: str = "run") -> list[str]:
     return (shlex.split(given) if given else [sys.executable, "-m", "harness.entry"]) + [command]
 
 
-def _collect(folder: Path) -> dict:
+def _collect(folder: Path, given=()) -> dict:
     """Every file a `rosetta run` wrote into ``folder`` (its records, notebooks, logs and exports), by
-    its path relative to ``folder``; the reservations are left out."""
+    its path relative to ``folder``; the reservations, and the files ``given`` to it, are left out."""
     found = {}
     for path in sorted(folder.rglob("*")):
         relative = path.relative_to(folder)
-        if path.is_file() and ".reserved" not in relative.parts:
+        if path.is_file() and ".reserved" not in relative.parts and relative.as_posix() not in given:
             found[relative.as_posix()] = path.read_bytes()
     return found
 
@@ -239,11 +244,13 @@ def _end_with_parent() -> None:
         pass
 
 
-def node_run(argv: list[str], tracker=None, key: str = "", commands: list[list[str]] | None = None) -> dict:
+def node_run(argv: list[str], tracker=None, key: str = "", commands: list[list[str]] | None = None,
+             given: dict | None = None) -> dict:
     """A Ray task's body: one `rosetta run` on this node (``argv``: its options), or ``commands`` one
     after the other (each a `rosetta` command and its options), into a temporary results folder; what
-    they wrote, their output's tail, the first exit status that is not 0 (else 0) and the node. A
-    cancelled task (Ctrl-C on the driver) stops the one running."""
+    they wrote, their output's tail, the first exit status that is not 0 (else 0) and the node.
+    ``given``: files (by their path in the results folder) put there first, as the earlier record that
+    `--resume` judges; they do not come back. A cancelled task (Ctrl-C on the driver) stops the one running."""
     import ray
 
     context = ray.get_runtime_context()
@@ -251,8 +258,8 @@ def node_run(argv: list[str], tracker=None, key: str = "", commands: list[list[s
     gpus = [str(g) for g in ray.get_gpu_ids()]
     if gpus:
         node["gpus"] = gpus
-    if tracker is not None:
-        tracker.started.remote(key, node)
+    if tracker is not None:  # awaited: a task lost from here on is recorded naming its node
+        ray.get(tracker.started.remote(key, node))
     environment = dict(os.environ)
     if gpus:  # a node runs one task per GPU at once: each GPU has its own suite lock, not the machine's
         from harness import guard
@@ -260,6 +267,10 @@ def node_run(argv: list[str], tracker=None, key: str = "", commands: list[list[s
     _remove_stale()
     folder = Path(tempfile.mkdtemp(prefix=f"{STAGING}{os.getpid()}-"))
     tail: list[str] = []
+    given = given or {}
+    for name, content in given.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(content)
     try:
         returncode = 0
         with open(folder / TASK_LOG, "w", encoding="utf-8", errors="replace") as log:
@@ -267,7 +278,7 @@ def node_run(argv: list[str], tracker=None, key: str = "", commands: list[list[s
                 code = _node_command(node_command(command[0]) + command[1:] + ["--results", str(folder)],
                                      environment, tail, log)
                 returncode = returncode or code
-        return {"node": node, "returncode": returncode, "output": "".join(tail), "files": _collect(folder)}
+        return {"node": node, "returncode": returncode, "output": "".join(tail), "files": _collect(folder, given)}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -317,8 +328,8 @@ class _Tracker:
 
 
 def _node_text(node: dict | None) -> str:
-    if not node:
-        return "an unknown node"
+    if not node or not node.get("node_id"):
+        return "no node (the task had not started on one)"
     return f"node {node.get('host')} ({node.get('ip')}, Ray node {str(node.get('node_id'))[:12]})"
 
 
@@ -361,8 +372,9 @@ def store(results: Path, job: Job, outcome: dict) -> dict:
 
 
 def write_failure(results: Path, job: Job, status: str, message: str, node: dict | None) -> dict:
-    """The record of a job that brought no record back (a lost node, an interrupted or failed task), or
-    that no task ran (``unsupported``: a variant its notebook does not offer, ``node`` None)."""
+    """The record of a job that brought no record back (a lost node, an interrupted or failed task), its
+    ``cluster`` naming the node it ran on; ``node`` None where the task had not started on one (its
+    ``cluster`` then says so, with None for the host, IP and node id)."""
     record_path, _ = runner.run_paths(results, job.framework, job.benchmark, job.variant)
     from common.benchmarks import BENCHMARKS
     spec = BENCHMARKS[job.benchmark]
@@ -372,7 +384,8 @@ def write_failure(results: Path, job: Job, status: str, message: str, node: dict
         error=message, epochs=sizes.get("epochs", spec.epochs), batch_size=sizes.get("batch_size", spec.batch),
         train_samples=sizes.get("train_samples", spec.train), test_samples=sizes.get("test_samples", spec.test),
         seed=job.seed, notebook=None, environment=None, variant=job.variant,
-        cluster={**(node or {}), "accelerator": job.accelerator, "attempt": job.attempt})
+        cluster={**(node or {"host": None, "ip": None, "node_id": None, "not_started": True}),
+                 "accelerator": job.accelerator, "attempt": job.attempt})
     record.write(record_path, result)
     runner.release(record_path)
     return result
@@ -468,7 +481,7 @@ LOST_ERRORS = ("NodeDiedError", "WorkerCrashedError", "LocalRayletDiedError", "O
                "OwnerDiedError", "RaySystemError")
 
 
-def run(args, frameworks, results: Path, address: str, skip: set | None = None,
+def run(args, frameworks, results: Path, address: str, resume: dict | None = None,
         parity: bool = False) -> list[dict]:
     """Every job on the cluster at ``address``; their records, written into ``results`` as they come.
     ``parity``: first `rosetta parity` once on each node a run may be placed on, a task pinned to it, its
@@ -476,7 +489,7 @@ def run(args, frameworks, results: Path, address: str, skip: set | None = None,
     started runs as interrupted and propagates."""
     ray = connect(address)
     try:
-        return _run(ray, args, frameworks, results, address, skip, parity)
+        return _run(ray, args, frameworks, results, address, resume, parity)
     finally:
         ray.shutdown()
 
@@ -488,20 +501,14 @@ def _sizes(args, benchmark: str) -> dict:
             "train_samples": args.train_samples or spec.train, "test_samples": args.test_samples or spec.test}
 
 
-def _run(ray, args, frameworks, results: Path, address: str, skip, parity: bool = False) -> list[dict]:
+def _run(ray, args, frameworks, results: Path, address: str, resume, parity: bool = False) -> list[dict]:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     jobs = plan(frameworks, args.benchmark, getattr(args, "repeats", 1), args.seed, args.accelerator,
-                args.export, skip, getattr(args, "variant", None))
+                args.export, resume, getattr(args, "variant", None))
     for job in jobs:
         job.sizes = _sizes(args, job.benchmark)
     done = []
-    for job in [j for j in jobs if j.framework.variant_unsupported(j.variant, j.benchmark)]:
-        # as `rosetta run` does: the notebook does not offer the variant, so nothing runs (no task)
-        reason = job.framework.variant_unsupported(job.variant, job.benchmark)
-        done.append(write_failure(results, job, "unsupported", reason, None))
-        print(f"{job.shown} unsupported: {reason}", flush=True)
-        jobs.remove(job)
     here = ray.get_runtime_context().get_node_id()
     tracker = ray.remote(_Tracker).options(
         num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote()
@@ -516,7 +523,8 @@ def _run(ray, args, frameworks, results: Path, address: str, skip, parity: bool 
         options = {"num_gpus": 1, "num_cpus": 0} if gpu else {"num_cpus": args.threads or 1}
         if job.accelerator:
             options["accelerator_type"] = job.accelerator
-        return task.options(max_retries=0, **options).remote(run_arguments(args, job), tracker, job.key)
+        given = {f"records/{job.resume[0]}": job.resume[1]} if job.resume else None
+        return task.options(max_retries=0, **options).remote(run_arguments(args, job), tracker, job.key, None, given)
 
     caught, previous = [], {}  # which signal stopped the driver: Ray's wait gives only a KeyboardInterrupt
 
@@ -532,7 +540,7 @@ def _run(ray, args, frameworks, results: Path, address: str, skip, parity: bool 
     if threading.current_thread() is threading.main_thread():
         from harness import processes
         previous = {number: signal.signal(number, note) for number in processes.STOPPING}
-    pending, checking = {}, {}
+    pending, checking, resumed = {}, {}, []
     if parity and jobs:  # each node's own parity check, before any timed run starts
         for node in parity_nodes(ray, args, gpu):
             pinned = NodeAffinitySchedulingStrategy(node["node_id"], soft=False)
@@ -581,8 +589,23 @@ def _run(ray, args, frameworks, results: Path, address: str, skip, parity: bool 
                               f"of {args.retries + 1})", flush=True)
                         pending[submit(again)] = again
                     continue
+                if job.resume and skipped(outcome):
+                    print(f"{job.shown} skipped (--resume) on {_node_text(outcome['node'])}: its ok record "
+                          f"{job.resume[0]} holds there, as `rosetta run --resume` judges it (the same sizes, "
+                          "seed, variant, threads, device, commit, data checksum and kernel)", flush=True)
+                    resumed.append(f"{job.framework.name} {job.benchmark} seed {job.seed}"
+                                   + ("" if job.variant == variants.FP32 else f" {job.variant}")
+                                   + (f" on {job.accelerator}" if job.accelerator else ""))
+                    continue
                 result = store(results, job, outcome)
                 state = result["status"]
+                if job.resume:
+                    said = [line.strip() for line in outcome["files"].get(TASK_LOG, b"").decode(
+                        "utf-8", "replace").splitlines() if line.startswith("resume: nothing skipped")]
+                    print(f"{job.shown} run again (--resume) on {_node_text(outcome['node'])}: its ok record "
+                          f"{job.resume[0]} did not hold there: "
+                          + (said[0] if said else runner.resume_difference(json.loads(job.resume[1]), result)),
+                          flush=True)
                 print(f"{job.shown} {state} on {_node_text(outcome['node'])}"
                       + (f": accuracy {result['test_accuracy']:.4f}" if state == "ok" else
                          f": {result.get('error')}"), flush=True)
@@ -596,7 +619,19 @@ def _run(ray, args, frameworks, results: Path, address: str, skip, parity: bool 
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
+    if resumed:
+        print(f"resume: skipped {len(resumed)} run(s) whose ok record held on their node: " + ", ".join(resumed),
+              flush=True)
     return done
+
+
+def skipped(outcome: dict) -> bool:
+    """Whether a task's `rosetta run --resume` skipped its run (its earlier record held there): it exited
+    0, wrote no record, and said so."""
+    files = outcome["files"]
+    return (outcome["returncode"] == 0
+            and not any(n.startswith("records/") and n.endswith(".json") and n.count("/") == 1 for n in files)
+            and "skipped (--resume), already ok in" in files.get(TASK_LOG, b"").decode("utf-8", "replace"))
 
 
 def _cancel(ray, pending: dict, tracker, results: Path, checks: list = ()) -> None:
@@ -641,28 +676,36 @@ def check(address: str) -> None:
                              "machine is a node of.")
 
 
-def finished_runs(args, frameworks, results: Path, commit: str | None) -> set:
+def finished_runs(args, frameworks, results: Path, commit: str | None) -> dict:
     """For ``--resume`` across the cluster: each (framework name, benchmark, seed, accelerator type, variant)
-    with an ok record that a cluster's node made with these sizes, threads, device and this clean commit."""
+    with an ok record that a cluster's node made with these sizes, threads, device and this clean commit,
+    mapped to the newest such record (its file's name and bytes). Its task takes it to its node, whose
+    `rosetta run --resume` judges it there with the same rule as on one machine (``runner.finished_runs``:
+    the data's checksum and the kernel too) and skips the run, or runs it again."""
     from harness import records as found_records
     if not commit or commit.endswith("-dirty"):
         print("resume: nothing skipped, as the code version is not a clean git commit "
               f"({commit or 'no git'}); every selected notebook runs.")
-        return set()
+        return {}
     labels = {framework.label: framework for framework in frameworks}
     device = "cuda" if args.device == "cuda" else ("cpu" if args.device == "cpu" else None)
-    done = set()
+    done = {}
     for path, run_record in found_records.read_runs(found_records.records_dir(results), warn=False):
         placed = run_record.get("cluster")
         framework = labels.get(run_record["framework"])
-        if not isinstance(placed, dict) or framework is None or run_record["status"] != "ok":
+        if (not isinstance(placed, dict) or not placed.get("node_id") or framework is None
+                or run_record["status"] != "ok" or run_record["benchmark"] not in args.benchmark):
             continue
         env = run_record.get("environment") or {}
         if (all(run_record.get(k) == v for k, v in _sizes(args, run_record["benchmark"]).items())
                 and env.get("git_commit") == commit
                 and env.get("threads_requested") == args.threads and (device is None or env.get("device") == device)):
-            done.add((framework.name, run_record["benchmark"], run_record["seed"], placed.get("accelerator"),
-                      run_record.get("variant") or variants.FP32))
+            key = (framework.name, run_record["benchmark"], run_record["seed"], placed.get("accelerator"),
+                   run_record.get("variant") or variants.FP32)
+            if key not in done or path.name > done[key][0]:  # the newest: STAMP-NAME
+                done[key] = (path.name, path.read_bytes())
     if done:
-        print(f"resume: {len(done)} run(s) already have an ok record from the cluster and are skipped.")
+        print(f"resume: {len(done)} run(s) already have an ok record from the cluster of these sizes, threads, "
+              "device and commit; each goes with its task, and its node skips the run where that record holds "
+              "there as on one machine (its data checksum and kernel too), or runs it again.", flush=True)
     return done

@@ -207,44 +207,76 @@ def test_a_failed_parity_on_one_node_shows_in_the_table_until_that_node_passes(t
     assert columns.equivalence(records.latest_parity(tmp_path), "Selftest", "cifar") == "yes"
 
 
-def test_resume_across_the_cluster_skips_what_came_back_ok(ray_cluster, registered, tmp_path, capsys, monkeypatch):
+def test_a_run_whose_task_never_reached_a_node_says_so_in_its_record_and_the_report(tmp_path):
+    """Every record of a cluster task has its ``cluster`` field; where the task had not started on a node
+    (lost before it was placed), it says so rather than naming none, and the report's notes too."""
+    from harness import report
+    job = cluster.Job(selftest.framework(tmp_path / "n.ipynb", "pass"), "cifar", 0, 42, "A", False)
+    found = cluster.write_failure(tmp_path / "results", job, "lost", "lost before it started", None)
+    assert found["cluster"] == {"host": None, "ip": None, "node_id": None, "not_started": True,
+                                "accelerator": "A", "attempt": 1}
+    assert "on cluster node(s) no node" in report.render(tmp_path / "results").read_text()
+
+
+def test_resume_across_the_cluster_judges_each_record_on_its_node_as_on_one_machine(
+        ray_cluster, registered, tmp_path, capsys, monkeypatch):
+    """An ok record goes with its run's task; the node's `rosetta run --resume` skips the run where it holds
+    there (runner.finished_runs: data checksum and kernel too), and runs it again where the node's data differ."""
     monkeypatch.setattr(cli.machine, "git_commit", lambda: cluster_node_run.COMMIT)  # the nodes' records say it
+    checksum = ray_cluster.notebooks / "data.sha256"  # the data the nodes find (cluster_node_run.py)
+    checksum.unlink(missing_ok=True)
     results = tmp_path / "results"
     argv = ["run", "selftest", "--benchmark", "cifar", "--device", "cpu", "--cluster", ray_cluster.address,
             "--accelerator", "A", "B", "--results", str(results)]
-    assert cli.main(argv) == 0
-    first = _records(results)
-    (results / "records" / sorted((results / "records").glob("*.json"))[0].name).unlink()  # one to run again
-    assert cli.main(argv + ["--resume"]) == 0
-    out = capsys.readouterr().out
-    again = _records(results)
-    assert len(first) == 2 and len(again) == 2 and "resume: 1 run(s) already have an ok record" in out
-    assert {r["cluster"]["accelerator"] for r in again} == {"A", "B"}
+    try:
+        assert cli.main(argv) == 0
+        first = _records(results)
+        (results / "records" / sorted((results / "records").glob("*.json"))[0].name).unlink()  # one to run again
+        assert cli.main(argv + ["--resume"]) == 0
+        out = capsys.readouterr().out
+        again = _records(results)
+        assert len(first) == 2 and len(again) == 2 and "resume: 1 run(s) already have an ok record" in out, out
+        assert {r["cluster"]["accelerator"] for r in again} == {"A", "B"}
+        assert out.count("] skipped (--resume) on node ") == 1 and "resume: skipped 1 run(s)" in out
+        checksum.write_text("other-data")  # the nodes' data now differ from the records'
+        assert cli.main(argv + ["--resume"]) == 0
+        out = capsys.readouterr().out
+        assert "resume: 2 run(s) already have an ok record" in out and "skipped (--resume) on" not in out
+        assert out.count("] run again (--resume) on node ") == 2, out
+        assert "other data (path selftest-data then, path other-data now)" in out
+        found = _records(results)
+        assert len(found) == 4 and sorted(r["data"]["sha256"] for r in found) == ["other-data"] * 2 + ["selftest-data"] * 2
+    finally:
+        checksum.unlink(missing_ok=True)
 
 
 def test_each_variant_is_a_task_of_its_own_named_as_rosetta_run_names_it_and_resumed_per_variant(
         ray_cluster, registered, tmp_path, capsys, monkeypatch):
-    """fp32 and channels_last each a task; bf16, which the notebook does not offer, an unsupported record
-    made on the driver with no task; --resume then skips per variant."""
+    """fp32, channels_last and bf16 each a task; bf16, which the notebook does not offer, an unsupported
+    record made on its node, naming it, as `rosetta run` makes it there; --resume then skips per variant."""
     monkeypatch.setattr(cli.machine, "git_commit", lambda: cluster_node_run.COMMIT)
     results = tmp_path / "results"
     argv = ["run", "selftest", "--benchmark", "cifar", "--device", "cpu", "--cluster", ray_cluster.address,
             "--variant", "fp32", "channels_last", "bf16", "--results", str(results)]
     assert cli.main(argv) == 0  # an unsupported variant is an answer, not a failure
     out = capsys.readouterr().out
-    assert "2 run(s), each a task" in out and "unsupported: Selftest cifar (bf16): no bfloat16 in a selftest" in out
+    assert "3 run(s), each a task" in out
+    assert "[selftest/cifar bf16] unsupported on node " in out and "no bfloat16 in a selftest" in out
     names = sorted(p.name.split("-", 2)[2] for p in (results / "records").glob("*.json"))
     assert names == ["selftest-cifar-bf16.json", "selftest-cifar-channels_last.json", "selftest-cifar.json"]
     found = {r["variant"]: r for r in _records(results)}
     assert {v: r["status"] for v, r in found.items()} == {"fp32": "ok", "channels_last": "ok", "bf16": "unsupported"}
     assert found["channels_last"]["precision"]["memory_format"] == "channels_last"
     assert found["channels_last"]["cluster"]["node_id"] in ray_cluster.types
-    assert "node_id" not in found["bf16"]["cluster"] and found["bf16"]["environment"] is None  # no node ran it
+    assert found["bf16"]["cluster"]["node_id"] in ray_cluster.types and found["bf16"]["environment"]["cpu_count"]
+    assert found["bf16"]["cluster"]["host"] in (results / "README.md").read_text()  # the notes name the node
+    assert "device not recorded" not in (results / "README.md").read_text()
     for path in (results / "records").glob("*-selftest-cifar-channels_last.json"):
         path.unlink()  # the one to run again
     assert cli.main(argv + ["--resume"]) == 0
     out = capsys.readouterr().out
-    assert "resume: 1 run(s) already have an ok record" in out and "1 run(s), each a task" in out
+    assert "resume: 1 run(s) already have an ok record" in out and "3 run(s), each a task" in out
+    assert "[selftest/cifar] skipped (--resume) on node " in out
     again = [r for r in _records(results) if r["status"] == "ok"]
     assert sorted(r["variant"] for r in again) == ["channels_last", "fp32"]
 
@@ -319,6 +351,8 @@ def test_a_node_lost_mid_run_gives_a_lost_record_naming_it_and_the_run_starts_ag
     ok = [r for r in found if r["status"] == "ok"]
     assert len(lost) == 1 and len(ok) == 1, [(r["status"], r.get("error")) for r in found]
     assert lost[0]["cluster"]["node_id"] == doomed.node_id and doomed.node_id[:12] in lost[0]["error"]
+    notes = (results / "README.md").read_text()  # the lost run's section names its node, as the ok run's names its
+    assert f"(Ray node {doomed.node_id[:12]})" in notes and f"(Ray node {spare.node_id[:12]})" in notes
     assert ok[0]["cluster"]["node_id"] == spare.node_id and ok[0]["cluster"]["attempt"] == 2
     assert outcome["status"] == 1  # a lost run is not ok, though its second attempt is
     left = [f.name for f in Path(tempfile.gettempdir()).glob(cluster.STAGING + "*-*")
