@@ -229,6 +229,12 @@ def _remove_stale() -> None:
         pid = folder.name[len(STAGING):].split("-", 1)[0]
         if pid.isdigit() and not processes.alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
+    for mark in (Path(tempfile.gettempdir()) / PARITY_MARKS).glob("*"):  # the parity marks of earlier benches
+        try:
+            if time.time() - mark.stat().st_mtime > MARKS_KEPT:
+                mark.unlink()
+        except OSError:
+            pass
 
 
 def _end_with_parent() -> None:
@@ -245,12 +251,15 @@ def _end_with_parent() -> None:
 
 
 def node_run(argv: list[str], tracker=None, key: str = "", commands: list[list[str]] | None = None,
-             given: dict | None = None) -> dict:
+             given: dict | None = None, parity: dict | None = None) -> dict:
     """A Ray task's body: one `rosetta run` on this node (``argv``: its options), or ``commands`` one
     after the other (each a `rosetta` command and its options), into a temporary results folder; what
     they wrote, their output's tail, the first exit status that is not 0 (else 0) and the node.
     ``given``: files (by their path in the results folder) put there first, as the earlier record that
-    `--resume` judges; they do not come back. A cancelled task (Ctrl-C on the driver) stops the one running."""
+    `--resume` judges; they do not come back. ``parity``: the bench's parity check (``commands``, the nodes
+    ``checked`` at the start, the bench's ``session``): on a node not among them (one that joined after
+    the start) its first task checks it before its run (``_check_first``), and what that brought comes back
+    as ``parity``. A cancelled task (Ctrl-C on the driver) stops the one running."""
     import ray
 
     context = ray.get_runtime_context()
@@ -258,13 +267,64 @@ def node_run(argv: list[str], tracker=None, key: str = "", commands: list[list[s
     gpus = [str(g) for g in ray.get_gpu_ids()]
     if gpus:
         node["gpus"] = gpus
-    if tracker is not None:  # awaited: a task lost from here on is recorded naming its node
-        ray.get(tracker.started.remote(key, node))
+    if tracker is not None:  # not awaited: a task blocked in ray.get gives its CPU back to Ray meanwhile
+        tracker.started.remote(key, node)
     environment = dict(os.environ)
     if gpus:  # a node runs one task per GPU at once: each GPU has its own suite lock, not the machine's
         from harness import guard
         environment[guard.LOCK_VARIABLE] = f"{guard.lock_path()}.gpu{'-'.join(gpus)}"
     _remove_stale()
+    checked, said = None, []
+    if parity and node["node_id"] not in parity["checked"]:  # a node that joined after the start
+        checked = _check_first(parity, node, environment, said)
+    outcome = {"node": node, **_commands(commands or [["run", *argv]], environment, given or {}, said)}
+    if checked is not None:
+        outcome["parity"] = checked
+    return outcome
+
+
+PARITY_MARKS = "rosetta-cluster-parity"  # in the temp folder: SESSION-NODE.lock, and .done once checked
+MARKS_KEPT = 7 * 86400.0  # seconds: a bench's marks outlive it that long (its tasks may run for days)
+
+
+def _check_first(parity: dict, node: dict, environment: dict, said: list) -> dict | None:
+    """On a node that joined after the start (no pinned check): this node's parity check, where no other task
+    of this bench made it here, what it brought; None where one did. One check per node: a file lock on the
+    node (not a Ray call, which would give the task's CPU back while it waits) held while checking, and a
+    mark once it is done; the tasks that land meanwhile wait for it. Lines for the task's log go to ``said``."""
+    import fcntl
+
+    folder = Path(tempfile.gettempdir()) / PARITY_MARKS
+    folder.mkdir(exist_ok=True)
+    stem = folder / f"{parity['session']}-{node['node_id']}"
+    done = stem.with_suffix(".done")
+    descriptor = os.open(stem.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not said:
+                    said.append("parity: another task is checking this node (it joined after the start); "
+                                "waiting for it\n")
+                    print(said[-1], end="", flush=True)
+                time.sleep(0.5)  # a loop, not a blocking lock: Ray's cancel raises KeyboardInterrupt here
+        if done.exists():
+            return None
+        said.append("parity: this node joined after the start: its parity check first, in this task\n")
+        print(said[-1], end="", flush=True)
+        checked = {"node": node, **_commands(parity["commands"], environment)}
+        done.touch()  # not where the check was stopped: the node's next task checks it
+        return checked
+    finally:
+        os.close(descriptor)  # the lock goes with it
+
+
+def _commands(commands: list[list[str]], environment: dict, given: dict | None = None, said=()) -> dict:
+    """``commands`` (each a `rosetta` command and its options) one after the other into a temporary results
+    folder (``given``: files put there first, which do not come back; ``said``: lines the log begins with):
+    what they wrote, their output's tail and the first exit status that is not 0 (else 0)."""
     folder = Path(tempfile.mkdtemp(prefix=f"{STAGING}{os.getpid()}-"))
     tail: list[str] = []
     given = given or {}
@@ -274,11 +334,12 @@ def node_run(argv: list[str], tracker=None, key: str = "", commands: list[list[s
     try:
         returncode = 0
         with open(folder / TASK_LOG, "w", encoding="utf-8", errors="replace") as log:
-            for command in commands or [["run", *argv]]:
+            log.writelines(said)
+            for command in commands:
                 code = _node_command(node_command(command[0]) + command[1:] + ["--results", str(folder)],
                                      environment, tail, log)
                 returncode = returncode or code
-        return {"node": node, "returncode": returncode, "output": "".join(tail), "files": _collect(folder, given)}
+        return {"returncode": returncode, "output": "".join(tail), "files": _collect(folder, given)}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -524,7 +585,8 @@ def _run(ray, args, frameworks, results: Path, address: str, resume, parity: boo
         if job.accelerator:
             options["accelerator_type"] = job.accelerator
         given = {f"records/{job.resume[0]}": job.resume[1]} if job.resume else None
-        return task.options(max_retries=0, **options).remote(run_arguments(args, job), tracker, job.key, None, given)
+        return task.options(max_retries=0, **options).remote(run_arguments(args, job), tracker, job.key, None, given,
+                                                             checks)
 
     caught, previous = [], {}  # which signal stopped the driver: Ray's wait gives only a KeyboardInterrupt
 
@@ -541,13 +603,19 @@ def _run(ray, args, frameworks, results: Path, address: str, resume, parity: boo
         from harness import processes
         previous = {number: signal.signal(number, note) for number in processes.STOPPING}
     pending, checking, resumed = {}, {}, []
+    # with parity: a task on a node not checked at the start (it joined later) checks it first (_check_first)
+    checks = None
     if parity and jobs:  # each node's own parity check, before any timed run starts
+        import uuid
+        checks = {"commands": parity_commands(args, frameworks), "session": uuid.uuid4().hex, "checked": []}
         for node in parity_nodes(ray, args, gpu):
             pinned = NodeAffinitySchedulingStrategy(node["node_id"], soft=False)
             checking[task.options(max_retries=0, num_cpus=min(1, node["cpus"]), scheduling_strategy=pinned).remote(
-                [], None, "", parity_commands(args, frameworks))] = node
+                [], None, "", checks["commands"])] = node
+            checks["checked"].append(node["node_id"])
         print(f"cluster: the parity check first, on each of the {len(checking)} node(s) the runs may use, "
-              "a task pinned to it", flush=True)
+              "a task pinned to it; a node that joins later checks parity in its first task, before its run",
+              flush=True)
     try:
         while checking:
             ready, _ = ray.wait(list(checking), num_returns=1, timeout=1.0)
@@ -589,6 +657,11 @@ def _run(ray, args, frameworks, results: Path, address: str, resume, parity: boo
                               f"of {args.retries + 1})", flush=True)
                         pending[submit(again)] = again
                     continue
+                if outcome.get("parity"):  # its node joined after the start: checked first, in this task
+                    print(f"cluster: {_node_text(outcome['node'])} joined after the start; its parity check ran "
+                          f"first, in the task of {job.shown}", flush=True)
+                    for checked in store_parity(results, frameworks, args, outcome["node"], outcome["parity"]):
+                        print(_parity_line(checked), flush=True)
                 if job.resume and skipped(outcome):
                     print(f"{job.shown} skipped (--resume) on {_node_text(outcome['node'])}: its ok record "
                           f"{job.resume[0]} holds there, as `rosetta run --resume` judges it (the same sizes, "

@@ -187,6 +187,44 @@ def test_each_accelerator_type_runs_only_on_its_nodes_and_records_come_back_from
     assert not list((results / "parity" / ".reserved").iterdir())
 
 
+def test_a_node_that_joins_after_the_start_checks_parity_in_its_first_task_before_its_runs(
+        ray_cluster, registered, tmp_path, capsys):
+    """No node of type E at the start: the bench starts (no node to check), then one joins with two CPUs and
+    both runs land on it at once. One of them checks its parity first; the other waits for that check."""
+    import threading
+
+    results, outcome, out = tmp_path / "results", {}, []
+    argv = ["bench", "selftest", "--benchmark", "cifar", "--device", "cpu", "--repeats", "2", "--cluster",
+            ray_cluster.address, "--accelerator", "E", "--results", str(results)]
+    driver = threading.Thread(target=lambda: outcome.update(status=cli.main(argv)), daemon=True)
+    driver.start()
+    late = None
+    try:
+        deadline = time.monotonic() + 60
+        while not any("cluster: the parity check first, on each of the 0 node(s)" in text for text in out):
+            assert driver.is_alive() and time.monotonic() < deadline, f"the bench did not start: {outcome} {out}"
+            time.sleep(0.2)
+            out.append(capsys.readouterr().out)
+        late = ray_cluster.add_node(**{**_node({"accelerator_type:E": 1}), "num_cpus": 2})
+        driver.join(timeout=120)
+        assert not driver.is_alive(), "the bench did not end within 120 s of the node joining"
+    finally:
+        if late is not None:
+            ray_cluster.remove_node(late)
+    out = "".join(out) + capsys.readouterr().out
+    assert outcome["status"] == 0, out
+    checks = [json.loads(p.read_text()) for p in sorted((results / "parity").glob("*.json"))]
+    assert [c["cluster"]["node_id"] for c in checks] == [late.node_id], out  # once, on the node that joined
+    assert checks[0]["framework"] == "Selftest" and "wrote no parity outputs" in checks[0]["message"]
+    assert len(list((results / "parity").glob("*-node-*.task.log"))) == 1
+    found = _records(results)
+    assert [r["status"] for r in found] == ["ok", "ok"] and {r["cluster"]["node_id"] for r in found} == {late.node_id}
+    assert f"joined after the start; its parity check ran first, in the task of [selftest/cifar]" in out
+    logs = [p.read_text() for p in sorted((results / "records").glob("*.task.log"))]
+    assert sorted("parity: another task is checking this node" in log for log in logs) == [False, True]
+    assert "| **no** (on node " in (results / "README.md").read_text()
+
+
 def test_a_failed_parity_on_one_node_shows_in_the_table_until_that_node_passes(tmp_path):
     """The table's Equivalent cell: per node the newest check, and of those a failure over a pass."""
     from harness import columns, records
