@@ -2,8 +2,9 @@
 
 Each framework x benchmark x repeat x variant (x accelerator type, with ``--accelerator``) becomes
 one Ray task, also a variant a notebook does not offer: the node's `rosetta run` records it as
-``unsupported`` (its notebook there says so), with the node's machine, as on one machine. A task asks for one GPU (``num_gpus=1``) on a
-GPU run, or ``--threads`` CPUs (default 1) on a CPU run, and with ``--accelerator TYPE`` for Ray's
+``unsupported`` (its notebook there says so), with the node's machine, as on one machine. A task asks
+for one GPU (``num_gpus=1``) on a GPU run, or ``--threads`` CPUs (default 1) on a CPU run, and with
+``--accelerator TYPE`` for Ray's
 accelerator type too (the resource ``accelerator_type:TYPE`` that Ray gives a node with such a GPU,
 or that ``ray start --resources`` names), so that a node without that type is never used for it.
 
@@ -17,7 +18,9 @@ kernel's log, the task's whole output and the ONNX export come back to the drive
 into its results folder as a local run would, each record with a ``cluster`` field naming the node
 that ran it (its host, IP address and Ray node id) and the accelerator type asked for. With
 ``bench``, each node a run may use first checks parity (`rosetta parity`, a task pinned to it), its
-records brought back into ``results/parity`` naming the node.
+records brought back into ``results/parity`` naming the node; a node that joins later is checked by
+its first task, before its run (``_check_first``). With ``--resume`` a run's earlier ok record goes
+with its task, and the node's `rosetta run --resume` judges it there as on one machine.
 
 A node lost mid-run (``ray.exceptions.NodeDiedError``, or a worker that died) gives a ``lost``
 record naming the node; with ``--retries N`` such a run is started again (elsewhere, where the
