@@ -219,7 +219,7 @@ def test_a_node_that_joins_after_the_start_checks_parity_in_its_first_task_befor
     assert len(list((results / "parity").glob("*-node-*.task.log"))) == 1
     found = _records(results)
     assert [r["status"] for r in found] == ["ok", "ok"] and {r["cluster"]["node_id"] for r in found} == {late.node_id}
-    assert f"joined after the start; its parity check ran first, in the task of [selftest/cifar]" in out
+    assert "joined after the start; its parity check ran first, in the task of [selftest/cifar]" in out
     logs = [p.read_text() for p in sorted((results / "records").glob("*.task.log"))]
     assert sorted("parity: another task is checking this node" in log for log in logs) == [False, True]
     assert "| **no** (on node " in (results / "README.md").read_text()
