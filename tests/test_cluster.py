@@ -461,3 +461,28 @@ def test_a_run_that_brings_no_record_back_is_recorded_as_failed_with_the_nodes_w
     assert status == 1 and len(found) == 1 and found[0]["status"] == "failed"
     assert found[0]["framework"] == "Selfonly" and ray_cluster.types[found[0]["cluster"]["node_id"]] == "B"
     assert "wrote 0 records (exit status 2)" in found[0]["error"] and "selfonly" in found[0]["error"]
+
+
+@pytest.mark.kernel
+def test_resume_of_a_real_run_is_judged_on_its_node_with_its_kernel_and_data(ray_cluster, tmp_path, tiny_cifar, capsys):
+    """PyTorch's real kernel and data: the node skips the run its ok record holds for, and runs it again on
+    another archive, saying the data differ (the node's commit must be clean, as for a local --resume)."""
+    from fakedata import make_cifar_tarball
+    commit = cli.machine.git_commit()
+    if not commit or commit.endswith("-dirty"):
+        pytest.skip(f"the checkout's commit is {commit}: a node's --resume skips nothing there")
+    results = tmp_path / "results"
+    argv = ["run", "pytorch", "--benchmark", "cifar", "--device", "cpu", "--epochs", "1", "--batch-size", "32",
+            "--threads", "1", "--no-export", "--train-samples", "200", "--test-samples", "100",
+            "--data-dir", str(tmp_path / "cache"), "--cluster", ray_cluster.address, "--results", str(results)]
+    assert cli.main(argv + ["--cifar", str(tiny_cifar)]) == 0
+    capsys.readouterr()
+    assert cli.main(argv + ["--cifar", str(tiny_cifar), "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "[pytorch/cifar] skipped (--resume) on node " in out and len(_records(results)) == 1, out[-3000:]
+    (tmp_path / "other").mkdir()
+    other = make_cifar_tarball(tmp_path / "other" / "cifar-10-python.tar.gz", seed=7)
+    assert cli.main(argv + ["--cifar", str(other), "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "[pytorch/cifar] run again (--resume) on node " in out and "other data (local copy " in out, out[-3000:]
+    assert len(_records(results)) == 2
