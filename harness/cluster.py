@@ -272,6 +272,9 @@ def node_run(argv: list[str], tracker=None, key: str = "", commands: list[list[s
         node["gpus"] = gpus
     if tracker is not None:  # not awaited: a task blocked in ray.get gives its CPU back to Ray meanwhile
         tracker.started.remote(key, node)
+    described = None if commands else _machine(argv, bool(gpus))  # a run: the node's machine, for a record
+    if tracker is not None and described:  # made without the run's (nothing came back, its task interrupted)
+        tracker.described.remote(key, described)
     environment = dict(os.environ)
     if gpus:  # a node runs one task per GPU at once: each GPU has its own suite lock, not the machine's
         from harness import guard
@@ -283,7 +286,23 @@ def node_run(argv: list[str], tracker=None, key: str = "", commands: list[list[s
     outcome = {"node": node, **_commands(commands or [["run", *argv]], environment, given or {}, said)}
     if checked is not None:
         outcome["parity"] = checked
+    if described:
+        outcome["machine"] = described
     return outcome
+
+
+def _machine(argv: list[str], gpu: bool) -> dict | None:
+    """The ``environment`` of this node for a run of ``argv`` (its `rosetta run` options), as a record that
+    did not get as far as its kernel has it (``runner._write_failure``): the device it was meant for, the
+    threads asked for, the CPU or GPU model, the commit."""
+    try:
+        from common import machine
+        option = lambda name: argv[argv.index(name) + 1] if name in argv[:-1] else None  # noqa: E731
+        device = option("--device") if option("--device") in ("cpu", "cuda") else ("cuda" if gpu else "cpu")
+        threads = option("--threads")
+        return machine.capture(device=device, versions={}, threads_requested=int(threads) if threads else None)
+    except Exception:  # noqa: BLE001 - the run matters more than this description of it
+        return None
 
 
 PARITY_MARKS = "rosetta-cluster-parity"  # in the temp folder: SESSION-NODE.lock, and .done once checked
@@ -383,9 +402,17 @@ class _Tracker:
 
     def __init__(self):
         self.nodes = {}
+        self.machines = {}
 
     def started(self, key: str, node: dict) -> None:
         self.nodes[key] = node
+
+    def described(self, key: str, environment: dict | None) -> None:
+        self.machines[key] = environment
+
+    def machine(self, key: str) -> dict | None:
+        """The node's machine as the job's task described it (``_machine``), or None."""
+        return self.machines.get(key)
 
     def where(self) -> dict:
         return dict(self.nodes)
@@ -407,7 +434,7 @@ def store(results: Path, job: Job, outcome: dict) -> dict:
     if len(found) != 1:
         message = (f"the run on {_node_text(outcome['node'])} wrote {len(found)} records (exit status "
                    f"{outcome['returncode']}); its output ended: {outcome['output'][-1500:].strip()}")
-        return write_failure(results, job, "failed", message, outcome["node"])
+        return write_failure(results, job, "failed", message, outcome["node"], outcome.get("machine"))
     source_stem = found[0][len("records/"):-len(".json")]
     record_path, executed = runner.run_paths(results, job.framework, job.benchmark, job.variant)
     stem = record_path.name[:-len(".json")]
@@ -435,7 +462,8 @@ def store(results: Path, job: Job, outcome: dict) -> dict:
     return result
 
 
-def write_failure(results: Path, job: Job, status: str, message: str, node: dict | None) -> dict:
+def write_failure(results: Path, job: Job, status: str, message: str, node: dict | None,
+                  environment: dict | None = None) -> dict:
     """The record of a job that brought no record back (a lost node, an interrupted or failed task), its
     ``cluster`` naming the node it ran on; ``node`` None where the task had not started on one (its
     ``cluster`` then says so, with None for the host, IP and node id)."""
@@ -447,7 +475,7 @@ def write_failure(results: Path, job: Job, status: str, message: str, node: dict
         framework=job.framework.label, api=job.framework.api, benchmark=job.benchmark, status=status,
         error=message, epochs=sizes.get("epochs", spec.epochs), batch_size=sizes.get("batch_size", spec.batch),
         train_samples=sizes.get("train_samples", spec.train), test_samples=sizes.get("test_samples", spec.test),
-        seed=job.seed, notebook=None, environment=None, variant=job.variant,
+        seed=job.seed, notebook=None, environment=environment, variant=job.variant,
         cluster={**(node or {"host": None, "ip": None, "node_id": None, "not_started": True}),
                  "accelerator": job.accelerator, "attempt": job.attempt})
     record.write(record_path, result)
@@ -651,7 +679,8 @@ def _run(ray, args, frameworks, results: Path, address: str, resume, parity: boo
                     else:
                         first = str(error).strip().splitlines()[-1] if str(error).strip() else name
                         message, status = f"the task on {_node_text(node)} failed: {name}: {first}", "failed"
-                    result = write_failure(results, job, status, message, node)
+                    result = write_failure(results, job, status, message, node,
+                                           ray.get(tracker.machine.remote(job.key)))
                     print(f"{job.shown} {status}: {message}", flush=True)
                     done.append(result)
                     if status == "lost" and job.attempt <= args.retries:
@@ -729,7 +758,8 @@ def _cancel(ray, pending: dict, tracker, results: Path, checks: list = ()) -> No
             if job.key in started:
                 write_failure(results, job, "interrupted",
                               f"interrupted on the driver; the task on {_node_text(started[job.key])} was "
-                              "cancelled and its run stopped", started[job.key])
+                              "cancelled and its run stopped", started[job.key],
+                              ray.get(tracker.machine.remote(job.key)))
         print(f"cluster: {len(pending)} task(s) cancelled, {sum(j.key in started for j in pending.values())} "
               "of them started (recorded as interrupted)"
               + (f"; {len(checks)} parity check(s) stopped, leaving no record." if checks else "."),

@@ -389,8 +389,11 @@ def test_a_node_lost_mid_run_gives_a_lost_record_naming_it_and_the_run_starts_ag
     ok = [r for r in found if r["status"] == "ok"]
     assert len(lost) == 1 and len(ok) == 1, [(r["status"], r.get("error")) for r in found]
     assert lost[0]["cluster"]["node_id"] == doomed.node_id and doomed.node_id[:12] in lost[0]["error"]
-    notes = (results / "README.md").read_text()  # the lost run's section names its node, as the ok run's names its
-    assert f"(Ray node {doomed.node_id[:12]})" in notes and f"(Ray node {spare.node_id[:12]})" in notes
+    # the lost run's task described its node's machine as it started: its record is filed with the retry's, under
+    # type C (where the retry's ok row is the one shown, and the notes name the retry's node)
+    notes = (results / "README.md").read_text()
+    assert lost[0]["environment"]["cpu"] == ok[0]["environment"]["cpu"] and "device not recorded" not in notes
+    assert "(nodes of type C)" in notes and f"on cluster node(s) {ok[0]['cluster']['host']} (Ray node {spare.node_id[:12]})" in notes
     assert ok[0]["cluster"]["node_id"] == spare.node_id and ok[0]["cluster"]["attempt"] == 2
     assert outcome["status"] == 1  # a lost run is not ok, though its second attempt is
     left = [f.name for f in Path(tempfile.gettempdir()).glob(cluster.STAGING + "*-*")
@@ -423,7 +426,7 @@ def test_ctrl_c_on_the_driver_cancels_every_task_and_leaves_no_kernel(ray_cluste
     found = _records(results)
     interrupted = [r for r in found if r["status"] == "interrupted"]
     assert len(interrupted) == 1 and interrupted[0]["framework"] == "Selfslow", output
-    assert ray_cluster.types[interrupted[0]["cluster"]["node_id"]] == "A"
+    assert ray_cluster.types[interrupted[0]["cluster"]["node_id"]] == "A" and interrupted[0]["environment"]["cpu_count"]
     assert "cancelled" in output
     assert len(found) == 1  # the five runs not started (type A has one CPU) were cancelled, not recorded
 
@@ -461,6 +464,7 @@ def test_a_run_that_brings_no_record_back_is_recorded_as_failed_with_the_nodes_w
     assert status == 1 and len(found) == 1 and found[0]["status"] == "failed"
     assert found[0]["framework"] == "Selfonly" and ray_cluster.types[found[0]["cluster"]["node_id"]] == "B"
     assert "wrote 0 records (exit status 2)" in found[0]["error"] and "selfonly" in found[0]["error"]
+    assert found[0]["environment"]["device"] == "cpu" and found[0]["environment"]["cpu_count"]  # the node's machine
 
 
 @pytest.mark.kernel
