@@ -211,6 +211,8 @@ def test_a_node_that_joins_after_the_start_checks_parity_in_its_first_task_befor
     finally:
         if late is not None:
             ray_cluster.remove_node(late)
+            for mark in (Path(tempfile.gettempdir()) / cluster.PARITY_MARKS).glob(f"*-{late.node_id}.*"):
+                mark.unlink()  # the bench's marks on the node (SESSION-NODE.lock and .done)
     out = "".join(out) + capsys.readouterr().out
     assert outcome["status"] == 0, out
     checks = [json.loads(p.read_text()) for p in sorted((results / "parity").glob("*.json"))]
@@ -223,6 +225,7 @@ def test_a_node_that_joins_after_the_start_checks_parity_in_its_first_task_befor
     logs = [p.read_text() for p in sorted((results / "records").glob("*.task.log"))]
     assert sorted("parity: another task is checking this node" in log for log in logs) == [False, True]
     assert "| **no** (on node " in (results / "README.md").read_text()
+    assert not list((Path(tempfile.gettempdir()) / cluster.PARITY_MARKS).glob(f"*-{late.node_id}.*"))
 
 
 def test_a_failed_parity_on_one_node_shows_in_the_table_until_that_node_passes(tmp_path):
