@@ -736,7 +736,7 @@ def skipped(outcome: dict) -> bool:
     files = outcome["files"]
     return (outcome["returncode"] == 0
             and not any(n.startswith("records/") and n.endswith(".json") and n.count("/") == 1 for n in files)
-            and "skipped (--resume), already ok in" in files.get(TASK_LOG, b"").decode("utf-8", "replace"))
+            and runner.RESUME_SKIPPED in files.get(TASK_LOG, b"").decode("utf-8", "replace"))
 
 
 def _cancel(ray, pending: dict, tracker, results: Path, checks: list = ()) -> None:

@@ -688,6 +688,9 @@ def _kernel_key(provenance: dict | None) -> dict:
     return {key: (provenance or {}).get(key) for key in KERNEL_KEYS}
 
 
+RESUME_SKIPPED = "skipped (--resume), already ok in"  # what a skipped run's line says (a cluster's driver reads it)
+
+
 def run_all(frameworks: list[Framework], benchmarks: list[str], settings: RunSettings,
             results: Path, skip: dict | None = None, data_errors: dict | None = None) -> list[dict]:
     """Every selected notebook in turn; one failing never stops the others.
@@ -704,7 +707,7 @@ def run_all(frameworks: list[Framework], benchmarks: list[str], settings: RunSet
         heading = f"=== {number}/{len(selected)}: {framework.label} {benchmark}" + (
             "" if settings.variant == variants.FP32 else f" ({settings.variant})")
         if (framework.name, benchmark) in skip:
-            print(f"{heading}: skipped (--resume), already ok in {skip[framework.name, benchmark]} ===",
+            print(f"{heading}: {RESUME_SKIPPED} {skip[framework.name, benchmark]} ===",
                   flush=True)
             continue
         print(heading + " ===", flush=True)
