@@ -541,9 +541,9 @@ def cmd_run_cluster(args, frameworks) -> int:
     """``--cluster``: every run a task on the cluster's nodes (harness/cluster.py), their records in
     ``--results``; then the table, also after an interruption."""
     from harness import cluster
-    skip = cluster.finished_runs(args, frameworks, args.results, machine.git_commit()) if args.resume else set()
+    resume = cluster.finished_runs(args, frameworks, args.results, machine.git_commit()) if args.resume else {}
     try:
-        done = cluster.run(args, frameworks, args.results, args.cluster, skip,
+        done = cluster.run(args, frameworks, args.results, args.cluster, resume,
                            parity=args.command == "bench" and not args.skip_parity)
     except processes.Interrupted as interrupt:
         with processes.interrupts_held():

@@ -1,9 +1,10 @@
 """`rosetta bench --cluster ADDRESS`: the suite's runs spread over the nodes of a Ray cluster.
 
 Each framework x benchmark x repeat x variant (x accelerator type, with ``--accelerator``) becomes
-one Ray task; a variant a notebook does not offer is recorded as ``unsupported`` on the driver, as
-`rosetta run` records it, and no task starts for it. A task asks for one GPU (``num_gpus=1``) on a
-GPU run, or ``--threads`` CPUs (default 1) on a CPU run, and with ``--accelerator TYPE`` for Ray's
+one Ray task, also a variant a notebook does not offer: the node's `rosetta run` records it as
+``unsupported`` (its notebook there says so), with the node's machine, as on one machine. A task asks
+for one GPU (``num_gpus=1``) on a GPU run, or ``--threads`` CPUs (default 1) on a CPU run, and with
+``--accelerator TYPE`` for Ray's
 accelerator type too (the resource ``accelerator_type:TYPE`` that Ray gives a node with such a GPU,
 or that ``ray start --resources`` names), so that a node without that type is never used for it.
 
@@ -17,12 +18,14 @@ kernel's log, the task's whole output and the ONNX export come back to the drive
 into its results folder as a local run would, each record with a ``cluster`` field naming the node
 that ran it (its host, IP address and Ray node id) and the accelerator type asked for. With
 ``bench``, each node a run may use first checks parity (`rosetta parity`, a task pinned to it), its
-records brought back into ``results/parity`` naming the node.
+records brought back into ``results/parity`` naming the node; a node that joins later is checked by
+its first task, before its run (``_check_first``). With ``--resume`` a run's earlier ok record goes
+with its task, and the node's `rosetta run --resume` judges it there as on one machine.
 
 A node lost mid-run (``ray.exceptions.NodeDiedError``, or a worker that died) gives a ``lost``
 record naming the node; with ``--retries N`` such a run is started again (elsewhere, where the
 node is gone) up to N times. The driver must run on a node of the cluster (``ray start`` was run
-there, or it is the head); Ray's client (``ray://``) is not used.
+there, or it is the head); a Ray Client address (``ray://``) is refused in one line before anything starts.
 
 Ray is an optional extra (``pip install -e '.[cluster]'``): without it ``--cluster`` says so in
 one line before anything starts.
@@ -113,6 +116,9 @@ class Job:
     attempt: int = 1
     sizes: dict = field(default_factory=dict)  # the epochs, batch size and sample counts it runs with
     variant: str = variants.FP32
+    # --resume: the ok record from the cluster of its configuration and commit (its file's name, its bytes),
+    # sent with the task: the node's `rosetta run --resume` judges it as on one machine (data, kernel too)
+    resume: tuple | None = None
 
     @property
     def key(self) -> str:
@@ -128,11 +134,11 @@ class Job:
 
 
 def plan(frameworks, benchmarks, repeats: int, seed: int, accelerators, export: bool,
-         skip: set | None = None, wanted=(variants.FP32,)) -> list[Job]:
+         resume: dict | None = None, wanted=(variants.FP32,)) -> list[Job]:
     """Every run, repeat by repeat and in each repeat variant by variant (as a local suite orders them),
-    each for every accelerator type; ``skip``: the (framework name, benchmark, seed, accelerator, variant)
-    that already have an ok record. One export per framework and benchmark, as a local suite makes: of
-    the first repeat of the first variant asked for."""
+    each for every accelerator type; ``resume``: (framework name, benchmark, seed, accelerator, variant) to
+    the ok record that its task's node may find makes it unnecessary (``finished_runs``). One export per
+    framework and benchmark, as a local suite makes: of the first repeat of the first variant asked for."""
     jobs = []
     wanted = list(dict.fromkeys(wanted or [variants.FP32]))
     for repeat in range(repeats):
@@ -142,10 +148,10 @@ def plan(frameworks, benchmarks, repeats: int, seed: int, accelerators, export: 
                     if benchmark not in framework.notebooks:
                         continue
                     for accelerator in accelerators or [None]:
-                        if (framework.name, benchmark, seed + repeat, accelerator, variant) in (skip or set()):
-                            continue
+                        earlier = (resume or {}).get((framework.name, benchmark, seed + repeat, accelerator, variant))
                         jobs.append(Job(framework, benchmark, repeat, seed + repeat, accelerator,
-                                        export and repeat == 0 and variant == wanted[0], variant=variant))
+                                        export and repeat == 0 and variant == wanted[0], variant=variant,
+                                        resume=earlier))
     return jobs
 
 
@@ -163,6 +169,8 @@ def run_arguments(args, job: Job) -> list[str]:
         argv += ["--export-batch-sizes", *map(str, args.export_batch_sizes)]
     if not job.export:
         argv.append("--no-export")
+    if job.resume:  # its earlier record goes with the task: the node judges it
+        argv.append("--resume")
     if args.docker:
         argv.append("--docker")
     else:  # the environment built on first use on its node
@@ -188,13 +196,13 @@ def node_command(command: str = "run") -> list[str]:
     return (shlex.split(given) if given else [sys.executable, "-m", "harness.entry"]) + [command]
 
 
-def _collect(folder: Path) -> dict:
+def _collect(folder: Path, given=()) -> dict:
     """Every file a `rosetta run` wrote into ``folder`` (its records, notebooks, logs and exports), by
-    its path relative to ``folder``; the reservations are left out."""
+    its path relative to ``folder``; the reservations, and the files ``given`` to it, are left out."""
     found = {}
     for path in sorted(folder.rglob("*")):
         relative = path.relative_to(folder)
-        if path.is_file() and ".reserved" not in relative.parts:
+        if path.is_file() and ".reserved" not in relative.parts and relative.as_posix() not in given:
             found[relative.as_posix()] = path.read_bytes()
     return found
 
@@ -224,6 +232,12 @@ def _remove_stale() -> None:
         pid = folder.name[len(STAGING):].split("-", 1)[0]
         if pid.isdigit() and not processes.alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
+    for mark in (Path(tempfile.gettempdir()) / PARITY_MARKS).glob("*"):  # the parity marks of earlier benches
+        try:
+            if time.time() - mark.stat().st_mtime > MARKS_KEPT:
+                mark.unlink()
+        except OSError:
+            pass
 
 
 def _end_with_parent() -> None:
@@ -239,11 +253,16 @@ def _end_with_parent() -> None:
         pass
 
 
-def node_run(argv: list[str], tracker=None, key: str = "", commands: list[list[str]] | None = None) -> dict:
+def node_run(argv: list[str], tracker=None, key: str = "", commands: list[list[str]] | None = None,
+             given: dict | None = None, parity: dict | None = None) -> dict:
     """A Ray task's body: one `rosetta run` on this node (``argv``: its options), or ``commands`` one
     after the other (each a `rosetta` command and its options), into a temporary results folder; what
-    they wrote, their output's tail, the first exit status that is not 0 (else 0) and the node. A
-    cancelled task (Ctrl-C on the driver) stops the one running."""
+    they wrote, their output's tail, the first exit status that is not 0 (else 0) and the node.
+    ``given``: files (by their path in the results folder) put there first, as the earlier record that
+    `--resume` judges; they do not come back. ``parity``: the bench's parity check (``commands``, the nodes
+    ``checked`` at the start, the bench's ``session``): on a node not among them (one that joined after
+    the start) its first task checks it before its run (``_check_first``), and what that brought comes back
+    as ``parity``. A cancelled task (Ctrl-C on the driver) stops the one running."""
     import ray
 
     context = ray.get_runtime_context()
@@ -251,23 +270,98 @@ def node_run(argv: list[str], tracker=None, key: str = "", commands: list[list[s
     gpus = [str(g) for g in ray.get_gpu_ids()]
     if gpus:
         node["gpus"] = gpus
-    if tracker is not None:
+    if tracker is not None:  # not awaited: a task blocked in ray.get gives its CPU back to Ray meanwhile
         tracker.started.remote(key, node)
+    described = None if commands else _machine(argv, bool(gpus))  # a run: the node's machine, for a record
+    if tracker is not None and described:  # made without the run's (nothing came back, its task interrupted)
+        tracker.described.remote(key, described)
     environment = dict(os.environ)
     if gpus:  # a node runs one task per GPU at once: each GPU has its own suite lock, not the machine's
         from harness import guard
         environment[guard.LOCK_VARIABLE] = f"{guard.lock_path()}.gpu{'-'.join(gpus)}"
     _remove_stale()
+    checked, said = None, []
+    if parity and node["node_id"] not in parity["checked"]:  # a node that joined after the start
+        checked = _check_first(parity, node, environment, said)
+    outcome = {"node": node, **_commands(commands or [["run", *argv]], environment, given or {}, said)}
+    if checked is not None:
+        outcome["parity"] = checked
+    if described:
+        outcome["machine"] = described
+    return outcome
+
+
+def _machine(argv: list[str], gpu: bool) -> dict | None:
+    """The ``environment`` of this node for a run of ``argv`` (its `rosetta run` options), as a record that
+    did not get as far as its kernel has it (``runner._write_failure``): the device it was meant for, the
+    threads asked for, the CPU or GPU model, the commit."""
+    try:
+        from common import machine
+        option = lambda name: argv[argv.index(name) + 1] if name in argv[:-1] else None  # noqa: E731
+        device = option("--device") if option("--device") in ("cpu", "cuda") else ("cuda" if gpu else "cpu")
+        threads = option("--threads")
+        return machine.capture(device=device, versions={}, threads_requested=int(threads) if threads else None)
+    except Exception:  # noqa: BLE001 - the run matters more than this description of it
+        return None
+
+
+PARITY_MARKS = "rosetta-cluster-parity"  # in the temp folder: SESSION-NODE.lock, and .done once checked
+MARKS_KEPT = 7 * 86400.0  # seconds: a bench's marks outlive it that long (its tasks may run for days)
+
+
+def _check_first(parity: dict, node: dict, environment: dict, said: list) -> dict | None:
+    """On a node that joined after the start (no pinned check): this node's parity check, where no other task
+    of this bench made it here, what it brought; None where one did. One check per node: a file lock on the
+    node (not a Ray call, which would give the task's CPU back while it waits) held while checking, and a
+    mark once it is done; the tasks that land meanwhile wait for it. Lines for the task's log go to ``said``."""
+    import fcntl
+
+    folder = Path(tempfile.gettempdir()) / PARITY_MARKS
+    folder.mkdir(exist_ok=True)
+    stem = folder / f"{parity['session']}-{node['node_id']}"
+    done = stem.with_suffix(".done")
+    descriptor = os.open(stem.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not said:
+                    said.append("parity: another task is checking this node (it joined after the start); "
+                                "waiting for it\n")
+                    print(said[-1], end="", flush=True)
+                time.sleep(0.5)  # a loop, not a blocking lock: Ray's cancel raises KeyboardInterrupt here
+        if done.exists():
+            return None
+        said.append("parity: this node joined after the start: its parity check first, in this task\n")
+        print(said[-1], end="", flush=True)
+        checked = {"node": node, **_commands(parity["commands"], environment)}
+        done.touch()  # not where the check was stopped: the node's next task checks it
+        return checked
+    finally:
+        os.close(descriptor)  # the lock goes with it
+
+
+def _commands(commands: list[list[str]], environment: dict, given: dict | None = None, said=()) -> dict:
+    """``commands`` (each a `rosetta` command and its options) one after the other into a temporary results
+    folder (``given``: files put there first, which do not come back; ``said``: lines the log begins with):
+    what they wrote, their output's tail and the first exit status that is not 0 (else 0)."""
     folder = Path(tempfile.mkdtemp(prefix=f"{STAGING}{os.getpid()}-"))
     tail: list[str] = []
+    given = given or {}
+    for name, content in given.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(content)
     try:
         returncode = 0
         with open(folder / TASK_LOG, "w", encoding="utf-8", errors="replace") as log:
-            for command in commands or [["run", *argv]]:
+            log.writelines(said)
+            for command in commands:
                 code = _node_command(node_command(command[0]) + command[1:] + ["--results", str(folder)],
                                      environment, tail, log)
                 returncode = returncode or code
-        return {"node": node, "returncode": returncode, "output": "".join(tail), "files": _collect(folder)}
+        return {"returncode": returncode, "output": "".join(tail), "files": _collect(folder, given)}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -308,17 +402,25 @@ class _Tracker:
 
     def __init__(self):
         self.nodes = {}
+        self.machines = {}
 
     def started(self, key: str, node: dict) -> None:
         self.nodes[key] = node
+
+    def described(self, key: str, environment: dict | None) -> None:
+        self.machines[key] = environment
+
+    def machine(self, key: str) -> dict | None:
+        """The node's machine as the job's task described it (``_machine``), or None."""
+        return self.machines.get(key)
 
     def where(self) -> dict:
         return dict(self.nodes)
 
 
 def _node_text(node: dict | None) -> str:
-    if not node:
-        return "an unknown node"
+    if not node or not node.get("node_id"):
+        return "no node (the task had not started on one)"
     return f"node {node.get('host')} ({node.get('ip')}, Ray node {str(node.get('node_id'))[:12]})"
 
 
@@ -332,7 +434,7 @@ def store(results: Path, job: Job, outcome: dict) -> dict:
     if len(found) != 1:
         message = (f"the run on {_node_text(outcome['node'])} wrote {len(found)} records (exit status "
                    f"{outcome['returncode']}); its output ended: {outcome['output'][-1500:].strip()}")
-        return write_failure(results, job, "failed", message, outcome["node"])
+        return write_failure(results, job, "failed", message, outcome["node"], outcome.get("machine"))
     source_stem = found[0][len("records/"):-len(".json")]
     record_path, executed = runner.run_paths(results, job.framework, job.benchmark, job.variant)
     stem = record_path.name[:-len(".json")]
@@ -360,9 +462,11 @@ def store(results: Path, job: Job, outcome: dict) -> dict:
     return result
 
 
-def write_failure(results: Path, job: Job, status: str, message: str, node: dict | None) -> dict:
-    """The record of a job that brought no record back (a lost node, an interrupted or failed task), or
-    that no task ran (``unsupported``: a variant its notebook does not offer, ``node`` None)."""
+def write_failure(results: Path, job: Job, status: str, message: str, node: dict | None,
+                  environment: dict | None = None) -> dict:
+    """The record of a job that brought no record back (a lost node, an interrupted or failed task), its
+    ``cluster`` naming the node it ran on; ``node`` None where the task had not started on one (its
+    ``cluster`` then says so, with None for the host, IP and node id)."""
     record_path, _ = runner.run_paths(results, job.framework, job.benchmark, job.variant)
     from common.benchmarks import BENCHMARKS
     spec = BENCHMARKS[job.benchmark]
@@ -371,8 +475,9 @@ def write_failure(results: Path, job: Job, status: str, message: str, node: dict
         framework=job.framework.label, api=job.framework.api, benchmark=job.benchmark, status=status,
         error=message, epochs=sizes.get("epochs", spec.epochs), batch_size=sizes.get("batch_size", spec.batch),
         train_samples=sizes.get("train_samples", spec.train), test_samples=sizes.get("test_samples", spec.test),
-        seed=job.seed, notebook=None, environment=None, variant=job.variant,
-        cluster={**(node or {}), "accelerator": job.accelerator, "attempt": job.attempt})
+        seed=job.seed, notebook=None, environment=environment, variant=job.variant,
+        cluster={**(node or {"host": None, "ip": None, "node_id": None, "not_started": True}),
+                 "accelerator": job.accelerator, "attempt": job.attempt})
     record.write(record_path, result)
     runner.release(record_path)
     return result
@@ -468,7 +573,7 @@ LOST_ERRORS = ("NodeDiedError", "WorkerCrashedError", "LocalRayletDiedError", "O
                "OwnerDiedError", "RaySystemError")
 
 
-def run(args, frameworks, results: Path, address: str, skip: set | None = None,
+def run(args, frameworks, results: Path, address: str, resume: dict | None = None,
         parity: bool = False) -> list[dict]:
     """Every job on the cluster at ``address``; their records, written into ``results`` as they come.
     ``parity``: first `rosetta parity` once on each node a run may be placed on, a task pinned to it, its
@@ -476,7 +581,7 @@ def run(args, frameworks, results: Path, address: str, skip: set | None = None,
     started runs as interrupted and propagates."""
     ray = connect(address)
     try:
-        return _run(ray, args, frameworks, results, address, skip, parity)
+        return _run(ray, args, frameworks, results, address, resume, parity)
     finally:
         ray.shutdown()
 
@@ -488,20 +593,14 @@ def _sizes(args, benchmark: str) -> dict:
             "train_samples": args.train_samples or spec.train, "test_samples": args.test_samples or spec.test}
 
 
-def _run(ray, args, frameworks, results: Path, address: str, skip, parity: bool = False) -> list[dict]:
+def _run(ray, args, frameworks, results: Path, address: str, resume, parity: bool = False) -> list[dict]:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     jobs = plan(frameworks, args.benchmark, getattr(args, "repeats", 1), args.seed, args.accelerator,
-                args.export, skip, getattr(args, "variant", None))
+                args.export, resume, getattr(args, "variant", None))
     for job in jobs:
         job.sizes = _sizes(args, job.benchmark)
     done = []
-    for job in [j for j in jobs if j.framework.variant_unsupported(j.variant, j.benchmark)]:
-        # as `rosetta run` does: the notebook does not offer the variant, so nothing runs (no task)
-        reason = job.framework.variant_unsupported(job.variant, job.benchmark)
-        done.append(write_failure(results, job, "unsupported", reason, None))
-        print(f"{job.shown} unsupported: {reason}", flush=True)
-        jobs.remove(job)
     here = ray.get_runtime_context().get_node_id()
     tracker = ray.remote(_Tracker).options(
         num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote()
@@ -516,7 +615,9 @@ def _run(ray, args, frameworks, results: Path, address: str, skip, parity: bool 
         options = {"num_gpus": 1, "num_cpus": 0} if gpu else {"num_cpus": args.threads or 1}
         if job.accelerator:
             options["accelerator_type"] = job.accelerator
-        return task.options(max_retries=0, **options).remote(run_arguments(args, job), tracker, job.key)
+        given = {f"records/{job.resume[0]}": job.resume[1]} if job.resume else None
+        return task.options(max_retries=0, **options).remote(run_arguments(args, job), tracker, job.key, None, given,
+                                                             checks)
 
     caught, previous = [], {}  # which signal stopped the driver: Ray's wait gives only a KeyboardInterrupt
 
@@ -532,14 +633,20 @@ def _run(ray, args, frameworks, results: Path, address: str, skip, parity: bool 
     if threading.current_thread() is threading.main_thread():
         from harness import processes
         previous = {number: signal.signal(number, note) for number in processes.STOPPING}
-    pending, checking = {}, {}
+    pending, checking, resumed = {}, {}, []
+    # with parity: a task on a node not checked at the start (it joined later) checks it first (_check_first)
+    checks = None
     if parity and jobs:  # each node's own parity check, before any timed run starts
+        import uuid
+        checks = {"commands": parity_commands(args, frameworks), "session": uuid.uuid4().hex, "checked": []}
         for node in parity_nodes(ray, args, gpu):
             pinned = NodeAffinitySchedulingStrategy(node["node_id"], soft=False)
             checking[task.options(max_retries=0, num_cpus=min(1, node["cpus"]), scheduling_strategy=pinned).remote(
-                [], None, "", parity_commands(args, frameworks))] = node
+                [], None, "", checks["commands"])] = node
+            checks["checked"].append(node["node_id"])
         print(f"cluster: the parity check first, on each of the {len(checking)} node(s) the runs may use, "
-              "a task pinned to it", flush=True)
+              "a task pinned to it; a node that joins later checks parity in its first task, before its run",
+              flush=True)
     try:
         while checking:
             ready, _ = ray.wait(list(checking), num_returns=1, timeout=1.0)
@@ -572,7 +679,8 @@ def _run(ray, args, frameworks, results: Path, address: str, skip, parity: bool 
                     else:
                         first = str(error).strip().splitlines()[-1] if str(error).strip() else name
                         message, status = f"the task on {_node_text(node)} failed: {name}: {first}", "failed"
-                    result = write_failure(results, job, status, message, node)
+                    result = write_failure(results, job, status, message, node,
+                                           ray.get(tracker.machine.remote(job.key)))
                     print(f"{job.shown} {status}: {message}", flush=True)
                     done.append(result)
                     if status == "lost" and job.attempt <= args.retries:
@@ -581,8 +689,28 @@ def _run(ray, args, frameworks, results: Path, address: str, skip, parity: bool 
                               f"of {args.retries + 1})", flush=True)
                         pending[submit(again)] = again
                     continue
+                if outcome.get("parity"):  # its node joined after the start: checked first, in this task
+                    print(f"cluster: {_node_text(outcome['node'])} joined after the start; its parity check ran "
+                          f"first, in the task of {job.shown}", flush=True)
+                    for checked in store_parity(results, frameworks, args, outcome["node"], outcome["parity"]):
+                        print(_parity_line(checked), flush=True)
+                if job.resume and skipped(outcome):
+                    print(f"{job.shown} skipped (--resume) on {_node_text(outcome['node'])}: its ok record "
+                          f"{job.resume[0]} holds there, as `rosetta run --resume` judges it (the same sizes, "
+                          "seed, variant, threads, device, commit, data checksum and kernel)", flush=True)
+                    resumed.append(f"{job.framework.name} {job.benchmark} seed {job.seed}"
+                                   + ("" if job.variant == variants.FP32 else f" {job.variant}")
+                                   + (f" on {job.accelerator}" if job.accelerator else ""))
+                    continue
                 result = store(results, job, outcome)
                 state = result["status"]
+                if job.resume:
+                    said = [line.strip() for line in outcome["files"].get(TASK_LOG, b"").decode(
+                        "utf-8", "replace").splitlines() if line.startswith("resume: nothing skipped")]
+                    print(f"{job.shown} run again (--resume) on {_node_text(outcome['node'])}: its ok record "
+                          f"{job.resume[0]} did not hold there: "
+                          + (said[0] if said else runner.resume_difference(json.loads(job.resume[1]), result)),
+                          flush=True)
                 print(f"{job.shown} {state} on {_node_text(outcome['node'])}"
                       + (f": accuracy {result['test_accuracy']:.4f}" if state == "ok" else
                          f": {result.get('error')}"), flush=True)
@@ -596,7 +724,19 @@ def _run(ray, args, frameworks, results: Path, address: str, skip, parity: bool 
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
+    if resumed:
+        print(f"resume: skipped {len(resumed)} run(s) whose ok record held on their node: " + ", ".join(resumed),
+              flush=True)
     return done
+
+
+def skipped(outcome: dict) -> bool:
+    """Whether a task's `rosetta run --resume` skipped its run (its earlier record held there): it exited
+    0, wrote no record, and said so."""
+    files = outcome["files"]
+    return (outcome["returncode"] == 0
+            and not any(n.startswith("records/") and n.endswith(".json") and n.count("/") == 1 for n in files)
+            and runner.RESUME_SKIPPED in files.get(TASK_LOG, b"").decode("utf-8", "replace"))
 
 
 def _cancel(ray, pending: dict, tracker, results: Path, checks: list = ()) -> None:
@@ -618,7 +758,8 @@ def _cancel(ray, pending: dict, tracker, results: Path, checks: list = ()) -> No
             if job.key in started:
                 write_failure(results, job, "interrupted",
                               f"interrupted on the driver; the task on {_node_text(started[job.key])} was "
-                              "cancelled and its run stopped", started[job.key])
+                              "cancelled and its run stopped", started[job.key],
+                              ray.get(tracker.machine.remote(job.key)))
         print(f"cluster: {len(pending)} task(s) cancelled, {sum(j.key in started for j in pending.values())} "
               "of them started (recorded as interrupted)"
               + (f"; {len(checks)} parity check(s) stopped, leaving no record." if checks else "."),
@@ -627,11 +768,12 @@ def _cancel(ray, pending: dict, tracker, results: Path, checks: list = ()) -> No
 
 def check(address: str) -> None:
     """Before anything starts: Ray installed, and (but for ``auto``) something listening at ``address``."""
+    if address.strip().lower().startswith("ray://"):
+        raise ValueError(f"--cluster {address}: Ray Client (ray://) is not supported, as the driver must be a node "
+                         "of the cluster (each node runs its own checkout); run rosetta on the head (ssh, or "
+                         "kubectl exec into the head pod) with --cluster auto, or from a machine that joined with "
+                         "`ray start --address HOST:6379` with --cluster HOST:6379.")
     import_ray()
-    if address.startswith("ray://"):
-        raise ValueError(f"--cluster {address}: Ray's client addresses are not used; expected the address of "
-                         "the cluster's head as `ray start --head` prints it (HOST:6379), or auto, with this "
-                         "machine a node of the cluster.")
     if address != "auto":
         why = _reachable(address)
         if why:
@@ -640,28 +782,36 @@ def check(address: str) -> None:
                              "machine is a node of.")
 
 
-def finished_runs(args, frameworks, results: Path, commit: str | None) -> set:
+def finished_runs(args, frameworks, results: Path, commit: str | None) -> dict:
     """For ``--resume`` across the cluster: each (framework name, benchmark, seed, accelerator type, variant)
-    with an ok record that a cluster's node made with these sizes, threads, device and this clean commit."""
+    with an ok record that a cluster's node made with these sizes, threads, device and this clean commit,
+    mapped to the newest such record (its file's name and bytes). Its task takes it to its node, whose
+    `rosetta run --resume` judges it there with the same rule as on one machine (``runner.finished_runs``:
+    the data's checksum and the kernel too) and skips the run, or runs it again."""
     from harness import records as found_records
     if not commit or commit.endswith("-dirty"):
         print("resume: nothing skipped, as the code version is not a clean git commit "
               f"({commit or 'no git'}); every selected notebook runs.")
-        return set()
+        return {}
     labels = {framework.label: framework for framework in frameworks}
     device = "cuda" if args.device == "cuda" else ("cpu" if args.device == "cpu" else None)
-    done = set()
+    done = {}
     for path, run_record in found_records.read_runs(found_records.records_dir(results), warn=False):
         placed = run_record.get("cluster")
         framework = labels.get(run_record["framework"])
-        if not isinstance(placed, dict) or framework is None or run_record["status"] != "ok":
+        if (not isinstance(placed, dict) or not placed.get("node_id") or framework is None
+                or run_record["status"] != "ok" or run_record["benchmark"] not in args.benchmark):
             continue
         env = run_record.get("environment") or {}
         if (all(run_record.get(k) == v for k, v in _sizes(args, run_record["benchmark"]).items())
                 and env.get("git_commit") == commit
                 and env.get("threads_requested") == args.threads and (device is None or env.get("device") == device)):
-            done.add((framework.name, run_record["benchmark"], run_record["seed"], placed.get("accelerator"),
-                      run_record.get("variant") or variants.FP32))
+            key = (framework.name, run_record["benchmark"], run_record["seed"], placed.get("accelerator"),
+                   run_record.get("variant") or variants.FP32)
+            if key not in done or path.name > done[key][0]:  # the newest: STAMP-NAME
+                done[key] = (path.name, path.read_bytes())
     if done:
-        print(f"resume: {len(done)} run(s) already have an ok record from the cluster and are skipped.")
+        print(f"resume: {len(done)} run(s) already have an ok record from the cluster of these sizes, threads, "
+              "device and commit; each goes with its task, and its node skips the run where that record holds "
+              "there as on one machine (its data checksum and kernel too), or runs it again.", flush=True)
     return done

@@ -90,6 +90,17 @@ def _data(row: dict) -> str:
     return ", ".join(parts)
 
 
+def _node(row: dict) -> str | None:
+    """The cluster node a record was made for (``rosetta bench --cluster``): ``HOST (Ray node ID)``, or
+    ``no node`` for a task that had not started on one; None for a run made on this machine."""
+    placed = row.get("cluster")
+    if not isinstance(placed, dict):
+        return None
+    if not placed.get("node_id"):
+        return "no node"
+    return f"{placed.get('host')} (Ray node {str(placed['node_id'])[:12]})"
+
+
 def to_frame(runs: list[dict]) -> pd.DataFrame:
     """One row per record, with the columns the tables and the CSV use (and any field a table's column
     reads of its own, ``columns.own_fields``)."""
@@ -112,7 +123,7 @@ def to_frame(runs: list[dict]) -> pd.DataFrame:
             "data_source": (r.get("data") or {}).get("source"),
             "python": (r.get("environment") or {}).get("python"),
             "git_commit": (r.get("environment") or {}).get("git_commit"),
-            "timestamp": r["timestamp"], "notebook": r.get("notebook"),
+            "timestamp": r["timestamp"], "notebook": r.get("notebook"), "node": _node(r),
             "feeding_share": r.get("feeding_share"),
             "gpu": (r.get("environment") or {}).get("gpu"), "gpu_note": gpus.record_note(r),
             "threads": (r.get("environment") or {}).get("threads"),
@@ -539,6 +550,9 @@ def where_and_when(rows: pd.DataFrame) -> str:
         parts.append(machine)
     if commits:
         parts.append("commit " + ", ".join(commits))
+    nodes = sorted({str(n) for n in rows["node"].dropna()}) if "node" in rows else []
+    if nodes:  # made on a Ray cluster: every record names its node, also those that did not run (docs/cluster.md)
+        parts.append(f"on cluster node(s) {', '.join(nodes)}")
     for benchmark, title in ((b.name, b.title) for b in BENCHMARKS.values()):
         sizes = sorted({str(d) for d in rows.loc[rows["benchmark"] == benchmark, "data"].dropna()})
         if sizes:

@@ -657,9 +657,38 @@ def finished_runs(frameworks: list[Framework], benchmarks: list[str], settings: 
     return found
 
 
+def resume_difference(earlier: dict, now: dict) -> str:
+    """Why `rosetta run --resume` ran a run again whose earlier ok record (same framework, benchmark,
+    seed and variant) is ``earlier``, ``now`` being the record of the run made instead: what of
+    ``finished_runs``'s rule differs between them (the data's checksum, the kernel, the commit, the
+    device, the threads asked for, the sizes)."""
+    def data(found):
+        found = found or {}
+        return f"{found.get('source')} {found.get('checksum') or found.get('sha256')}" if found else "none recorded"
+
+    then_env, now_env = earlier.get("environment") or {}, now.get("environment") or {}
+    differences = []
+    if not _same_data(earlier.get("data"), now.get("data")):
+        differences.append(f"other data ({data(earlier.get('data'))} then, {data(now.get('data'))} now)")
+    if _kernel_key(earlier.get("kernel_environment")) != _kernel_key(now.get("kernel_environment")):
+        changed = [k for k in KERNEL_KEYS if _kernel_key(earlier.get("kernel_environment"))[k]
+                   != _kernel_key(now.get("kernel_environment"))[k]]
+        differences.append(f"another kernel (its {', '.join(changed)})")
+    for key, what in (("git_commit", "commit"), ("device", "device"), ("threads_requested", "threads asked for")):
+        if then_env.get(key) != now_env.get(key):
+            differences.append(f"another {what} ({then_env.get(key)} then, {now_env.get(key)} now)")
+    sizes = [k for k in ("epochs", "batch_size", "train_samples", "test_samples") if earlier.get(k) != now.get(k)]
+    if sizes:
+        differences.append(f"other sizes ({', '.join(sizes)})")
+    return "; ".join(differences) or "no difference its record shows"
+
+
 def _kernel_key(provenance: dict | None) -> dict:
     """The parts of a kernel's provenance that change a timing (``KERNEL_KEYS``; missing ones as None)."""
     return {key: (provenance or {}).get(key) for key in KERNEL_KEYS}
+
+
+RESUME_SKIPPED = "skipped (--resume), already ok in"  # what a skipped run's line says (a cluster's driver reads it)
 
 
 def run_all(frameworks: list[Framework], benchmarks: list[str], settings: RunSettings,
@@ -678,7 +707,7 @@ def run_all(frameworks: list[Framework], benchmarks: list[str], settings: RunSet
         heading = f"=== {number}/{len(selected)}: {framework.label} {benchmark}" + (
             "" if settings.variant == variants.FP32 else f" ({settings.variant})")
         if (framework.name, benchmark) in skip:
-            print(f"{heading}: skipped (--resume), already ok in {skip[framework.name, benchmark]} ===",
+            print(f"{heading}: {RESUME_SKIPPED} {skip[framework.name, benchmark]} ===",
                   flush=True)
             continue
         print(heading + " ===", flush=True)

@@ -97,6 +97,18 @@ def test_a_cluster_that_cannot_be_reached_is_one_line_before_anything_starts(tmp
     assert not (tmp_path / "results" / "records").exists()
 
 
+@pytest.mark.parametrize("command", ["run", "bench"])
+def test_a_ray_client_address_is_refused_in_one_line_naming_it_and_what_to_use(tmp_path, capsys, command):
+    """Ray Client (ray://HOST:10001) is not supported: the driver must be a node of the cluster."""
+    status = cli.main([command, "pytorch", "--device", "cpu", "--cluster", "ray://head.example:10001",
+                       "--results", str(tmp_path / "results")])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1, err
+    assert "--cluster ray://head.example:10001: Ray Client (ray://) is not supported" in err
+    assert "--cluster auto" in err and "HOST:6379" in err
+    assert not (tmp_path / "results").exists() and not ray.is_initialized()
+
+
 def test_without_ray_the_cluster_option_names_the_extra_and_its_command(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails, as where the extra is not installed
     status = cli.main(["bench", "pytorch", "--device", "cpu", "--cluster", "auto", "--results", str(tmp_path)])
@@ -175,6 +187,47 @@ def test_each_accelerator_type_runs_only_on_its_nodes_and_records_come_back_from
     assert not list((results / "parity" / ".reserved").iterdir())
 
 
+def test_a_node_that_joins_after_the_start_checks_parity_in_its_first_task_before_its_runs(
+        ray_cluster, registered, tmp_path, capsys):
+    """No node of type E at the start: the bench starts (no node to check), then one joins with two CPUs and
+    both runs land on it at once. One of them checks its parity first; the other waits for that check."""
+    import threading
+
+    results, outcome, out = tmp_path / "results", {}, []
+    argv = ["bench", "selftest", "--benchmark", "cifar", "--device", "cpu", "--repeats", "2", "--cluster",
+            ray_cluster.address, "--accelerator", "E", "--results", str(results)]
+    driver = threading.Thread(target=lambda: outcome.update(status=cli.main(argv)), daemon=True)
+    driver.start()
+    late = None
+    try:
+        deadline = time.monotonic() + 60
+        while not any("cluster: the parity check first, on each of the 0 node(s)" in text for text in out):
+            assert driver.is_alive() and time.monotonic() < deadline, f"the bench did not start: {outcome} {out}"
+            time.sleep(0.2)
+            out.append(capsys.readouterr().out)
+        late = ray_cluster.add_node(**{**_node({"accelerator_type:E": 1}), "num_cpus": 2})
+        driver.join(timeout=120)
+        assert not driver.is_alive(), "the bench did not end within 120 s of the node joining"
+    finally:
+        if late is not None:
+            ray_cluster.remove_node(late)
+            for mark in (Path(tempfile.gettempdir()) / cluster.PARITY_MARKS).glob(f"*-{late.node_id}.*"):
+                mark.unlink()  # the bench's marks on the node (SESSION-NODE.lock and .done)
+    out = "".join(out) + capsys.readouterr().out
+    assert outcome["status"] == 0, out
+    checks = [json.loads(p.read_text()) for p in sorted((results / "parity").glob("*.json"))]
+    assert [c["cluster"]["node_id"] for c in checks] == [late.node_id], out  # once, on the node that joined
+    assert checks[0]["framework"] == "Selftest" and "wrote no parity outputs" in checks[0]["message"]
+    assert len(list((results / "parity").glob("*-node-*.task.log"))) == 1
+    found = _records(results)
+    assert [r["status"] for r in found] == ["ok", "ok"] and {r["cluster"]["node_id"] for r in found} == {late.node_id}
+    assert "joined after the start; its parity check ran first, in the task of [selftest/cifar]" in out
+    logs = [p.read_text() for p in sorted((results / "records").glob("*.task.log"))]
+    assert sorted("parity: another task is checking this node" in log for log in logs) == [False, True]
+    assert "| **no** (on node " in (results / "README.md").read_text()
+    assert not list((Path(tempfile.gettempdir()) / cluster.PARITY_MARKS).glob(f"*-{late.node_id}.*"))
+
+
 def test_a_failed_parity_on_one_node_shows_in_the_table_until_that_node_passes(tmp_path):
     """The table's Equivalent cell: per node the newest check, and of those a failure over a pass."""
     from harness import columns, records
@@ -195,44 +248,76 @@ def test_a_failed_parity_on_one_node_shows_in_the_table_until_that_node_passes(t
     assert columns.equivalence(records.latest_parity(tmp_path), "Selftest", "cifar") == "yes"
 
 
-def test_resume_across_the_cluster_skips_what_came_back_ok(ray_cluster, registered, tmp_path, capsys, monkeypatch):
+def test_a_run_whose_task_never_reached_a_node_says_so_in_its_record_and_the_report(tmp_path):
+    """Every record of a cluster task has its ``cluster`` field; where the task had not started on a node
+    (lost before it was placed), it says so rather than naming none, and the report's notes too."""
+    from harness import report
+    job = cluster.Job(selftest.framework(tmp_path / "n.ipynb", "pass"), "cifar", 0, 42, "A", False)
+    found = cluster.write_failure(tmp_path / "results", job, "lost", "lost before it started", None)
+    assert found["cluster"] == {"host": None, "ip": None, "node_id": None, "not_started": True,
+                                "accelerator": "A", "attempt": 1}
+    assert "on cluster node(s) no node" in report.render(tmp_path / "results").read_text()
+
+
+def test_resume_across_the_cluster_judges_each_record_on_its_node_as_on_one_machine(
+        ray_cluster, registered, tmp_path, capsys, monkeypatch):
+    """An ok record goes with its run's task; the node's `rosetta run --resume` skips the run where it holds
+    there (runner.finished_runs: data checksum and kernel too), and runs it again where the node's data differ."""
     monkeypatch.setattr(cli.machine, "git_commit", lambda: cluster_node_run.COMMIT)  # the nodes' records say it
+    checksum = ray_cluster.notebooks / "data.sha256"  # the data the nodes find (cluster_node_run.py)
+    checksum.unlink(missing_ok=True)
     results = tmp_path / "results"
     argv = ["run", "selftest", "--benchmark", "cifar", "--device", "cpu", "--cluster", ray_cluster.address,
             "--accelerator", "A", "B", "--results", str(results)]
-    assert cli.main(argv) == 0
-    first = _records(results)
-    (results / "records" / sorted((results / "records").glob("*.json"))[0].name).unlink()  # one to run again
-    assert cli.main(argv + ["--resume"]) == 0
-    out = capsys.readouterr().out
-    again = _records(results)
-    assert len(first) == 2 and len(again) == 2 and "resume: 1 run(s) already have an ok record" in out
-    assert {r["cluster"]["accelerator"] for r in again} == {"A", "B"}
+    try:
+        assert cli.main(argv) == 0
+        first = _records(results)
+        (results / "records" / sorted((results / "records").glob("*.json"))[0].name).unlink()  # one to run again
+        assert cli.main(argv + ["--resume"]) == 0
+        out = capsys.readouterr().out
+        again = _records(results)
+        assert len(first) == 2 and len(again) == 2 and "resume: 1 run(s) already have an ok record" in out, out
+        assert {r["cluster"]["accelerator"] for r in again} == {"A", "B"}
+        assert out.count("] skipped (--resume) on node ") == 1 and "resume: skipped 1 run(s)" in out
+        checksum.write_text("other-data")  # the nodes' data now differ from the records'
+        assert cli.main(argv + ["--resume"]) == 0
+        out = capsys.readouterr().out
+        assert "resume: 2 run(s) already have an ok record" in out and "skipped (--resume) on" not in out
+        assert out.count("] run again (--resume) on node ") == 2, out
+        assert "other data (path selftest-data then, path other-data now)" in out
+        found = _records(results)
+        assert len(found) == 4 and sorted(r["data"]["sha256"] for r in found) == ["other-data"] * 2 + ["selftest-data"] * 2
+    finally:
+        checksum.unlink(missing_ok=True)
 
 
 def test_each_variant_is_a_task_of_its_own_named_as_rosetta_run_names_it_and_resumed_per_variant(
         ray_cluster, registered, tmp_path, capsys, monkeypatch):
-    """fp32 and channels_last each a task; bf16, which the notebook does not offer, an unsupported record
-    made on the driver with no task; --resume then skips per variant."""
+    """fp32, channels_last and bf16 each a task; bf16, which the notebook does not offer, an unsupported
+    record made on its node, naming it, as `rosetta run` makes it there; --resume then skips per variant."""
     monkeypatch.setattr(cli.machine, "git_commit", lambda: cluster_node_run.COMMIT)
     results = tmp_path / "results"
     argv = ["run", "selftest", "--benchmark", "cifar", "--device", "cpu", "--cluster", ray_cluster.address,
             "--variant", "fp32", "channels_last", "bf16", "--results", str(results)]
     assert cli.main(argv) == 0  # an unsupported variant is an answer, not a failure
     out = capsys.readouterr().out
-    assert "2 run(s), each a task" in out and "unsupported: Selftest cifar (bf16): no bfloat16 in a selftest" in out
+    assert "3 run(s), each a task" in out
+    assert "[selftest/cifar bf16] unsupported on node " in out and "no bfloat16 in a selftest" in out
     names = sorted(p.name.split("-", 2)[2] for p in (results / "records").glob("*.json"))
     assert names == ["selftest-cifar-bf16.json", "selftest-cifar-channels_last.json", "selftest-cifar.json"]
     found = {r["variant"]: r for r in _records(results)}
     assert {v: r["status"] for v, r in found.items()} == {"fp32": "ok", "channels_last": "ok", "bf16": "unsupported"}
     assert found["channels_last"]["precision"]["memory_format"] == "channels_last"
     assert found["channels_last"]["cluster"]["node_id"] in ray_cluster.types
-    assert "node_id" not in found["bf16"]["cluster"] and found["bf16"]["environment"] is None  # no node ran it
+    assert found["bf16"]["cluster"]["node_id"] in ray_cluster.types and found["bf16"]["environment"]["cpu_count"]
+    assert found["bf16"]["cluster"]["host"] in (results / "README.md").read_text()  # the notes name the node
+    assert "device not recorded" not in (results / "README.md").read_text()
     for path in (results / "records").glob("*-selftest-cifar-channels_last.json"):
         path.unlink()  # the one to run again
     assert cli.main(argv + ["--resume"]) == 0
     out = capsys.readouterr().out
-    assert "resume: 1 run(s) already have an ok record" in out and "1 run(s), each a task" in out
+    assert "resume: 1 run(s) already have an ok record" in out and "3 run(s), each a task" in out
+    assert "[selftest/cifar] skipped (--resume) on node " in out
     again = [r for r in _records(results) if r["status"] == "ok"]
     assert sorted(r["variant"] for r in again) == ["channels_last", "fp32"]
 
@@ -307,6 +392,11 @@ def test_a_node_lost_mid_run_gives_a_lost_record_naming_it_and_the_run_starts_ag
     ok = [r for r in found if r["status"] == "ok"]
     assert len(lost) == 1 and len(ok) == 1, [(r["status"], r.get("error")) for r in found]
     assert lost[0]["cluster"]["node_id"] == doomed.node_id and doomed.node_id[:12] in lost[0]["error"]
+    # the lost run's task described its node's machine as it started: its record is filed with the retry's, under
+    # type C (where the retry's ok row is the one shown, and the notes name the retry's node)
+    notes = (results / "README.md").read_text()
+    assert lost[0]["environment"]["cpu"] == ok[0]["environment"]["cpu"] and "device not recorded" not in notes
+    assert "(nodes of type C)" in notes and f"on cluster node(s) {ok[0]['cluster']['host']} (Ray node {spare.node_id[:12]})" in notes
     assert ok[0]["cluster"]["node_id"] == spare.node_id and ok[0]["cluster"]["attempt"] == 2
     assert outcome["status"] == 1  # a lost run is not ok, though its second attempt is
     left = [f.name for f in Path(tempfile.gettempdir()).glob(cluster.STAGING + "*-*")
@@ -339,7 +429,7 @@ def test_ctrl_c_on_the_driver_cancels_every_task_and_leaves_no_kernel(ray_cluste
     found = _records(results)
     interrupted = [r for r in found if r["status"] == "interrupted"]
     assert len(interrupted) == 1 and interrupted[0]["framework"] == "Selfslow", output
-    assert ray_cluster.types[interrupted[0]["cluster"]["node_id"]] == "A"
+    assert ray_cluster.types[interrupted[0]["cluster"]["node_id"]] == "A" and interrupted[0]["environment"]["cpu_count"]
     assert "cancelled" in output
     assert len(found) == 1  # the five runs not started (type A has one CPU) were cancelled, not recorded
 
@@ -377,3 +467,29 @@ def test_a_run_that_brings_no_record_back_is_recorded_as_failed_with_the_nodes_w
     assert status == 1 and len(found) == 1 and found[0]["status"] == "failed"
     assert found[0]["framework"] == "Selfonly" and ray_cluster.types[found[0]["cluster"]["node_id"]] == "B"
     assert "wrote 0 records (exit status 2)" in found[0]["error"] and "selfonly" in found[0]["error"]
+    assert found[0]["environment"]["device"] == "cpu" and found[0]["environment"]["cpu_count"]  # the node's machine
+
+
+@pytest.mark.kernel
+def test_resume_of_a_real_run_is_judged_on_its_node_with_its_kernel_and_data(ray_cluster, tmp_path, tiny_cifar, capsys):
+    """PyTorch's real kernel and data: the node skips the run its ok record holds for, and runs it again on
+    another archive, saying the data differ (the node's commit must be clean, as for a local --resume)."""
+    from fakedata import make_cifar_tarball
+    commit = cli.machine.git_commit()
+    if not commit or commit.endswith("-dirty"):
+        pytest.skip(f"the checkout's commit is {commit}: a node's --resume skips nothing there")
+    results = tmp_path / "results"
+    argv = ["run", "pytorch", "--benchmark", "cifar", "--device", "cpu", "--epochs", "1", "--batch-size", "32",
+            "--threads", "1", "--no-export", "--train-samples", "200", "--test-samples", "100",
+            "--data-dir", str(tmp_path / "cache"), "--cluster", ray_cluster.address, "--results", str(results)]
+    assert cli.main(argv + ["--cifar", str(tiny_cifar)]) == 0
+    capsys.readouterr()
+    assert cli.main(argv + ["--cifar", str(tiny_cifar), "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "[pytorch/cifar] skipped (--resume) on node " in out and len(_records(results)) == 1, out[-3000:]
+    (tmp_path / "other").mkdir()
+    other = make_cifar_tarball(tmp_path / "other" / "cifar-10-python.tar.gz", seed=7)
+    assert cli.main(argv + ["--cifar", str(other), "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "[pytorch/cifar] run again (--resume) on node " in out and "other data (local copy " in out, out[-3000:]
+    assert len(_records(results)) == 2

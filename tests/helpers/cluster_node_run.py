@@ -8,7 +8,8 @@ an environment check and without data: the kernels read none. The driver registe
 Their notebooks have a parity step that writes no parity outputs: `rosetta parity` finds them not
 equivalent ("the notebook wrote no parity outputs").
 
-    selftest   writes an ok record at once; offers the variants fp32 and channels_last (its record says it
+    selftest   writes an ok record at once, its data's checksum that of DIR/data.sha256 (else
+               "selftest-data"), as the node's `rosetta run` finds the data (for --resume); offers the variants fp32 and channels_last (its record says it
                observed float32 and that memory format), and says bf16 is unsupported
     selfbuild  as selftest, but its environment counts as built only once DIR/selfbuild.built exists: its
                `rosetta envs` (kernels.create) writes that file and a line to DIR/selfbuild.builds, and
@@ -35,12 +36,14 @@ precision = variants.precision("float32", ["float32"], where="selftest",
                                memory_format="channels_last" if variant == "channels_last" else "channels_first")
 environment = machine.capture("cpu", {{}})
 environment["git_commit"] = {commit!r}
+data_file = os.path.join({folder!r}, "data.sha256")  # the data's checksum, as the node's `rosetta run` finds it
+data = {{"source": "path", "path": "selftest", "sha256": open(data_file).read().strip() if os.path.exists(data_file) else "selftest-data"}}
 {wait}
 record.write(record_path, record.build(
     framework={label!r}, api="test", benchmark="cifar", accuracy=0.25,
     timing={{"train_seconds": 1.5, "first_epoch_seconds": 1.5}}, epochs=epochs or 10, batch_size=batch_size or 64,
     train_samples=train_samples or 50000, test_samples=test_samples or 10000, seed=seed, environment=environment,
-    variant=variant, precision=precision))
+    variant=variant, precision=precision, data=data))
 """
 
 WAIT = """
@@ -66,7 +69,7 @@ def register(folder: Path) -> dict:
 
     made = {}
     for name, wait in (("selftest", ""), ("selfslow", WAIT.format(folder=str(folder))), ("selfbuild", "")):
-        body = OK.format(commit=COMMIT, wait=wait, label=name.title())
+        body = OK.format(commit=COMMIT, wait=wait, label=name.title(), folder=str(folder))
         path, draft = folder / f"{name}.ipynb", folder / f".{name}.{os.getpid()}.ipynb"
         made[name] = frameworks.FRAMEWORKS[name] = selftest.framework(draft, body, name=name)
         made[name].notebooks["cifar"] = str(path)
@@ -99,5 +102,11 @@ if __name__ == "__main__":
             return built
 
         kernels.unavailable_reason, kernels.create = unavailable, create
-        cli.load_data = lambda args, benchmarks: ({}, {})  # no data: the selftest notebooks read none
+        def load_data(args, benchmarks):  # no data: the selftest notebooks read none, and record DIR/data.sha256
+            sha = folder / "data.sha256"
+            return {"cifar": {"source": "path", "path": "selftest",
+                              "sha256": sha.read_text().strip() if sha.exists() else "selftest-data"}}, {}
+
+        cli.load_data = load_data
+        cli.machine.git_commit = lambda: COMMIT  # as the records say (for --resume)
     sys.exit(cli.main(sys.argv[1:]))
