@@ -171,6 +171,16 @@ def test_only_the_fp32_row_exports_whatever_order_the_variants_are_asked_in(tmp_
             "e.g. bfloat16 convolutions), and --variant asks for bf16, compiled alone") in capsys.readouterr().out
 
 
+def test_on_a_cluster_too_only_the_fp32_rows_first_repeat_exports():
+    from harness import cluster
+
+    jobs = cluster.plan([frameworks.FRAMEWORKS["pytorch"]], ["cifar"], 2, 42, None, True, wanted=["bf16", "fp32"])
+    assert [(job.variant, job.seed, job.export) for job in jobs] == [
+        ("bf16", 42, False), ("fp32", 42, True), ("bf16", 43, False), ("fp32", 43, False)]
+    assert not any(job.export for job in cluster.plan([frameworks.FRAMEWORKS["pytorch"]], ["cifar"], 1, 42, None,
+                                                      True, wanted=["bf16"]))
+
+
 def test_the_variant_option_takes_known_names_only(capsys):
     assert cli.parse(["run", "--variant", "fp32", "bf16"]).variant == ["fp32", "bf16"]
     assert cli.parse(["run"]).variant == ["fp32"] and cli.parse(["parity"]).variant == "fp32"
