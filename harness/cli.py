@@ -117,7 +117,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                         help="run each notebook in its docker image dl-rosetta/ENV with the GPU "
                              "(build them with `make docker`) instead of its venv")
     parser.add_argument("--no-export", dest="export", action="store_false",
-                        help="leave out the notebooks' export to ONNX (by default the first repeat of the fp32 row exports)")
+                        help="leave out the notebooks' export to ONNX (by default the first repeat of the fp32 "
+                             "row exports)")
     parser.add_argument("--export-batch-sizes", type=_positive, nargs="+", metavar="N",
                         help="batch sizes at which the framework's and ONNX Runtime's prediction are timed "
                              "(default 1 64 1024)")
@@ -478,9 +479,7 @@ def cmd_run(args) -> int:
         for repeat in range(repeats):
             for variant in wanted:  # each variant of a repeat with its seed, before the next repeat
                 settings = run_settings(args, args.seed + repeat, variant)
-                # one export per framework and benchmark, of the fp32 row: a variant's model is the same
-                # network in another precision or compiled form, and ONNX Runtime cannot load some of them
-                settings.export = settings.export and repeat == 0 and variant == variants.FP32
+                settings.export = runner.exports(settings.export, repeat, variant)
                 if repeats > 1 or len(wanted) > 1:
                     print(f"##### repeat {repeat + 1} of {repeats}: seed {settings.seed}, variant {variant} #####",
                           flush=True)

@@ -137,9 +137,8 @@ def plan(frameworks, benchmarks, repeats: int, seed: int, accelerators, export: 
          resume: dict | None = None, wanted=(variants.FP32,)) -> list[Job]:
     """Every run, repeat by repeat and in each repeat variant by variant (as a local suite orders them),
     each for every accelerator type; ``resume``: (framework name, benchmark, seed, accelerator, variant) to
-    the ok record that its task's node may find makes it unnecessary (``finished_runs``). One export per
-    framework and benchmark, as a local suite makes: of the first repeat of the fp32 row (a variant is never
-    exported)."""
+    the ok record that its task's node may find makes it unnecessary (``finished_runs``). Exports as a local
+    suite does (``runner.exports``)."""
     jobs = []
     wanted = list(dict.fromkeys(wanted or [variants.FP32]))
     for repeat in range(repeats):
@@ -151,7 +150,7 @@ def plan(frameworks, benchmarks, repeats: int, seed: int, accelerators, export: 
                     for accelerator in accelerators or [None]:
                         earlier = (resume or {}).get((framework.name, benchmark, seed + repeat, accelerator, variant))
                         jobs.append(Job(framework, benchmark, repeat, seed + repeat, accelerator,
-                                        export and repeat == 0 and variant == variants.FP32, variant=variant,
+                                        runner.exports(export, repeat, variant), variant=variant,
                                         resume=earlier))
     return jobs
 

@@ -610,6 +610,13 @@ def _write_failure(record_path: Path, framework: Framework, benchmark: str, sett
     return result
 
 
+def exports(export: bool, repeat: int, variant: str) -> bool:
+    """Whether a run of a suite exports its model to ONNX (``export``: the suite asked for exports): one
+    export per framework and benchmark, of the fp32 row's first repeat. A variant's model is the same network
+    in another precision or compiled form, and ONNX Runtime cannot load some of them (bfloat16 convolutions)."""
+    return export and repeat == 0 and variant == variants.FP32
+
+
 def _same_data(found: dict | None, provenance: dict | None) -> bool:
     if not found or not provenance or found.get("source") != provenance.get("source"):
         return False
@@ -670,9 +677,9 @@ def resume_difference(earlier: dict, now: dict) -> str:
     differences = []
     if not _same_data(earlier.get("data"), now.get("data")):
         differences.append(f"other data ({data(earlier.get('data'))} then, {data(now.get('data'))} now)")
-    if _kernel_key(earlier.get("kernel_environment")) != _kernel_key(now.get("kernel_environment")):
-        changed = [k for k in KERNEL_KEYS if _kernel_key(earlier.get("kernel_environment"))[k]
-                   != _kernel_key(now.get("kernel_environment"))[k]]
+    then_kernel, now_kernel = _kernel_key(earlier.get("kernel_environment")), _kernel_key(now.get("kernel_environment"))
+    changed = [key for key in KERNEL_KEYS if then_kernel[key] != now_kernel[key]]
+    if changed:
         differences.append(f"another kernel (its {', '.join(changed)})")
     for key, what in (("git_commit", "commit"), ("device", "device"), ("threads_requested", "threads asked for")):
         if then_env.get(key) != now_env.get(key):

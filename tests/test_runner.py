@@ -213,3 +213,16 @@ def test_the_docker_command_carries_the_thread_variables(tmp_path):
     command, _ = docker.run_command(FRAMEWORKS["pytorch"], tmp_path / "a.ipynb", tmp_path / "b.ipynb",
                                     {"threads": 2}, tmp_path, "name")
     assert "OMP_NUM_THREADS=2" in command and command[command.index("OMP_NUM_THREADS=2") - 1] == "-e"
+
+
+def test_resume_difference_names_what_of_the_rule_changed():
+    kernel = {"kind": "built", "flavour": "cpu", "python": "/envs/pytorch/bin/python"}
+    earlier = {"data": {"source": "local copy", "sha256": "aaa"}, "kernel_environment": kernel,
+               "environment": {"git_commit": "c1", "device": "cpu", "threads_requested": 2}, "epochs": 2}
+    assert runner.resume_difference(earlier, earlier) == "no difference its record shows"
+    now = {**earlier, "data": {"source": "local copy", "sha256": "bbb"}, "epochs": 3,
+           "kernel_environment": {**kernel, "python": "/other/bin/python", "flavour": "cuda"},
+           "environment": {**earlier["environment"], "threads_requested": 1}}
+    assert runner.resume_difference(earlier, now) == (
+        "other data (local copy aaa then, local copy bbb now); another kernel (its flavour, python); "
+        "another threads asked for (2 then, 1 now); other sizes (epochs)")
