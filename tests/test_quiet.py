@@ -120,10 +120,12 @@ def test_a_quiet_run_is_not_flagged_and_records_the_kernels_peak_memory(tmp_path
 
 
 def test_a_hog_that_stops_within_the_wait_lets_the_run_start_quiet(tmp_path, monkeypatch):
-    """The hog is stopped once the harness says it is waiting (not on a timer: on a loaded machine the
-    run's own start-up can outlast any fixed hog), and the run must then start by itself, quiet."""
+    """The hogs are stopped once the harness says it is waiting (not on a timer: on a loaded machine the
+    run's own start-up can outlast any fixed hog), and the run must then start by itself, quiet. Two hogs:
+    the first measurement is taken over the calibration probe, whose two threads leave one hog about two
+    thirds of a core of two, under the threshold of 0.65 cores above the machine's own work."""
     threshold = _threshold() + 0.25
-    hog = _hog(300)
+    hogs = [_hog(300), _hog(300)]
     lines = []
     try:
         time.sleep(0.5)
@@ -133,10 +135,12 @@ def test_a_hog_that_stops_within_the_wait_lets_the_run_start_quiet(tmp_path, mon
             lines.append(line)
             if "waiting up to 60 s for a quiet machine" in line:
                 time.sleep(1.5)
-                _stop(hog)
+                for hog in hogs:
+                    _stop(hog)
         rest, _ = run.communicate(timeout=120)
     finally:
-        _stop(hog)
+        for hog in hogs:
+            _stop(hog)
     output = "".join(lines) + rest
     assert run.returncode == 0, output
     found = sorted((tmp_path / "out" / "records").glob("*.json"))
