@@ -80,18 +80,23 @@ def _quiet_record(results: Path, seconds: float, like: dict) -> None:
 
 
 def test_a_run_beside_a_cpu_hog_is_recorded_busy_and_the_report_flags_it_and_does_not_rank_it(tmp_path, monkeypatch):
+    """Two hogs: the first measurement is taken over the two-thread calibration probe, which leaves one hog
+    about two thirds of a core of two, too near the threshold to be sure to pass it. Under two hogs the probe
+    itself can outlast the 1 s wait; the harness then says the machine stayed busy instead of waiting."""
     threshold = _threshold()
-    hog = _hog(120)
+    hogs = [_hog(120), _hog(120)]
     try:
         done, output = _run(tmp_path, monkeypatch, "--quiet-wait", "1", "--quiet-threshold", str(threshold))
     finally:
-        _stop(hog)
+        for hog in hogs:
+            _stop(hog)
     load = done["load"]
     assert load["busy"] is True, load
     assert load["during"]["other_cores_mean"] > threshold and load["during"]["samples"] >= 2, load
     assert load["before"]["other_cores"] > threshold and len(load["before"]["loadavg"]) == 3, load
     assert load["threshold_cores"] == threshold and load["wait_limit_seconds"] == 1
-    assert "waiting up to 1 s for a quiet machine" in output and "recorded as busy" in output, output
+    said_busy = "waiting up to 1 s for a quiet machine" in output or "the machine stayed busy for" in output
+    assert said_busy and "recorded as busy" in output, output
     assert f"other processes used {load['during']['other_cores_mean']:.2f} cores on average" in load["reason"]
     _quiet_record(tmp_path / "out", done["train_seconds"] * 10, done)  # slower, but quiet: it is the one ranked
     readme = report.render(tmp_path / "out").read_text()
