@@ -257,6 +257,11 @@ CHECKS += [(f"keras-{backend}", benchmark, "bf16") for backend in ("tensorflow",
 # TensorFlow (tf.function + GradientTape): the compiled GRU and bf16 on both, each run once and step-checked.
 RUNS += [("tensorflow", "imdb", "compiled"), ("tensorflow", "imdb", "bf16"), ("tensorflow", "cifar", "bf16")]
 CHECKS += [("tensorflow", "imdb", "compiled"), ("tensorflow", "cifar", "bf16"), ("tensorflow", "imdb", "bf16")]
+# fp16 (mixed_float16 and a LossScaleOptimizer): TensorFlow's own loop on both benchmarks, Keras on each backend
+# once, the benchmarks shared between them; a run of TensorFlow's CNN and of Keras' GRU on JAX.
+RUNS += [("tensorflow", "cifar", "fp16"), ("keras-jax", "imdb", "fp16")]
+CHECKS += [("tensorflow", "cifar", "fp16"), ("tensorflow", "imdb", "fp16"), ("keras-tensorflow", "imdb", "fp16"),
+           ("keras-torch", "cifar", "fp16"), ("keras-jax", "imdb", "fp16")]
 # Mutants: (benchmark, variant, text in the notebook, its replacement, what the check says, how it is run:
 # its relaxed step check, or a run; a notebook whose weights are bfloat16 cannot hand them to NumPy for the
 # step check, so that one is run), and the framework whose notebook it changes where not PyTorch's.
@@ -277,18 +282,25 @@ MUTANTS = {
     "fp16-without-loss-scaling": ("cifar", "fp16", 'enabled=variant == "fp16")', "enabled=False)",
                                   "no loss scaling ran (loss scale None)", "check"),
     # Keras: the policy left at float32, the model built and trained in float32 under the name bf16
-    "keras-bf16-policy-left-at-float32": ("cifar", "bf16", '"mixed_bfloat16" if variant == "bf16" else "float32"',
-                                          '"float32"', "its activation at conv2's output computed in float32, "
-                                          "not bfloat16", "check", "keras-torch"),
+    "keras-bf16-policy-left-at-float32": ("cifar", "bf16", 'half_policy.get(variant, "float32")', '"float32"',
+                                          "its activation at conv2's output computed in float32, not bfloat16",
+                                          "check", "keras-torch"),
     # Keras: jit_compile turned off again after the notebook's guard, the step a plain tf.function (no XLA)
     "keras-compiled-without-xla": ("cifar", "compiled", "model.make_train_function()  #",
                                    "model.jit_compile = False\nmodel.make_train_function()  #",
                                    "no graph was compiled (0 graphs): the model ran eagerly", "check",
                                    "keras-tensorflow"),
     # TensorFlow: the model built under the float32 policy, the GRU trained in float32 under the name bf16
-    "tensorflow-bf16-computes-in-float32": ("imdb", "bf16", '"mixed_bfloat16" if variant == "bf16" else "float32"',
-                                            '"float32"', "its activation at the GRU's output computed in float32, "
-                                            "not bfloat16", "check", "tensorflow"),
+    "tensorflow-bf16-computes-in-float32": ("imdb", "bf16", 'half_policy.get(variant, "float32")', '"float32"',
+                                            "its activation at the GRU's output computed in float32, not bfloat16",
+                                            "check", "tensorflow"),
+    # Keras: compile told not to wrap the optimiser: float16 with no loss scaling under the name fp16
+    "keras-fp16-without-loss-scaling": ("cifar", "fp16", "SparseCategoricalCrossentropy(from_logits=True))",
+                                        "SparseCategoricalCrossentropy(from_logits=True), auto_scale_loss=False)",
+                                        "no loss scaling ran (loss scale None)", "check", "keras-tensorflow"),
+    # TensorFlow: the LossScaleOptimizer left out of its own loop, the loss unscaled
+    "tensorflow-fp16-without-loss-scaling": ("imdb", "fp16", "optimizer = keras.optimizers.LossScaleOptimizer(optimizer)",
+                                             "pass", "no loss scaling ran (loss scale None)", "check", "tensorflow"),
 }
 
 
@@ -481,11 +493,12 @@ def test_a_jax_or_gluon_variant_that_breaks_its_promise_fails_its_check(jax_gluo
 # What each notebook offers today, by its variants.require call (docs/variants.md's table).
 OFFERED = {("pytorch", "cifar"): {"fp32", "compiled", "bf16", "fp16", "channels_last"},
            ("pytorch", "imdb"): {"fp32", "compiled", "bf16", "fp16"}, ("jax", "cifar"): {"fp32", "bf16"},
-           **{("tensorflow", b): {"fp32", "compiled", "bf16"} for b in ("cifar", "imdb")},
+           **{("tensorflow", b): {"fp32", "compiled", "bf16", "fp16"} for b in ("cifar", "imdb")},
            ("jax", "imdb"): {"fp32", "bf16"},
            **{("gluon", b): {"fp32", "compiled"} for b in ("cifar", "imdb")},
-           **{("keras-tensorflow", b): {"fp32", "compiled", "bf16"} for b in ("cifar", "imdb")},
-           **{(f"keras-{backend}", b): {"fp32", "bf16"} for backend in ("torch", "jax") for b in ("cifar", "imdb")}}
+           **{("keras-tensorflow", b): {"fp32", "compiled", "bf16", "fp16"} for b in ("cifar", "imdb")},
+           **{(f"keras-{backend}", b): {"fp32", "bf16", "fp16"} for backend in ("torch", "jax")
+              for b in ("cifar", "imdb")}}
 
 
 def test_each_notebook_takes_the_variant_parameter_and_says_which_variants_it_offers():
