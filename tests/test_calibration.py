@@ -57,8 +57,11 @@ def test_a_machine_busy_beside_the_probe_calibrates_lower():
             hog.send_signal(signal.SIGKILL)
             hog.wait()
     assert busy["not_measured"] is None and all(q["not_measured"] is None for q in quiet)
-    assert busy["gflops"] < 0.9 * max(q["gflops"] for q in quiet), (busy, quiet)
-    assert busy["gbps"] < 0.9 * max(q["gbps"] for q in quiet), (busy, quiet)
+    # One figure at least must show the hogs, not both: the scheduler can let a new process's short matrix
+    # products run mostly ahead of hogs that have spun a while (seen on Linux 6.18: 189.6 against 191.9
+    # GFLOP/s beside six hogs on two cores, while the copy timed after them fell from 24.4 to 7.8 GB/s).
+    slower = [name for name in ("gflops", "gbps") if busy[name] < 0.9 * max(q[name] for q in quiet)]
+    assert slower, (busy, quiet)
     assert not [hog.pid for hog in hogs if selftest.alive(hog.pid)]
 
 
