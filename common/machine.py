@@ -68,10 +68,12 @@ def cpu_model() -> str:
 
 COMMIT_FILE = "COMMIT"  # at the repository's root, in a checkout carried without .git
 RESULTS_FOLDER = "results"  # what the harness writes: changes there do not make a tree dirty
+README_FILE = "README.md"  # the top-level README, whose results block `rosetta report` rewrites: not dirty either
 
 
 def git_commit() -> Optional[str]:
-    """The repository's commit, with ``-dirty`` when tracked files outside results/ differ from it.
+    """The repository's commit, with ``-dirty`` when tracked files other than results/ and the top-level
+    README.md (both rewritten by `rosetta report`) differ from it.
 
     Git says first. Where it cannot (a checkout copied without ``.git``, or no git at all), the
     file ``COMMIT`` at the repository's root says: one line, the 40-hex commit, optionally
@@ -89,8 +91,10 @@ def _git_commit() -> Optional[str]:
     if commit is None:
         return None
     # the records, tables and plots the harness writes under results/ are its output, not its code
+    # (and the top-level README, whose results block the report rewrites after a suite: a suite's later runs,
+    # such as make cpu-tables' inference stage after its main one, would otherwise all say -dirty)
     dirty = _run(["git", "-C", str(REPOSITORY), "status", "--porcelain", "--untracked-files=no",
-                  "--", ".", ":(exclude){}".format(RESULTS_FOLDER)])
+                  "--", ".", ":(exclude){}".format(RESULTS_FOLDER), ":(exclude){}".format(README_FILE)])
     return commit + ("-dirty" if dirty or dirty is None else "")  # unknown: not known to be clean
 
 
