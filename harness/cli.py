@@ -5,7 +5,7 @@
     rosetta run [NAME ...] [--benchmark BENCH ...] [--epochs N] [--train-samples N] ... [--repeats N] [--docker] [--resume]
                     [--variant fp32 compiled bf16 ...]   # each variant a run of its own (docs/variants.md)
                     [--build-envs]   # `rosetta envs NAME` first where NAME's kernel is not registered
-    rosetta parity [NAME ...] [--benchmark BENCH ...] [--device cpu] [--variant NAME] [--build-envs]
+    rosetta parity [NAME ...] [--benchmark BENCH ...] [--device cpu] [--variant NAME] [--build-envs] [--docker]
     rosetta onnx [NAME ...] [--benchmark BENCH ...] [--python [NAME=]PATH]   # each latest run's ONNX export checked and timed
     rosetta report [--results DIR]
     rosetta bench [NAME ...] [run options]    # envs, data, parity, run and report in one go
@@ -237,6 +237,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     _add_variant_option(checking, several=False)
     _add_results_option(checking)
     _add_build_envs_option(checking)
+    checking.add_argument("--docker", action="store_true",
+                          help="run each parity step in its docker image dl-rosetta/ENV, as `rosetta bench "
+                               "--docker` checks them, instead of its venv")
     onnx_checks = commands.add_parser("onnx", help="check and time each latest run's ONNX export in ONNX Runtime")
     onnx_checks.add_argument("frameworks", nargs="*", metavar="NAME", help="frameworks (default: all)")
     _add_benchmark_option(onnx_checks)
@@ -621,10 +624,10 @@ def cmd_agree(args) -> int:
 
 
 def cmd_parity(args) -> int:
-    if args.build_envs:
+    if args.build_envs and not args.docker:  # the images hold the environments
         build_missing(select(args.frameworks))
     done = parity.check_all(select(args.frameworks), args.benchmark, args.results, args.device,
-                            variant=args.variant)
+                            in_docker=args.docker, variant=args.variant)
     print(f"report: {report.render(args.results)}")
     differing = [f"{r['framework']} {r['benchmark']}: {r['message']}" for r in done
                  if not r["equivalent"] and r.get("status") != "unsupported"]
@@ -766,7 +769,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_doctor(args)
         if args.command == "bench" and args.cluster is not None:
             print("cluster: each node runs with its own environments (built there on first use) and checks "
-                  "parity once before the runs; the ONNX checks are not run across the cluster.", flush=True)
+                  "parity once before the runs; each run that exports is followed, in its task on its node, by "
+                  "the ONNX check of its export.", flush=True)
             return cmd_run(args)
         if args.command == "bench":
             if args.device != "cpu" and not args.docker:

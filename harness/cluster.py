@@ -190,6 +190,18 @@ def run_arguments(args, job: Job) -> list[str]:
 
 # --- on the node ---------------------------------------------------------------------------------
 
+def onnx_commands(args, job: Job) -> list[list[str]]:
+    """What follows a job's run on its node: `rosetta bench`'s ONNX check of its export (`rosetta onnx NAME
+    --benchmark BENCH` into the task's results folder), on the machine and device that made the export, as
+    a local bench checks each export after its runs. None for `rosetta run`, or for a run without its export."""
+    if getattr(args, "command", None) != "bench" or not job.export:
+        return []
+    command = ["onnx", job.framework.name, "--benchmark", job.benchmark]
+    if getattr(args, "flavour", None):
+        command += ["--flavour", args.flavour]
+    return [command]
+
+
 def node_command(command: str = "run") -> list[str]:
     """What runs `rosetta COMMAND` on this node: ``$ROSETTA_NODE_RUN COMMAND``, or this checkout's."""
     given = os.environ.get(NODE_RUN_VARIABLE, "").strip()
@@ -254,7 +266,7 @@ def _end_with_parent() -> None:
 
 
 def node_run(argv: list[str], tracker=None, key: str = "", commands: list[list[str]] | None = None,
-             given: dict | None = None, parity: dict | None = None) -> dict:
+             given: dict | None = None, parity: dict | None = None, after: list[list[str]] | None = None) -> dict:
     """A Ray task's body: one `rosetta run` on this node (``argv``: its options), or ``commands`` one
     after the other (each a `rosetta` command and its options), into a temporary results folder; what
     they wrote, their output's tail, the first exit status that is not 0 (else 0) and the node.
@@ -262,7 +274,9 @@ def node_run(argv: list[str], tracker=None, key: str = "", commands: list[list[s
     `--resume` judges; they do not come back. ``parity``: the bench's parity check (``commands``, the nodes
     ``checked`` at the start, the bench's ``session``): on a node not among them (one that joined after
     the start) its first task checks it before its run (``_check_first``), and what that brought comes back
-    as ``parity``. A cancelled task (Ctrl-C on the driver) stops the one running."""
+    as ``parity``. ``after``: commands that follow the run where it exited 0 with a record of its own (its
+    ONNX check: ``onnx_commands``), into the same folder. A cancelled task (Ctrl-C on the driver) stops the
+    one running."""
     import ray
 
     context = ray.get_runtime_context()
@@ -283,7 +297,8 @@ def node_run(argv: list[str], tracker=None, key: str = "", commands: list[list[s
     checked, said = None, []
     if parity and node["node_id"] not in parity["checked"]:  # a node that joined after the start
         checked = _check_first(parity, node, environment, said)
-    outcome = {"node": node, **_commands(commands or [["run", *argv]], environment, given or {}, said)}
+    outcome = {"node": node, **_commands(commands or [["run", *argv]], environment, given or {}, said,
+                                         [] if commands else after or [])}
     if checked is not None:
         outcome["parity"] = checked
     if described:
@@ -343,10 +358,12 @@ def _check_first(parity: dict, node: dict, environment: dict, said: list) -> dic
         os.close(descriptor)  # the lock goes with it
 
 
-def _commands(commands: list[list[str]], environment: dict, given: dict | None = None, said=()) -> dict:
+def _commands(commands: list[list[str]], environment: dict, given: dict | None = None, said=(), after=()) -> dict:
     """``commands`` (each a `rosetta` command and its options) one after the other into a temporary results
     folder (``given``: files put there first, which do not come back; ``said``: lines the log begins with):
-    what they wrote, their output's tail and the first exit status that is not 0 (else 0)."""
+    what they wrote, their output's tail and the first exit status that is not 0 (else 0). ``after``: more
+    commands, run only where all those exited 0 and wrote a record (not a run that `--resume` skipped);
+    their exit status is not counted (what they check, they record)."""
     folder = Path(tempfile.mkdtemp(prefix=f"{STAGING}{os.getpid()}-"))
     tail: list[str] = []
     given = given or {}
@@ -361,6 +378,10 @@ def _commands(commands: list[list[str]], environment: dict, given: dict | None =
                 code = _node_command(node_command(command[0]) + command[1:] + ["--results", str(folder)],
                                      environment, tail, log)
                 returncode = returncode or code
+            wrote = any(f"records/{path.name}" not in given for path in (folder / "records").glob("*.json"))
+            for command in after if returncode == 0 and wrote else ():
+                _node_command(node_command(command[0]) + command[1:] + ["--results", str(folder)], environment,
+                              tail, log)
         return {"returncode": returncode, "output": "".join(tail), "files": _collect(folder, given)}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -424,10 +445,12 @@ def _node_text(node: dict | None) -> str:
     return f"node {node.get('host')} ({node.get('ip')}, Ray node {str(node.get('node_id'))[:12]})"
 
 
-def store(results: Path, job: Job, outcome: dict) -> dict:
+def store(results: Path, job: Job, outcome: dict, checked: bool = False) -> dict:
     """Writes what a job's `rosetta run` wrote on its node into ``results`` as a local run would: the
     record (with ``cluster``: the node and the accelerator type), the executed notebook, the kernel's
-    log and the export, under a name of this results folder. Returns the record."""
+    log, the export and its ONNX check (``checked``: one was asked for, ``onnx_commands``; an ok export
+    that brought none back gets a failed check naming the node), under a name of this results folder.
+    Returns the record."""
     files = outcome["files"]
     found = [name for name in files if name.startswith("records/") and name.endswith(".json")
              and name.count("/") == 1]
@@ -459,6 +482,15 @@ def store(results: Path, job: Job, outcome: dict) -> dict:
     result["cluster"] = {**outcome["node"], "accelerator": job.accelerator, "attempt": job.attempt}
     record.write(record_path, result)
     runner.release(record_path)
+    made = files.get(f"onnx/{source_stem}.json")
+    if result["status"] == "ok" and result.get("export") and (made is not None or checked):
+        from harness import onnx, records
+        if made is not None:  # its names, its device group (a type's table) and its node: this folder's
+            found = onnx.of_run(json.loads(made), result)
+        else:
+            found = onnx.failed(result, f"the ONNX check on {_node_text(outcome['node'])} brought no record back; "
+                                        f"its output ended: {outcome['output'][-1500:].strip()}")
+        record.write_json(records.onnx_dir(results) / f"{stem}.json", found)
     return result
 
 
@@ -487,10 +519,11 @@ def write_failure(results: Path, job: Job, status: str, message: str, node: dict
 
 def parity_commands(args, frameworks) -> list[list[str]]:
     """The `rosetta parity` commands of a node: every framework and benchmark of the suite, one command
-    per variant asked for (as `rosetta bench` checks each variant on one machine)."""
+    per variant asked for (as `rosetta bench` checks each variant on one machine), in the docker images
+    where the runs use them (``--docker``)."""
     names = [f.name for f in frameworks if any(b in f.notebooks for b in args.benchmark)]
     wanted = list(dict.fromkeys(getattr(args, "variant", None) or [variants.FP32]))
-    built = [] if args.docker else ["--build-envs"]  # on first use, as the runs do
+    built = ["--docker"] if args.docker else ["--build-envs"]  # in the images, or on first use, as the runs do
     return [["parity", *names, "--benchmark", *args.benchmark, "--variant", variant, *built] for variant in wanted]
 
 
@@ -593,6 +626,12 @@ def _sizes(args, benchmark: str) -> dict:
             "train_samples": args.train_samples or spec.train, "test_samples": args.test_samples or spec.test}
 
 
+def session() -> str:
+    """A bench's name for its parity marks on the nodes (``_check_first``)."""
+    import uuid
+    return uuid.uuid4().hex
+
+
 def _run(ray, args, frameworks, results: Path, address: str, resume, parity: bool = False) -> list[dict]:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -617,7 +656,7 @@ def _run(ray, args, frameworks, results: Path, address: str, resume, parity: boo
             options["accelerator_type"] = job.accelerator
         given = {f"records/{job.resume[0]}": job.resume[1]} if job.resume else None
         return task.options(max_retries=0, **options).remote(run_arguments(args, job), tracker, job.key, None, given,
-                                                             checks)
+                                                             checks, onnx_commands(args, job))
 
     caught, previous = [], {}  # which signal stopped the driver: Ray's wait gives only a KeyboardInterrupt
 
@@ -637,8 +676,7 @@ def _run(ray, args, frameworks, results: Path, address: str, resume, parity: boo
     # with parity: a task on a node not checked at the start (it joined later) checks it first (_check_first)
     checks = None
     if parity and jobs:  # each node's own parity check, before any timed run starts
-        import uuid
-        checks = {"commands": parity_commands(args, frameworks), "session": uuid.uuid4().hex, "checked": []}
+        checks = {"commands": parity_commands(args, frameworks), "session": session(), "checked": []}
         for node in parity_nodes(ray, args, gpu):
             pinned = NodeAffinitySchedulingStrategy(node["node_id"], soft=False)
             checking[task.options(max_retries=0, num_cpus=min(1, node["cpus"]), scheduling_strategy=pinned).remote(
@@ -647,7 +685,7 @@ def _run(ray, args, frameworks, results: Path, address: str, resume, parity: boo
         print(f"cluster: the parity check first, on each of the {len(checking)} node(s) the runs may use, "
               "a task pinned to it; a node that joins later checks parity in its first task, before its run",
               flush=True)
-    try:
+    def collect_checks():
         while checking:
             ready, _ = ray.wait(list(checking), num_returns=1, timeout=1.0)
             for ref in ready:
@@ -661,6 +699,10 @@ def _run(ray, args, frameworks, results: Path, address: str, resume, parity: boo
                                               + ("was lost with its node" if lost else "failed") + f" ({name})")
                 for result in store_parity(results, frameworks, args, node, outcome, failure):
                     print(_parity_line(result), flush=True)
+
+    came_back, late = {}, set()  # the nodes runs came back from; those whose late check came back in a task
+    try:
+        collect_checks()
         for job in jobs:
             pending[submit(job)] = job
         while pending:
@@ -694,6 +736,8 @@ def _run(ray, args, frameworks, results: Path, address: str, resume, parity: boo
                           f"first, in the task of {job.shown}", flush=True)
                     for checked in store_parity(results, frameworks, args, outcome["node"], outcome["parity"]):
                         print(_parity_line(checked), flush=True)
+                    late.add(outcome["node"]["node_id"])
+                came_back.setdefault(outcome["node"]["node_id"], outcome["node"])
                 if job.resume and skipped(outcome):
                     print(f"{job.shown} skipped (--resume) on {_node_text(outcome['node'])}: its ok record "
                           f"{job.resume[0]} holds there, as `rosetta run --resume` judges it (the same sizes, "
@@ -702,7 +746,7 @@ def _run(ray, args, frameworks, results: Path, address: str, resume, parity: boo
                                    + ("" if job.variant == variants.FP32 else f" {job.variant}")
                                    + (f" on {job.accelerator}" if job.accelerator else ""))
                     continue
-                result = store(results, job, outcome)
+                result = store(results, job, outcome, bool(onnx_commands(args, job)))
                 state = result["status"]
                 if job.resume:
                     said = [line.strip() for line in outcome["files"].get(TASK_LOG, b"").decode(
@@ -715,6 +759,22 @@ def _run(ray, args, frameworks, results: Path, address: str, resume, parity: boo
                       + (f": accuracy {result['test_accuracy']:.4f}" if state == "ok" else
                          f": {result.get('error')}"), flush=True)
                 done.append(result)
+        if checks is not None:  # a node whose check was made in a task lost before it returned: checked now
+            unchecked = {i: n for i, n in came_back.items() if i not in checks["checked"] and i not in late}
+            have = {n.get("NodeID"): n.get("Resources") or {} for n in ray.nodes() if n.get("Alive")}
+            for node_id, node in unchecked.items():
+                if node_id not in have:
+                    failure = (f"the parity check on {_node_text(node)} was made in a task lost before it returned, "
+                               "and the node has left the cluster, so it cannot be checked again")
+                    for result in store_parity(results, frameworks, args, node, None, failure):
+                        print(_parity_line(result), flush=True)
+                    continue
+                print(f"cluster: runs came back from {_node_text(node)}, whose parity check did not (it was made in "
+                      "a task lost before it returned); checking it now, a task pinned to it", flush=True)
+                pinned = NodeAffinitySchedulingStrategy(node_id, soft=False)
+                checking[task.options(max_retries=0, num_cpus=min(1, have[node_id].get("CPU", 0)),
+                                      scheduling_strategy=pinned).remote([], None, "", checks["commands"])] = node
+            collect_checks()
     except KeyboardInterrupt as interrupt:  # Ray's wait turns the signal's Interrupted into a KeyboardInterrupt
         from harness import processes
         _cancel(ray, pending, tracker, results, list(checking))

@@ -133,13 +133,26 @@ def check(run: dict, results: Path, python: str | None, unavailable: str | None 
                 f"exit {done.returncode}: {(done.stderr or done.stdout).strip()[-1500:]}"
             result = _failure(run, "failed", f"the check did not finish: {why}", device)
         result["calibration"] = calibrated
-    result["device_group"] = records.device_group(run)  # the report's tables are per device
+    record.write_json(out, of_run(result, run))
+    print(prefix + result["message"], flush=True)
+    return result
+
+
+def of_run(result: dict, run: dict) -> dict:
+    """``result`` (a check's record) with what it takes from the run whose export it checked: the device
+    group the report's tables are per, the run's notebook and export folder, its commit."""
+    result["device_group"] = records.device_group(run)
     result["run"] = run.get("notebook")
     result["export_dir"] = run["export"]
     result["git_commit"] = (run.get("environment") or {}).get("git_commit")
-    record.write_json(out, result)
-    print(prefix + result["message"], flush=True)
+    if isinstance(run.get("cluster"), dict):  # made on a cluster's node (harness/cluster.py): which one
+        result["cluster"] = run["cluster"]
     return result
+
+
+def failed(run: dict, message: str) -> dict:
+    """The record of a check that did not finish (``message``: why), for ``run``."""
+    return of_run(_failure(run, "failed", message, (run.get("environment") or {}).get("device") or "cpu"), run)
 
 
 def _threads(folder: Path) -> int | None:

@@ -493,3 +493,148 @@ def test_resume_of_a_real_run_is_judged_on_its_node_with_its_kernel_and_data(ray
     out = capsys.readouterr().out
     assert "[pytorch/cifar] run again (--resume) on node " in out and "other data (local copy " in out, out[-3000:]
     assert len(_records(results)) == 2
+
+
+def _exported_outcome(source: str, node: dict, checked: dict | None) -> dict:
+    """What a bench task brings back from its node: an ok run of Selftest's cifar notebook whose record
+    (``source``, as the node named it) has an export, and where ``checked`` is given, that export's ONNX
+    check (``onnx/SOURCE.json``) as the node's `rosetta onnx` wrote it."""
+    from common import machine, record
+    run = record.build(framework="Selftest", api="test", benchmark="cifar", accuracy=0.25, epochs=1, batch_size=32,
+                       train_samples=200, test_samples=100, seed=42, environment=machine.capture("cpu", {}),
+                       timing={"train_seconds": 1.0, "first_epoch_seconds": 1.0})
+    run.update(notebook=f"records/{source}.ipynb", export=f"exports/{source}")
+    files = {f"records/{source}.json": json.dumps(run).encode(), f"records/{source}.ipynb": b"{}",
+             f"exports/{source}/export.json": b"{}"}
+    if checked is not None:
+        files[f"onnx/{source}.json"] = json.dumps(checked).encode()
+    return {"node": node, "returncode": 0, "output": "onnx: the node's last words\n", "files": files}
+
+
+def test_an_exports_onnx_check_made_on_its_node_is_stored_under_the_runs_name_and_type(tmp_path):
+    """`store`: the ONNX check a bench task made after its run comes back as results/onnx/STEM.json, STEM
+    the run's name in this folder; it points at the run's notebook and export there, names the node, and is
+    filed under the run's device and --accelerator type (which the node's own record did not know yet)."""
+    from harness import records, report
+    node = {"host": "nodehost", "ip": "10.0.0.7", "node_id": "e" * 40}
+    job = cluster.Job(selftest.framework(tmp_path / "n.ipynb", "pass"), "cifar", 0, 42, "A", True)
+    checked = {"kind": "onnx", "framework": "Selftest", "benchmark": "cifar", "device": "cpu", "status": "ok",
+               "ok": True, "message": "all three checks pass", "device_group": "CPU: as the node saw it",
+               "run": "records/20261207-120000-selftest-cifar.ipynb", "export_dir": "exports/20261207-120000-selftest-cifar",
+               "git_commit": "abc"}
+    results = tmp_path / "results"
+    stored = cluster.store(results, job, _exported_outcome("20261207-120000-selftest-cifar", node, checked), True)
+    stem = Path(stored["notebook"]).stem
+    assert (results / "records" / f"{stem}.json").is_file() and (results / stored["export"] / "export.json").is_file()
+    found = json.loads((results / "onnx" / f"{stem}.json").read_text())
+    assert found["ok"] is True and found["message"] == "all three checks pass"
+    assert found["run"] == stored["notebook"] and found["export_dir"] == stored["export"] == f"exports/{stem}"
+    assert found["cluster"]["node_id"] == node["node_id"] and found["cluster"]["accelerator"] == "A"
+    assert found["device_group"] == records.device_group(stored) and found["device_group"].endswith("(nodes of type A)")
+    assert "### Exported to ONNX" in report.render(results).read_text()
+
+    # an export whose check brought no record back: a failed check naming the node, not a missing row
+    results = tmp_path / "lost"
+    stored = cluster.store(results, job, _exported_outcome("20261207-130000-selftest-cifar", node, None), True)
+    found = json.loads((results / "onnx" / f"{Path(stored['notebook']).stem}.json").read_text())
+    assert found["status"] == "failed" and found["ok"] is False and found["cluster"]["node_id"] == node["node_id"]
+    assert "the ONNX check on node nodehost (10.0.0.7" in found["message"] and "the node's last words" in found["message"]
+
+    # `rosetta run --cluster` asks for no check: none is made up
+    results = tmp_path / "run"
+    cluster.store(results, job, _exported_outcome("20261207-140000-selftest-cifar", node, None), False)
+    assert not (results / "onnx").exists()
+
+
+NODE_STEPS = """
+import pathlib, sys
+command, folder = sys.argv[1], pathlib.Path(sys.argv[sys.argv.index("--results") + 1])
+if command == "run":
+    if sys.argv[2] != "skipped":  # `--resume` skipped it: no record of its own
+        (folder / "records").mkdir(exist_ok=True)
+        (folder / "records" / "new.json").write_text("{}")
+    sys.exit(1 if sys.argv[2] == "failed" else 0)
+(folder / "onnx").mkdir(exist_ok=True)
+(folder / "onnx" / "new.json").write_text("{}")
+"""
+
+
+@pytest.mark.parametrize("run, checked", [("ok", True), ("failed", False), ("skipped", False)])
+def test_the_onnx_check_follows_only_a_run_that_wrote_a_record_and_exited_0(tmp_path, monkeypatch, run, checked):
+    """A task's ``after`` commands (its ONNX check) run in its results folder after a run that exited 0
+    with a record of its own; not after a failed run, nor after one that `--resume` skipped (the earlier
+    record given to it is not its own)."""
+    script = tmp_path / "node_steps.py"
+    script.write_text(NODE_STEPS)
+    monkeypatch.setenv(cluster.NODE_RUN_VARIABLE, f"{sys.executable} {script}")
+    given = {"records/earlier.json": b"{}"} if run == "skipped" else {}
+    done = cluster._commands([["run", run]], dict(os.environ), given, (), [["onnx", "selftest"]])
+    assert ("onnx/new.json" in done["files"]) is checked, done
+    assert done["returncode"] == (1 if run == "failed" else 0)
+
+
+@pytest.mark.kernel
+def test_a_bench_on_the_cluster_checks_each_export_in_onnx_runtime_on_the_node_that_made_it(
+        ray_cluster, tmp_path, tiny_cifar, capsys):
+    """PyTorch's real kernel on a node of type B, its export on (one batch size, one timed run): the node's
+    `rosetta onnx` checks it there, and the check comes back beside the run, naming the same node, in the
+    table of type B's runs."""
+    results = tmp_path / "results"
+    status = cli.main(["bench", "pytorch", "--benchmark", "cifar", "--device", "cpu", "--epochs", "1",
+                       "--batch-size", "32", "--threads", "1", "--train-samples", "200", "--test-samples", "100",
+                       "--export-batch-sizes", "1", "--export-runs", "1", "--skip-parity", "--cifar", str(tiny_cifar),
+                       "--data-dir", str(tmp_path / "cache"), "--cluster", ray_cluster.address, "--accelerator", "B",
+                       "--results", str(results)])
+    out = capsys.readouterr().out
+    [run] = _records(results)
+    assert status == 0 and run["status"] == "ok" and run["export"], out[-3000:]
+    checks = [json.loads(p.read_text()) for p in (results / "onnx").glob("*.json")]
+    assert len(checks) == 1 and checks[0]["ok"] is True, (checks, out[-3000:])
+    assert checks[0]["cluster"]["node_id"] == run["cluster"]["node_id"]
+    assert ray_cluster.types[run["cluster"]["node_id"]] == "B"
+    assert checks[0]["run"] == run["notebook"] and checks[0]["device_group"].endswith("(nodes of type B)")
+    assert "[pytorch/cifar onnx]" in out  # the node's `rosetta onnx`, forwarded to the driver
+    assert "### Exported to ONNX" in (results / "README.md").read_text()
+
+
+def test_a_docker_bench_checks_each_nodes_parity_in_its_images(tmp_path):
+    """The nodes' parity commands follow the runs: `--docker` in the images, else the venvs built on first use."""
+    for flags, expected, absent in (([], "--build-envs", "--docker"), (["--docker"], "--docker", "--build-envs")):
+        args = cli.resolve_paths(cli.parse(["bench", "pytorch", "jax", "--benchmark", "cifar", "--variant", "fp32",
+                                            "bf16", "--results", str(tmp_path), *flags]))
+        commands = cluster.parity_commands(args, cli.select(args.frameworks))
+        assert [c[:5] for c in commands] == [["parity", "pytorch", "jax", "--benchmark", "cifar"]] * 2
+        assert all(expected in c and absent not in c for c in commands), commands
+
+
+def test_a_node_whose_check_never_came_back_is_checked_after_its_runs(ray_cluster, registered, tmp_path, capsys,
+                                                                      monkeypatch):
+    """A node that joined after the start (here: none is checked at the start) whose check was made in a task
+    lost before it returned: its mark says checked, so its later tasks check nothing and bring no check back.
+    The driver sees runs come back from a node with no check, and checks it then, a task pinned to it."""
+    monkeypatch.setattr(cluster, "parity_nodes", lambda ray, args, gpu: [])  # every node counts as joined later
+    monkeypatch.setattr(cluster, "session", lambda: "lost-check-test")
+    marks = Path(tempfile.gettempdir()) / cluster.PARITY_MARKS
+    marks.mkdir(exist_ok=True)
+    made = [marks / f"lost-check-test-{node_id}.done" for node_id in ray_cluster.types]
+    try:
+        for mark in made:  # as the lost task left them: checked on the node, nothing at the driver
+            mark.touch()
+        results = tmp_path / "results"
+        status = cli.main(["bench", "selftest", "--benchmark", "cifar", "--device", "cpu", "--cluster",
+                           ray_cluster.address, "--accelerator", "A", "--results", str(results)])
+    finally:
+        for mark in made:
+            mark.unlink(missing_ok=True)
+    out = capsys.readouterr().out
+    assert status == 0, out
+    [run] = _records(results)
+    head = run["cluster"]["node_id"]
+    assert ray_cluster.types[head] == "A"
+    checks = [json.loads(p.read_text()) for p in sorted((results / "parity").glob("*.json"))]
+    assert [c["cluster"]["node_id"] for c in checks] == [head], out
+    assert "whose parity check did not (it was made in a task lost before it returned); checking it now" in out
+    lines = out.splitlines()
+    assert (max(n for n, line in enumerate(lines) if line.startswith("[selftest/cifar] ok on node "))
+            < min(n for n, line in enumerate(lines) if line.startswith("[parity Selftest cifar] on node ")))
+    assert "| **no** (on node " in (results / "README.md").read_text()

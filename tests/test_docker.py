@@ -447,6 +447,18 @@ def test_bench_docker_builds_no_venvs_and_checks_parity_in_the_images(monkeypatc
     assert ran == [True] and checked == [True]
 
 
+def test_parity_docker_checks_in_the_images_and_builds_no_venvs(monkeypatch, tmp_path):
+    """`rosetta parity --docker` (what a cluster's node runs for `bench --cluster --docker`): in the images,
+    even with --build-envs; without --docker, in the venvs, built first where asked."""
+    built, checked = [], []
+    monkeypatch.setattr(cli, "build_missing", lambda frameworks: built.append([f.name for f in frameworks]))
+    monkeypatch.setattr(parity, "check_all", lambda *a, **k: checked.append(k.get("in_docker")) or [])
+    assert cli.main(["parity", "pytorch", "--docker", "--build-envs", "--results", str(tmp_path)]) == 0
+    assert checked == [True] and built == []
+    assert cli.main(["parity", "pytorch", "--build-envs", "--results", str(tmp_path)]) == 0
+    assert checked == [True, False] and built == [["pytorch"]]
+
+
 PARITY_BODY = """
 from common import canonical, parity, reference
 if parity_inputs:
