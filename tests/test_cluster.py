@@ -593,7 +593,8 @@ def test_a_bench_on_the_cluster_checks_each_export_in_onnx_runtime_on_the_node_t
     assert checks[0]["cluster"]["node_id"] == run["cluster"]["node_id"]
     assert ray_cluster.types[run["cluster"]["node_id"]] == "B"
     assert checks[0]["run"] == run["notebook"] and checks[0]["device_group"].endswith("(nodes of type B)")
-    assert "[pytorch/cifar onnx]" in out  # the node's `rosetta onnx`, forwarded to the driver
+    [log] = (results / "records").glob("*.task.log")  # the task's whole output on its node: the run, then the check
+    assert "[PyTorch/cifar onnx] checking exports/" in log.read_text()
     assert "### Exported to ONNX" in (results / "README.md").read_text()
 
 
