@@ -374,14 +374,15 @@ def _commands(commands: list[list[str]], environment: dict, given: dict | None =
         returncode = 0
         with open(folder / TASK_LOG, "w", encoding="utf-8", errors="replace") as log:
             log.writelines(said)
-            for command in commands:
-                code = _node_command(node_command(command[0]) + command[1:] + ["--results", str(folder)],
+            def rosetta(command: list[str]) -> int:
+                return _node_command(node_command(command[0]) + command[1:] + ["--results", str(folder)],
                                      environment, tail, log)
-                returncode = returncode or code
+
+            for command in commands:
+                returncode = returncode or rosetta(command)
             wrote = any(f"records/{path.name}" not in given for path in (folder / "records").glob("*.json"))
             for command in after if returncode == 0 and wrote else ():
-                _node_command(node_command(command[0]) + command[1:] + ["--results", str(folder)], environment,
-                              tail, log)
+                rosetta(command)
         return {"returncode": returncode, "output": "".join(tail), "files": _collect(folder, given)}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -675,16 +676,22 @@ def _run(ray, args, frameworks, results: Path, address: str, resume, parity: boo
     pending, checking, resumed = {}, {}, []
     # with parity: a task on a node not checked at the start (it joined later) checks it first (_check_first)
     checks = None
+
+    def check_on(node: dict, cpus: float) -> None:
+        """The node's parity check, a task pinned to it (``cpus``: the node's CPUs, of which it asks one)."""
+        pinned = NodeAffinitySchedulingStrategy(node["node_id"], soft=False)
+        checking[task.options(max_retries=0, num_cpus=min(1, cpus), scheduling_strategy=pinned).remote(
+            [], None, "", checks["commands"])] = node
+
     if parity and jobs:  # each node's own parity check, before any timed run starts
         checks = {"commands": parity_commands(args, frameworks), "session": session(), "checked": []}
         for node in parity_nodes(ray, args, gpu):
-            pinned = NodeAffinitySchedulingStrategy(node["node_id"], soft=False)
-            checking[task.options(max_retries=0, num_cpus=min(1, node["cpus"]), scheduling_strategy=pinned).remote(
-                [], None, "", checks["commands"])] = node
+            check_on(node, node["cpus"])
             checks["checked"].append(node["node_id"])
         print(f"cluster: the parity check first, on each of the {len(checking)} node(s) the runs may use, "
               "a task pinned to it; a node that joins later checks parity in its first task, before its run",
               flush=True)
+
     def collect_checks():
         while checking:
             ready, _ = ray.wait(list(checking), num_returns=1, timeout=1.0)
@@ -771,9 +778,7 @@ def _run(ray, args, frameworks, results: Path, address: str, resume, parity: boo
                     continue
                 print(f"cluster: runs came back from {_node_text(node)}, whose parity check did not (it was made in "
                       "a task lost before it returned); checking it now, a task pinned to it", flush=True)
-                pinned = NodeAffinitySchedulingStrategy(node_id, soft=False)
-                checking[task.options(max_retries=0, num_cpus=min(1, have[node_id].get("CPU", 0)),
-                                      scheduling_strategy=pinned).remote([], None, "", checks["commands"])] = node
+                check_on(node, have[node_id].get("CPU", 0))
             collect_checks()
     except KeyboardInterrupt as interrupt:  # Ray's wait turns the signal's Interrupted into a KeyboardInterrupt
         from harness import processes
